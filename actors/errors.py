@@ -1,0 +1,65 @@
+"""Errors of the actors layer: what agents raise, and what the orchestrator answers with.
+
+    YmeraError (storage.errors)
+    ├── AgentError
+    │   ├── RetryableAgentError   transient trouble (a dependency timed out): the task is retried
+    │   └── InvalidTaskInput      the task is malformed for this agent: it fails at once, not retried
+    ├── QueueFull                 the orchestrator's bounded queue is full: retry after a while
+    ├── PlatformUnavailable       no orchestrator answers at the configured Ray address
+    ├── ReplicaLost               (internal) a replica died under a call
+    ├── CallTimedOut              (internal) a call to a replica outlived its deadline
+    └── CallCancelled             (internal) a call was cancelled
+
+An agent that raises anything else (a bug, a crash) costs the attempt and is retried, because the
+platform cannot tell a bug from a transient failure; the error's type and message are recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from storage.errors import YmeraError
+
+
+class AgentError(YmeraError):
+    code = "agent_error"
+    retryable = True
+
+
+class RetryableAgentError(AgentError):
+    code = "retryable_agent_error"
+    retryable = True
+
+
+class InvalidTaskInput(AgentError):
+    code = "invalid_task_input"
+    retryable = False
+
+
+class QueueFull(YmeraError):
+    code = "queue_full"
+
+    def __init__(
+        self, message: str, details: dict[str, Any] | None = None, retry_after_s: float = 1.0
+    ) -> None:
+        super().__init__(message, details)
+        self.args = (message, details, retry_after_s)
+        self.retry_after_s = retry_after_s
+
+
+class PlatformUnavailable(YmeraError):
+    code = "platform_unavailable"
+
+
+class ReplicaLost(YmeraError):
+    """A replica died or became unreachable under a call: the attempt is lost, not the task."""
+
+    code = "replica_lost"
+
+
+class CallTimedOut(YmeraError):
+    code = "timeout"
+
+
+class CallCancelled(YmeraError):
+    code = "cancelled"

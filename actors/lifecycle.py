@@ -1,0 +1,252 @@
+"""Task lifecycle bookkeeping: the in-memory table of unfinished tasks and the writes that
+record each transition.
+
+Transitions: queued → running → succeeded | failed | queued (retry) | dead; queued → cancelled;
+running → cancelled; dead → queued (requeue). Each transition stages its task update, attempt
+update and event together; terminal transitions wait for the commit before waking waiters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Any
+
+from actors.config import OrchestratorConfig
+from actors.store_writer import StoreWriter
+from storage.messages import (
+    AgentResult,
+    AttemptOutcome,
+    RouteDecision,
+    Task,
+    TaskError,
+    TaskRequest,
+    TaskStatus,
+    new_task_id,
+    utcnow,
+)
+from storage.task_store import TaskStore, WriteBatch
+
+
+@dataclasses.dataclass(eq=False)
+class LiveTask:
+    """An unfinished task as the orchestrator tracks it."""
+
+    id: str
+    agent_type: str
+    description: str
+    payload: dict[str, Any]
+    priority: int
+    attempts: int
+    max_attempts: int
+    timeout_s: float
+    status: TaskStatus = TaskStatus.QUEUED
+    replica: str | None = None
+    call: Any = None
+    cancel_requested: bool = False
+    done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    @classmethod
+    def from_task(cls, task: Task) -> LiveTask:
+        return cls(task.id, task.agent_type or "", task.description, task.payload, task.priority,
+                   task.attempts, task.max_attempts, task.timeout_s)
+
+
+def _event(task_id: str, kind: str, at, attempt: int | None = None,
+           data: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"task_id": task_id, "kind": kind, "at": at, "attempt": attempt, "data": data}
+
+
+class Lifecycle:
+    def __init__(self, store: TaskStore, config: OrchestratorConfig) -> None:
+        self.store = store
+        self.config = config
+        self.writer = StoreWriter(store, config.write_batch_max)
+        self.writer.start()
+        self.live: dict[str, LiveTask] = {}
+        self.queued_count = 0
+
+    def _set_status(self, live: LiveTask, status: TaskStatus) -> None:
+        if live.status is TaskStatus.QUEUED:
+            self.queued_count -= 1
+        if status is TaskStatus.QUEUED:
+            self.queued_count += 1
+        live.status = status
+
+    def _track(self, live: LiveTask) -> None:
+        self.live[live.id] = live
+        if live.status is TaskStatus.QUEUED:
+            self.queued_count += 1
+
+    def _forget(self, live: LiveTask) -> None:
+        if self.live.pop(live.id, None) is not None and live.status is TaskStatus.QUEUED:
+            self.queued_count -= 1
+        live.done.set()
+
+    async def reconcile(self, agent_types: dict[str, Any]) -> list[LiveTask]:
+        """Rebuild the live table from storage after a (re)start; returns the tasks to queue."""
+        now = utcnow()
+        batch = WriteBatch()
+        resumed: list[LiveTask] = []
+        for task in await self.store.unfinished_tasks():
+            live = LiveTask.from_task(task)
+            if task.status is TaskStatus.RUNNING:
+                error = TaskError("orchestrator_restarted",
+                                  "the orchestrator restarted while this attempt ran", True)
+                batch.attempt_updates.append({
+                    "task_id": task.id, "number": task.attempts, "outcome": AttemptOutcome.LOST.value,
+                    "finished_at": now, "error": error.to_json()})
+                batch.events.append(_event(task.id, "attempt_lost", now, task.attempts,
+                                           {"reason": error.message}))
+                if task.attempts >= task.max_attempts:
+                    self._terminal_writes(batch, live, TaskStatus.DEAD, now, error=error)
+                    continue
+            if live.agent_type not in agent_types:
+                error = TaskError("unknown_agent_type",
+                                  f"agent type {live.agent_type!r} is no longer registered")
+                self._terminal_writes(batch, live, TaskStatus.FAILED, now, error=error)
+                continue
+            if task.status is TaskStatus.RUNNING:
+                batch.task_updates.append({"id": task.id, "status": TaskStatus.QUEUED.value,
+                                           "updated_at": now})
+                batch.events.append(_event(task.id, "requeued", now, task.attempts,
+                                           {"reason": "orchestrator restarted"}))
+            self._track(live)
+            resumed.append(live)
+        await self.store.apply(batch)
+        return resumed
+
+    async def known_idempotency_keys(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        found: dict[tuple[str, str], str] = {}
+        for tenant in {tenant for tenant, _ in keys}:
+            wanted = [key for t, key in keys if t == tenant]
+            for key, task in (await self.store.find_by_idempotency_keys(tenant, wanted)).items():
+                found[(tenant, key)] = task.id
+        return found
+
+    async def create(self, accepted: list[tuple[TaskRequest, RouteDecision]]) -> list[LiveTask]:
+        """Commit new tasks as queued; they are tracked only once durable."""
+        if not accepted:
+            return []
+        now = utcnow()
+        batch = WriteBatch()
+        created = []
+        for request, decision in accepted:
+            task_id = new_task_id()
+            batch.new_tasks.append({
+                "id": task_id, "tenant": request.tenant, "description": request.description,
+                "payload": request.payload, "agent_type": decision.agent_type,
+                "status": TaskStatus.QUEUED.value, "priority": request.priority, "attempts": 0,
+                "max_attempts": request.max_attempts, "timeout_s": request.timeout_s,
+                "idempotency_key": request.idempotency_key, "batch_id": request.batch_id,
+                "route": decision.to_json(), "result": None, "error": None,
+                "created_at": now, "updated_at": now, "finished_at": None,
+            })
+            batch.events.append(_event(task_id, "queued", now, None,
+                                       {"agent_type": decision.agent_type}))
+            created.append(LiveTask(task_id, decision.agent_type, request.description,
+                                    request.payload, request.priority, 0,
+                                    request.max_attempts or 1, request.timeout_s or 1.0))
+        await self.writer.write(batch)
+        for live in created:
+            self._track(live)
+        return created
+
+    def attempt_started(self, live: LiveTask, replica: str) -> int:
+        attempt = live.attempts + 1
+        live.attempts = attempt
+        live.replica = replica
+        self._set_status(live, TaskStatus.RUNNING)
+        now = utcnow()
+        self.writer.stage(WriteBatch(
+            new_attempts=[{"task_id": live.id, "number": attempt, "replica": replica,
+                           "outcome": AttemptOutcome.RUNNING.value, "started_at": now,
+                           "finished_at": None, "duration_s": None, "error": None}],
+            task_updates=[{"id": live.id, "status": TaskStatus.RUNNING.value,
+                           "attempts": attempt, "updated_at": now}],
+            events=[_event(live.id, "started", now, attempt, {"replica": replica})],
+        ))
+        return attempt
+
+    async def attempt_finished(self, live: LiveTask, attempt: int, result: AgentResult | None,
+                               error: TaskError | None, lost: bool) -> float | None:
+        """Record how an attempt ended. Returns when to retry (`time.monotonic()`), or None."""
+        now = utcnow()
+        batch = WriteBatch()
+        ok = result is not None and result.ok
+        if ok:
+            outcome = AttemptOutcome.SUCCEEDED
+        elif live.cancel_requested:
+            outcome, error = AttemptOutcome.CANCELLED, TaskError("cancelled", "cancelled by request")
+        elif lost:
+            outcome = AttemptOutcome.LOST
+        elif error is not None and error.code == "timeout":
+            outcome = AttemptOutcome.TIMEOUT
+        elif error is not None and error.retryable:
+            outcome = AttemptOutcome.ERROR
+        else:
+            outcome = AttemptOutcome.FAILED
+        batch.attempt_updates.append({
+            "task_id": live.id, "number": attempt, "outcome": outcome.value, "finished_at": now,
+            "duration_s": result.duration_s if result else None,
+            "error": error.to_json() if error and not ok else None})
+
+        if ok:
+            self._terminal_writes(batch, live, TaskStatus.SUCCEEDED, now, result=result.result,
+                                  fence=attempt)
+        elif outcome is AttemptOutcome.CANCELLED:
+            self._terminal_writes(batch, live, TaskStatus.CANCELLED, now, error=error, fence=attempt)
+        elif outcome is AttemptOutcome.FAILED:
+            self._terminal_writes(batch, live, TaskStatus.FAILED, now, error=error, fence=attempt)
+        elif attempt >= live.max_attempts:
+            batch.events.append(_event(live.id, f"attempt_{outcome.value}", now, attempt,
+                                       {"error": error.to_json() if error else None}))
+            self._terminal_writes(batch, live, TaskStatus.DEAD, now, error=error, fence=attempt)
+        else:
+            delay = self.config.retry.delay_after(attempt)
+            self._set_status(live, TaskStatus.QUEUED)
+            batch.task_updates.append({"id": live.id, "fence_attempt": attempt,
+                                       "status": TaskStatus.QUEUED.value, "updated_at": now})
+            batch.events.append(_event(live.id, "retry_scheduled", now, attempt, {
+                "outcome": outcome.value, "delay_s": round(delay, 3),
+                "error": error.to_json() if error else None}))
+            self.writer.stage(batch)
+            return time.monotonic() + delay
+        await self.writer.write(batch)
+        self._forget(live)
+        return None
+
+    def _terminal_writes(self, batch: WriteBatch, live: LiveTask, status: TaskStatus, now,
+                         *, result: Any = None, error: TaskError | None = None,
+                         fence: int | None = None) -> None:
+        update = {"id": live.id, "status": status.value, "result": result,
+                  "error": error.to_json() if error else None, "finished_at": now,
+                  "updated_at": now}
+        if fence is not None:
+            update["fence_attempt"] = fence
+        batch.task_updates.append(update)
+        data = {"error": error.to_json()} if error else None
+        batch.events.append(_event(live.id, status.value, now, live.attempts or None, data))
+
+    async def cancelled_while_queued(self, live: LiveTask) -> None:
+        now = utcnow()
+        batch = WriteBatch()
+        self._terminal_writes(batch, live, TaskStatus.CANCELLED, now,
+                              error=TaskError("cancelled", "cancelled by request"))
+        await self.writer.write(batch)
+        self._forget(live)
+
+    async def requeue(self, task: Task) -> LiveTask:
+        now = utcnow()
+        live = LiveTask.from_task(task)
+        live.max_attempts = task.attempts + self.config.retry.max_attempts
+        await self.writer.write(WriteBatch(
+            task_updates=[{"id": task.id, "fence_attempt": task.attempts,
+                           "status": TaskStatus.QUEUED.value, "max_attempts": live.max_attempts,
+                           "error": None, "finished_at": None, "updated_at": now}],
+            events=[_event(task.id, "requeued", now, task.attempts,
+                           {"reason": "operator requeue"})],
+        ))
+        self._track(live)
+        return live

@@ -1,0 +1,453 @@
+"""The orchestrator: the one writer of every task's lifecycle.
+
+Fault-tolerance contract
+- Durable: tasks, attempts and events in storage. A submission is acknowledged only after its
+  task row is committed. Every later step is staged to storage in order (group commit); an
+  outcome is committed before anyone waiting on the task is told.
+- Rebuilt on (re)start: the queues and in-flight table, from storage (queued tasks are queued
+  again; a task found running lost its attempt with the previous incarnation and is retried or
+  dead-lettered); the pools, by re-attaching to the detached replicas Ray still runs and
+  replacing the rest.
+- Fencing: an outcome is recorded only for the task's current attempt number, so a late result
+  of an older attempt never overwrites a newer one. Execution is at-least-once; the recorded
+  outcome is exactly-once.
+- Never dies of a step: the control loop catches and logs each step's failure.
+
+Ray restarts this actor forever (see `actors/deploy.py`); nothing here assumes it runs once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import time
+from typing import Any
+
+from actors.config import OrchestratorConfig
+from actors.errors import CallCancelled, CallTimedOut, PlatformUnavailable, QueueFull, ReplicaLost
+from actors.lifecycle import Lifecycle, LiveTask
+from actors.pools import AgentPool, PoolManager, Replica
+from actors.registry import load_agent_types
+from actors.task_queue import TaskQueue
+from actors.validation import validate_request
+from ml.router import ExplicitRouter, Router
+from storage.errors import Conflict, InvalidRequest, NotFound, StorageError
+from storage.messages import (
+    AgentResult,
+    AgentTask,
+    Attempt,
+    Task,
+    TaskError,
+    TaskEvent,
+    TaskRequest,
+    TaskStatus,
+)
+from storage.task_store import TaskPage, TaskStore
+
+log = logging.getLogger("ymera.orchestrator")
+
+STARTUP_WAIT_S = 60.0
+STORE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
+
+
+def timeout_grace_s(timeout_s: float) -> float:
+    """How long past a task's timeout the orchestrator waits before it calls the replica hung."""
+    return 1.0 + 0.1 * timeout_s
+
+
+class Orchestrator:
+    """Accepts tasks, routes them, dispatches them to agent pools, and records every step."""
+
+    def __init__(self, config: OrchestratorConfig, backend: Any = None,
+                 router: Router | None = None) -> None:
+        if backend is None:
+            from actors.ray_backend import RayBackend
+
+            backend = RayBackend(config.namespace)
+        self.config = config
+        self.backend = backend
+        self.agent_types = load_agent_types(config.agent_modules)
+        self.router = router or ExplicitRouter(self.agent_types)
+        self.pools = PoolManager(backend, self.agent_types, config)
+        self.pools.on_change = self._wake
+        self.queues = {name: TaskQueue() for name in self.agent_types}
+        self.lifecycle: Lifecycle | None = None
+        self.accepting = True
+        self.started_at = time.time()
+        self._ready = asyncio.Event()
+        self._start_error: BaseException | None = None
+        self._dispatch_wakeup = asyncio.Event()
+        self._pending_keys: dict[tuple[str, str], asyncio.Future] = {}
+        self._reserved = 0
+        self._background: set[asyncio.Task] = set()
+        self._spawn(self._start(), "startup")
+
+    # ----------------------------------------------------------------- start and loops
+
+    def _spawn(self, coroutine, name: str) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coroutine, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _start(self) -> None:
+        store = await self._open_store()
+        self.lifecycle = Lifecycle(store, self.config)
+        self.pools.attach()
+        requeued = await self.lifecycle.reconcile(self.agent_types)
+        for live in requeued:
+            self.queues[live.agent_type].push(live.id, live.priority)
+        self._spawn(self._control_loop(), "control-loop")
+        self._spawn(self._dispatch_loop(), "dispatch-loop")
+        self._ready.set()
+        log.info("orchestrator ready: %d tasks resumed from storage", len(requeued))
+
+    async def _open_store(self) -> TaskStore:
+        failures = 0
+        while True:
+            try:
+                return await TaskStore.open(self.config.database_url)
+            except StorageError as exc:
+                delay = STORE_RETRY_DELAYS_S[min(failures, len(STORE_RETRY_DELAYS_S) - 1)]
+                failures += 1
+                self._start_error = exc
+                log.error("cannot open storage (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _wait_ready(self) -> Lifecycle:
+        if not self._ready.is_set():
+            try:
+                await asyncio.wait_for(self._ready.wait(), STARTUP_WAIT_S)
+            except asyncio.TimeoutError:
+                raise PlatformUnavailable(
+                    f"the orchestrator is still starting: {self._start_error or 'reconciling'}"
+                ) from None
+        assert self.lifecycle is not None
+        return self.lifecycle
+
+    async def ready(self) -> bool:
+        """Wait until the orchestrator has reconciled and every pool has a live replica."""
+        await self._wait_ready()
+        while any(p.desired and not p.pick() for p in self.pools.pools.values()):
+            await asyncio.sleep(0.1)
+        return True
+
+    async def _control_loop(self) -> None:
+        while True:
+            try:
+                await self.pools.update()
+            except Exception:
+                log.exception("pool supervision step failed")
+            self._wake()
+            await asyncio.sleep(self.config.health_interval_s)
+
+    def _wake(self) -> None:
+        self._dispatch_wakeup.set()
+
+    async def _dispatch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._dispatch_wakeup.wait()
+            self._dispatch_wakeup.clear()
+            next_due = None
+            try:
+                for agent_type, queue in self.queues.items():
+                    self._dispatch_type(self.pools.pools[agent_type], queue)
+                    due = queue.next_due()
+                    if due is not None:
+                        next_due = due if next_due is None else min(next_due, due)
+            except Exception:
+                log.exception("dispatch step failed")
+            if next_due is not None:
+                loop.call_at(loop.time() + max(0.0, next_due - time.monotonic()), self._wake)
+
+    def _dispatch_type(self, pool: AgentPool, queue: TaskQueue) -> None:
+        assert self.lifecycle is not None
+        while len(queue):
+            replica = pool.pick()
+            if replica is None:
+                return
+            task_id = queue.pop()
+            if task_id is None:
+                return
+            live = self.lifecycle.live.get(task_id)
+            if live is None or live.status is not TaskStatus.QUEUED:
+                continue
+            self._start_attempt(live, replica)
+
+    # ----------------------------------------------------------------- attempts
+
+    def _start_attempt(self, live: LiveTask, replica: Replica) -> None:
+        assert self.lifecycle is not None
+        attempt = self.lifecycle.attempt_started(live, replica.name)
+        replica.in_flight += 1
+        agent_task = AgentTask(live.id, attempt, live.agent_type, live.description, live.payload,
+                               live.timeout_s)
+        call = self.backend.call(replica.handle, "run", agent_task, name=replica.name)
+        live.call = call
+        self._spawn(self._finish_attempt(live, replica, attempt, call), f"attempt-{live.id}")
+
+    async def _finish_attempt(self, live: LiveTask, replica: Replica, attempt: int,
+                              call: Any) -> None:
+        assert self.lifecycle is not None
+        result: AgentResult | None = None
+        error: TaskError | None = None
+        lost = False
+        try:
+            result = await call.result(live.timeout_s + timeout_grace_s(live.timeout_s))
+        except CallTimedOut:
+            call.cancel()
+            self.pools.mark_suspect(live.agent_type, replica.name)
+            error = TaskError("timeout", f"no answer from {replica.name} within "
+                              f"{live.timeout_s:g}s; the replica is being checked", True)
+        except ReplicaLost as exc:
+            self.pools.replica_lost(live.agent_type, replica.name)
+            error = TaskError("replica_lost", str(exc), True, "ReplicaLost")
+            lost = True
+        except CallCancelled:
+            error = TaskError("cancelled", "cancelled while running", False, "CallCancelled")
+        except Exception as exc:
+            log.exception("attempt %s/%d failed unexpectedly", live.id, attempt)
+            error = TaskError("orchestrator_error", f"{type(exc).__name__}: {exc}", True)
+        finally:
+            replica.in_flight -= 1
+            self._wake()
+        if result is not None and not result.ok:
+            error = result.error
+        if live.attempts != attempt:
+            return  # fenced: a newer attempt owns this task now
+        retry_at = await self.lifecycle.attempt_finished(live, attempt, result, error, lost)
+        if retry_at is not None:
+            self.queues[live.agent_type].push(live.id, live.priority, not_before=retry_at)
+            self._wake()
+
+    # ----------------------------------------------------------------- client API
+
+    async def submit(self, request: TaskRequest | dict) -> str:
+        """Accept one task; returns its id once the task is durable."""
+        return (await self.submit_many([request]))[0]
+
+    async def submit_many(self, requests: list[TaskRequest | dict]) -> list[str]:
+        """Accept tasks all together or not at all; ids in request order, once durable.
+
+        A request whose idempotency key was seen before gets the earlier task's id and is not
+        run again. Raises `InvalidRequest` (naming the request's index) or `QueueFull`.
+        """
+        lifecycle = await self._wait_ready()
+        if not self.accepting:
+            raise PlatformUnavailable("the platform is draining and accepts no new tasks")
+        if not isinstance(requests, (list, tuple)) or not requests:
+            raise InvalidRequest("submit at least one task")
+        checked = [validate_request(r, self.config, i if len(requests) > 1 else None)
+                   for i, r in enumerate(requests)]
+        decisions = [
+            await self.router.decide(r.description, r.payload, r.agent_type) for r in checked
+        ]
+        ids: list[str | None] = [None] * len(checked)
+        waits: dict[int, asyncio.Future] = {}
+        owned: dict[tuple[str, str], asyncio.Future] = {}
+        fresh: list[int] = []
+        for index, request in enumerate(checked):
+            key = (request.tenant, request.idempotency_key) if request.idempotency_key else None
+            if key is None:
+                fresh.append(index)
+            elif key in self._pending_keys:
+                waits[index] = self._pending_keys[key]
+            else:
+                owned[key] = self._pending_keys[key] = asyncio.get_running_loop().create_future()
+                fresh.append(index)
+        try:
+            known = await lifecycle.known_idempotency_keys(list(owned))
+            creating = []
+            for index in fresh:
+                request = checked[index]
+                key = (request.tenant, request.idempotency_key)
+                if key in known:
+                    ids[index] = known[key]
+                    owned[key].set_result(known[key])
+                else:
+                    creating.append(index)
+            self._reserve(len(creating))
+            try:
+                created = await lifecycle.create(
+                    [(checked[i], decisions[i]) for i in creating])
+            finally:
+                self._reserved -= len(creating)
+            for index, live in zip(creating, created):
+                ids[index] = live.id
+                request = checked[index]
+                if request.idempotency_key:
+                    owned[(request.tenant, request.idempotency_key)].set_result(live.id)
+                self.queues[live.agent_type].push(live.id, live.priority)
+            if created:
+                self._wake()
+        except BaseException as exc:
+            for future in owned.values():
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            for key in owned:
+                self._pending_keys.pop(key, None)
+        for index, future in waits.items():
+            ids[index] = await asyncio.shield(future)
+        return [i for i in ids if i is not None]
+
+    def _reserve(self, count: int) -> None:
+        assert self.lifecycle is not None
+        queued = self.lifecycle.queued_count + self._reserved
+        if queued + count > self.config.queue_max:
+            raise QueueFull(
+                f"the task queue is full ({queued} of {self.config.queue_max} waiting); "
+                "retry later",
+                {"queued": queued, "queue_max": self.config.queue_max},
+                retry_after_s=1.0,
+            )
+        self._reserved += count
+
+    async def get(self, task_id: str) -> Task:
+        return await (await self._wait_ready()).store.get_task(task_id)
+
+    async def wait(self, task_id: str, timeout_s: float | None = None) -> Task:
+        """The task once it has finished, or as it stands when `timeout_s` runs out."""
+        return (await self.wait_many([task_id], timeout_s))[0]
+
+    async def wait_many(self, task_ids: list[str], timeout_s: float | None = None) -> list[Task]:
+        lifecycle = await self._wait_ready()
+        pending = [lifecycle.live[t].done.wait() for t in task_ids if t in lifecycle.live]
+        if pending:
+            try:
+                await asyncio.wait_for(asyncio.gather(*pending), timeout_s)
+            except asyncio.TimeoutError:
+                pass
+        found = await lifecycle.store.get_tasks(task_ids)
+        missing = [t for t in task_ids if t not in found]
+        if missing:
+            raise NotFound(f"no task with id {missing[0]!r}", {"task_ids": missing})
+        return [found[t] for t in task_ids]
+
+    async def list_tasks(self, **filters: Any) -> TaskPage:
+        if isinstance(filters.get("status"), str):
+            try:
+                filters["status"] = TaskStatus(filters["status"])
+            except ValueError:
+                raise InvalidRequest(
+                    f"unknown status {filters['status']!r}; one of: "
+                    f"{', '.join(s.value for s in TaskStatus)}") from None
+        return await (await self._wait_ready()).store.list_tasks(**filters)
+
+    async def dead_letters(self, limit: int = 100, cursor: str | None = None) -> TaskPage:
+        return await self.list_tasks(status=TaskStatus.DEAD, limit=limit, cursor=cursor)
+
+    async def attempts(self, task_id: str) -> list[Attempt]:
+        store = (await self._wait_ready()).store
+        await store.get_task(task_id)
+        return await store.attempts(task_id)
+
+    async def events(self, task_id: str, after_id: int = 0) -> list[TaskEvent]:
+        store = (await self._wait_ready()).store
+        await store.get_task(task_id)
+        return await store.events(task_id, after_id)
+
+    async def cancel(self, task_id: str) -> Task:
+        """Cancel a queued or running task. A finished task cannot be cancelled (`Conflict`)."""
+        lifecycle = await self._wait_ready()
+        live = lifecycle.live.get(task_id)
+        if live is None:
+            task = await lifecycle.store.get_task(task_id)
+            raise Conflict(f"task {task_id} is already {task.status.value}",
+                           {"status": task.status.value})
+        if live.status is TaskStatus.QUEUED and self.queues[live.agent_type].remove(task_id):
+            await lifecycle.cancelled_while_queued(live)
+        else:
+            live.cancel_requested = True
+            if live.call is not None:
+                live.call.cancel()
+            try:
+                await asyncio.wait_for(live.done.wait(), 10.0)
+            except asyncio.TimeoutError:
+                pass
+        return await lifecycle.store.get_task(task_id)
+
+    async def requeue(self, task_id: str) -> Task:
+        """Give a dead-lettered task a fresh budget of attempts; its history is kept."""
+        lifecycle = await self._wait_ready()
+        task = await lifecycle.store.get_task(task_id)
+        if task.status is not TaskStatus.DEAD:
+            raise Conflict(f"only dead tasks can be requeued; task {task_id} is "
+                           f"{task.status.value}", {"status": task.status.value})
+        if task.agent_type not in self.agent_types:
+            raise Conflict(f"agent type {task.agent_type!r} is no longer registered")
+        self._reserve(1)
+        try:
+            live = await lifecycle.requeue(task)
+        finally:
+            self._reserved -= 1
+        self.queues[live.agent_type].push(live.id, live.priority)
+        self._wake()
+        return await lifecycle.store.get_task(task_id)
+
+    async def status(self) -> dict[str, Any]:
+        """Pools, queues and counts: what `ymera status` shows."""
+        lifecycle = await self._wait_ready()
+        return {
+            "accepting": self.accepting,
+            "uptime_s": time.time() - self.started_at,
+            "storage": lifecycle.store.dialect,
+            "queue_max": self.config.queue_max,
+            "queued": {name: len(queue) for name, queue in self.queues.items()},
+            "running": sum(1 for t in lifecycle.live.values() if t.status is TaskStatus.RUNNING),
+            "tasks": await lifecycle.store.count_by_status(),
+            "pools": self.pools.snapshot(),
+            "agent_types": {name: dataclasses.asdict(cls.spec)
+                            for name, cls in self.agent_types.items()},
+        }
+
+    async def drain(self, timeout_s: float = 60.0) -> dict[str, int]:
+        """Stop accepting tasks and wait for running attempts to finish; queued tasks stay
+        durable in storage and resume at the next start."""
+        lifecycle = await self._wait_ready()
+        self.accepting = False
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not any(t.status is TaskStatus.RUNNING for t in lifecycle.live.values()):
+                break
+            await asyncio.sleep(0.1)
+        for queue in self.queues.values():
+            while queue.pop() is not None:
+                pass
+        running = sum(1 for t in lifecycle.live.values() if t.status is TaskStatus.RUNNING)
+        await lifecycle.writer.stop()
+        return {"running": running, "queued_left": lifecycle.queued_count}
+
+    async def stop_pools(self) -> int:
+        """Kill every replica (for `ymera down`, after `drain`). Returns how many."""
+        killed = 0
+        for pool in self.pools.pools.values():
+            pool.desired = 0
+            for replica in list(pool.replicas.values()):
+                self.backend.kill(replica.handle)
+                killed += 1
+            pool.replicas.clear()
+        return killed
+
+    async def scale(self, agent_type: str, replicas: int) -> dict[str, Any]:
+        """Set how many replicas a pool keeps."""
+        pool = self.pools.pools.get(agent_type)
+        if pool is None:
+            raise NotFound(f"no agent type {agent_type!r}")
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= 256:
+            raise InvalidRequest("replicas must be an integer from 0 to 256")
+        pool.desired = replicas
+        await self.pools.update()
+        return pool.snapshot()
+
+    async def pid(self) -> int:
+        return os.getpid()
+
+    async def replica_pids(self) -> dict[str, int | None]:
+        """Process id of each live replica (operators and failure tests use these)."""
+        return {r.name: r.pid for p in self.pools.pools.values() for r in p.replicas.values()}

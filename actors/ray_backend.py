@@ -1,0 +1,122 @@
+"""The only module of the actors layer that calls Ray.
+
+The orchestrator and its managers talk to replicas through `RayBackend`, so their logic can be
+unit-tested with an in-process stand-in and run unchanged on a real cluster. Ray's exceptions
+are translated here: a dead or unreachable actor is `ReplicaLost` (after a node is lost Ray first
+reports `ActorUnavailableError`, "may or may not have executed"; both cost the attempt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import ray
+from ray.exceptions import (
+    ActorDiedError,
+    ActorUnavailableError,
+    GetTimeoutError,
+    ObjectLostError,
+    RayActorError,
+    RayTaskError,
+    TaskCancelledError,
+    WorkerCrashedError,
+)
+
+from actors.agent import Agent
+from actors.errors import CallCancelled, CallTimedOut, ReplicaLost
+from actors.replica import AgentReplica
+from storage.messages import Resources
+
+_LOST = (ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError, ObjectLostError)
+CONTROL_CALL_HEADROOM = 4
+
+
+class RemoteCall:
+    """A call in flight to an actor: await its result with a deadline, or cancel it."""
+
+    def __init__(self, ref: ray.ObjectRef, actor_name: str) -> None:
+        self.ref = ref
+        self.actor_name = actor_name
+
+    async def result(self, timeout_s: float | None) -> Any:
+        try:
+            return await asyncio.wait_for(_awaitable(self.ref), timeout=timeout_s)
+        except (asyncio.TimeoutError, GetTimeoutError) as exc:
+            raise CallTimedOut(f"{self.actor_name} did not answer within {timeout_s:g}s") from exc
+        except TaskCancelledError as exc:
+            raise CallCancelled(f"the call to {self.actor_name} was cancelled") from exc
+        except _LOST as exc:
+            raise ReplicaLost(f"{self.actor_name} was lost: {type(exc).__name__}") from exc
+        except RayTaskError as exc:
+            raise ReplicaLost(f"{self.actor_name} failed: {exc}") from exc
+
+    def cancel(self) -> None:
+        try:
+            ray.cancel(self.ref)
+        except Exception:  # the call already finished, or its actor is gone
+            pass
+
+
+async def _awaitable(ref: ray.ObjectRef) -> Any:
+    return await ref
+
+
+class RayBackend:
+    """Creates, finds, calls and kills detached actors in one Ray namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+
+    def create_replica(
+        self,
+        name: str,
+        agent_class: type[Agent],
+        resources: Resources,
+        concurrency: int,
+        max_payload_bytes: int,
+    ) -> Any:
+        options: dict[str, Any] = {
+            "name": name,
+            "namespace": self.namespace,
+            "lifetime": "detached",
+            "max_restarts": 0,
+            "max_concurrency": concurrency + CONTROL_CALL_HEADROOM,
+            "num_cpus": resources.num_cpus,
+        }
+        if resources.memory_mb:
+            options["memory"] = resources.memory_mb * 1024 * 1024
+        if resources.custom:
+            options["resources"] = dict(resources.custom)
+        return _replica_actor().options(**options).remote(agent_class, name, max_payload_bytes)
+
+    def find_actors(self, prefix: str) -> dict[str, Any]:
+        """Live named actors of this namespace whose names start with `prefix`."""
+        found = {}
+        for entry in ray.util.list_named_actors(all_namespaces=True):
+            name = entry["name"]
+            if entry["namespace"] == self.namespace and name.startswith(prefix):
+                try:
+                    found[name] = ray.get_actor(name, namespace=self.namespace)
+                except ValueError:
+                    continue  # died between listing and lookup
+        return found
+
+    def call(self, handle: Any, method: str, *args: Any, name: str = "actor") -> RemoteCall:
+        return RemoteCall(getattr(handle, method).remote(*args), name)
+
+    def kill(self, handle: Any) -> None:
+        try:
+            ray.kill(handle, no_restart=True)
+        except Exception:  # already dead
+            pass
+
+
+_REPLICA_ACTOR = None
+
+
+def _replica_actor():
+    global _REPLICA_ACTOR
+    if _REPLICA_ACTOR is None:
+        _REPLICA_ACTOR = ray.remote(AgentReplica)
+    return _REPLICA_ACTOR

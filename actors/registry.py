@@ -1,0 +1,51 @@
+"""Which agent types exist: the built-ins plus any the user names by import path.
+
+A third-party agent is any `actors.agent.Agent` subclass importable as `package.module:ClassName`;
+list it in `YMERA_AGENT_MODULES` and it registers without editing the platform.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Iterable
+
+from actors.agent import Agent
+from storage.errors import InvalidRequest
+
+AGENT_NAME = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
+
+
+def import_agent(path: str) -> type[Agent]:
+    """The agent class at `module:Class`, checked against the contract."""
+    module_name, _, class_name = path.partition(":")
+    if not module_name or not class_name:
+        raise InvalidRequest(f"agent path {path!r} must look like 'package.module:ClassName'")
+    try:
+        agent_class = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidRequest(f"cannot import agent {path!r}: {exc}") from exc
+    if not (isinstance(agent_class, type) and issubclass(agent_class, Agent)):
+        raise InvalidRequest(f"{path!r} is not a subclass of actors.agent.Agent")
+    if not hasattr(agent_class, "spec"):
+        raise InvalidRequest(f"agent {path!r} declares no `spec`")
+    if not AGENT_NAME.match(agent_class.spec.name):
+        raise InvalidRequest(
+            f"agent name {agent_class.spec.name!r} of {path!r} must be lowercase letters, "
+            "digits and underscores, 2 to 64 long"
+        )
+    return agent_class
+
+
+def load_agent_types(extra_paths: Iterable[str] = ()) -> dict[str, type[Agent]]:
+    """Every agent type by name: built-ins first, then `extra_paths`; names must be unique."""
+    from actors.agents import BUILTIN_AGENTS
+
+    agent_types: dict[str, type[Agent]] = dict(BUILTIN_AGENTS)
+    for path in extra_paths:
+        agent_class = import_agent(path)
+        name = agent_class.spec.name
+        if name in agent_types and agent_types[name] is not agent_class:
+            raise InvalidRequest(f"agent type {name!r} from {path!r} is already registered")
+        agent_types[name] = agent_class
+    return agent_types

@@ -1,0 +1,83 @@
+"""One replica of an agent type: the Ray actor that hosts an agent and runs its attempts.
+
+A replica never lets an agent's exception escape: every attempt comes back as an `AgentResult`
+that says whether it succeeded, and if not, why and whether another attempt may help. Only the
+replica's own death (crash, kill, OOM, node loss) reaches the orchestrator as an actor error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from typing import Any
+
+from actors.agent import Agent, require_payload_within
+from actors.errors import AgentError
+from storage.messages import AgentResult, AgentTask, TaskError
+
+
+def error_of(exc: BaseException) -> TaskError:
+    if isinstance(exc, AgentError):
+        return TaskError(exc.code, exc.message, exc.retryable, type(exc).__name__)
+    return TaskError("agent_crashed", f"{type(exc).__name__}: {exc}", True, type(exc).__name__)
+
+
+def _json_error(value: Any) -> TaskError | None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return TaskError("invalid_result", f"the agent returned a result that is not JSON: {exc}",
+                         False, type(exc).__name__)
+    return None
+
+
+class AgentReplica:
+    """Hosts one agent instance; safe to call concurrently up to the agent's concurrency."""
+
+    def __init__(self, agent_class: type[Agent], replica: str, max_payload_bytes: int) -> None:
+        self.agent = agent_class()
+        self.replica = replica
+        self.max_payload_bytes = max_payload_bytes
+        self.in_flight = 0
+        self.completed = 0
+        self.started_at = time.time()
+        self._setup_done = False
+        self._setup_lock = asyncio.Lock()
+
+    async def ready(self) -> dict[str, Any]:
+        """Run the agent's setup once; raises if the agent cannot start."""
+        async with self._setup_lock:
+            if not self._setup_done:
+                await self.agent.setup()
+                self._setup_done = True
+        return await self.health()
+
+    async def health(self) -> dict[str, Any]:
+        await self.agent.health()
+        return {"replica": self.replica, "pid": os.getpid(), "in_flight": self.in_flight,
+                "completed": self.completed, "uptime_s": time.time() - self.started_at}
+
+    async def run(self, task: AgentTask) -> AgentResult:
+        started = time.perf_counter()
+        self.in_flight += 1
+        try:
+            if not self._setup_done:
+                await self.ready()
+            require_payload_within(task.payload, self.max_payload_bytes)
+            value = await asyncio.wait_for(self.agent.run(task), timeout=task.timeout_s)
+            error = _json_error(value)
+            if error is None:
+                return AgentResult(task.task_id, task.attempt, self.replica, True, value,
+                                   duration_s=time.perf_counter() - started)
+        except asyncio.TimeoutError:
+            error = TaskError("timeout", f"the agent took longer than {task.timeout_s:g}s",
+                              True, "TimeoutError")
+        except Exception as exc:
+            error = error_of(exc)
+        finally:
+            self.in_flight -= 1
+            self.completed += 1
+        return AgentResult(task.task_id, task.attempt, self.replica, False, error=error,
+                           duration_s=time.perf_counter() - started)

@@ -1,0 +1,92 @@
+"""Group commit: many small writes from many coroutines become few transactions.
+
+`stage(batch)` queues writes and returns a future that resolves once they are committed. One
+flush at a time takes everything staged so far, in order, and commits it in one transaction.
+If a flush fails, writes that create tasks are failed back to their submitters (they were never
+acknowledged, and the atomic transaction stored none of them); every other write is kept and
+retried with backoff until the database takes it, so no lifecycle step is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from storage.errors import StorageError
+from storage.task_store import TaskStore, WriteBatch
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAYS_S = (0.05, 0.2, 1.0, 2.0, 5.0)
+
+
+class StoreWriter:
+    def __init__(self, store: TaskStore, max_batch: int) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._staged: list[tuple[WriteBatch, asyncio.Future]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.flushes = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="store-writer")
+
+    async def stop(self) -> None:
+        """Commit what is staged, then stop."""
+        while self._staged:
+            await asyncio.sleep(0.01)
+        if self._task:
+            self._task.cancel()
+
+    def stage(self, batch: WriteBatch) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self._staged.append((batch, future))
+        self._wakeup.set()
+        return future
+
+    async def write(self, batch: WriteBatch) -> None:
+        """Stage `batch` and wait until it is committed."""
+        await self.stage(batch)
+
+    @property
+    def backlog(self) -> int:
+        return len(self._staged)
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._staged:
+                taken, size = 0, 0
+                while taken < len(self._staged) and size < self.max_batch:
+                    size += len(self._staged[taken][0])
+                    taken += 1
+                entries = self._staged[:taken]
+                merged = WriteBatch()
+                for batch, _ in entries:
+                    merged.extend(batch)
+                try:
+                    await self.store.apply(merged)
+                except StorageError as exc:
+                    failures += 1
+                    self._fail_submissions(entries, exc)
+                    delay = RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S)) - 1]
+                    log.error("storage write failed (%s); retrying in %.2fs", exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                failures = 0
+                self.flushes += 1
+                del self._staged[:taken]
+                for _, future in entries:
+                    if not future.done():
+                        future.set_result(None)
+
+    def _fail_submissions(self, entries, exc: StorageError) -> None:
+        """Drop staged batches that create tasks, failing their futures; keep the rest."""
+        failed = {id(future) for batch, future in entries if batch.new_tasks}
+        for _, future in entries:
+            if id(future) in failed and not future.done():
+                future.set_exception(exc)
+        self._staged = [(b, f) for b, f in self._staged if id(f) not in failed]

@@ -1,0 +1,83 @@
+"""Checks a submitted task before anything is stored: every rule, one clear message each."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from typing import Any
+
+from actors.config import OrchestratorConfig
+from storage.errors import InvalidRequest
+from storage.messages import TaskRequest
+
+MAX_DESCRIPTION_CHARS = 10_000
+MAX_ATTEMPTS_LIMIT = 20
+PRIORITY_RANGE = (-100, 100)
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
+
+
+def _fail(index: int | None, field: str, message: str, value: Any = None) -> InvalidRequest:
+    where = f"task {index}: " if index is not None else ""
+    details: dict[str, Any] = {"field": field}
+    if index is not None:
+        details["index"] = index
+    return InvalidRequest(f"{where}{field} {message}", details)
+
+
+def validate_request(request: Any, config: OrchestratorConfig, index: int | None = None
+                     ) -> TaskRequest:
+    """The request with defaults filled in, or `InvalidRequest` naming the first wrong field."""
+    if isinstance(request, dict):
+        unknown = set(request) - {f.name for f in dataclasses.fields(TaskRequest)}
+        if unknown:
+            raise _fail(index, sorted(unknown)[0], "is not a task field")
+        try:
+            request = TaskRequest(**request)
+        except TypeError as exc:
+            raise _fail(index, "task", f"is incomplete: {exc}") from exc
+    if not isinstance(request, TaskRequest):
+        raise _fail(index, "task", f"must be a TaskRequest or dict, not {type(request).__name__}")
+
+    description = request.description
+    if not isinstance(description, str) or not description.strip():
+        raise _fail(index, "description", "must be a non-empty string")
+    if len(description) > MAX_DESCRIPTION_CHARS:
+        raise _fail(index, "description", f"is {len(description)} characters; the limit is "
+                    f"{MAX_DESCRIPTION_CHARS}")
+    if not isinstance(request.payload, dict):
+        raise _fail(index, "payload", f"must be a JSON object, not {type(request.payload).__name__}")
+    try:
+        size = len(json.dumps(request.payload, allow_nan=False, separators=(",", ":")))
+    except (TypeError, ValueError) as exc:
+        raise _fail(index, "payload", f"is not valid JSON: {exc}") from exc
+    if size > config.max_payload_bytes:
+        raise _fail(index, "payload", f"is {size} bytes; the limit is {config.max_payload_bytes}")
+    if request.agent_type is not None and not isinstance(request.agent_type, str):
+        raise _fail(index, "agent_type", "must be a string")
+    if isinstance(request.priority, bool) or not isinstance(request.priority, int) or not (
+        PRIORITY_RANGE[0] <= request.priority <= PRIORITY_RANGE[1]
+    ):
+        raise _fail(index, "priority", f"must be an integer from {PRIORITY_RANGE[0]} to "
+                    f"{PRIORITY_RANGE[1]}")
+    timeout_s = config.default_timeout_s if request.timeout_s is None else request.timeout_s
+    if (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
+            or not math.isfinite(timeout_s) or not 0 < timeout_s <= config.max_timeout_s):
+        raise _fail(index, "timeout_s", f"must be a number of seconds above 0 and at most "
+                    f"{config.max_timeout_s:g}")
+    max_attempts = config.retry.max_attempts if request.max_attempts is None else request.max_attempts
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or not (
+        1 <= max_attempts <= MAX_ATTEMPTS_LIMIT
+    ):
+        raise _fail(index, "max_attempts", f"must be an integer from 1 to {MAX_ATTEMPTS_LIMIT}")
+    key = request.idempotency_key
+    if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 200):
+        raise _fail(index, "idempotency_key", "must be a string of 1 to 200 characters")
+    if not isinstance(request.tenant, str) or not NAME.match(request.tenant):
+        raise _fail(index, "tenant", "must be 1 to 64 letters, digits, '_', '.', ':' or '-'")
+    if request.batch_id is not None and (
+        not isinstance(request.batch_id, str) or not NAME.match(request.batch_id)
+    ):
+        raise _fail(index, "batch_id", "must be 1 to 64 letters, digits, '_', '.', ':' or '-'")
+    return dataclasses.replace(request, timeout_s=float(timeout_s), max_attempts=max_attempts)

@@ -1,0 +1,212 @@
+"""`ymera bench core`: raw Ray actor calls versus end-to-end platform tasks, in one run.
+
+It starts one local Ray cluster and measures on it, in order:
+- raw: pipelined calls to a trivial async actor (the ceiling any actor platform works under);
+- platform on SQLite, then on PostgreSQL: trivial calculator tasks submitted in batches, each
+  committed before it is acknowledged, dispatched, run and recorded (succeeded + events);
+- resident memory (RSS) of the platform's own processes (orchestrator and agent replicas), at
+  idle and at the peak under load.
+It prints a readable summary, or the JSON report with `--json`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psutil
+import ray
+
+from actors.config import OrchestratorConfig, PoolConfig
+from actors.deploy import start_orchestrator
+from cluster.client import LOCAL_CLUSTER_ENV, Client
+from storage.database import migrate
+from storage.messages import TaskRequest, TaskStatus
+
+SUBMIT_BATCH = 200
+IN_FLIGHT_BATCHES = 4
+DEFAULT_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@ray.remote
+class _Echo:
+    async def echo(self, value: int) -> int:
+        return value
+
+
+def raw_actor_calls(calls: int) -> dict[str, float]:
+    actor = _Echo.options(max_concurrency=1000).remote()
+    ray.get(actor.echo.remote(0))
+    started = time.perf_counter()
+    ray.get([actor.echo.remote(i) for i in range(calls)])
+    elapsed = time.perf_counter() - started
+    ray.kill(actor)
+    return {"calls": calls, "seconds": round(elapsed, 3), "per_second": round(calls / elapsed, 1)}
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1)
+
+    return {"p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99),
+            "mean_ms": round(statistics.fmean(ordered) * 1000, 1)}
+
+
+class _RssSampler:
+    """Samples the summed RSS of the given processes every 100 ms; keeps the peak."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.processes = [psutil.Process(p) for p in pids if psutil.pid_exists(p)]
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def total(self) -> int:
+        total = 0
+        for process in self.processes:
+            try:
+                total += process.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.total())
+            time.sleep(0.1)
+
+    def __enter__(self) -> _RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def platform_tasks(database_url: str, tasks: int) -> dict[str, Any]:
+    migrate(database_url)
+    config = OrchestratorConfig(
+        database_url=database_url, namespace=f"ymera-bench-{uuid.uuid4().hex[:8]}",
+        default_replicas=0, pools={"calculator": PoolConfig(replicas=2, concurrency=64)})
+    orchestrator = start_orchestrator(config)
+    try:
+        ray.get(orchestrator.ready.remote(), timeout=180)
+        client = Client(orchestrator)
+        pids = [ray.get(orchestrator.pid.remote())]
+        pids += [p for p in ray.get(orchestrator.replica_pids.remote()).values() if p]
+        idle_rss = _RssSampler(pids).total()
+        warmup = client.submit_many([TaskRequest("1+1", {"expression": "1+1"}, "calculator")
+                                     for _ in range(100)])
+        client.wait_many(warmup, 60)
+
+        requests = [TaskRequest(f"{i}+1", {"expression": f"{i}+1"}, "calculator")
+                    for i in range(tasks)]
+        with _RssSampler(pids) as sampler:
+            started = time.perf_counter()
+            ids: list[str] = []
+            pending: list[Any] = []
+            for offset in range(0, tasks, SUBMIT_BATCH):
+                pending.append(orchestrator.submit_many.remote(
+                    requests[offset:offset + SUBMIT_BATCH]))
+                if len(pending) >= IN_FLIGHT_BATCHES:
+                    ids += ray.get(pending.pop(0))
+            for ref in pending:
+                ids += ray.get(ref)
+            submitted = time.perf_counter() - started
+            finished = client.wait_many(ids, 600)
+            elapsed = time.perf_counter() - started
+        succeeded = [t for t in finished if t.status is TaskStatus.SUCCEEDED]
+        latencies = [(t.finished_at - t.created_at).total_seconds() for t in succeeded]
+        return {
+            "database": database_url.split(":", 1)[0],
+            "tasks": tasks,
+            "succeeded": len(succeeded),
+            "seconds": round(elapsed, 3),
+            "per_second": round(tasks / elapsed, 1),
+            "submit_per_second": round(tasks / submitted, 1),
+            "latency": _percentiles(latencies) if latencies else None,
+            "rss_mb": {"idle": round(idle_rss / 2**20, 1),
+                       "peak_under_load": round(sampler.peak / 2**20, 1),
+                       "processes": len(pids)},
+        }
+    finally:
+        ray.get(orchestrator.stop_pools.remote(), timeout=60)
+        ray.kill(orchestrator, no_restart=True)
+
+
+async def _admin(admin_url: str, statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(admin_url.replace("postgresql+asyncpg", "postgresql"),
+                                       timeout=5)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def run_core_benchmark(args: Any) -> dict[str, Any]:
+    for key, value in LOCAL_CLUSTER_ENV.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    ray.init(namespace="ymera-bench", include_dashboard=False, log_to_driver=False,
+             logging_level="WARNING")
+    report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(),
+                                          "memory_gb": round(psutil.virtual_memory().total / 2**30)}}
+    try:
+        report["raw_actor_calls"] = raw_actor_calls(args.raw_calls)
+        with tempfile.TemporaryDirectory() as state:
+            report["sqlite"] = platform_tasks(f"sqlite:///{Path(state) / 'bench.db'}", args.tasks)
+        admin = args.postgres_url or DEFAULT_POSTGRES_ADMIN_URL
+        name = f"ymera_bench_{uuid.uuid4().hex[:8]}"
+        try:
+            asyncio.run(_admin(admin, f'CREATE DATABASE "{name}"'))
+        except Exception as exc:
+            report["postgresql"] = {"skipped": f"PostgreSQL at {admin} unreachable: {exc}"}
+        else:
+            try:
+                url = admin.rsplit("/", 1)[0] + "/" + name
+                report["postgresql"] = platform_tasks(url, args.tasks)
+            finally:
+                asyncio.run(_admin(admin, f'DROP DATABASE "{name}" WITH (FORCE)'))
+        raw = report["raw_actor_calls"]["per_second"]
+        for key in ("sqlite", "postgresql"):
+            if "per_second" in report[key]:
+                report[key]["ratio_to_raw"] = round(report[key]["per_second"] / raw, 3)
+    finally:
+        ray.shutdown()
+    text = json.dumps(report, indent=2)
+    if args.output:
+        Path(args.output).write_text(text)
+    if args.json:
+        print(text)
+    else:
+        print(_summary(report))
+    return report
+
+
+def _summary(report: dict[str, Any]) -> str:
+    lines = [f"raw pipelined actor calls: {report['raw_actor_calls']['per_second']:.0f}/s"]
+    for key in ("sqlite", "postgresql"):
+        result = report[key]
+        if "skipped" in result:
+            lines.append(f"{key}: skipped ({result['skipped']})")
+            continue
+        latency = result["latency"] or {}
+        lines.append(
+            f"{key}: {result['per_second']:.0f} tasks/s ({result['ratio_to_raw']:.0%} of raw), "
+            f"latency p50 {latency.get('p50_ms')} ms p95 {latency.get('p95_ms')} ms "
+            f"p99 {latency.get('p99_ms')} ms, RSS idle {result['rss_mb']['idle']} MB "
+            f"peak {result['rss_mb']['peak_under_load']} MB")
+    return "\n".join(lines)

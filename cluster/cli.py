@@ -1,0 +1,230 @@
+"""`ymera`: start, stop, watch and use the platform from a terminal.
+
+Every command prints readable text, or JSON with `--json` for scripts. Platform errors print
+their message and exit with status 1; bad settings exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+from storage.errors import YmeraError
+
+
+def _settings():
+    from cluster.settings import Settings
+
+    return Settings()
+
+
+def _client():
+    from cluster.platform import client
+
+    return client(_settings())
+
+
+def _print(args: argparse.Namespace, value: Any, text: str) -> None:
+    if args.json:
+        print(json.dumps(value, indent=2, default=str))
+    else:
+        print(text)
+
+
+def _task_json(task) -> dict[str, Any]:
+    return task.to_json()
+
+
+def _task_line(task) -> str:
+    outcome = ""
+    if task.error:
+        outcome = f"  {task.error.code}: {task.error.message}"
+    elif task.result is not None:
+        outcome = "  " + json.dumps(task.result, default=str)[:80]
+    return (f"{task.id}  {task.status.value:<9}  {task.agent_type or '-':<15}  "
+            f"attempts {task.attempts}/{task.max_attempts}{outcome}")
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    from cluster.platform import up
+
+    settings = _settings()
+    started = up(settings)
+    _print(args, started.__dict__, "\n".join([
+        "YMERA is up.",
+        f"  Ray:        {started.ray_address} ({'started' if started.started_ray else 'joined'})",
+        f"  Dashboard:  {started.dashboard_url}",
+        f"  Storage:    {started.database_url}",
+        f"  Redis:      {started.redis}",
+        "Try: ymera submit 'what is 2^10 + 5' --agent-type calculator --wait",
+    ]))
+
+
+def cmd_down(args: argparse.Namespace) -> None:
+    from cluster.platform import down
+
+    report = down(_settings(), args.drain_timeout)
+    _print(args, report, "YMERA is down. " + json.dumps(report, default=str))
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    status = _client().status()
+    lines = [f"accepting tasks: {status['accepting']}   storage: {status['storage']}   "
+             f"running: {status['running']}",
+             "tasks: " + ", ".join(f"{k} {v}" for k, v in sorted(status["tasks"].items())),
+             "pools:"]
+    for pool in status["pools"]:
+        lines.append(f"  {pool['agent_type']:<15} live {pool['live']}/{pool['desired']}  "
+                     f"queued {status['queued'].get(pool['agent_type'], 0)}  "
+                     f"restarts {pool['restarts']}")
+    _print(args, status, "\n".join(lines))
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    try:
+        payload = json.loads(args.payload) if args.payload else {}
+    except json.JSONDecodeError as exc:
+        raise YmeraError(f"--payload is not valid JSON: {exc}") from None
+    client = _client()
+    task_id = client.submit(args.description, payload, agent_type=args.agent_type,
+                            priority=args.priority, timeout_s=args.timeout,
+                            idempotency_key=args.idempotency_key)
+    if not args.wait:
+        _print(args, {"id": task_id}, task_id)
+        return
+    task = client.wait(task_id, args.wait_timeout)
+    _print(args, _task_json(task), _task_line(task))
+
+
+def cmd_get(args: argparse.Namespace) -> None:
+    client = _client()
+    task = client.get(args.task_id)
+    attempts = client.attempts(args.task_id)
+    value = {**_task_json(task), "attempt_history": [
+        {"number": a.number, "replica": a.replica, "outcome": a.outcome.value,
+         "started_at": a.started_at, "finished_at": a.finished_at,
+         "error": a.error.to_json() if a.error else None} for a in attempts]}
+    lines = [_task_line(task)] + [
+        f"  attempt {a.number} on {a.replica}: {a.outcome.value}"
+        + (f" ({a.error.code}: {a.error.message})" if a.error else "") for a in attempts]
+    _print(args, value, "\n".join(lines))
+
+
+def cmd_tasks(args: argparse.Namespace) -> None:
+    page = _client().list(status=args.status, agent_type=args.agent_type, limit=args.limit,
+                          cursor=args.cursor)
+    text = "\n".join(_task_line(t) for t in page.tasks) or "no tasks"
+    if page.next_cursor:
+        text += f"\nmore: --cursor {page.next_cursor}"
+    _print(args, {"tasks": [_task_json(t) for t in page.tasks],
+                  "next_cursor": page.next_cursor}, text)
+
+
+def cmd_dead(args: argparse.Namespace) -> None:
+    args.status, args.agent_type = "dead", None
+    cmd_tasks(args)
+
+
+def cmd_requeue(args: argparse.Namespace) -> None:
+    task = _client().requeue(args.task_id)
+    _print(args, _task_json(task), _task_line(task))
+
+
+def cmd_cancel(args: argparse.Namespace) -> None:
+    task = _client().cancel(args.task_id)
+    _print(args, _task_json(task), _task_line(task))
+
+
+def cmd_scale(args: argparse.Namespace) -> None:
+    pool = _client().scale(args.agent_type, args.replicas)
+    _print(args, pool, f"{pool['agent_type']}: {pool['desired']} replicas desired")
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    from storage.database import migrate
+
+    settings = _settings()
+    migrate(settings.resolved_database_url)
+    _print(args, {"migrated": True}, "storage is at the latest schema")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from cluster.bench import run_core_benchmark
+
+    run_core_benchmark(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="ymera", description="YMERA multi-agent platform on Ray")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], help=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    add("up", cmd_up, "start Ray (or join YMERA_RAY_ADDRESS), storage and the orchestrator")
+    down = add("down", cmd_down, "drain, then stop what `up` started")
+    down.add_argument("--drain-timeout", type=float, default=60.0)
+    add("status", cmd_status, "pools, queues and task counts")
+    submit = add("submit", cmd_submit, "submit a task")
+    submit.add_argument("description")
+    submit.add_argument("--payload", help="JSON object")
+    submit.add_argument("--agent-type")
+    submit.add_argument("--priority", type=int, default=0)
+    submit.add_argument("--timeout", type=float, help="seconds per attempt")
+    submit.add_argument("--idempotency-key")
+    submit.add_argument("--wait", action="store_true", help="wait for the outcome")
+    submit.add_argument("--wait-timeout", type=float, default=300.0)
+    get = add("get", cmd_get, "one task with its attempt history")
+    get.add_argument("task_id")
+    tasks = add("tasks", cmd_tasks, "list tasks, newest first")
+    tasks.add_argument("--status")
+    tasks.add_argument("--agent-type")
+    tasks.add_argument("--limit", type=int, default=20)
+    tasks.add_argument("--cursor")
+    dead = add("dead", cmd_dead, "list dead-lettered tasks")
+    dead.add_argument("--limit", type=int, default=20)
+    dead.add_argument("--cursor")
+    requeue = add("requeue", cmd_requeue, "requeue a dead task")
+    requeue.add_argument("task_id")
+    cancel = add("cancel", cmd_cancel, "cancel a queued or running task")
+    cancel.add_argument("task_id")
+    scale = add("scale", cmd_scale, "set a pool's replica count")
+    scale.add_argument("agent_type")
+    scale.add_argument("replicas", type=int)
+    add("migrate", cmd_migrate, "bring storage to the latest schema")
+    bench = add("bench", cmd_bench, "benchmarks")
+    bench.add_argument("suite", choices=["core"])
+    bench.add_argument("--tasks", type=int, default=3000)
+    bench.add_argument("--raw-calls", type=int, default=5000)
+    bench.add_argument("--postgres-url", default=None)
+    bench.add_argument("--output", help="also write the JSON report here")
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except ValidationError as exc:
+        print(f"ymera: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    except YmeraError as exc:
+        if args.json:
+            print(json.dumps({"error": {"code": exc.code, "message": exc.message,
+                                        "details": exc.details}}, default=str))
+        else:
+            print(f"ymera: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

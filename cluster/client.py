@@ -1,0 +1,122 @@
+"""The Python client: submit and follow tasks from any driver connected to the cluster.
+
+    from cluster.client import Client
+    client = Client.connect()            # YMERA_RAY_ADDRESS or the local cluster
+    task_id = client.submit("add the numbers", {"numbers": [1, 2]}, agent_type="calculator")
+    task = client.wait(task_id, timeout_s=30)
+
+Every submission carries an idempotency key (yours, or one made here), so if the orchestrator
+restarts while a call is in flight, Ray's retry of that call cannot create a second task.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import ray
+
+from actors.deploy import find_orchestrator
+from storage.messages import Attempt, Task, TaskEvent, TaskRequest
+from storage.task_store import TaskPage
+
+LOCAL_CLUSTER_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def connect_ray(address: str | None, namespace: str) -> None:
+    """Join the Ray cluster at `address` ("auto" = the local one) in `namespace`."""
+    if ray.is_initialized():
+        return
+    for key, value in LOCAL_CLUSTER_ENV.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    ray.init(address=address or "auto", namespace=namespace, log_to_driver=False,
+             logging_level="WARNING")
+
+
+class Client:
+    """Blocking calls to the orchestrator. Errors are the platform's (`storage.errors`,
+    `actors.errors`), re-raised as they were raised in the orchestrator."""
+
+    def __init__(self, orchestrator: Any) -> None:
+        self.orchestrator = orchestrator
+
+    @classmethod
+    def connect(cls, address: str | None = None, namespace: str | None = None) -> Client:
+        from cluster.settings import Settings
+
+        settings = Settings()
+        namespace = namespace or settings.namespace
+        connect_ray(address or settings.ray_address, namespace)
+        return cls(find_orchestrator(namespace))
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        ref = getattr(self.orchestrator, method).remote(*args, **kwargs)
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            raise exc.as_instanceof_cause() if not _platform_error(exc) else _platform_error(exc)
+
+    def submit(self, description: str, payload: dict[str, Any] | None = None, *,
+               agent_type: str | None = None, priority: int = 0, timeout_s: float | None = None,
+               max_attempts: int | None = None, idempotency_key: str | None = None,
+               tenant: str = "default", batch_id: str | None = None) -> str:
+        """Submit one task; returns its id once the task is durable."""
+        return self.submit_many([TaskRequest(
+            description, payload if payload is not None else {}, agent_type, priority, timeout_s,
+            max_attempts, idempotency_key, tenant, batch_id)])[0]
+
+    def submit_many(self, requests: list[TaskRequest]) -> list[str]:
+        """Submit tasks together (all accepted or none); ids in the same order."""
+        keyed = [r if r.idempotency_key else _with_key(r) for r in requests]
+        return self._call("submit_many", keyed)
+
+    def get(self, task_id: str) -> Task:
+        return self._call("get", task_id)
+
+    def wait(self, task_id: str, timeout_s: float | None = None) -> Task:
+        """The task when finished, or as it stands after `timeout_s`."""
+        return self._call("wait", task_id, timeout_s)
+
+    def wait_many(self, task_ids: list[str], timeout_s: float | None = None) -> list[Task]:
+        return self._call("wait_many", task_ids, timeout_s)
+
+    def cancel(self, task_id: str) -> Task:
+        return self._call("cancel", task_id)
+
+    def list(self, *, status: str | None = None, agent_type: str | None = None,
+             batch_id: str | None = None, limit: int = 50, cursor: str | None = None) -> TaskPage:
+        return self._call("list_tasks", status=status, agent_type=agent_type, batch_id=batch_id,
+                          limit=limit, cursor=cursor)
+
+    def dead(self, limit: int = 100, cursor: str | None = None) -> TaskPage:
+        return self._call("dead_letters", limit, cursor)
+
+    def requeue(self, task_id: str) -> Task:
+        return self._call("requeue", task_id)
+
+    def attempts(self, task_id: str) -> list[Attempt]:
+        return self._call("attempts", task_id)
+
+    def events(self, task_id: str, after_id: int = 0) -> list[TaskEvent]:
+        return self._call("events", task_id, after_id)
+
+    def status(self) -> dict[str, Any]:
+        return self._call("status")
+
+    def scale(self, agent_type: str, replicas: int) -> dict[str, Any]:
+        return self._call("scale", agent_type, replicas)
+
+
+def _with_key(request: TaskRequest) -> TaskRequest:
+    import dataclasses
+
+    return dataclasses.replace(request, idempotency_key=f"auto:{uuid.uuid4().hex}")
+
+
+def _platform_error(exc: ray.exceptions.RayTaskError) -> BaseException | None:
+    from storage.errors import YmeraError
+
+    cause = exc.cause if hasattr(exc, "cause") else None
+    return cause if isinstance(cause, YmeraError) else None

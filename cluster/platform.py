@@ -1,0 +1,92 @@
+"""Bringing the whole platform up and down: storage, Ray, the orchestrator and its pools."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import ray
+
+from actors.deploy import ORCHESTRATOR_NAME, find_orchestrator, start_orchestrator
+from cluster.client import Client, connect_ray
+from cluster.local_ray import start_head, stop_head
+from cluster.settings import Settings
+from storage.database import migrate
+
+READY_TIMEOUT_S = 180.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Started:
+    ray_address: str
+    started_ray: bool
+    database_url: str
+    dashboard_url: str | None
+    redis: str
+
+
+def up(settings: Settings) -> Started:
+    """Migrate storage, start or join Ray, deploy the orchestrator, and wait for its pools."""
+    settings.state_path.mkdir(parents=True, exist_ok=True)
+    migrate(settings.resolved_database_url)
+    started_ray = settings.ray_address is None
+    address = settings.ray_address or start_head(
+        settings.state_path, settings.ray_port, settings.dashboard_port, settings.num_cpus)
+    connect_ray(address, settings.namespace)
+    orchestrator = start_orchestrator(settings.orchestrator_config())
+    ray.get(orchestrator.ready.remote(), timeout=READY_TIMEOUT_S)
+    dashboard = ray.get_runtime_context().get_dashboard_url() if hasattr(
+        ray.get_runtime_context(), "get_dashboard_url") else None
+    return Started(
+        ray_address=address,
+        started_ray=started_ray,
+        database_url=_masked(settings.resolved_database_url),
+        dashboard_url=dashboard or f"http://127.0.0.1:{settings.dashboard_port}",
+        redis=settings.redis_url and _masked(settings.redis_url)
+        or "not configured: single-node in-process equivalents",
+    )
+
+
+def down(settings: Settings, drain_timeout_s: float = 60.0) -> dict[str, Any]:
+    """Drain the orchestrator, stop its pools and itself, then the local Ray head if `up`
+    started it. Tasks still queued stay in storage and resume at the next `up`."""
+    report: dict[str, Any] = {"drained": None, "replicas_stopped": 0, "ray_stopped": False}
+    try:
+        connect_ray(settings.ray_address or f"127.0.0.1:{settings.ray_port}", settings.namespace)
+        orchestrator = find_orchestrator(settings.namespace)
+    except Exception as exc:  # nothing running: only the head may be left
+        report["orchestrator"] = f"not running ({exc})"
+    else:
+        report["drained"] = ray.get(orchestrator.drain.remote(drain_timeout_s))
+        report["replicas_stopped"] = ray.get(orchestrator.stop_pools.remote())
+        ray.kill(orchestrator, no_restart=True)
+        _wait_gone(settings.namespace)
+    if ray.is_initialized():
+        ray.shutdown()
+    report["ray_stopped"] = stop_head(settings.state_path)
+    return report
+
+
+def _wait_gone(namespace: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(ORCHESTRATOR_NAME, namespace=namespace)
+        except ValueError:
+            return
+        time.sleep(0.1)
+
+
+def _masked(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def client(settings: Settings) -> Client:
+    return Client.connect(settings.ray_address or f"127.0.0.1:{settings.ray_port}",
+                          settings.namespace)

@@ -1,0 +1,96 @@
+"""The platform's settings: one validated object, read from `YMERA_*` environment variables
+(and a `.env` file in the working directory) here and nowhere else.
+
+Nested values are JSON, e.g. `YMERA_POOLS='{"calculator": {"replicas": 4}}'` and
+`YMERA_AGENT_MODULES='["my_agents.translate:Translator"]'`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from actors.config import OrchestratorConfig, PoolConfig
+from actors.retry import RetryPolicy
+
+RESERVED_PORTS = {6379}
+
+
+class PoolSettings(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    replicas: int | None = Field(default=None, ge=0, le=256)
+    num_cpus: float | None = Field(default=None, ge=0)
+    memory_mb: int | None = Field(default=None, gt=0)
+    concurrency: int | None = Field(default=None, ge=1, le=1000)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="YMERA_", env_file=".env", extra="ignore")
+
+    state_dir: Path = Field(default=Path("~/.ymera"),
+                            description="Where the embedded database, logs and secrets live.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default SQLite in the state directory.")
+    redis_url: str | None = Field(
+        default=None, description="Redis shared by API replicas; unset = in-process equivalents.")
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster to join; unset = `ymera up` starts a local one.")
+    namespace: str = Field(default="ymera", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    ray_port: int = Field(default=6380, ge=1024, le=65535,
+                          description="GCS port of a local head (6379 is Redis's).")
+    dashboard_port: int = Field(default=8265, ge=1024, le=65535)
+    num_cpus: int | None = Field(default=None, ge=1, description="CPUs of a local head.")
+    agent_modules: list[str] = Field(default_factory=list)
+    default_replicas: int = Field(default=2, ge=0, le=256)
+    pools: dict[str, PoolSettings] = Field(default_factory=dict)
+    task_timeout_s: float = Field(default=300.0, gt=0)
+    max_task_timeout_s: float = Field(default=3600.0, gt=0)
+    retry_max_attempts: int = Field(default=3, ge=1, le=20)
+    retry_backoff_base_s: float = Field(default=0.5, ge=0)
+    retry_backoff_max_s: float = Field(default=30.0, ge=0)
+    retry_jitter: float = Field(default=0.5, ge=0, le=1)
+    queue_max: int = Field(default=10_000, ge=1)
+    health_interval_s: float = Field(default=2.0, gt=0)
+    health_timeout_s: float = Field(default=5.0, gt=0)
+    max_payload_bytes: int = Field(default=1_000_000, ge=1024)
+
+    @field_validator("ray_port", "dashboard_port")
+    @classmethod
+    def _not_reserved(cls, port: int) -> int:
+        if port in RESERVED_PORTS:
+            raise ValueError(f"port {port} is Redis's default; choose another")
+        return port
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.task_timeout_s > self.max_task_timeout_s:
+            raise ValueError("task_timeout_s cannot exceed max_task_timeout_s")
+        return self
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_path / 'ymera.db'}"
+
+    def orchestrator_config(self) -> OrchestratorConfig:
+        return OrchestratorConfig(
+            database_url=self.resolved_database_url,
+            namespace=self.namespace,
+            agent_modules=tuple(self.agent_modules),
+            default_replicas=self.default_replicas,
+            pools={name: PoolConfig(**pool.model_dump()) for name, pool in self.pools.items()},
+            default_timeout_s=self.task_timeout_s,
+            max_timeout_s=self.max_task_timeout_s,
+            retry=RetryPolicy(self.retry_max_attempts, self.retry_backoff_base_s,
+                              self.retry_backoff_max_s, self.retry_jitter),
+            queue_max=self.queue_max,
+            health_interval_s=self.health_interval_s,
+            health_timeout_s=self.health_timeout_s,
+            max_payload_bytes=self.max_payload_bytes,
+        )

@@ -1,0 +1,107 @@
+"""Engines and schema migrations for the two supported databases.
+
+SQLite (through aiosqlite) is the embedded default; PostgreSQL (through asyncpg) is for real
+deployments. Plain URLs (`postgresql://`, `sqlite:///`) are given their async driver here, so users
+never need to know the driver names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from storage.errors import InvalidRequest, SchemaOutOfDate, StorageError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+_ASYNC_DRIVERS = {"postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg",
+                  "sqlite": "sqlite+aiosqlite"}
+
+
+def async_url(url: str) -> URL:
+    """The URL with its async driver, e.g. `postgresql://h/db` → `postgresql+asyncpg://h/db`."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise InvalidRequest(f"database URL {url!r} is not a valid SQLAlchemy URL") from exc
+    if parsed.drivername in _ASYNC_DRIVERS:
+        parsed = parsed.set(drivername=_ASYNC_DRIVERS[parsed.drivername])
+    if parsed.drivername not in ("postgresql+asyncpg", "sqlite+aiosqlite"):
+        raise InvalidRequest(
+            f"unsupported database {parsed.drivername!r}: use sqlite:///PATH or postgresql://…"
+        )
+    return parsed
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def create_engine(url: str | URL) -> AsyncEngine:
+    """An async engine for `url`. SQLite files get their folder, WAL and full fsync on commit."""
+    parsed = url if isinstance(url, URL) else async_url(url)
+    if parsed.drivername.startswith("sqlite"):
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(parsed, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(parsed, pool_size=5, max_overflow=5, pool_pre_ping=True)
+
+
+def _alembic_config(url: URL) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url.render_as_string(hide_password=False))
+    return config
+
+
+def head_revision() -> str:
+    script = ScriptDirectory.from_config(_alembic_config(make_url("sqlite://")))
+    return script.get_current_head() or ""
+
+
+def migrate(url: str) -> None:
+    """Bring the database at `url` to the latest schema. Safe to run again; never drops data."""
+    try:
+        command.upgrade(_alembic_config(async_url(url)), "head")
+    except SQLAlchemyError as exc:
+        raise StorageError(f"migrating {async_url(url).render_as_string()} failed: {exc}") from exc
+
+
+async def migrate_async(url: str) -> None:
+    """`migrate` from inside an event loop (Alembic's environment runs its own loop)."""
+    await asyncio.to_thread(migrate, url)
+
+
+def _current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def ensure_schema_current(engine: AsyncEngine) -> None:
+    """Raise `SchemaOutOfDate` unless the database is at the latest migration."""
+    try:
+        async with engine.connect() as connection:
+            current = await connection.run_sync(_current_revision)
+    except SQLAlchemyError as exc:
+        raise StorageError(f"cannot reach the database: {exc}") from exc
+    head = head_revision()
+    if current != head:
+        raise SchemaOutOfDate(
+            f"database schema is at {current or 'nothing'}, the platform needs {head}: "
+            "run `ymera migrate`",
+            {"current": current, "head": head},
+        )

@@ -1,0 +1,207 @@
+"""The platform's shared vocabulary: the records that cross actor boundaries and are stored.
+
+Every package imports these from here (this is the bottom layer, so all layers may). They are frozen
+dataclasses: cheap to pickle between Ray workers and safe to share between coroutines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+JSON = dict[str, Any]
+
+
+class TaskStatus(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.DEAD, TaskStatus.CANCELLED}
+)
+
+
+class AttemptOutcome(str, enum.Enum):
+    """How one attempt ended. `running` while it has not."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the agent raised a non-retryable error
+    ERROR = "error"  # the agent raised a retryable error
+    TIMEOUT = "timeout"
+    LOST = "lost"  # the replica died, or the orchestrator restarted under it
+    CANCELLED = "cancelled"
+
+
+def new_task_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskRequest:
+    """What a client asks for. Validated by the orchestrator before anything is stored."""
+
+    description: str
+    payload: JSON = dataclasses.field(default_factory=dict)
+    agent_type: str | None = None
+    priority: int = 0
+    timeout_s: float | None = None
+    max_attempts: int | None = None
+    idempotency_key: str | None = None
+    tenant: str = "default"
+    batch_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RouteDecision:
+    """Which agent type takes a task, how sure the router is, and why."""
+
+    agent_type: str
+    confidence: float = 1.0
+    candidates: tuple[tuple[str, float], ...] = ()
+    reason: str = "requested"
+
+    def to_json(self) -> JSON:
+        return {
+            "agent_type": self.agent_type,
+            "confidence": self.confidence,
+            "candidates": [list(c) for c in self.candidates],
+            "reason": self.reason,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskError:
+    """Why an attempt or a task failed: a stable code, a human message, and the exception type."""
+
+    code: str
+    message: str
+    retryable: bool = False
+    error_type: str = ""
+
+    def to_json(self) -> JSON:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: JSON | None) -> TaskError | None:
+        return None if data is None else cls(**data)
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentTask:
+    """What an agent replica receives: one attempt of one task."""
+
+    task_id: str
+    attempt: int
+    agent_type: str
+    description: str
+    payload: JSON
+    timeout_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentResult:
+    """What a replica returns for one attempt: a JSON result, or the error that ended it."""
+
+    task_id: str
+    attempt: int
+    replica: str
+    ok: bool
+    result: Any = None
+    error: TaskError | None = None
+    duration_s: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """One recorded attempt of a task (the dead-letter history is a list of these)."""
+
+    task_id: str
+    number: int
+    replica: str
+    started_at: datetime
+    outcome: AttemptOutcome = AttemptOutcome.RUNNING
+    finished_at: datetime | None = None
+    error: TaskError | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A task as stored: the request, its routing, where its lifecycle stands, and its outcome."""
+
+    id: str
+    description: str
+    payload: JSON
+    status: TaskStatus
+    agent_type: str | None
+    tenant: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    timeout_s: float
+    created_at: datetime
+    updated_at: datetime
+    idempotency_key: str | None = None
+    batch_id: str | None = None
+    route: JSON | None = None
+    result: Any = None
+    error: TaskError | None = None
+    finished_at: datetime | None = None
+
+    def to_json(self) -> JSON:
+        data = dataclasses.asdict(self)
+        data["status"] = self.status.value
+        data["error"] = self.error.to_json() if self.error else None
+        for key in ("created_at", "updated_at", "finished_at"):
+            value = getattr(self, key)
+            data[key] = value.isoformat() if value else None
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskEvent:
+    """One line of a task's append-only event log."""
+
+    id: int
+    task_id: str
+    kind: str
+    at: datetime
+    attempt: int | None = None
+    data: JSON | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Resources:
+    """What one replica of an agent type reserves on a Ray node."""
+
+    num_cpus: float = 0.25
+    memory_mb: int | None = None
+    custom: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentSpec:
+    """What an agent type declares about itself. `name` is API: it never changes once published."""
+
+    name: str
+    description: str
+    capabilities: tuple[str, ...]
+    examples: tuple[str, ...]
+    resources: Resources = Resources()
+    concurrency: int = 8

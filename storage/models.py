@@ -1,0 +1,87 @@
+"""SQLAlchemy models of what the platform keeps: tasks, their attempts, and their event log.
+
+Table names live here and nowhere else. The schema is created and changed only by the Alembic
+migrations in `storage/migrations`; these models must match the latest migration (a test checks).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+TASKS = "tasks"
+TASK_ATTEMPTS = "task_attempts"
+TASK_EVENTS = "task_events"
+
+JsonColumn = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+EventId = BigInteger().with_variant(Integer(), "sqlite")
+Timestamp = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class TaskRow(Base):
+    __tablename__ = TASKS
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), default="default")
+    description: Mapped[str] = mapped_column(Text)
+    payload: Mapped[Any] = mapped_column(JsonColumn)
+    agent_type: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    timeout_s: Mapped[float] = mapped_column(Float)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    batch_id: Mapped[str | None] = mapped_column(String(64))
+    route: Mapped[Any | None] = mapped_column(JsonColumn)
+    result: Mapped[Any | None] = mapped_column(JsonColumn)
+    error: Mapped[Any | None] = mapped_column(JsonColumn)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        Index("ix_tasks_tenant_idempotency_key", "tenant", "idempotency_key", unique=True),
+        Index("ix_tasks_status_created", "status", "created_at"),
+        Index("ix_tasks_created", "created_at", "id"),
+        Index("ix_tasks_batch", "batch_id"),
+    )
+
+
+class AttemptRow(Base):
+    __tablename__ = TASK_ATTEMPTS
+
+    task_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey(f"{TASKS}.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    replica: Mapped[str] = mapped_column(String(128))
+    outcome: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[Any | None] = mapped_column(JsonColumn)
+
+
+class EventRow(Base):
+    __tablename__ = TASK_EVENTS
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(String(32), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(Timestamp)
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    data: Mapped[Any | None] = mapped_column(JsonColumn)
+
+
+tasks_table = TaskRow.__table__
+attempts_table = AttemptRow.__table__
+events_table = EventRow.__table__

@@ -1,0 +1,290 @@
+"""Durable task state: the one place that reads and writes tasks, attempts and events.
+
+The orchestrator is the only writer of lifecycle state; it hands this store batches of writes
+(`WriteBatch`) and each batch commits in one transaction, so a task row is either fully recorded
+or not at all. Readers (client, CLI, API) use the query methods.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from storage.database import create_engine, ensure_schema_current
+from storage.errors import InvalidRequest, NotFound, StorageError
+from storage.messages import (
+    Attempt,
+    AttemptOutcome,
+    Task,
+    TaskError,
+    TaskEvent,
+    TaskStatus,
+)
+from storage.models import attempts_table, events_table, tasks_table
+
+MAX_PAGE = 1000
+
+
+@dataclasses.dataclass
+class WriteBatch:
+    """Writes that commit together. Applied in this order: new tasks, new attempts, task
+    updates, attempt updates, events; within each kind, in the order they were added."""
+
+    new_tasks: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    new_attempts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    task_updates: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    attempt_updates: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def __len__(self) -> int:
+        return (len(self.new_tasks) + len(self.new_attempts) + len(self.task_updates)
+                + len(self.attempt_updates) + len(self.events))
+
+    def extend(self, other: WriteBatch) -> None:
+        for field in dataclasses.fields(self):
+            getattr(self, field.name).extend(getattr(other, field.name))
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskPage:
+    tasks: list[Task]
+    next_cursor: str | None
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    """`value` as UTC (naive means UTC): SQLite keeps no offset, so every stored time is UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _in_utc(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: _utc(v) if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+def task_from_row(row: Any) -> Task:
+    return Task(
+        id=row.id, description=row.description, payload=row.payload,
+        status=TaskStatus(row.status), agent_type=row.agent_type, tenant=row.tenant,
+        priority=row.priority, attempts=row.attempts, max_attempts=row.max_attempts,
+        timeout_s=row.timeout_s, created_at=_aware(row.created_at),
+        updated_at=_aware(row.updated_at), idempotency_key=row.idempotency_key,
+        batch_id=row.batch_id, route=row.route, result=row.result,
+        error=TaskError.from_json(row.error), finished_at=_aware(row.finished_at),
+    )
+
+
+def _encode_cursor(task: Task) -> str:
+    raw = json.dumps([task.created_at.isoformat(), task.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, task_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return _utc(datetime.fromisoformat(created)), str(task_id)
+    except Exception as exc:
+        raise InvalidRequest(f"cursor {cursor!r} is not one this platform issued") from exc
+
+
+def _grouped_by_keys(rows: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Consecutive rows with the same keys, so each run is one executemany and order holds.
+
+    An executemany takes its columns from its first row, so rows with other keys must not share
+    it: a later row's extra columns would be dropped silently. Times are converted to UTC.
+    """
+    runs: list[list[dict[str, Any]]] = []
+    for row in map(_in_utc, rows):
+        if runs and runs[-1][0].keys() == row.keys():
+            runs[-1].append(row)
+        else:
+            runs.append([row])
+    return runs
+
+
+class TaskStore:
+    """Async access to the task tables over one engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    async def open(cls, url: str) -> TaskStore:
+        """Connect to `url` and check its schema is current (it never migrates by itself)."""
+        engine = create_engine(url)
+        try:
+            await ensure_schema_current(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    async def apply(self, batch: WriteBatch) -> None:
+        """Commit every write in `batch` in one transaction, or none of them."""
+        if not len(batch):
+            return
+        try:
+            async with self.engine.begin() as connection:
+                await self._apply(connection, batch)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"writing {len(batch)} records failed: {exc}") from exc
+
+    async def _apply(self, connection: AsyncConnection, batch: WriteBatch) -> None:
+        for run in _grouped_by_keys(batch.new_tasks):
+            await connection.execute(insert(tasks_table), run)
+        for run in _grouped_by_keys(batch.new_attempts):
+            await connection.execute(insert(attempts_table), run)
+        for run in _grouped_by_keys(batch.task_updates):
+            rows = [{("b_" + k if k in ("id", "fence_attempt") else k): v for k, v in r.items()}
+                    for r in run]
+            await connection.execute(self._task_update(run[0].keys()), rows)
+        for run in _grouped_by_keys(batch.attempt_updates):
+            keys = [k for k in run[0] if k not in ("task_id", "number")]
+            statement = (
+                update(attempts_table)
+                .where(attempts_table.c.task_id == bindparam("b_task_id"))
+                .where(attempts_table.c.number == bindparam("b_number"))
+                .values({k: bindparam(k) for k in keys})
+            )
+            rows = [{**{k: r[k] for k in keys}, "b_task_id": r["task_id"], "b_number": r["number"]}
+                    for r in run]
+            await connection.execute(statement, rows)
+        for run in _grouped_by_keys(batch.events):
+            await connection.execute(insert(events_table), run)
+
+    @staticmethod
+    def _task_update(keys: Iterable[str]):
+        """UPDATE tasks by id; a `fence_attempt` key makes it apply only to that attempt."""
+        columns = [k for k in keys if k not in ("id", "fence_attempt")]
+        statement = (
+            update(tasks_table)
+            .where(tasks_table.c.id == bindparam("b_id"))
+            .values({k: bindparam(k) for k in columns})
+        )
+        if "fence_attempt" in keys:
+            statement = statement.where(tasks_table.c.attempts == bindparam("b_fence_attempt"))
+        return statement.execution_options(synchronize_session=False)
+
+    async def _fetch(self, statement) -> list[Any]:
+        try:
+            async with self.engine.connect() as connection:
+                return list((await connection.execute(statement)).all())
+        except SQLAlchemyError as exc:
+            raise StorageError(f"reading from the database failed: {exc}") from exc
+
+    async def get_task(self, task_id: str) -> Task:
+        rows = await self._fetch(select(tasks_table).where(tasks_table.c.id == task_id))
+        if not rows:
+            raise NotFound(f"no task with id {task_id!r}", {"task_id": task_id})
+        return task_from_row(rows[0])
+
+    async def get_tasks(self, task_ids: Sequence[str]) -> dict[str, Task]:
+        if not task_ids:
+            return {}
+        rows = await self._fetch(select(tasks_table).where(tasks_table.c.id.in_(list(task_ids))))
+        return {row.id: task_from_row(row) for row in rows}
+
+    async def find_by_idempotency_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, Task]:
+        """Existing tasks of `tenant` for these idempotency keys, keyed by key."""
+        if not keys:
+            return {}
+        rows = await self._fetch(
+            select(tasks_table).where(
+                tasks_table.c.tenant == tenant, tasks_table.c.idempotency_key.in_(list(keys))
+            )
+        )
+        return {row.idempotency_key: task_from_row(row) for row in rows}
+
+    async def list_tasks(
+        self,
+        *,
+        status: TaskStatus | None = None,
+        agent_type: str | None = None,
+        tenant: str | None = None,
+        batch_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> TaskPage:
+        """Newest first, `limit` at a time; pass `next_cursor` back for the next page."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}, not {limit}")
+        query = select(tasks_table)
+        for column, value in (("status", status.value if status else None),
+                              ("agent_type", agent_type), ("tenant", tenant),
+                              ("batch_id", batch_id)):
+            if value is not None:
+                query = query.where(tasks_table.c[column] == value)
+        if cursor:
+            created, task_id = _decode_cursor(cursor)
+            query = query.where(or_(
+                tasks_table.c.created_at < created,
+                and_(tasks_table.c.created_at == created, tasks_table.c.id < task_id),
+            ))
+        query = query.order_by(tasks_table.c.created_at.desc(), tasks_table.c.id.desc())
+        rows = await self._fetch(query.limit(limit + 1))
+        tasks = [task_from_row(row) for row in rows[:limit]]
+        next_cursor = _encode_cursor(tasks[-1]) if len(rows) > limit else None
+        return TaskPage(tasks, next_cursor)
+
+    async def unfinished_tasks(self) -> list[Task]:
+        """Every queued or running task, oldest first: what reconciliation must pick up."""
+        rows = await self._fetch(
+            select(tasks_table)
+            .where(tasks_table.c.status.in_([TaskStatus.QUEUED.value, TaskStatus.RUNNING.value]))
+            .order_by(tasks_table.c.created_at, tasks_table.c.id)
+        )
+        return [task_from_row(row) for row in rows]
+
+    async def attempts(self, task_id: str) -> list[Attempt]:
+        rows = await self._fetch(
+            select(attempts_table)
+            .where(attempts_table.c.task_id == task_id)
+            .order_by(attempts_table.c.number)
+        )
+        return [
+            Attempt(
+                task_id=row.task_id, number=row.number, replica=row.replica,
+                started_at=_aware(row.started_at), outcome=AttemptOutcome(row.outcome),
+                finished_at=_aware(row.finished_at), error=TaskError.from_json(row.error),
+            )
+            for row in rows
+        ]
+
+    async def events(self, task_id: str, after_id: int = 0) -> list[TaskEvent]:
+        rows = await self._fetch(
+            select(events_table)
+            .where(events_table.c.task_id == task_id, events_table.c.id > after_id)
+            .order_by(events_table.c.id)
+        )
+        return [
+            TaskEvent(id=row.id, task_id=row.task_id, kind=row.kind, at=_aware(row.at),
+                      attempt=row.attempt, data=row.data)
+            for row in rows
+        ]
+
+    async def count_by_status(self) -> dict[str, int]:
+        rows = await self._fetch(
+            select(tasks_table.c.status, func.count()).group_by(tasks_table.c.status)
+        )
+        return {status: count for status, count in rows}

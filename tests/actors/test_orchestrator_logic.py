@@ -1,0 +1,81 @@
+"""The orchestrator's logic without a cluster: the same class, an in-process backend, and a
+real SQLite database. Failure behaviour on real Ray is covered by test_failures.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from actors.config import OrchestratorConfig, PoolConfig
+from actors.orchestrator import Orchestrator
+from actors.retry import RetryPolicy
+from storage.database import migrate_async
+from storage.messages import AttemptOutcome, TaskRequest, TaskStatus
+from tests.support.agents import TEST_AGENT_PATHS
+from tests.support.inprocess_backend import InProcessBackend
+
+
+@pytest.fixture
+async def orchestrator(tmp_path):
+    url = f"sqlite:///{tmp_path}/ymera.db"
+    await migrate_async(url)
+    config = OrchestratorConfig(
+        database_url=url, agent_modules=TEST_AGENT_PATHS, default_replicas=2,
+        pools={"sleeper": PoolConfig(replicas=2, concurrency=2)},
+        health_interval_s=0.05, health_timeout_s=0.5,
+        retry=RetryPolicy(max_attempts=3, backoff_base_s=0.01, backoff_max_s=0.05))
+    backend = InProcessBackend()
+    orchestrator = Orchestrator(config, backend=backend)
+    await asyncio.wait_for(orchestrator.ready(), 10)
+    orchestrator.test_backend = backend
+    yield orchestrator
+    await orchestrator.drain(5)
+    await orchestrator.lifecycle.store.close()
+    for task in list(orchestrator._background):
+        task.cancel()
+
+
+async def test_many_tasks_run_once_each(orchestrator):
+    ids = await orchestrator.submit_many(
+        [TaskRequest(f"{i}", {"echo": i}, "sleeper") for i in range(50)])
+    tasks = await orchestrator.wait_many(ids, 30)
+    assert [t.result["echo"] for t in tasks] == list(range(50))
+    for task_id in ids[:5]:
+        assert [a.outcome for a in await orchestrator.attempts(task_id)] == [
+            AttemptOutcome.SUCCEEDED]
+
+
+async def test_lost_replica_costs_an_attempt_and_is_replaced(orchestrator):
+    task_id = await orchestrator.submit(TaskRequest("slow", {"seconds": 1}, "sleeper"))
+    while (await orchestrator.get(task_id)).status is not TaskStatus.RUNNING:
+        await asyncio.sleep(0.01)
+    replica = orchestrator.lifecycle.live[task_id].replica
+    backend = orchestrator.test_backend
+    backend.kill(backend.actors[replica])
+    task = await orchestrator.wait(task_id, 30)
+    assert task.status is TaskStatus.SUCCEEDED
+    attempts = await orchestrator.attempts(task_id)
+    assert [a.outcome for a in attempts] == [AttemptOutcome.LOST, AttemptOutcome.SUCCEEDED]
+    pool = orchestrator.pools.pools["sleeper"]
+    assert pool.restarts == 1 and replica not in pool.replicas
+
+
+async def test_restart_reconciles_running_tasks_from_storage(orchestrator):
+    task_id = await orchestrator.submit(TaskRequest("slow", {"seconds": 0.5}, "sleeper"))
+    while (await orchestrator.get(task_id)).status is not TaskStatus.RUNNING:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # let the running write commit
+    for task in list(orchestrator._background):  # the old incarnation vanishes
+        task.cancel()
+    reborn = Orchestrator(orchestrator.config, backend=orchestrator.test_backend)
+    await asyncio.wait_for(reborn.ready(), 10)
+    task = await reborn.wait(task_id, 30)
+    assert task.status is TaskStatus.SUCCEEDED and task.attempts == 2
+    assert [a.outcome for a in await reborn.attempts(task_id)] == [
+        AttemptOutcome.LOST, AttemptOutcome.SUCCEEDED]
+    assert len(reborn.pools.pools["sleeper"].replicas) == 2  # re-attached, not doubled
+    await reborn.drain(5)
+    await reborn.lifecycle.store.close()
+    for task in list(reborn._background):
+        task.cancel()

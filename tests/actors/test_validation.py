@@ -1,0 +1,43 @@
+import pytest
+
+from actors.config import OrchestratorConfig
+from actors.validation import validate_request
+from storage.errors import InvalidRequest
+from storage.messages import TaskRequest
+
+CONFIG = OrchestratorConfig(database_url="sqlite://", default_timeout_s=30, max_timeout_s=60,
+                            max_payload_bytes=2000)
+
+
+def test_defaults_are_filled_in():
+    request = validate_request(TaskRequest("add", {"a": 1}, "calculator"), CONFIG)
+    assert request.timeout_s == 30.0 and request.max_attempts == CONFIG.retry.max_attempts
+
+
+def test_dicts_are_accepted_but_unknown_fields_are_not():
+    assert validate_request({"description": "d"}, CONFIG).description == "d"
+    with pytest.raises(InvalidRequest, match="colour is not a task field"):
+        validate_request({"description": "d", "colour": "red"}, CONFIG)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"description": ""}, "description must be a non-empty string"),
+    ({"description": "x" * 10_001}, "description is 10001 characters"),
+    ({"payload": [1, 2]}, "payload must be a JSON object"),
+    ({"payload": {"x": float("nan")}}, "payload is not valid JSON"),
+    ({"payload": {"x": "y" * 5000}}, "the limit is 2000"),
+    ({"priority": 1000}, "priority must be an integer from -100 to 100"),
+    ({"priority": True}, "priority must be an integer"),
+    ({"timeout_s": 61}, "timeout_s must be a number of seconds above 0 and at most 60"),
+    ({"timeout_s": float("inf")}, "timeout_s must be"),
+    ({"max_attempts": 0}, "max_attempts must be an integer from 1 to 20"),
+    ({"idempotency_key": ""}, "idempotency_key must be a string of 1 to 200"),
+    ({"tenant": "bad tenant!"}, "tenant must be"),
+    ({"batch_id": "a/b"}, "batch_id must be"),
+])
+def test_each_rule_names_the_field(change, message):
+    fields = {"description": "add", "payload": {}, "agent_type": "calculator", **change}
+    with pytest.raises(InvalidRequest, match=message) as info:
+        validate_request(TaskRequest(**fields), CONFIG, index=3)
+    assert str(info.value).startswith("task 3: ")
+    assert info.value.details["index"] == 3

@@ -1,0 +1,105 @@
+"""The schema comes from the migrations alone, the models agree with it, URLs get their driver."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection
+
+from storage.database import async_url, create_engine, head_revision, migrate_async
+from storage.errors import InvalidRequest, SchemaOutOfDate, StorageError
+from storage.models import Base
+from storage.messages import TaskStatus, new_task_id, utcnow
+from storage.task_store import TaskStore, WriteBatch
+
+
+def _schema(connection: Connection) -> dict[str, object]:
+    inspector = inspect(connection)
+    return {
+        "revision": MigrationContext.configure(connection).get_current_revision(),
+        "tables": {
+            table: (
+                [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)],
+                sorted(i["name"] for i in inspector.get_indexes(table)),
+            )
+            for table in sorted(inspector.get_table_names())
+        },
+    }
+
+
+def _model_differences(connection: Connection) -> list:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return compare_metadata(context, Base.metadata)
+
+
+async def _run_sync(url: str, function):
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(function)
+    finally:
+        await engine.dispose()
+
+
+async def test_migrating_again_changes_nothing_and_keeps_the_data(database_url: str) -> None:
+    store = await TaskStore.open(database_url)
+    now = utcnow()
+    row = {"id": new_task_id(), "tenant": "default", "description": "keep me",
+           "payload": {"keep": 1}, "agent_type": None, "status": TaskStatus.QUEUED.value,
+           "priority": 0, "attempts": 0, "max_attempts": 3, "timeout_s": 30.0,
+           "created_at": now, "updated_at": now}
+    await store.apply(WriteBatch(new_tasks=[row]))
+    await store.close()
+    before = await _run_sync(database_url, _schema)
+
+    await migrate_async(database_url)
+
+    assert await _run_sync(database_url, _schema) == before
+    assert before["revision"] == head_revision()
+    store = await TaskStore.open(database_url)
+    try:
+        assert (await store.get_task(row["id"])).payload == {"keep": 1}
+    finally:
+        await store.close()
+
+
+async def test_the_store_refuses_a_database_that_was_never_migrated(
+    empty_database_url: str,
+) -> None:
+    with pytest.raises(SchemaOutOfDate) as raised:
+        await TaskStore.open(empty_database_url)
+
+    assert "ymera migrate" in str(raised.value)
+    assert isinstance(raised.value, StorageError)
+    assert raised.value.details == {"current": None, "head": head_revision()}
+
+
+async def test_the_models_match_the_migrated_schema(database_url: str) -> None:
+    assert await _run_sync(database_url, _model_differences) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://ymera:s3cret@db.internal:5432/ymera",
+         "postgresql+asyncpg://ymera:s3cret@db.internal:5432/ymera"),
+        ("postgres://ymera@db.internal/ymera", "postgresql+asyncpg://ymera@db.internal/ymera"),
+        ("postgresql+asyncpg://ymera@db.internal/ymera",
+         "postgresql+asyncpg://ymera@db.internal/ymera"),
+        ("sqlite:////var/lib/ymera/ymera.db", "sqlite+aiosqlite:////var/lib/ymera/ymera.db"),
+        ("sqlite:///ymera.db", "sqlite+aiosqlite:///ymera.db"),
+    ],
+)
+def test_async_url_gives_plain_urls_their_async_driver(url: str, expected: str) -> None:
+    assert async_url(url).render_as_string(hide_password=False) == expected
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://ymera@db.internal/ymera", "postgresql+psycopg2://ymera@db.internal/ymera",
+            "not a database url"],
+)
+def test_async_url_rejects_databases_it_does_not_support(url: str) -> None:
+    with pytest.raises(InvalidRequest):
+        async_url(url)

@@ -1,0 +1,1 @@
+"""Helpers shared by the test packages (plain functions, importable from any conftest)."""

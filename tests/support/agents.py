@@ -1,0 +1,69 @@
+"""Agents that exist only to test the platform's supervision: they sleep, hang, fail on cue,
+and tell which process ran them. Registered through `YMERA_AGENT_MODULES`-style import paths,
+exactly as a third-party agent would be."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from actors.agent import Agent
+from actors.errors import InvalidTaskInput, RetryableAgentError
+from storage.messages import AgentSpec, AgentTask, Resources
+
+_SPEC = dict(capabilities=("testing",), examples=("test the platform",),
+             resources=Resources(num_cpus=0.01))
+
+
+class Sleeper(Agent):
+    """Sleeps `seconds` (cooperatively), then answers with the pid that ran the attempt."""
+
+    spec = AgentSpec(name="sleeper", description="sleeps on request", concurrency=16, **_SPEC)
+
+    async def run(self, task: AgentTask) -> dict:
+        await asyncio.sleep(float(task.payload.get("seconds", 0)))
+        return {"pid": os.getpid(), "attempt": task.attempt, "echo": task.payload.get("echo")}
+
+
+class Hanger(Agent):
+    """Blocks its whole process (as a hung native call would) unless the flag file exists."""
+
+    spec = AgentSpec(name="hanger", description="hangs until healthy", concurrency=4, **_SPEC)
+
+    async def run(self, task: AgentTask) -> dict:
+        flag = Path(task.payload["healthy_flag"])
+        if not flag.exists():
+            time.sleep(float(task.payload.get("hang_s", 120)))
+        return {"healthy": flag.exists(), "attempt": task.attempt}
+
+
+class Flaky(Agent):
+    """Fails with a retryable error until attempt `succeed_on`; `bad` input fails for good."""
+
+    spec = AgentSpec(name="flaky", description="fails on cue", concurrency=16, **_SPEC)
+
+    async def run(self, task: AgentTask) -> dict:
+        if task.payload.get("bad"):
+            raise InvalidTaskInput("this input is bad on purpose", {"field": "bad"})
+        if task.attempt < int(task.payload.get("succeed_on", 1)):
+            raise RetryableAgentError(f"transient failure on attempt {task.attempt}")
+        return {"attempt": task.attempt}
+
+
+class BrokenStart(Agent):
+    """Cannot start: its setup always raises."""
+
+    spec = AgentSpec(name="broken_start", description="never starts", concurrency=1, **_SPEC)
+
+    async def setup(self) -> None:
+        raise RuntimeError("this agent cannot start")
+
+    async def run(self, task: AgentTask) -> dict:
+        return {}
+
+
+TEST_AGENT_PATHS = tuple(
+    f"tests.support.agents:{cls.__name__}" for cls in (Sleeper, Hanger, Flaky)
+)

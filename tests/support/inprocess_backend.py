@@ -1,0 +1,67 @@
+"""An in-process stand-in for `actors.ray_backend.RayBackend`: replicas are plain objects in
+this event loop. It lets the orchestrator's logic run in a unit test without a cluster; the
+integration tests run the same logic on real Ray."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from actors.errors import CallCancelled, CallTimedOut, ReplicaLost
+from actors.replica import AgentReplica
+
+
+class InProcessCall:
+    def __init__(self, coroutine, replica: InProcessReplica, name: str) -> None:
+        self.task = asyncio.ensure_future(coroutine)
+        self.replica = replica
+        self.name = name
+        replica.calls.add(self.task)
+
+    async def result(self, timeout_s: float | None) -> Any:
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.task), timeout_s)
+        except asyncio.TimeoutError:
+            raise CallTimedOut(f"{self.name} did not answer") from None
+        except asyncio.CancelledError:
+            if self.replica.dead:
+                raise ReplicaLost(f"{self.name} was lost") from None
+            raise CallCancelled(f"the call to {self.name} was cancelled") from None
+
+    def cancel(self) -> None:
+        self.task.cancel()
+
+
+class InProcessReplica:
+    def __init__(self, replica: AgentReplica) -> None:
+        self.replica = replica
+        self.dead = False
+        self.calls: set[asyncio.Future] = set()
+
+    def die(self) -> None:
+        self.dead = True
+        for call in self.calls:
+            call.cancel()
+
+
+class InProcessBackend:
+    def __init__(self) -> None:
+        self.actors: dict[str, InProcessReplica] = {}
+
+    def create_replica(self, name, agent_class, resources, concurrency, max_payload_bytes):
+        self.actors[name] = InProcessReplica(AgentReplica(agent_class, name, max_payload_bytes))
+        return self.actors[name]
+
+    def find_actors(self, prefix: str) -> dict[str, Any]:
+        return {n: h for n, h in self.actors.items() if n.startswith(prefix) and not h.dead}
+
+    def call(self, handle: InProcessReplica, method: str, *args: Any, name: str = "actor"):
+        if handle.dead:
+            async def lost():
+                raise ReplicaLost(f"{name} was lost")
+            return InProcessCall(lost(), handle, name)
+        return InProcessCall(getattr(handle.replica, method)(*args), handle, name)
+
+    def kill(self, handle: InProcessReplica) -> None:
+        handle.die()
+        self.actors = {n: h for n, h in self.actors.items() if h is not handle}
