@@ -32,9 +32,11 @@ class StoreWriter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="store-writer")
 
-    async def stop(self) -> None:
-        """Commit what is staged, then stop."""
-        while self._staged:
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """Commit what is staged (waiting at most `timeout_s`), then stop."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while (self._staged and self._task and not self._task.done()
+               and asyncio.get_running_loop().time() < deadline):
             await asyncio.sleep(0.01)
         if self._task:
             self._task.cancel()

@@ -32,8 +32,15 @@ async def orchestrator(tmp_path):
     yield orchestrator
     await orchestrator.drain(5)
     await orchestrator.lifecycle.store.close()
+    vanish(orchestrator)
+
+
+def vanish(orchestrator: Orchestrator) -> None:
+    """Stop every coroutine of an orchestrator, as if its process were gone."""
     for task in list(orchestrator._background):
         task.cancel()
+    if orchestrator.lifecycle.writer._task:
+        orchestrator.lifecycle.writer._task.cancel()
 
 
 async def test_many_tasks_run_once_each(orchestrator):
@@ -77,5 +84,4 @@ async def test_restart_reconciles_running_tasks_from_storage(orchestrator):
     assert len(reborn.pools.pools["sleeper"].replicas) == 2  # re-attached, not doubled
     await reborn.drain(5)
     await reborn.lifecycle.store.close()
-    for task in list(reborn._background):
-        task.cancel()
+    vanish(reborn)

@@ -24,6 +24,8 @@ class InProcessCall:
         except asyncio.TimeoutError:
             raise CallTimedOut(f"{self.name} did not answer") from None
         except asyncio.CancelledError:
+            if not self.task.cancelled():
+                raise  # the caller itself is being cancelled
             if self.replica.dead:
                 raise ReplicaLost(f"{self.name} was lost") from None
             raise CallCancelled(f"the call to {self.name} was cancelled") from None
