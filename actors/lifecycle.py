@@ -43,7 +43,7 @@ class LiveTask:
     timeout_s: float
     status: TaskStatus = TaskStatus.QUEUED
     replica: str | None = None
-    call: Any = None
+    replica_handle: Any = None
     cancel_requested: bool = False
     done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
@@ -153,21 +153,26 @@ class Lifecycle:
             self._track(live)
         return created
 
-    def attempt_started(self, live: LiveTask, replica: str) -> int:
-        attempt = live.attempts + 1
-        live.attempts = attempt
-        live.replica = replica
-        self._set_status(live, TaskStatus.RUNNING)
+    def attempts_started(self, batch: list[LiveTask], replica: str) -> list[int]:
+        """Mark tasks running on `replica`; returns each one's new attempt number."""
         now = utcnow()
-        self.writer.stage(WriteBatch(
-            new_attempts=[{"task_id": live.id, "number": attempt, "replica": replica,
-                           "outcome": AttemptOutcome.RUNNING.value, "started_at": now,
-                           "finished_at": None, "duration_s": None, "error": None}],
-            task_updates=[{"id": live.id, "status": TaskStatus.RUNNING.value,
-                           "attempts": attempt, "updated_at": now}],
-            events=[_event(live.id, "started", now, attempt, {"replica": replica})],
-        ))
-        return attempt
+        writes = WriteBatch()
+        numbers = []
+        for live in batch:
+            attempt = live.attempts + 1
+            live.attempts = attempt
+            live.replica = replica
+            self._set_status(live, TaskStatus.RUNNING)
+            numbers.append(attempt)
+            writes.new_attempts.append({
+                "task_id": live.id, "number": attempt, "replica": replica,
+                "outcome": AttemptOutcome.RUNNING.value, "started_at": now, "finished_at": None,
+                "duration_s": None, "error": None})
+            writes.task_updates.append({"id": live.id, "status": TaskStatus.RUNNING.value,
+                                        "attempts": attempt, "updated_at": now})
+            writes.events.append(_event(live.id, "started", now, attempt, {"replica": replica}))
+        self.writer.stage(writes)
+        return numbers
 
     async def attempt_finished(self, live: LiveTask, attempt: int, result: AgentResult | None,
                                error: TaskError | None, lost: bool) -> float | None:

@@ -49,6 +49,7 @@ from storage.task_store import TaskPage, TaskStore
 log = logging.getLogger("ymera.orchestrator")
 
 STARTUP_WAIT_S = 60.0
+MAX_DISPATCH_BATCH = 32
 STORE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
 
 
@@ -164,63 +165,81 @@ class Orchestrator:
                 loop.call_at(loop.time() + max(0.0, next_due - time.monotonic()), self._wake)
 
     def _dispatch_type(self, pool: AgentPool, queue: TaskQueue) -> None:
+        """Hand ready tasks to the least-loaded replicas. With a backlog, one call carries
+        several tasks (up to the replica's free slots and `MAX_DISPATCH_BATCH`), which is what
+        lets small tasks go faster than one Ray call each."""
         assert self.lifecycle is not None
         while len(queue):
             replica = pool.pick()
             if replica is None:
                 return
-            task_id = queue.pop()
-            if task_id is None:
+            live_replicas = sum(1 for r in pool.replicas.values() if r.ready and not r.suspect)
+            size = min(pool.concurrency - replica.in_flight, MAX_DISPATCH_BATCH,
+                       -(-len(queue) // max(live_replicas, 1)))
+            batch: list[LiveTask] = []
+            while len(batch) < max(size, 1):
+                task_id = queue.pop()
+                if task_id is None:
+                    break
+                live = self.lifecycle.live.get(task_id)
+                if live is not None and live.status is TaskStatus.QUEUED:
+                    batch.append(live)
+            if not batch:
                 return
-            live = self.lifecycle.live.get(task_id)
-            if live is None or live.status is not TaskStatus.QUEUED:
-                continue
-            self._start_attempt(live, replica)
+            self._start_attempts(batch, replica)
 
     # ----------------------------------------------------------------- attempts
 
-    def _start_attempt(self, live: LiveTask, replica: Replica) -> None:
+    def _start_attempts(self, batch: list[LiveTask], replica: Replica) -> None:
         assert self.lifecycle is not None
-        attempt = self.lifecycle.attempt_started(live, replica.name)
-        replica.in_flight += 1
-        agent_task = AgentTask(live.id, attempt, live.agent_type, live.description, live.payload,
-                               live.timeout_s)
-        call = self.backend.call(replica.handle, "run", agent_task, name=replica.name)
-        live.call = call
-        self._spawn(self._finish_attempt(live, replica, attempt, call), f"attempt-{live.id}")
+        attempts = self.lifecycle.attempts_started(batch, replica.name)
+        replica.in_flight += len(batch)
+        agent_tasks = [AgentTask(live.id, attempt, live.agent_type, live.description,
+                                 live.payload, live.timeout_s)
+                       for live, attempt in zip(batch, attempts)]
+        call = self.backend.call(replica.handle, "run_many", agent_tasks, name=replica.name)
+        for live in batch:
+            live.replica_handle = replica.handle
+        self._spawn(self._finish_attempts(batch, attempts, replica, call), "attempts")
 
-    async def _finish_attempt(self, live: LiveTask, replica: Replica, attempt: int,
-                              call: Any) -> None:
+    async def _finish_attempts(self, batch: list[LiveTask], attempts: list[int],
+                               replica: Replica, call: Any) -> None:
         assert self.lifecycle is not None
-        result: AgentResult | None = None
+        results: list[AgentResult | None] = [None] * len(batch)
         error: TaskError | None = None
         lost = False
+        timeout_s = max(live.timeout_s for live in batch)
         try:
-            result = await call.result(live.timeout_s + timeout_grace_s(live.timeout_s))
+            results = await call.result(timeout_s + timeout_grace_s(timeout_s))
         except CallTimedOut:
             call.cancel()
-            self.pools.mark_suspect(live.agent_type, replica.name)
+            self.pools.mark_suspect(replica.agent_type, replica.name)
             error = TaskError("timeout", f"no answer from {replica.name} within "
-                              f"{live.timeout_s:g}s; the replica is being checked", True)
+                              f"{timeout_s:g}s; the replica is being checked", True)
         except ReplicaLost as exc:
-            self.pools.replica_lost(live.agent_type, replica.name)
+            self.pools.replica_lost(replica.agent_type, replica.name)
             error = TaskError("replica_lost", str(exc), True, "ReplicaLost")
             lost = True
         except CallCancelled:
             error = TaskError("cancelled", "cancelled while running", False, "CallCancelled")
         except Exception as exc:
-            log.exception("attempt %s/%d failed unexpectedly", live.id, attempt)
+            log.exception("attempts on %s failed unexpectedly", replica.name)
             error = TaskError("orchestrator_error", f"{type(exc).__name__}: {exc}", True)
         finally:
-            replica.in_flight -= 1
+            replica.in_flight -= len(batch)
             self._wake()
-        if result is not None and not result.ok:
-            error = result.error
-        if live.attempts != attempt:
-            return  # fenced: a newer attempt owns this task now
-        retry_at = await self.lifecycle.attempt_finished(live, attempt, result, error, lost)
-        if retry_at is not None:
-            self.queues[live.agent_type].push(live.id, live.priority, not_before=retry_at)
+        finishing = []
+        for live, attempt, result in zip(batch, attempts, results):
+            if live.attempts != attempt:
+                continue  # fenced: a newer attempt owns this task now
+            own_error = result.error if result is not None and not result.ok else error
+            finishing.append((live, self.lifecycle.attempt_finished(
+                live, attempt, result, own_error, lost)))
+        retries = await asyncio.gather(*(f for _, f in finishing))
+        for (live, _), retry_at in zip(finishing, retries):
+            if retry_at is not None:
+                self.queues[live.agent_type].push(live.id, live.priority, not_before=retry_at)
+        if any(r is not None for r in retries):
             self._wake()
 
     # ----------------------------------------------------------------- client API
@@ -364,8 +383,8 @@ class Orchestrator:
             await lifecycle.cancelled_while_queued(live)
         else:
             live.cancel_requested = True
-            if live.call is not None:
-                live.call.cancel()
+            if live.replica_handle is not None:
+                self.backend.call(live.replica_handle, "cancel", task_id, name=live.replica or "")
             try:
                 await asyncio.wait_for(live.done.wait(), 10.0)
             except asyncio.TimeoutError:

@@ -40,6 +40,7 @@ def parse_replica_name(name: str) -> tuple[str, int] | None:
 class Replica:
     name: str
     handle: Any
+    agent_type: str
     ready: bool = False
     in_flight: int = 0
     completed: int = 0
@@ -130,7 +131,7 @@ class PoolManager:
                 log.warning("killing replica %s of an agent type no longer registered", name)
                 self.backend.kill(handle)
                 continue
-            pool.replicas[name] = Replica(name, handle)
+            pool.replicas[name] = Replica(name, handle, pool.agent_type)
             pool.next_number = max(pool.next_number, parsed[1] + 1)
         log.info("re-attached %d replicas",
                  sum(len(p.replicas) for p in self.pools.values()))
@@ -222,7 +223,7 @@ class PoolManager:
                 name, pool.agent_class, pool.resources, pool.concurrency,
                 self.config.max_payload_bytes,
             )
-            pool.replicas[name] = Replica(name, handle)
+            pool.replicas[name] = Replica(name, handle, pool.agent_type)
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [pool.snapshot() for pool in self.pools.values()]

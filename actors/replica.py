@@ -45,6 +45,7 @@ class AgentReplica:
         self.started_at = time.time()
         self._setup_done = False
         self._setup_lock = asyncio.Lock()
+        self._running: dict[str, asyncio.Task] = {}
 
     async def ready(self) -> dict[str, Any]:
         """Run the agent's setup once; raises if the agent cannot start."""
@@ -59,9 +60,23 @@ class AgentReplica:
         return {"replica": self.replica, "pid": os.getpid(), "in_flight": self.in_flight,
                 "completed": self.completed, "uptime_s": time.time() - self.started_at}
 
+    async def run_many(self, tasks: list[AgentTask]) -> list[AgentResult]:
+        """Run several attempts concurrently; one result each, in order. The orchestrator
+        sends a backlog in batches so that one Ray call carries many small tasks."""
+        return list(await asyncio.gather(*(self.run(task) for task in tasks)))
+
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel the running attempt of `task_id`, if this replica has one."""
+        running = self._running.get(task_id)
+        if running is None:
+            return False
+        running.cancel()
+        return True
+
     async def run(self, task: AgentTask) -> AgentResult:
         started = time.perf_counter()
         self.in_flight += 1
+        self._running[task.task_id] = asyncio.current_task()
         try:
             if not self._setup_done:
                 await self.ready()
@@ -74,9 +89,12 @@ class AgentReplica:
         except asyncio.TimeoutError:
             error = TaskError("timeout", f"the agent took longer than {task.timeout_s:g}s",
                               True, "TimeoutError")
+        except asyncio.CancelledError:
+            error = TaskError("cancelled", "cancelled while running", False, "CancelledError")
         except Exception as exc:
             error = error_of(exc)
         finally:
+            self._running.pop(task.task_id, None)
             self.in_flight -= 1
             self.completed += 1
         return AgentResult(task.task_id, task.attempt, self.replica, False, error=error,

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from cluster.ray_env import prepare_ray_environment
 from storage.errors import YmeraError
 
 
@@ -210,6 +211,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    prepare_ray_environment()
     args = parser().parse_args(argv)
     try:
         args.handler(args)

@@ -11,7 +11,6 @@ restarts while a call is in flight, Ray's retry of that call cannot create a sec
 
 from __future__ import annotations
 
-import os
 import uuid
 from typing import Any
 
@@ -21,16 +20,10 @@ from actors.deploy import find_orchestrator
 from storage.messages import Attempt, Task, TaskEvent, TaskRequest
 from storage.task_store import TaskPage
 
-LOCAL_CLUSTER_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-
-
 def connect_ray(address: str | None, namespace: str) -> None:
     """Join the Ray cluster at `address` ("auto" = the local one) in `namespace`."""
     if ray.is_initialized():
         return
-    for key, value in LOCAL_CLUSTER_ENV.items():
-        os.environ.setdefault(key, value)
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
     ray.init(address=address or "auto", namespace=namespace, log_to_driver=False,
              logging_level="WARNING")
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cluster.client import LOCAL_CLUSTER_ENV
+from cluster.ray_env import LOCAL_CLUSTER_ENV
 
 MARKER = "ray-head-started-by-ymera"
 
@@ -23,7 +23,6 @@ MARKER = "ray-head-started-by-ymera"
 def ray_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(LOCAL_CLUSTER_ENV)
-    env.setdefault("RAY_AUTH_MODE", "token")
     return env
 
 
