@@ -8,6 +8,10 @@ so an agent never touches Ray itself. A subclass sets `spec` and implements `asy
 - raise `RetryableAgentError` for transient trouble (retried with backoff);
 - anything else raised is recorded and retried, like a crash.
 
+`run` shares its replica's event loop with the replica's other attempts and health checks:
+CPU-heavy or blocking work belongs in `await asyncio.to_thread(...)`. A replica whose loop
+stays blocked fails its health check and is replaced (its attempts are retried).
+
 `setup()` runs once per replica before it takes work (load models, open clients). An exception
 there costs the replica, not a task: the orchestrator replaces it.
 """

@@ -20,8 +20,16 @@ from storage.messages import AgentResult, AgentTask, TaskError
 
 def error_of(exc: BaseException) -> TaskError:
     if isinstance(exc, AgentError):
-        return TaskError(exc.code, exc.message, exc.retryable, type(exc).__name__)
+        return TaskError(exc.code, exc.message, exc.retryable, type(exc).__name__,
+                         _json_safe(exc.details))
     return TaskError("agent_crashed", f"{type(exc).__name__}: {exc}", True, type(exc).__name__)
+
+
+def _json_safe(details: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return json.loads(json.dumps(details, default=str))
+    except (TypeError, ValueError):
+        return {}
 
 
 def _json_error(value: Any) -> TaskError | None:

@@ -10,7 +10,8 @@ import ray
 
 from actors.deploy import ORCHESTRATOR_NAME, find_orchestrator, start_orchestrator
 from cluster.client import Client, connect_ray
-from cluster.local_ray import start_head, stop_head
+from actors.errors import PlatformUnavailable
+from cluster.local_ray import head_is_running, start_head, stop_head
 from cluster.settings import Settings
 from storage.database import migrate
 
@@ -53,7 +54,7 @@ def down(settings: Settings, drain_timeout_s: float = 60.0) -> dict[str, Any]:
     started it. Tasks still queued stay in storage and resume at the next `up`."""
     report: dict[str, Any] = {"drained": None, "replicas_stopped": 0, "ray_stopped": False}
     try:
-        connect_ray(settings.ray_address or f"127.0.0.1:{settings.ray_port}", settings.namespace)
+        connect_ray(_address(settings), settings.namespace)
         orchestrator = find_orchestrator(settings.namespace)
     except Exception as exc:  # nothing running: only the head may be left
         report["orchestrator"] = f"not running ({exc})"
@@ -87,6 +88,17 @@ def _masked(url: str) -> str:
         return url
 
 
+def _address(settings: Settings) -> str:
+    """The Ray address to join; for the local head, only if it is running (joining a head that
+    is not there makes Ray retry for a long time)."""
+    if settings.ray_address:
+        return settings.ray_address
+    if not head_is_running(settings.ray_port):
+        raise PlatformUnavailable(
+            f"no local Ray head on 127.0.0.1:{settings.ray_port}: start the platform with "
+            "`ymera up` (or set YMERA_RAY_ADDRESS)")
+    return f"127.0.0.1:{settings.ray_port}"
+
+
 def client(settings: Settings) -> Client:
-    return Client.connect(settings.ray_address or f"127.0.0.1:{settings.ray_port}",
-                          settings.namespace)
+    return Client.connect(_address(settings), settings.namespace)

@@ -94,6 +94,7 @@ class TaskError:
     message: str
     retryable: bool = False
     error_type: str = ""
+    details: JSON = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> JSON:
         return dataclasses.asdict(self)

@@ -1,0 +1,96 @@
+"""The CLI as a new user meets it: `ymera up` on embedded defaults, tasks, status, `ymera down`.
+
+`ymera up` starts its own Ray head and `ymera down` runs `ray stop`, which stops every Ray
+process on the machine, so these tests run in their own pytest process (marker
+`restarts_ray`), after the tests that share the session cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.restarts_ray
+
+YMERA = [sys.executable, "-m", "cluster.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict[str, str]:
+    state = tmp_path_factory.mktemp("state")
+    values = {**os.environ, "YMERA_STATE_DIR": str(state), "YMERA_RAY_PORT": str(free_port()),
+              "YMERA_DASHBOARD_PORT": str(free_port()), "YMERA_DATABASE_URL": "",
+              "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    values.pop("YMERA_DATABASE_URL")
+    return values
+
+
+def ymera(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([*YMERA, *args], env=env, capture_output=True, text=True,
+                            timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"ymera {' '.join(args)} exited {result.returncode}:\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def running(env):
+    up = ymera(env, "up", "--json")
+    yield json.loads(up.stdout)
+    ymera(env, "down", "--json", check=False)
+
+
+def test_up_starts_a_local_platform_on_sqlite(running, env):
+    assert running["started_ray"] is True
+    assert running["ray_address"] == f"127.0.0.1:{env['YMERA_RAY_PORT']}"
+    assert running["database_url"].startswith("sqlite:///")
+    assert (Path(env["YMERA_STATE_DIR"]) / "ymera.db").exists()
+    assert "not configured" in running["redis"]
+
+
+def test_submit_wait_get_and_list(running, env):
+    result = json.loads(ymera(env, "submit", "what is 2^10 + 5", "--agent-type", "calculator",
+                              "--wait", "--json").stdout)
+    assert result["status"] == "succeeded" and result["result"]["value"] == 1029
+    detail = json.loads(ymera(env, "get", result["id"], "--json").stdout)
+    assert [a["outcome"] for a in detail["attempt_history"]] == ["succeeded"]
+    listed = json.loads(ymera(env, "tasks", "--json").stdout)
+    assert result["id"] in [t["id"] for t in listed["tasks"]]
+    text = ymera(env, "tasks").stdout
+    assert result["id"] in text and "succeeded" in text
+
+
+def test_errors_are_clear_and_exit_non_zero(running, env):
+    bad = ymera(env, "submit", "x", "--agent-type", "nope", check=False)
+    assert bad.returncode == 1 and "unknown agent_type 'nope'" in bad.stderr
+    bad_json = ymera(env, "submit", "x", "--payload", "{oops", check=False)
+    assert bad_json.returncode == 1 and "--payload is not valid JSON" in bad_json.stderr
+    bad_setting = ymera({**env, "YMERA_QUEUE_MAX": "zero"}, "status", check=False)
+    assert bad_setting.returncode == 2 and "queue_max" in bad_setting.stderr
+
+
+def test_status_reports_pools_at_strength(running, env):
+    status = json.loads(ymera(env, "status", "--json").stdout)
+    pools = {p["agent_type"]: p for p in status["pools"]}
+    assert {"calculator", "data_processor"} <= set(pools)
+    assert all(p["live"] == p["desired"] for p in pools.values())
+
+
+def test_down_drains_and_stops_what_up_started(env, running):
+    report = json.loads(ymera(env, "down", "--json").stdout)
+    assert report["ray_stopped"] is True and report["replicas_stopped"] >= 2
+    again = ymera(env, "status", check=False)
+    assert again.returncode != 0
