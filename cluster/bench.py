@@ -4,6 +4,7 @@ It starts one local Ray cluster and measures on it, in order:
 - raw: pipelined calls to a trivial async actor (the ceiling any actor platform works under);
 - platform on SQLite, then on PostgreSQL: trivial calculator tasks submitted in batches, each
   committed before it is acknowledged, dispatched, run and recorded (succeeded + events);
+  then single tasks one at a time (submit, wait for the recorded outcome) for idle latency;
 - resident memory (RSS) of the platform's own processes (orchestrator and agent replicas), at
   idle and at the peak under load.
 It prints a readable summary, or the JSON report with `--json`.
@@ -33,6 +34,7 @@ from storage.messages import TaskRequest, TaskStatus
 
 SUBMIT_BATCH = 200
 IN_FLIGHT_BATCHES = 4
+ROUND_TRIPS = 100
 DEFAULT_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -131,6 +133,12 @@ def platform_tasks(database_url: str, tasks: int) -> dict[str, Any]:
             submitted = time.perf_counter() - started
             finished = client.wait_many(ids, 600)
             elapsed = time.perf_counter() - started
+        round_trips = []
+        for i in range(ROUND_TRIPS):
+            started_one = time.perf_counter()
+            client.wait(client.submit(f"{i}+1", {"expression": f"{i}+1"},
+                                      agent_type="calculator"), 30)
+            round_trips.append(time.perf_counter() - started_one)
         succeeded = [t for t in finished if t.status is TaskStatus.SUCCEEDED]
         latencies = [(t.finished_at - t.created_at).total_seconds() for t in succeeded]
         return {
@@ -141,6 +149,7 @@ def platform_tasks(database_url: str, tasks: int) -> dict[str, Any]:
             "per_second": round(tasks / elapsed, 1),
             "submit_per_second": round(tasks / submitted, 1),
             "latency": _percentiles(latencies) if latencies else None,
+            "one_at_a_time_round_trip": _percentiles(round_trips),
             "rss_mb": {"idle": round(idle_rss / 2**20, 1),
                        "peak_under_load": round(sampler.peak / 2**20, 1),
                        "processes": len(pids)},
@@ -209,6 +218,7 @@ def _summary(report: dict[str, Any]) -> str:
         lines.append(
             f"{key}: {result['per_second']:.0f} tasks/s ({result['ratio_to_raw']:.0%} of raw), "
             f"latency p50 {latency.get('p50_ms')} ms p95 {latency.get('p95_ms')} ms "
-            f"p99 {latency.get('p99_ms')} ms, RSS idle {result['rss_mb']['idle']} MB "
+            f"p99 {latency.get('p99_ms')} ms under backlog, one-at-a-time round trip p50 "
+            f"{result['one_at_a_time_round_trip']['p50_ms']} ms, RSS idle {result['rss_mb']['idle']} MB "
             f"peak {result['rss_mb']['peak_under_load']} MB")
     return "\n".join(lines)

@@ -17,10 +17,16 @@ from cluster.ray_env import prepare_ray_environment
 from storage.errors import YmeraError
 
 
+_ADDRESS: str | None = None
+
+
 def _settings():
     from cluster.settings import Settings
 
-    return Settings()
+    settings = Settings()
+    if _ADDRESS:
+        settings = settings.model_copy(update={"ray_address": _ADDRESS})
+    return settings
 
 
 def _client():
@@ -53,12 +59,11 @@ def _task_line(task) -> str:
 def cmd_up(args: argparse.Namespace) -> None:
     from cluster.platform import up
 
-    settings = _settings()
-    started = up(settings)
+    started = up(_settings())
     _print(args, started.__dict__, "\n".join([
         "YMERA is up.",
         f"  Ray:        {started.ray_address} ({'started' if started.started_ray else 'joined'})",
-        f"  Dashboard:  {started.dashboard_url}",
+        f"  Dashboard:  {started.dashboard_url or 'the Ray dashboard of your cluster'}",
         f"  Storage:    {started.database_url}",
         f"  Redis:      {started.redis}",
         "Try: ymera submit 'what is 2^10 + 5' --agent-type calculator --wait",
@@ -163,6 +168,8 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="ymera", description="YMERA multi-agent platform on Ray")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
+    common.add_argument("--address", help="Ray cluster to use (default: YMERA_RAY_ADDRESS, "
+                        "else the local head)")
     commands = root.add_subparsers(dest="command", required=True)
 
     def add(name: str, handler, help_text: str) -> argparse.ArgumentParser:
@@ -170,7 +177,7 @@ def parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    add("up", cmd_up, "start Ray (or join YMERA_RAY_ADDRESS), storage and the orchestrator")
+    add("up", cmd_up, "start Ray (or join --address), storage and the orchestrator")
     down = add("down", cmd_down, "drain, then stop what `up` started")
     down.add_argument("--drain-timeout", type=float, default=60.0)
     add("status", cmd_status, "pools, queues and task counts")
@@ -203,7 +210,7 @@ def parser() -> argparse.ArgumentParser:
     add("migrate", cmd_migrate, "bring storage to the latest schema")
     bench = add("bench", cmd_bench, "benchmarks")
     bench.add_argument("suite", choices=["core"])
-    bench.add_argument("--tasks", type=int, default=3000)
+    bench.add_argument("--tasks", type=int, default=10_000)
     bench.add_argument("--raw-calls", type=int, default=5000)
     bench.add_argument("--postgres-url", default=None)
     bench.add_argument("--output", help="also write the JSON report here")
@@ -211,8 +218,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _ADDRESS
     prepare_ray_environment()
     args = parser().parse_args(argv)
+    _ADDRESS = args.address
     try:
         args.handler(args)
     except ValidationError as exc:

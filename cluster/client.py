@@ -11,19 +11,30 @@ restarts while a call is in flight, Ray's retry of that call cannot create a sec
 
 from __future__ import annotations
 
+import socket
 import uuid
 from typing import Any
 
 import ray
 
 from actors.deploy import find_orchestrator
+from actors.errors import PlatformUnavailable
 from storage.messages import Attempt, Task, TaskEvent, TaskRequest
 from storage.task_store import TaskPage
 
 def connect_ray(address: str | None, namespace: str) -> None:
-    """Join the Ray cluster at `address` ("auto" = the local one) in `namespace`."""
+    """Join the Ray cluster at `address` ("auto" = the local one) in `namespace`.
+
+    A `HOST:PORT` address is probed first: Ray itself would retry an absent one for minutes.
+    """
     if ray.is_initialized():
         return
+    host, _, port = (address or "").rpartition(":")
+    if host and port.isdigit() and "://" not in address:
+        try:
+            socket.create_connection((host, int(port)), timeout=2.0).close()
+        except OSError as exc:
+            raise PlatformUnavailable(f"no Ray cluster answers at {address}: {exc}") from None
     ray.init(address=address or "auto", namespace=namespace, log_to_driver=False,
              logging_level="WARNING")
 

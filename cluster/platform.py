@@ -37,15 +37,13 @@ def up(settings: Settings) -> Started:
     connect_ray(address, settings.namespace)
     orchestrator = start_orchestrator(settings.orchestrator_config())
     ray.get(orchestrator.ready.remote(), timeout=READY_TIMEOUT_S)
-    dashboard = ray.get_runtime_context().get_dashboard_url() if hasattr(
-        ray.get_runtime_context(), "get_dashboard_url") else None
     return Started(
         ray_address=address,
         started_ray=started_ray,
         database_url=_masked(settings.resolved_database_url),
-        dashboard_url=dashboard or f"http://127.0.0.1:{settings.dashboard_port}",
-        redis=settings.redis_url and _masked(settings.redis_url)
-        or "not configured: single-node in-process equivalents",
+        dashboard_url=f"http://127.0.0.1:{settings.dashboard_port}" if started_ray else None,
+        redis=_masked(settings.redis_url) if settings.redis_url
+        else "not configured: single-node in-process equivalents",
     )
 
 
