@@ -8,6 +8,9 @@ so an agent never touches Ray itself. A subclass sets `spec` and implements `asy
 - raise `RetryableAgentError` for transient trouble (retried with backoff);
 - anything else raised is recorded and retried, like a crash.
 
+The task's payload is always a JSON object within the configured size limit: the orchestrator
+checks it at submission and the replica again before `run`.
+
 `run` shares its replica's event loop with the replica's other attempts and health checks:
 CPU-heavy or blocking work belongs in `await asyncio.to_thread(...)`. A replica whose loop
 stays blocked fails its health check and is replaced (its attempts are retried).
@@ -38,6 +41,15 @@ class Agent:
 
     async def health(self) -> None:
         """Raise if this replica can no longer take work. Must answer quickly."""
+
+
+def json_type(value: Any) -> str:
+    """The JSON kind of `value`, with its article, for error messages: "a list", "null"."""
+    if value is None:
+        return "null"
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+             list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def payload_size(payload: Any) -> int:

@@ -50,6 +50,7 @@ log = logging.getLogger("ymera.orchestrator")
 
 STARTUP_WAIT_S = 60.0
 MAX_DISPATCH_BATCH = 32
+MAX_SUBMISSION = 10_000
 STORE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
 
 
@@ -259,6 +260,10 @@ class Orchestrator:
             raise PlatformUnavailable("the platform is draining and accepts no new tasks")
         if not isinstance(requests, (list, tuple)) or not requests:
             raise InvalidRequest("submit at least one task")
+        if len(requests) > min(MAX_SUBMISSION, self.config.queue_max):
+            raise InvalidRequest(
+                f"one submission may hold at most {min(MAX_SUBMISSION, self.config.queue_max)} "
+                f"tasks, not {len(requests)}: split it", {"count": len(requests)})
         checked = [validate_request(r, self.config, i if len(requests) > 1 else None)
                    for i, r in enumerate(requests)]
         decisions = [

@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from actors.agent import Agent, require_payload_within
+from actors.agent import Agent, json_type
 from actors.agents.expression import CONSTANTS, FUNCTIONS, Number, apply_function, evaluate
 from actors.errors import InvalidTaskInput
 from storage.messages import AgentSpec, AgentTask, Resources
@@ -157,14 +157,6 @@ def _invalid(message: str, **details: Any) -> InvalidTaskInput:
     return InvalidTaskInput(message, details)
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
-             list: "a list", dict: "an object"}
-    return names.get(type(value), type(value).__name__)
-
-
 def _preview(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -180,7 +172,7 @@ def evaluate_one(expression: Any) -> dict[str, Any]:
     """Payload {"expression": "2*(3+4)"}."""
     if not isinstance(expression, str):
         raise _invalid(f"payload 'expression' must be a string like \"2*(3+4)\", got "
-                       f"{_json_type(expression)}", field="expression")
+                       f"{json_type(expression)}", field="expression")
     return {"expression": expression, "value": evaluate(expression)}
 
 
@@ -188,7 +180,7 @@ def evaluate_many(expressions: Any) -> dict[str, Any]:
     """Payload {"expressions": [...]}: every value, or the first error, named by its index."""
     if not isinstance(expressions, list):
         raise _invalid(f"payload 'expressions' must be a list of strings, got "
-                       f"{_json_type(expressions)}", field="expressions")
+                       f"{json_type(expressions)}", field="expressions")
     if len(expressions) > MAX_EXPRESSIONS:
         raise _invalid(f"payload 'expressions' has {len(expressions)} items; at most "
                        f"{MAX_EXPRESSIONS}", field="expressions", limit=MAX_EXPRESSIONS)
@@ -196,7 +188,7 @@ def evaluate_many(expressions: Any) -> dict[str, Any]:
     for index, expression in enumerate(expressions):
         if not isinstance(expression, str):
             raise _invalid(f"payload 'expressions'[{index}] must be a string, got "
-                           f"{_json_type(expression)}", field="expressions", index=index)
+                           f"{json_type(expression)}", field="expressions", index=index)
         try:
             values.append(evaluate(expression))
         except InvalidTaskInput as exc:
@@ -217,11 +209,11 @@ def _operation_from(description: str) -> str:
 
 def _number_list(value: Any) -> list[Number]:
     if not isinstance(value, list):
-        raise _invalid(f"payload 'numbers' must be a list of numbers, got {_json_type(value)}",
+        raise _invalid(f"payload 'numbers' must be a list of numbers, got {json_type(value)}",
                        field="numbers")
     for index, number in enumerate(value):
         if isinstance(number, bool) or not isinstance(number, (int, float)):
-            raise _invalid(f"payload 'numbers'[{index}] is {_json_type(number)} "
+            raise _invalid(f"payload 'numbers'[{index}] is {json_type(number)} "
                            f"({_preview(number)}); every item must be a JSON number, not a "
                            "string or boolean", field="numbers", index=index)
         if isinstance(number, float) and not math.isfinite(number):
@@ -313,10 +305,7 @@ class Calculator(Agent):
     )
 
     async def run(self, task: AgentTask) -> dict[str, Any]:
-        require_payload_within(task.payload)
-        payload = {} if task.payload is None else task.payload
-        if not isinstance(payload, dict):
-            raise _invalid(f"payload must be a JSON object, got {_json_type(payload)}")
+        payload = task.payload
         forms = [key for key in ("expression", "expressions", "numbers") if key in payload]
         if len(forms) > 1:
             raise _invalid(f"payload gives {' and '.join(map(repr, forms))}; give only one of "

@@ -24,10 +24,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from actors.agent import Agent, require_payload_within
+from actors.agent import Agent
 from actors.agents.tables import (
     MAX_COLUMNS, MAX_ROWS, Cell, Row, Table, cell_key, column_kind, csv_table, describe, is_scalar,
-    json_type, kind_of, read_table, rows_table, sort_rows)
+    kind_of, read_table, rows_table, sort_rows)
 from actors.errors import InvalidTaskInput
 from storage.messages import AgentSpec, AgentTask, Resources
 
@@ -686,9 +686,5 @@ class DataProcessor(Agent):
     )
 
     async def run(self, task: AgentTask) -> dict[str, Any]:
-        require_payload_within(task.payload)
-        payload = {} if task.payload is None else task.payload
-        if not isinstance(payload, dict):
-            raise _invalid(f"payload must be a JSON object, got {json_type(payload)}")
         # Up to 100 000 rows is real CPU work: a thread keeps the replica's event loop answering.
-        return await asyncio.to_thread(process, payload, task.description or "")
+        return await asyncio.to_thread(process, task.payload, task.description or "")

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from actors.agent import json_type
 from actors.errors import InvalidTaskInput
 
 Cell = str | int | float | bool | None
@@ -61,15 +62,6 @@ def unknown_column(name: Any, table: Table, used_for: str) -> InvalidTaskInput:
         f"unknown column {name!r} in {used_for}; available columns in {table.source}: "
         f"{available}",
         {"column": name, "available": list(table.columns)})
-
-
-def json_type(value: Any) -> str:
-    """The JSON kind of `value`, with its article, for messages: "a list", "null"."""
-    if value is None:
-        return "null"
-    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
-             list: "a list", dict: "an object"}
-    return names.get(type(value), type(value).__name__)
 
 
 def kind_of(value: Cell) -> str:
