@@ -25,13 +25,14 @@ import json
 from typing import Any, ClassVar
 
 from actors.errors import InvalidTaskInput
-from storage.messages import AgentSpec, AgentTask
+from storage.messages import AgentContext, AgentSpec, AgentTask
 
 MAX_PAYLOAD_BYTES = 1_000_000
 
 
 class Agent:
     spec: ClassVar[AgentSpec]
+    context: AgentContext | None = None  # set by the hosting replica before `setup()`
 
     async def setup(self) -> None:
         """Prepare this replica. Runs once, before the first task."""

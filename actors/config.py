@@ -7,6 +7,7 @@ and passed to the orchestrator actor, which keeps it across restarts.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from actors.retry import RetryPolicy
 
@@ -26,7 +27,7 @@ class OrchestratorConfig:
     database_url: str
     namespace: str = "ymera"
     agent_modules: tuple[str, ...] = ()
-    default_replicas: int = 2
+    default_replicas: int | None = None  # None: each agent type's declared `replicas`
     pools: dict[str, PoolConfig] = dataclasses.field(default_factory=dict)
     default_timeout_s: float = 300.0
     max_timeout_s: float = 3600.0
@@ -36,6 +37,7 @@ class OrchestratorConfig:
     health_timeout_s: float = 5.0
     max_payload_bytes: int = 1_000_000
     write_batch_max: int = 2000
+    agent_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def pool(self, agent_type: str) -> PoolConfig:
         return self.pools.get(agent_type, PoolConfig())

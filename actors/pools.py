@@ -15,7 +15,7 @@ from typing import Any
 
 from actors.agent import Agent
 from actors.config import OrchestratorConfig
-from storage.messages import Resources
+from storage.messages import AgentContext, Resources
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,10 @@ def parse_replica_name(name: str) -> tuple[str, int] | None:
     if prefix + ":" != REPLICA_PREFIX or not agent_type or not number.isdigit():
         return None
     return agent_type, int(number)
+
+
+def _first_set(*values: int | None) -> int:
+    return next(v for v in values if v is not None)
 
 
 @dataclasses.dataclass
@@ -114,7 +118,8 @@ class PoolManager:
             )
             self.pools[name] = AgentPool(
                 agent_class,
-                override.replicas if override.replicas is not None else config.default_replicas,
+                _first_set(override.replicas, config.default_replicas,
+                           agent_class.spec.replicas),
                 resources,
                 override.concurrency or agent_class.spec.concurrency,
             )
@@ -219,8 +224,10 @@ class PoolManager:
         while len(pool.replicas) < pool.desired:
             name = replica_name(pool.agent_type, pool.next_number)
             pool.next_number += 1
+            context = AgentContext(name, self.config.namespace, self.config.database_url,
+                                   dict(self.config.agent_settings))
             handle = self.backend.create_replica(
-                name, pool.agent_class, pool.resources, pool.concurrency,
+                name, pool.agent_class, pool.resources, pool.concurrency, context,
                 self.config.max_payload_bytes,
             )
             pool.replicas[name] = Replica(name, handle, pool.agent_type)

@@ -26,7 +26,7 @@ from ray.exceptions import (
 from actors.agent import Agent
 from actors.errors import CallCancelled, CallTimedOut, ReplicaLost
 from actors.replica import AgentReplica
-from storage.messages import Resources
+from storage.messages import AgentContext, Resources
 
 _LOST = (ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError, ObjectLostError)
 CONTROL_CALL_HEADROOM = 4
@@ -74,6 +74,7 @@ class RayBackend:
         agent_class: type[Agent],
         resources: Resources,
         concurrency: int,
+        context: AgentContext,
         max_payload_bytes: int,
     ) -> Any:
         options: dict[str, Any] = {
@@ -88,7 +89,7 @@ class RayBackend:
             options["memory"] = resources.memory_mb * 1024 * 1024
         if resources.custom:
             options["resources"] = dict(resources.custom)
-        return _replica_actor().options(**options).remote(agent_class, name, max_payload_bytes)
+        return _replica_actor().options(**options).remote(agent_class, context, max_payload_bytes)
 
     def find_actors(self, prefix: str) -> dict[str, Any]:
         """Live named actors of this namespace whose names start with `prefix`."""

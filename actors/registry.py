@@ -1,18 +1,23 @@
 """Which agent types exist: the built-ins plus any the user names by import path.
 
-A third-party agent is any `actors.agent.Agent` subclass importable as `package.module:ClassName`;
-list it in `YMERA_AGENT_MODULES` and it registers without editing the platform.
+A third-party agent is any `actors.agent.Agent` subclass importable as `package.module:ClassName`.
+It registers without editing the platform, either way:
+- its package declares an entry point in the `ymera.agents` group
+  (`[project.entry-points."ymera.agents"] translator = "my_agents.translate:Translator"`);
+- or `YMERA_AGENT_MODULES` lists its import path.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import re
 from collections.abc import Iterable
 
 from actors.agent import Agent
 from storage.errors import InvalidRequest
 
+ENTRY_POINT_GROUP = "ymera.agents"
 AGENT_NAME = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 
 
@@ -37,12 +42,18 @@ def import_agent(path: str) -> type[Agent]:
     return agent_class
 
 
+def entry_point_paths() -> list[str]:
+    """`module:Class` of every agent installed packages declare in the `ymera.agents` group."""
+    return [entry.value for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)]
+
+
 def load_agent_types(extra_paths: Iterable[str] = ()) -> dict[str, type[Agent]]:
-    """Every agent type by name: built-ins first, then `extra_paths`; names must be unique."""
+    """Every agent type by name: built-ins, then installed `ymera.agents` entry points, then
+    `extra_paths`; names must be unique."""
     from actors.agents import BUILTIN_AGENTS
 
     agent_types: dict[str, type[Agent]] = dict(BUILTIN_AGENTS)
-    for path in extra_paths:
+    for path in [*entry_point_paths(), *extra_paths]:
         agent_class = import_agent(path)
         name = agent_class.spec.name
         if name in agent_types and agent_types[name] is not agent_class:

@@ -15,7 +15,7 @@ from typing import Any
 
 from actors.agent import Agent, require_payload_within
 from actors.errors import AgentError
-from storage.messages import AgentResult, AgentTask, TaskError
+from storage.messages import AgentContext, AgentResult, AgentTask, TaskError
 
 
 def error_of(exc: BaseException) -> TaskError:
@@ -44,9 +44,11 @@ def _json_error(value: Any) -> TaskError | None:
 class AgentReplica:
     """Hosts one agent instance; safe to call concurrently up to the agent's concurrency."""
 
-    def __init__(self, agent_class: type[Agent], replica: str, max_payload_bytes: int) -> None:
+    def __init__(self, agent_class: type[Agent], context: AgentContext,
+                 max_payload_bytes: int) -> None:
         self.agent = agent_class()
-        self.replica = replica
+        self.agent.context = context
+        self.replica = context.replica
         self.max_payload_bytes = max_payload_bytes
         self.in_flight = 0
         self.completed = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from actors.config import OrchestratorConfig, PoolConfig
@@ -44,7 +44,8 @@ class Settings(BaseSettings):
     dashboard_port: int = Field(default=8265, ge=1024, le=65535)
     num_cpus: int | None = Field(default=None, ge=1, description="CPUs of a local head.")
     agent_modules: list[str] = Field(default_factory=list)
-    default_replicas: int = Field(default=2, ge=0, le=256)
+    default_replicas: int | None = Field(
+        default=None, ge=0, le=256, description="Replicas per type; unset = each type's own.")
     pools: dict[str, PoolSettings] = Field(default_factory=dict)
     task_timeout_s: float = Field(default=300.0, gt=0)
     max_task_timeout_s: float = Field(default=3600.0, gt=0)
@@ -56,6 +57,12 @@ class Settings(BaseSettings):
     health_interval_s: float = Field(default=2.0, gt=0)
     health_timeout_s: float = Field(default=5.0, gt=0)
     max_payload_bytes: int = Field(default=1_000_000, ge=1024)
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key the communication agent signs webhooks with.")
+    webhook_allow_private_networks: bool = Field(
+        default=False, description="Allow webhooks to loopback/private addresses (SSRF guard).")
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    webhook_max_attempts: int = Field(default=3, ge=1, le=10)
 
     @field_validator("ray_port", "dashboard_port")
     @classmethod
@@ -93,4 +100,15 @@ class Settings(BaseSettings):
             health_interval_s=self.health_interval_s,
             health_timeout_s=self.health_timeout_s,
             max_payload_bytes=self.max_payload_bytes,
+            agent_settings=self.agent_settings(),
         )
+
+    def agent_settings(self) -> dict[str, object]:
+        """The settings agents see (through `AgentContext.settings`)."""
+        return {
+            "webhook_secret": self.webhook_secret.get_secret_value()
+            if self.webhook_secret else None,
+            "webhook_allow_private_networks": self.webhook_allow_private_networks,
+            "webhook_timeout_s": self.webhook_timeout_s,
+            "webhook_max_attempts": self.webhook_max_attempts,
+        }

@@ -197,6 +197,17 @@ class Resources:
 
 
 @dataclasses.dataclass(frozen=True)
+class AgentContext:
+    """What a replica tells its agent about where it runs. `settings` holds the platform's
+    agent-facing settings (for example webhook signing and SSRF allowances)."""
+
+    replica: str
+    namespace: str
+    database_url: str
+    settings: JSON = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
 class AgentSpec:
     """What an agent type declares about itself. `name` is API: it never changes once published."""
 
@@ -206,3 +217,4 @@ class AgentSpec:
     examples: tuple[str, ...]
     resources: Resources = Resources()
     concurrency: int = 8
+    replicas: int = 1

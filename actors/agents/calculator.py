@@ -302,6 +302,7 @@ class Calculator(Agent):
         ),
         resources=Resources(num_cpus=0.25),
         concurrency=8,
+        replicas=2,
     )
 
     async def run(self, task: AgentTask) -> dict[str, Any]:

@@ -50,8 +50,9 @@ class InProcessBackend:
     def __init__(self) -> None:
         self.actors: dict[str, InProcessReplica] = {}
 
-    def create_replica(self, name, agent_class, resources, concurrency, max_payload_bytes):
-        self.actors[name] = InProcessReplica(AgentReplica(agent_class, name, max_payload_bytes))
+    def create_replica(self, name, agent_class, resources, concurrency, context,
+                       max_payload_bytes):
+        self.actors[name] = InProcessReplica(AgentReplica(agent_class, context, max_payload_bytes))
         return self.actors[name]
 
     def find_actors(self, prefix: str) -> dict[str, Any]:

@@ -29,9 +29,10 @@ FAST = dict(
 
 def test_config(database_url: str, **overrides: Any) -> OrchestratorConfig:
     pools = {"calculator": PoolConfig(replicas=1), "data_processor": PoolConfig(replicas=1),
+             "sleeper": PoolConfig(replicas=2), "flaky": PoolConfig(replicas=1),
              "hanger": PoolConfig(replicas=2, concurrency=1)}
     values = dict(database_url=database_url, namespace=f"ymera-test-{uuid.uuid4().hex[:8]}",
-                  agent_modules=TEST_AGENT_PATHS, default_replicas=2, pools=pools, **FAST)
+                  agent_modules=TEST_AGENT_PATHS, pools=pools, **FAST)
     values.update(overrides)
     return OrchestratorConfig(**values)
 
