@@ -2,6 +2,9 @@
 # defaults) and `make test` (install, then run the whole test suite).
 PYTHON ?= python3
 VENV ?= .venv
+# The CPU build of PyTorch, installed before anything that needs torch, so that pip does not
+# pull the CUDA build and its several GB of packages. Override for another platform.
+TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
 .PHONY: install up down status test bench clean
@@ -9,6 +12,7 @@ BIN := $(VENV)/bin
 $(BIN)/ymera: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(BIN)/ymera
 
