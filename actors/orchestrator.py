@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import os
 import time
+from datetime import timedelta
 from typing import Any
 
 from actors.config import OrchestratorConfig
@@ -43,6 +44,7 @@ from storage.messages import (
     TaskEvent,
     TaskRequest,
     TaskStatus,
+    utcnow,
 )
 from storage.task_store import TaskPage, TaskStore
 
@@ -83,6 +85,7 @@ class Orchestrator:
         self._dispatch_wakeup = asyncio.Event()
         self._pending_keys: dict[tuple[str, str], asyncio.Future] = {}
         self._reserved = 0
+        self._inbox_store: Any = None
         self._background: set[asyncio.Task] = set()
         self._spawn(self._start(), "startup")
 
@@ -468,6 +471,32 @@ class Orchestrator:
         pool.desired = replicas
         await self.pools.update()
         return pool.snapshot()
+
+    async def agent_stats(self, window_s: float = 3600.0) -> dict[str, dict[str, Any]]:
+        """Per agent type over the last `window_s`: outcomes, success rate, retries, durations."""
+        if not 0 < window_s <= 30 * 86400:
+            raise InvalidRequest("window_s must be above 0 and at most 30 days")
+        store = (await self._wait_ready()).store
+        return await store.agent_stats(utcnow() - timedelta(seconds=window_s))
+
+    async def inbox(self, agent_type: str, include_acked: bool = False, limit: int = 50,
+                    cursor: str | None = None) -> dict[str, Any]:
+        """Messages delivered to `agent_type`'s inbox (by the communication agent), oldest
+        first."""
+        messages, next_cursor = await (await self._inbox()).list(
+            agent_type, include_acked=include_acked, limit=limit, cursor=cursor)
+        return {"messages": messages, "next_cursor": next_cursor}
+
+    async def ack_message(self, message_id: str) -> Any:
+        return await (await self._inbox()).ack(message_id)
+
+    async def _inbox(self) -> Any:
+        await self._wait_ready()
+        if self._inbox_store is None:
+            from storage.inbox import InboxStore
+
+            self._inbox_store = await InboxStore.open(self.config.database_url)
+        return self._inbox_store
 
     async def pid(self) -> int:
         return os.getpid()

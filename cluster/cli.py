@@ -150,6 +150,24 @@ def cmd_scale(args: argparse.Namespace) -> None:
     _print(args, pool, f"{pool['agent_type']}: {pool['desired']} replicas desired")
 
 
+def cmd_inbox(args: argparse.Namespace) -> None:
+    page = _client().inbox(args.agent_type, include_acked=args.all, limit=args.limit,
+                           cursor=args.cursor)
+    messages = page["messages"]
+    lines = [f"{m.id}  {'acked' if m.acked_at else 'new  '}  from {m.sender or '-'}  "
+             f"{m.subject or ''}  {json.dumps(m.body, default=str)[:80]}" for m in messages]
+    text = "\n".join(lines) or "no messages"
+    if page["next_cursor"]:
+        text += f"\nmore: --cursor {page['next_cursor']}"
+    _print(args, {"messages": [m.to_json() for m in messages],
+                  "next_cursor": page["next_cursor"]}, text)
+
+
+def cmd_ack(args: argparse.Namespace) -> None:
+    message = _client().ack(args.message_id)
+    _print(args, message.to_json(), f"{message.id} acknowledged at {message.acked_at}")
+
+
 def cmd_migrate(args: argparse.Namespace) -> None:
     from storage.database import migrate
 
@@ -207,6 +225,13 @@ def parser() -> argparse.ArgumentParser:
     scale = add("scale", cmd_scale, "set a pool's replica count")
     scale.add_argument("agent_type")
     scale.add_argument("replicas", type=int)
+    inbox = add("inbox", cmd_inbox, "messages delivered to an agent type's inbox")
+    inbox.add_argument("agent_type")
+    inbox.add_argument("--all", action="store_true", help="include acknowledged messages")
+    inbox.add_argument("--limit", type=int, default=20)
+    inbox.add_argument("--cursor")
+    ack = add("ack", cmd_ack, "acknowledge an inbox message")
+    ack.add_argument("message_id")
     add("migrate", cmd_migrate, "bring storage to the latest schema")
     bench = add("bench", cmd_bench, "benchmarks")
     bench.add_argument("suite", choices=["core"])

@@ -109,6 +109,18 @@ class Client:
     def status(self) -> dict[str, Any]:
         return self._call("status")
 
+    def agent_stats(self, window_s: float = 3600.0) -> dict[str, dict[str, Any]]:
+        return self._call("agent_stats", window_s)
+
+    def inbox(self, agent_type: str, *, include_acked: bool = False, limit: int = 50,
+              cursor: str | None = None) -> dict[str, Any]:
+        """Messages in an agent type's inbox, oldest first: {"messages", "next_cursor"}."""
+        return self._call("inbox", agent_type, include_acked, limit, cursor)
+
+    def ack(self, message_id: str) -> Any:
+        """Acknowledge an inbox message; acknowledging twice keeps the first time."""
+        return self._call("ack_message", message_id)
+
     def scale(self, agent_type: str, replicas: int) -> dict[str, Any]:
         return self._call("scale", agent_type, replicas)
 

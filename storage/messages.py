@@ -218,3 +218,25 @@ class AgentSpec:
     resources: Resources = Resources()
     concurrency: int = 8
     replicas: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class InboxMessage:
+    """One message in an agent type's inbox: who sent it, for which task, and whether the
+    recipient has acknowledged it (`acked_at`)."""
+
+    id: str
+    recipient: str
+    body: Any
+    created_at: datetime
+    tenant: str = "default"
+    sender: str | None = None
+    task_id: str | None = None
+    subject: str | None = None
+    acked_at: datetime | None = None
+
+    def to_json(self) -> JSON:
+        data = dataclasses.asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        data["acked_at"] = self.acked_at.isoformat() if self.acked_at else None
+        return data

@@ -1,4 +1,5 @@
-"""SQLAlchemy models of what the platform keeps: tasks, their attempts, and their event log.
+"""SQLAlchemy models of what the platform keeps: tasks, their attempts, their event log, and the
+messages waiting in agents' inboxes.
 
 Table names live here and nowhere else. The schema is created and changed only by the Alembic
 migrations in `storage/migrations`; these models must match the latest migration (a test checks).
@@ -16,6 +17,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 TASKS = "tasks"
 TASK_ATTEMPTS = "task_attempts"
 TASK_EVENTS = "task_events"
+AGENT_MESSAGES = "agent_messages"
 
 JsonColumn = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 EventId = BigInteger().with_variant(Integer(), "sqlite")
@@ -82,6 +84,25 @@ class EventRow(Base):
     data: Mapped[Any | None] = mapped_column(JsonColumn)
 
 
+class MessageRow(Base):
+    __tablename__ = AGENT_MESSAGES
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), default="default")
+    recipient: Mapped[str] = mapped_column(String(64))
+    sender: Mapped[str | None] = mapped_column(String(64))
+    task_id: Mapped[str | None] = mapped_column(String(32))
+    subject: Mapped[str | None] = mapped_column(String(200))
+    body: Mapped[Any] = mapped_column(JsonColumn)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    acked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        Index("ix_agent_messages_recipient_acked_created", "recipient", "acked_at", "created_at"),
+    )
+
+
 tasks_table = TaskRow.__table__
 attempts_table = AttemptRow.__table__
 events_table = EventRow.__table__
+messages_table = MessageRow.__table__

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -31,6 +32,8 @@ from storage.messages import (
 from storage.models import attempts_table, events_table, tasks_table
 
 MAX_PAGE = 1000
+MAX_DURATION_ROWS = 100_000
+RETRIED_OUTCOMES = (AttemptOutcome.ERROR, AttemptOutcome.TIMEOUT, AttemptOutcome.LOST)
 
 
 @dataclasses.dataclass
@@ -288,3 +291,88 @@ class TaskStore:
             select(tasks_table.c.status, func.count()).group_by(tasks_table.c.status)
         )
         return {status: count for status, count in rows}
+
+    async def agent_stats(self, since: datetime) -> dict[str, dict[str, Any]]:
+        """How each agent type has fared since `since`, keyed by agent type.
+
+        Task counts cover tasks that finished since then (`succeeded`, `failed`, `dead`,
+        `cancelled`, their total `finished`, and `success_rate` = succeeded / finished, None
+        when none finished). Attempt counts cover attempts started since then: `attempts`,
+        `retried` (ended in error, timeout or lost: the outcomes that earn another attempt),
+        `lost` and `timeouts`. Durations (`duration_mean_s`, `duration_p95_s`, None when no
+        attempt was timed) come from the most recent `MAX_DURATION_ROWS` finished attempts:
+        the time the replica measured, else finished minus started; lost attempts are not
+        timed, since their end is when the loss was noticed. `timed` says how many were used
+        and `durations_capped` whether the cap cut the sample short.
+        """
+        since = _utc(since)
+        finished = await self._fetch(
+            select(tasks_table.c.agent_type, tasks_table.c.status, func.count())
+            .where(tasks_table.c.finished_at >= since, tasks_table.c.agent_type.is_not(None))
+            .group_by(tasks_table.c.agent_type, tasks_table.c.status)
+        )
+        joined = attempts_table.join(tasks_table, attempts_table.c.task_id == tasks_table.c.id)
+        outcomes = await self._fetch(
+            select(tasks_table.c.agent_type, attempts_table.c.outcome, func.count())
+            .select_from(joined)
+            .where(attempts_table.c.started_at >= since, tasks_table.c.agent_type.is_not(None))
+            .group_by(tasks_table.c.agent_type, attempts_table.c.outcome)
+        )
+        timed = await self._fetch(
+            select(tasks_table.c.agent_type, attempts_table.c.duration_s,
+                   attempts_table.c.started_at, attempts_table.c.finished_at)
+            .select_from(joined)
+            .where(attempts_table.c.started_at >= since,
+                   tasks_table.c.agent_type.is_not(None),
+                   attempts_table.c.finished_at.is_not(None),
+                   attempts_table.c.outcome.not_in(
+                       [AttemptOutcome.RUNNING.value, AttemptOutcome.LOST.value]))
+            .order_by(attempts_table.c.started_at.desc())
+            .limit(MAX_DURATION_ROWS)
+        )
+        capped = len(timed) >= MAX_DURATION_ROWS
+
+        counts: dict[str, dict[str, int]] = {}
+        for agent_type, status, count in finished:
+            counts.setdefault(agent_type, {})[status] = count
+        attempt_counts: dict[str, dict[str, int]] = {}
+        for agent_type, outcome, count in outcomes:
+            attempt_counts.setdefault(agent_type, {})[outcome] = count
+        durations: dict[str, list[float]] = {}
+        for agent_type, duration_s, started_at, finished_at in timed:
+            if duration_s is None:
+                duration_s = (_aware(finished_at) - _aware(started_at)).total_seconds()
+            durations.setdefault(agent_type, []).append(max(0.0, duration_s))
+
+        stats: dict[str, dict[str, Any]] = {}
+        for agent_type in sorted({*counts, *attempt_counts}):
+            by_status = counts.get(agent_type, {})
+            by_outcome = attempt_counts.get(agent_type, {})
+            timings = durations.get(agent_type, [])
+            terminal = {s.value: by_status.get(s.value, 0) for s in
+                        (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.DEAD,
+                         TaskStatus.CANCELLED)}
+            total = sum(terminal.values())
+            stats[agent_type] = {
+                **terminal,
+                "finished": total,
+                "success_rate": terminal["succeeded"] / total if total else None,
+                "attempts": sum(by_outcome.values()),
+                "retried": sum(by_outcome.get(o.value, 0) for o in RETRIED_OUTCOMES),
+                "lost": by_outcome.get(AttemptOutcome.LOST.value, 0),
+                "timeouts": by_outcome.get(AttemptOutcome.TIMEOUT.value, 0),
+                "timed": len(timings),
+                "duration_mean_s": sum(timings) / len(timings) if timings else None,
+                "duration_p95_s": percentile(timings, 95),
+                "durations_capped": capped,
+            }
+        return stats
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The nearest-rank `q`th percentile of `values` (None if empty): the smallest value with
+    at least q% of the values at or below it."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]

@@ -1,14 +1,20 @@
-"""The built-in agent types, by name. Their names are API: they never change once published."""
+"""The built-in agent types, by name. Their names are API: they never change once published.
+
+Importing this package is cheap: agents import heavy libraries (torch, scikit-learn) only in
+the replica processes that run them, in `setup()` or `run()`.
+"""
 
 from __future__ import annotations
 
 from actors.agent import Agent
 from actors.agents.calculator import Calculator
+from actors.agents.communication import Communication
 from actors.agents.data_processor import DataProcessor
 
 BUILTIN_AGENTS: dict[str, type[Agent]] = {
     "calculator": Calculator,
     "data_processor": DataProcessor,
+    "communication": Communication,
 }
 
-__all__ = ["BUILTIN_AGENTS", "Calculator", "DataProcessor"]
+__all__ = ["BUILTIN_AGENTS", "Calculator", "Communication", "DataProcessor"]

@@ -1,0 +1,415 @@
+"""The `communication` agent: leave a message in another agent's inbox, or POST it to a webhook.
+
+    {"to_agent": "learning", "message": {...}, "subject": "new data"}
+        → {"delivered": "inbox", "message_id": "…", "to_agent": "learning"}
+    {"url": "https://hooks.example.com/ymera", "message": {...}, "headers": {"X-Team": "ml"}}
+        → {"delivered": "webhook", "status": 200, "attempts": 1, "url": "…"}
+
+The form follows from the payload ("to_agent" or "url"; an explicit "delivery" of "inbox" or
+"webhook" may say so). Inbox messages are kept by `storage.inbox.InboxStore` until acknowledged.
+
+A webhook is the message as a JSON body, signed so receivers can tell it came from this platform
+and when: `X-Ymera-Signature: sha256=<hex>` is HMAC-SHA256, keyed with the operator's
+`YMERA_WEBHOOK_SECRET`, over `f"{X-Ymera-Timestamp}.{body}"`; receivers check it with
+`verify_signature`. Guarantees of a delivery:
+
+- it goes only to public addresses: the host is resolved once, every address is checked, and the
+  connection is pinned to the checked addresses (no second lookup to rebind), unless the operator
+  allows private networks; URLs with credentials and redirects are refused;
+- connection errors, timeouts, 429 and 5xx are retried within the task, with exponential backoff
+  (or the receiver's Retry-After, up to 10 s); when the attempts run out the agent raises
+  `RetryableAgentError`, so the platform retries the task later;
+- any other 3xx or 4xx fails the task at once (`InvalidTaskInput`): sending again will not help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import hmac
+import ipaddress
+import json
+import re
+import socket
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from actors.agent import Agent, json_type
+from actors.errors import InvalidTaskInput, RetryableAgentError
+from storage.errors import InvalidRequest, StorageError
+from storage.inbox import MAX_BODY_BYTES, InboxStore
+from storage.messages import AgentSpec, AgentTask, Resources
+
+AGENT_NAME = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", "transfer-encoding",
+                              "connection"})
+MAX_HEADERS = 50
+MAX_HEADER_VALUE = 8192
+MAX_SUBJECT = 200
+BACKOFF_BASE_S = 0.2
+BACKOFF_MAX_S = 5.0
+RETRY_AFTER_MAX_S = 10.0
+DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_MAX_ATTEMPTS = 3
+SENDER = "communication"
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def signature(secret: str | bytes, timestamp: str | int, body: bytes) -> str:
+    """The `X-Ymera-Signature` value for `body` sent at `timestamp` (unix seconds)."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    digest = hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def verify_signature(secret: str | bytes, timestamp: str | int, body: bytes,
+                     header: str | None, *, max_age_s: float | None = None) -> bool:
+    """Whether a webhook is genuine: `header` is its `X-Ymera-Signature`, `timestamp` its
+    `X-Ymera-Timestamp` and `body` the raw request body, exactly as received (not re-encoded).
+
+    Pass `max_age_s` (for example 300) to also refuse deliveries stamped further than that from
+    now, so a captured request cannot be replayed later. Compares in constant time.
+    """
+    if not header:
+        return False
+    try:
+        stamp = int(timestamp)
+    except (TypeError, ValueError):
+        return False
+    if max_age_s is not None and abs(time.time() - stamp) > max_age_s:
+        return False
+    return hmac.compare_digest(signature(secret, stamp, body), header)
+
+
+def forbidden_kind(address: Address) -> str | None:
+    """Why `address` is no place for a webhook (loopback, private, …), or None if it is public."""
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        return forbidden_kind(mapped)
+    for kind in ("unspecified", "loopback", "link_local", "multicast", "private", "reserved"):
+        if getattr(address, f"is_{kind}"):
+            return kind.replace("_", "-")
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return "site-local"
+    if not address.is_global:
+        return "non-public"
+    return None
+
+
+class PinnedResolver(AbstractResolver):
+    """Answers every lookup with addresses checked beforehand, so the connection goes where the
+    SSRF check looked and a second DNS answer cannot rebind it elsewhere."""
+
+    def __init__(self, addresses: list[ResolveResult]) -> None:
+        self.addresses = addresses
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        return [{**address, "hostname": host, "port": port} for address in self.addresses]
+
+    async def close(self) -> None:
+        pass
+
+
+async def resolve_checked(host: str, port: int, allow_private: bool) -> list[ResolveResult]:
+    """Every address `host` resolves to, refusing the lot if any one is not public (unless
+    `allow_private`)."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        unknown = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+        error = InvalidTaskInput if exc.errno in unknown else RetryableAgentError
+        raise error(f"webhook host {host!r} does not resolve: {exc.strerror}",
+                    {"field": "url", "host": host}) from exc
+    addresses: list[ResolveResult] = []
+    for family, _, proto, _, sockaddr in infos:
+        address = ipaddress.ip_address(sockaddr[0])
+        kind = forbidden_kind(address)
+        if kind and not allow_private:
+            raise InvalidTaskInput(
+                f"refusing to send a webhook to {host!r}: it resolves to {address}, a {kind} "
+                "address; only public addresses are allowed unless the operator sets "
+                "YMERA_WEBHOOK_ALLOW_PRIVATE_NETWORKS=true",
+                {"field": "url", "host": host, "address": str(address), "kind": kind})
+        addresses.append({"hostname": host, "host": str(sockaddr[0]), "port": port,
+                          "family": family, "proto": proto,
+                          "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV})
+    if not addresses:
+        raise RetryableAgentError(f"webhook host {host!r} resolved to no address",
+                                  {"host": host})
+    return addresses
+
+
+def _invalid(message: str, **details: Any) -> InvalidTaskInput:
+    return InvalidTaskInput(message, details)
+
+
+def webhook_target(url: Any) -> URL:
+    """The webhook URL, parsed by the parser aiohttp itself uses (so the host checked is the host
+    connected to); `InvalidTaskInput` for anything but a plain http(s) URL with a host."""
+    if not isinstance(url, str) or not url.strip():
+        raise _invalid(f"payload 'url' must be an http(s) URL string, got {json_type(url)}",
+                       field="url")
+    try:
+        target = URL(url.strip())
+        port = target.port
+    except ValueError as exc:
+        raise _invalid(f"payload 'url' is not a valid URL: {exc}", field="url") from exc
+    if target.scheme not in ("http", "https"):
+        raise _invalid(f"webhook URL must start with https:// or http://, not "
+                       f"{target.scheme or 'nothing'!r}", field="url")
+    if target.user is not None or target.password is not None:
+        raise _invalid("webhook URL must not carry credentials (user:password@); put a token "
+                       "in payload 'headers' instead", field="url")
+    if not target.raw_host or port is None:
+        raise _invalid("webhook URL has no host", field="url")
+    return target
+
+
+def extra_headers(headers: Any) -> dict[str, str]:
+    """Payload 'headers', checked: names are HTTP tokens, values single-line strings, and none
+    overrides what the platform sets (Content-Type, Host, X-Ymera-*)."""
+    if headers is None:
+        return {}
+    if not isinstance(headers, dict):
+        raise _invalid(f"payload 'headers' must be an object of strings, got "
+                       f"{json_type(headers)}", field="headers")
+    if len(headers) > MAX_HEADERS:
+        raise _invalid(f"payload 'headers' has {len(headers)} entries; at most {MAX_HEADERS}",
+                       field="headers")
+    for name, value in headers.items():
+        lowered = name.lower()
+        if not HEADER_NAME.match(name):
+            raise _invalid(f"header name {name!r} is not a valid HTTP header name",
+                           field="headers")
+        if lowered in RESERVED_HEADERS or lowered.startswith("x-ymera-"):
+            raise _invalid(f"header {name!r} is set by the platform and cannot be overridden",
+                           field="headers")
+        if (not isinstance(value, str) or len(value) > MAX_HEADER_VALUE
+                or any(c in value for c in "\r\n\0")):
+            raise _invalid(f"header {name!r} must be a single-line string of at most "
+                           f"{MAX_HEADER_VALUE} characters", field="headers")
+    return dict(headers)
+
+
+def encoded_message(payload: dict[str, Any]) -> bytes:
+    if "message" not in payload or payload["message"] is None:
+        raise _invalid("payload 'message' is required: the JSON value to deliver",
+                       field="message")
+    try:
+        body = json.dumps(payload["message"], separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise _invalid(f"payload 'message' is not plain JSON: {exc}", field="message") from exc
+    if len(body) > MAX_BODY_BYTES:
+        raise _invalid(f"payload 'message' is {len(body)} bytes; at most {MAX_BODY_BYTES}",
+                       field="message", size=len(body), limit=MAX_BODY_BYTES)
+    return body
+
+
+def backoff_s(attempt: int) -> float:
+    """The pause after failed attempt `attempt` (1-based): 0.2 s, 0.4 s, … at most 5 s."""
+    return min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_MAX_S)
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """A Retry-After header (seconds or an HTTP date) as seconds from now, at most 10."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX_S)
+
+
+class Communication(Agent):
+    """Delivers messages to agent inboxes and to signed, SSRF-guarded webhooks."""
+
+    spec = AgentSpec(
+        name="communication",
+        description="Delivers messages: leaves a JSON message in another agent's inbox, or POSTs "
+        "it to an external webhook URL, signed with HMAC-SHA256 and retried with backoff.",
+        capabilities=(
+            "send a message to another agent's inbox",
+            "notify an agent that new data or work is waiting",
+            "post a JSON payload to a webhook URL",
+            "sign outgoing webhooks with HMAC-SHA256 and a timestamp",
+            "retry failed webhook deliveries with exponential backoff",
+            "refuse webhooks to private, loopback and internal addresses",
+            "forward task results to external systems over HTTPS",
+        ),
+        examples=(
+            "send a message to the learning agent",
+            "tell the monitoring agent the nightly import finished",
+            "notify the data_processor agent that new rows arrived",
+            "leave a note in the validation agent's inbox",
+            "post this JSON to our webhook",
+            "call the webhook at https://hooks.example.com/ymera with the results",
+            "send a webhook notification to the ops endpoint",
+            "deliver this payload to https://api.example.com/events",
+            "forward the report to the external HTTP endpoint",
+            "notify Slack through the incoming webhook",
+            "ping the callback URL when the job is done",
+            "message the text_analysis agent with these documents",
+            "send a signed HTTP POST to the partner's endpoint",
+            "push an event to the integration webhook",
+            "inform the learning agent that the model should be retrained",
+            "queue a message for another agent to pick up later",
+            "alert the on-call webhook that the task failed",
+        ),
+        resources=Resources(num_cpus=0.1),
+        concurrency=16,
+        replicas=1,
+    )
+
+    def __init__(self) -> None:
+        self.inbox: InboxStore | None = None
+
+    async def setup(self) -> None:
+        if self.context is None:
+            raise RuntimeError("the communication agent needs its AgentContext before setup()")
+        self.inbox = await InboxStore.open(self.context.database_url)
+
+    async def close(self) -> None:
+        """Release the database connections (agents have no teardown hook; embedders and tests
+        call this)."""
+        if self.inbox is not None:
+            await self.inbox.close()
+            self.inbox = None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.context.settings if self.context else {}
+
+    async def run(self, task: AgentTask) -> dict[str, Any]:
+        delivery = self._delivery(task.payload)
+        if delivery == "inbox":
+            return await self.deliver_to_inbox(task)
+        return await self.deliver_to_webhook(task)
+
+    @staticmethod
+    def _delivery(payload: dict[str, Any]) -> str:
+        stated = payload.get("delivery")
+        if stated is not None and stated not in ("inbox", "webhook"):
+            raise _invalid(f"payload 'delivery' must be \"inbox\" or \"webhook\", not "
+                           f"{stated!r}", field="delivery")
+        forms = [form for form, key in (("inbox", "to_agent"), ("webhook", "url"))
+                 if key in payload]
+        if stated is None and len(forms) > 1:
+            raise _invalid("payload gives both 'to_agent' and 'url'; give one (or say which "
+                           "with 'delivery')", fields=["to_agent", "url"])
+        if stated is None and not forms:
+            raise _invalid("payload needs 'to_agent' (the agent type whose inbox gets the "
+                           "message) or 'url' (a webhook to POST it to), plus 'message'",
+                           fields=["to_agent", "url"])
+        return stated or forms[0]
+
+    async def deliver_to_inbox(self, task: AgentTask) -> dict[str, Any]:
+        payload = task.payload
+        to_agent = payload.get("to_agent")
+        if not isinstance(to_agent, str) or not AGENT_NAME.match(to_agent):
+            raise _invalid(f"payload 'to_agent' must name an agent type (lowercase letters, "
+                           f"digits and _, like \"learning\"), got {to_agent!r}",
+                           field="to_agent")
+        subject = payload.get("subject")
+        if subject is not None and (not isinstance(subject, str) or not subject
+                                    or len(subject) > MAX_SUBJECT):
+            raise _invalid(f"payload 'subject' must be a non-empty string of at most "
+                           f"{MAX_SUBJECT} characters", field="subject")
+        encoded_message(payload)
+        if self.inbox is None:
+            raise RuntimeError("the communication agent was not set up")
+        try:
+            message = await self.inbox.post(to_agent, payload["message"], sender=SENDER,
+                                            task_id=task.task_id, subject=subject)
+        except InvalidRequest as exc:
+            raise _invalid(exc.message, **exc.details) from exc
+        except StorageError as exc:
+            raise RetryableAgentError(f"the inbox could not be written: {exc.message}") from exc
+        return {"delivered": "inbox", "message_id": message.id, "to_agent": to_agent}
+
+    async def deliver_to_webhook(self, task: AgentTask) -> dict[str, Any]:
+        payload = task.payload
+        if "url" not in payload:
+            raise _invalid("payload 'url' is required for webhook delivery", field="url")
+        target = webhook_target(payload["url"])
+        body = encoded_message(payload)
+        headers = extra_headers(payload.get("headers"))
+        secret = self.settings.get("webhook_secret")
+        if not secret:
+            raise _invalid("webhooks are signed, and no signing secret is configured: the "
+                           "operator must set YMERA_WEBHOOK_SECRET", setting="webhook_secret")
+        allow_private = bool(self.settings.get("webhook_allow_private_networks", False))
+        addresses = await resolve_checked(target.raw_host, target.port, allow_private)
+        connector = aiohttp.TCPConnector(resolver=PinnedResolver(addresses),
+                                         use_dns_cache=False)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            return await self._post_with_retries(session, task, target, body, headers, secret)
+
+    async def _post_with_retries(self, session: aiohttp.ClientSession, task: AgentTask,
+                                 target: URL, body: bytes, headers: dict[str, str],
+                                 secret: str) -> dict[str, Any]:
+        url = str(target)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + task.timeout_s
+        timeout_s = float(self.settings.get("webhook_timeout_s", DEFAULT_TIMEOUT_S))
+        max_attempts = max(1, int(self.settings.get("webhook_max_attempts",
+                                                    DEFAULT_MAX_ATTEMPTS)))
+        attempt, last_error = 0, ""
+        while attempt < max_attempts:
+            attempt += 1
+            timestamp = str(int(time.time()))
+            signed = {**headers, "Content-Type": "application/json",
+                      "X-Ymera-Timestamp": timestamp, "X-Ymera-Task-Id": task.task_id,
+                      "X-Ymera-Signature": signature(secret, timestamp, body)}
+            pause = backoff_s(attempt)
+            budget = aiohttp.ClientTimeout(total=max(min(timeout_s, deadline - loop.time()), 0.05))
+            try:
+                async with session.post(target, data=body, headers=signed, allow_redirects=False,
+                                        timeout=budget) as response:
+                    status = response.status
+                    if 200 <= status < 300:
+                        return {"delivered": "webhook", "status": status, "attempts": attempt,
+                                "url": url}
+                    if status != 429 and status < 500:
+                        raise await self._refusal(response, url)
+                    last_error = f"HTTP {status} {response.reason or ''}".strip()
+                    pause = retry_after_s(response.headers.get("Retry-After")) or pause
+            except asyncio.TimeoutError:
+                last_error = f"no answer within {timeout_s:g} s"
+            except aiohttp.ClientError as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            if attempt < max_attempts and loop.time() + pause >= deadline:
+                break  # another attempt would outlive the task
+            if attempt < max_attempts:
+                await asyncio.sleep(pause)
+        raise RetryableAgentError(
+            f"webhook {url} was not delivered after {attempt} attempt"
+            f"{'s' if attempt > 1 else ''}; last error: {last_error}",
+            {"url": url, "attempts": attempt, "last_error": last_error})
+
+    @staticmethod
+    async def _refusal(response: aiohttp.ClientResponse, url: str) -> InvalidTaskInput:
+        status = response.status
+        if 300 <= status < 400:
+            location = response.headers.get("Location")
+            return _invalid(f"webhook {url} answered {status} redirecting to {location!r}; "
+                            "redirects are not followed: use the final URL", status=status,
+                            location=location)
+        try:
+            excerpt = (await response.content.read(200)).decode(errors="replace").strip()
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            excerpt = ""
+        return _invalid(f"webhook {url} refused the delivery with HTTP {status} "
+                        f"{response.reason or ''}".rstrip() + (f": {excerpt}" if excerpt else ""),
+                        status=status)

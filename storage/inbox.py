@@ -1,0 +1,191 @@
+"""Agent inboxes: messages posted to an agent type, kept until the recipient acknowledges them.
+
+An inbox is addressed by agent type (`recipient`), not by replica, so a message outlives the
+replica that was running when it arrived. Messages are read oldest first; acknowledging one hides
+it from the default listing but keeps it, and acknowledging again changes nothing (the first
+`acked_at` stands), so a reader that crashes between reading and acking may safely ack again.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage.database import create_engine, ensure_schema_current
+from storage.errors import InvalidRequest, NotFound, StorageError
+from storage.messages import InboxMessage, new_task_id, utcnow
+from storage.models import messages_table
+
+MAX_BODY_BYTES = 256 * 1024
+MAX_PAGE = 1000
+_LENGTHS = {"recipient": 64, "tenant": 64, "sender": 64, "task_id": 32, "subject": 200}
+
+
+def _utc(value: datetime) -> datetime:
+    """`value` as UTC (naive means UTC): SQLite keeps no offset, so every stored time is UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def message_from_row(row: Any) -> InboxMessage:
+    return InboxMessage(
+        id=row.id, recipient=row.recipient, body=row.body, created_at=_utc(row.created_at),
+        tenant=row.tenant, sender=row.sender, task_id=row.task_id, subject=row.subject,
+        acked_at=_utc(row.acked_at) if row.acked_at is not None else None,
+    )
+
+
+def body_size(body: Any) -> int:
+    """The size of `body` as compact UTF-8 JSON; `InvalidRequest` when it is not plain JSON."""
+    try:
+        text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"message body is not plain JSON: {exc}") from exc
+    return len(text.encode())
+
+
+def _check_fields(body: Any, fields: dict[str, str | None]) -> None:
+    if body is None:
+        raise InvalidRequest("message body must not be null")
+    size = body_size(body)
+    if size > MAX_BODY_BYTES:
+        raise InvalidRequest(f"message body is {size} bytes; an inbox accepts at most "
+                             f"{MAX_BODY_BYTES}", {"size": size, "limit": MAX_BODY_BYTES})
+    for name, value in fields.items():
+        if value is None and name not in ("recipient", "tenant"):
+            continue
+        if not isinstance(value, str) or not value:
+            raise InvalidRequest(f"message {name} must be a non-empty string", {"field": name})
+        if len(value) > _LENGTHS[name]:
+            raise InvalidRequest(f"message {name} is {len(value)} characters; at most "
+                                 f"{_LENGTHS[name]}", {"field": name})
+
+
+def _encode_cursor(message: InboxMessage) -> str:
+    raw = json.dumps([message.created_at.isoformat(), message.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, message_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return _utc(datetime.fromisoformat(created)), str(message_id)
+    except Exception as exc:
+        raise InvalidRequest(f"cursor {cursor!r} is not one this inbox issued") from exc
+
+
+class InboxStore:
+    """Async access to the agent inboxes over one engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    async def open(cls, url: str) -> InboxStore:
+        """Connect to `url` and check its schema is current (it never migrates by itself)."""
+        engine = create_engine(url)
+        try:
+            await ensure_schema_current(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def _fetch(self, statement) -> list[Any]:
+        try:
+            async with self.engine.connect() as connection:
+                return list((await connection.execute(statement)).all())
+        except SQLAlchemyError as exc:
+            raise StorageError(f"reading from the database failed: {exc}") from exc
+
+    async def post(
+        self,
+        recipient: str,
+        body: Any,
+        *,
+        sender: str | None = None,
+        task_id: str | None = None,
+        subject: str | None = None,
+        tenant: str = "default",
+    ) -> InboxMessage:
+        """Store `body` (any JSON value but null, at most `MAX_BODY_BYTES`) in `recipient`'s
+        inbox. Committed when this returns."""
+        _check_fields(body, {"recipient": recipient, "tenant": tenant, "sender": sender,
+                             "task_id": task_id, "subject": subject})
+        message = InboxMessage(id=new_task_id(), recipient=recipient, body=body,
+                               created_at=utcnow(), tenant=tenant, sender=sender,
+                               task_id=task_id, subject=subject)
+        row = {"id": message.id, "tenant": tenant, "recipient": recipient, "sender": sender,
+               "task_id": task_id, "subject": subject, "body": body,
+               "created_at": message.created_at, "acked_at": None}
+        try:
+            async with self.engine.begin() as connection:
+                await connection.execute(insert(messages_table), row)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"posting a message to {recipient!r} failed: {exc}") from exc
+        return message
+
+    async def list(
+        self,
+        recipient: str,
+        *,
+        include_acked: bool = False,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[InboxMessage], str | None]:
+        """`recipient`'s messages, oldest first, `limit` at a time, and the cursor of the next
+        page (None on the last). Acknowledged messages only with `include_acked`."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}, not {limit}")
+        table = messages_table
+        query = select(table).where(table.c.recipient == recipient)
+        if not include_acked:
+            query = query.where(table.c.acked_at.is_(None))
+        if cursor:
+            created, message_id = _decode_cursor(cursor)
+            query = query.where(or_(
+                table.c.created_at > created,
+                and_(table.c.created_at == created, table.c.id > message_id),
+            ))
+        query = query.order_by(table.c.created_at, table.c.id).limit(limit + 1)
+        rows = await self._fetch(query)
+        messages = [message_from_row(row) for row in rows[:limit]]
+        next_cursor = _encode_cursor(messages[-1]) if len(rows) > limit else None
+        return messages, next_cursor
+
+    async def ack(self, message_id: str) -> InboxMessage:
+        """Mark a message read and return it; `NotFound` if there is no such message. Acking
+        an acknowledged message changes nothing."""
+        table = messages_table
+        try:
+            async with self.engine.begin() as connection:
+                await connection.execute(
+                    update(table)
+                    .where(table.c.id == message_id, table.c.acked_at.is_(None))
+                    .values(acked_at=utcnow())
+                )
+                row = (await connection.execute(
+                    select(table).where(table.c.id == message_id))).first()
+        except SQLAlchemyError as exc:
+            raise StorageError(f"acknowledging message {message_id!r} failed: {exc}") from exc
+        if row is None:
+            raise NotFound(f"no inbox message with id {message_id!r}",
+                           {"message_id": message_id})
+        return message_from_row(row)
+
+    async def unacked_count(self, recipient: str) -> int:
+        rows = await self._fetch(
+            select(func.count()).select_from(messages_table).where(
+                messages_table.c.recipient == recipient, messages_table.c.acked_at.is_(None))
+        )
+        return int(rows[0][0])

@@ -1,0 +1,325 @@
+"""The communication agent: inbox delivery, signed webhooks with bounded retries, the SSRF guard,
+and clear refusals of bad payloads. Webhooks go to a real aiohttp server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from actors.agent import Agent
+from actors.agents.communication import (
+    Communication, backoff_s, forbidden_kind, retry_after_s, signature, verify_signature)
+from actors.errors import InvalidTaskInput, RetryableAgentError
+from storage.database import migrate_async
+from storage.inbox import InboxStore
+from storage.messages import AgentContext, AgentTask
+from tests.support.databases import fresh_sqlite_url
+
+SECRET = "test-webhook-secret-0123456789abcdef"
+SETTINGS = {"webhook_secret": SECRET, "webhook_allow_private_networks": True,
+            "webhook_timeout_s": 0.5, "webhook_max_attempts": 3}
+
+MakeAgent = Callable[..., Awaitable[Communication]]
+
+
+@pytest.fixture
+async def database_url(tmp_path: Path) -> str:
+    url = fresh_sqlite_url(tmp_path)
+    await migrate_async(url)
+    return url
+
+
+@pytest.fixture
+async def make_agent(database_url: str) -> AsyncIterator[MakeAgent]:
+    """Set up a communication agent; keyword arguments override `SETTINGS`."""
+    agents: list[Communication] = []
+
+    async def make(**settings: Any) -> Communication:
+        agent = Communication()
+        agent.context = AgentContext(replica="agent:communication:0", namespace="t",
+                                     database_url=database_url,
+                                     settings={**SETTINGS, **settings})
+        await agent.setup()
+        agents.append(agent)
+        return agent
+
+    yield make
+    for agent in agents:
+        await agent.close()
+
+
+@dataclass
+class Receiver:
+    """A webhook endpoint that answers with `answers` in turn (then 200) and keeps every
+    request it gets."""
+
+    answers: list[web.Response] = field(default_factory=list)
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    delay_s: float = 0.0
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append((dict(request.headers), await request.read()))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return self.answers.pop(0) if self.answers else web.Response(status=200)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    endpoint = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", endpoint.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    endpoint.port = runner.addresses[0][1]
+    try:
+        yield endpoint
+    finally:
+        await runner.cleanup()
+
+
+def task(payload: dict[str, Any], timeout_s: float = 10.0) -> AgentTask:
+    return AgentTask(task_id="f" * 32, attempt=1, agent_type="communication",
+                     description="deliver", payload=payload, timeout_s=timeout_s)
+
+
+async def refusal(agent: Communication, payload: dict[str, Any]) -> str:
+    with pytest.raises(InvalidTaskInput) as raised:
+        await agent.run(task(payload))
+    return str(raised.value)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_spec_declares_what_the_router_learns_from():
+    spec = Communication.spec
+    assert spec.name == "communication" and issubclass(Communication, Agent)
+    assert len(spec.capabilities) >= 6
+    assert len(set(spec.examples)) == len(spec.examples) >= 15
+    assert spec.resources.num_cpus == 0.1 and spec.concurrency == 16 and spec.replicas == 1
+
+
+async def test_inbox_delivery_is_stored_listed_and_acked(make_agent: MakeAgent,
+                                                         database_url: str) -> None:
+    agent = await make_agent()
+    result = await agent.run(task({"to_agent": "learning", "message": {"retrain": True},
+                                   "subject": "new data"}))
+    assert result == {"delivered": "inbox", "message_id": result["message_id"],
+                      "to_agent": "learning"}
+    json.dumps(result)
+
+    inbox = await InboxStore.open(database_url)
+    try:
+        (message,), _ = await inbox.list("learning")
+        assert message.id == result["message_id"] and message.body == {"retrain": True}
+        assert message.sender == "communication" and message.task_id == "f" * 32
+        assert message.subject == "new data"
+        assert (await inbox.ack(message.id)).acked_at is not None
+        assert await inbox.unacked_count("learning") == 0
+    finally:
+        await inbox.close()
+
+
+async def test_a_webhook_failing_twice_is_delivered_on_the_third_attempt_signed(
+    make_agent: MakeAgent, receiver: Receiver,
+) -> None:
+    receiver.answers = [web.Response(status=500), web.Response(status=503)]
+    agent = await make_agent()
+
+    result = await agent.run(task({"url": receiver.url, "message": {"hello": "wörld"},
+                                   "headers": {"Authorization": "Bearer abc"}}))
+
+    assert result == {"delivered": "webhook", "status": 200, "attempts": 3, "url": receiver.url}
+    assert len(receiver.requests) == 3
+    headers, body = receiver.requests[-1]
+    assert json.loads(body) == {"hello": "wörld"}
+    assert headers["Content-Type"] == "application/json"
+    assert headers["X-Ymera-Task-Id"] == "f" * 32 and headers["Authorization"] == "Bearer abc"
+    timestamp, header = headers["X-Ymera-Timestamp"], headers["X-Ymera-Signature"]
+    assert abs(int(timestamp) - time.time()) < 60 and header.startswith("sha256=")
+    assert verify_signature(SECRET, timestamp, body, header, max_age_s=300)
+    assert not verify_signature("wrong-secret", timestamp, body, header)
+    assert not verify_signature(SECRET, timestamp, body + b" ", header)
+    assert not verify_signature(SECRET, str(int(timestamp) + 1), body, header)
+
+
+def test_verify_signature_refuses_stale_missing_and_malformed_stamps() -> None:
+    old = int(time.time()) - 3600
+    header = signature(SECRET, old, b"{}")
+    assert verify_signature(SECRET, old, b"{}", header)
+    assert not verify_signature(SECRET, old, b"{}", header, max_age_s=300)
+    assert not verify_signature(SECRET, "soon", b"{}", header)
+    assert not verify_signature(SECRET, old, b"{}", None)
+
+
+async def test_a_4xx_fails_at_once_without_retrying(make_agent: MakeAgent,
+                                                    receiver: Receiver) -> None:
+    receiver.answers = [web.Response(status=404, text="no such hook")]
+    agent = await make_agent()
+
+    message = await refusal(agent, {"url": receiver.url, "message": {"x": 1}})
+
+    assert "HTTP 404" in message and "no such hook" in message
+    assert len(receiver.requests) == 1
+
+
+async def test_a_redirect_is_not_followed(make_agent: MakeAgent, receiver: Receiver) -> None:
+    receiver.answers = [web.Response(status=302, headers={"Location": "http://10.0.0.5/"})]
+    agent = await make_agent()
+
+    message = await refusal(agent, {"url": receiver.url, "message": {"x": 1}})
+
+    assert "302" in message and "10.0.0.5" in message and "redirects are not followed" in message
+    assert len(receiver.requests) == 1
+
+
+async def test_429_waits_as_long_as_retry_after_says(make_agent: MakeAgent,
+                                                    receiver: Receiver) -> None:
+    receiver.answers = [web.Response(status=429, headers={"Retry-After": "1"})]
+    agent = await make_agent()
+
+    started = time.monotonic()
+    result = await agent.run(task({"url": receiver.url, "message": {"x": 1}}))
+
+    assert result["attempts"] == 2 and time.monotonic() - started >= 0.9
+
+
+async def test_an_unreachable_webhook_is_retryable_after_every_attempt(
+    make_agent: MakeAgent,
+) -> None:
+    agent = await make_agent()
+    url = f"http://127.0.0.1:{free_port()}/hook"
+
+    with pytest.raises(RetryableAgentError) as raised:
+        await agent.run(task({"url": url, "message": {"x": 1}}))
+
+    assert "after 3 attempts" in str(raised.value) and "last error" in str(raised.value)
+    assert raised.value.details["attempts"] == 3
+
+
+async def test_a_slow_webhook_times_out_and_is_retried(make_agent: MakeAgent,
+                                                      receiver: Receiver) -> None:
+    receiver.delay_s = 1.0
+    agent = await make_agent(webhook_timeout_s=0.2, webhook_max_attempts=2)
+
+    with pytest.raises(RetryableAgentError) as raised:
+        await agent.run(task({"url": receiver.url, "message": {"x": 1}}))
+
+    assert "no answer within 0.2 s" in str(raised.value)
+    assert len(receiver.requests) == 2
+
+
+async def test_retries_stop_before_they_would_outlive_the_task(make_agent: MakeAgent) -> None:
+    agent = await make_agent(webhook_max_attempts=10)
+    url = f"http://127.0.0.1:{free_port()}/hook"
+
+    started = time.monotonic()
+    with pytest.raises(RetryableAgentError) as raised:
+        await agent.run(task({"url": url, "message": {"x": 1}}, timeout_s=0.5))
+
+    assert time.monotonic() - started < 0.5
+    assert raised.value.details["attempts"] < 10
+
+
+@pytest.mark.parametrize(("host", "address"), [
+    ("127.0.0.1", "127.0.0.1"), ("10.0.0.5", "10.0.0.5"), ("[::1]", "::1"),
+    ("localhost", "127.0.0.1"), ("169.254.169.254", "169.254.169.254"),
+])
+async def test_private_addresses_are_refused_before_any_request(
+    make_agent: MakeAgent, receiver: Receiver, host: str, address: str,
+) -> None:
+    agent = await make_agent(webhook_allow_private_networks=False)
+    url = f"http://{host}:{receiver.port}/hook"
+
+    message = await refusal(agent, {"url": url, "message": {"x": 1}})
+
+    assert "refusing" in message and "YMERA_WEBHOOK_ALLOW_PRIVATE_NETWORKS" in message
+    assert address in message or (host == "localhost" and "::1" in message)
+    assert receiver.requests == []
+
+
+@pytest.mark.parametrize(("address", "kind"), [
+    ("192.168.1.20", "private"), ("172.16.0.1", "private"), ("224.0.0.1", "multicast"),
+    ("0.0.0.0", "unspecified"), ("fd12:3456::1", "private"), ("fe80::1", "link-local"),
+    ("::ffff:127.0.0.1", "loopback"), ("100.64.0.1", "non-public"), ("::", "unspecified"),
+    ("8.8.8.8", None), ("2606:4700:4700::1111", None),
+])
+def test_which_addresses_count_as_private(address: str, kind: str | None) -> None:
+    assert forbidden_kind(ipaddress.ip_address(address)) == kind
+
+
+async def test_without_a_secret_the_operator_is_told_what_to_set(make_agent: MakeAgent,
+                                                                 receiver: Receiver) -> None:
+    agent = await make_agent(webhook_secret=None)
+
+    message = await refusal(agent, {"url": receiver.url, "message": {"x": 1}})
+
+    assert "YMERA_WEBHOOK_SECRET" in message and receiver.requests == []
+
+
+@pytest.mark.parametrize(("payload", "expected"), [
+    ({"message": {"x": 1}}, "needs 'to_agent'"),
+    ({"delivery": "webhook", "message": {"x": 1}}, "'url' is required"),
+    ({"url": "https://hooks.example.com/x"}, "'message' is required"),
+    ({"to_agent": "learning"}, "'message' is required"),
+    ({"to_agent": "learning", "message": None}, "'message' is required"),
+    ({"to_agent": "learning", "url": "https://hooks.example.com/x", "message": 1}, "both"),
+    ({"delivery": "fax", "message": 1}, "'delivery' must be"),
+    ({"to_agent": "Learning", "message": 1}, "must name an agent type"),
+    ({"to_agent": "x", "message": 1}, "must name an agent type"),
+    ({"to_agent": "../etc", "message": 1}, "must name an agent type"),
+    ({"to_agent": 5, "message": 1}, "must name an agent type"),
+    ({"to_agent": "learning", "message": 1, "subject": "s" * 201}, "'subject' must be"),
+    ({"to_agent": "learning", "message": "x" * 300_000}, "at most 262144"),
+    ({"url": 42, "message": 1}, "must be an http(s) URL"),
+    ({"url": "ftp://hooks.example.com/x", "message": 1}, "https:// or http://"),
+    ({"url": "https://user:pw@hooks.example.com/x", "message": 1}, "credentials"),
+    ({"url": "https://hooks.example.com:99999/x", "message": 1}, "Port out of range"),
+    ({"url": "http://1.1.1.1\\@127.0.0.1/", "message": 1}, "not a valid URL"),
+    ({"url": "https:///x", "message": 1}, "has no host"),
+    ({"url": "https://hooks.example.com/x", "message": 1, "headers": {"X-Ymera-Signature": "s"}},
+     "cannot be overridden"),
+    ({"url": "https://hooks.example.com/x", "message": 1, "headers": {"Host": "evil"}},
+     "cannot be overridden"),
+    ({"url": "https://hooks.example.com/x", "message": 1, "headers": {"X-A": "a\r\nB: b"}},
+     "single-line"),
+    ({"url": "https://hooks.example.com/x", "message": 1, "headers": ["X-A"]},
+     "must be an object"),
+])
+async def test_bad_payloads_are_refused_clearly(make_agent: MakeAgent, payload: dict[str, Any],
+                                                expected: str) -> None:
+    agent = await make_agent()
+    assert expected in await refusal(agent, payload)
+
+
+def test_backoff_doubles_from_a_fifth_of_a_second_up_to_five() -> None:
+    assert [backoff_s(n) for n in range(1, 7)] == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0]
+    assert backoff_s(30) == 5.0
+
+
+def test_retry_after_is_read_in_seconds_or_as_a_date_and_capped() -> None:
+    assert retry_after_s("2") == 2.0 and retry_after_s("120") == 10.0
+    assert retry_after_s(None) is None and retry_after_s("soon") is None
+    soon = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 5))
+    assert 3.0 <= retry_after_s(soon) <= 10.0
