@@ -10,11 +10,18 @@ from actors.agent import Agent
 from actors.agents.calculator import Calculator
 from actors.agents.communication import Communication
 from actors.agents.data_processor import DataProcessor
+from actors.agents.learning import Learning
+from actors.agents.monitoring import Monitoring
+from actors.agents.validation import Validation
 
 BUILTIN_AGENTS: dict[str, type[Agent]] = {
     "calculator": Calculator,
     "data_processor": DataProcessor,
+    "validation": Validation,
+    "learning": Learning,
+    "monitoring": Monitoring,
     "communication": Communication,
 }
 
-__all__ = ["BUILTIN_AGENTS", "Calculator", "Communication", "DataProcessor"]
+__all__ = ["BUILTIN_AGENTS", "Calculator", "Communication", "DataProcessor", "Learning",
+           "Monitoring", "Validation"]

@@ -27,10 +27,15 @@ FAST = dict(
 )
 
 
+# Agent types whose replicas load large libraries (torch, scikit-learn) run only where a test
+# asks for them, so that every other platform in the session starts quickly.
+HEAVY_AGENTS_OFF = {"text_analysis": PoolConfig(replicas=0), "learning": PoolConfig(replicas=0)}
+
+
 def test_config(database_url: str, **overrides: Any) -> OrchestratorConfig:
     pools = {"calculator": PoolConfig(replicas=1), "data_processor": PoolConfig(replicas=1),
              "sleeper": PoolConfig(replicas=2), "flaky": PoolConfig(replicas=1),
-             "hanger": PoolConfig(replicas=2, concurrency=1)}
+             "hanger": PoolConfig(replicas=2, concurrency=1), **HEAVY_AGENTS_OFF}
     values = dict(database_url=database_url, namespace=f"ymera-test-{uuid.uuid4().hex[:8]}",
                   agent_modules=TEST_AGENT_PATHS, pools=pools, **FAST)
     values.update(overrides)
