@@ -13,6 +13,7 @@ import ray
 
 from actors.config import OrchestratorConfig, PoolConfig
 from actors.deploy import start_orchestrator
+from actors.registry import load_agent_types
 from actors.retry import RetryPolicy
 from cluster.client import Client
 from storage.database import migrate
@@ -27,15 +28,17 @@ FAST = dict(
 )
 
 
-# Agent types whose replicas load large libraries (torch, scikit-learn) run only where a test
-# asks for them, so that every other platform in the session starts quickly.
-HEAVY_AGENTS_OFF = {"text_analysis": PoolConfig(replicas=0), "learning": PoolConfig(replicas=0)}
+# Pools the lifecycle and failure tests use; every other agent type (including the heavy ones
+# that load torch or scikit-learn) gets no replica unless a test asks, so platforms start fast.
+USED_POOLS = {"calculator": PoolConfig(replicas=1), "data_processor": PoolConfig(replicas=1),
+              "sleeper": PoolConfig(replicas=2), "flaky": PoolConfig(replicas=1),
+              "hanger": PoolConfig(replicas=2, concurrency=1)}
 
 
 def test_config(database_url: str, **overrides: Any) -> OrchestratorConfig:
-    pools = {"calculator": PoolConfig(replicas=1), "data_processor": PoolConfig(replicas=1),
-             "sleeper": PoolConfig(replicas=2), "flaky": PoolConfig(replicas=1),
-             "hanger": PoolConfig(replicas=2, concurrency=1), **HEAVY_AGENTS_OFF}
+    pools = {name: PoolConfig(replicas=0) for name in load_agent_types(TEST_AGENT_PATHS)}
+    pools.update(USED_POOLS)
+    pools.update(overrides.pop("pools", {}))
     values = dict(database_url=database_url, namespace=f"ymera-test-{uuid.uuid4().hex[:8]}",
                   agent_modules=TEST_AGENT_PATHS, pools=pools, **FAST)
     values.update(overrides)
