@@ -1,7 +1,8 @@
-"""Errors of the routing layer.
+"""Errors of the routing and embedding layer.
 
     YmeraError (storage.errors)
-    └── NoConfidentRoute   no agent type should take this task (or none was named)
+    ├── NoConfidentRoute             no agent type should take this task (or none was named)
+    └── EmbeddingModelUnavailable    the bundled embedding model cannot be loaded in this process
 """
 
 from __future__ import annotations
@@ -11,3 +12,7 @@ from storage.errors import YmeraError
 
 class NoConfidentRoute(YmeraError):
     code = "no_confident_route"
+
+
+class EmbeddingModelUnavailable(YmeraError):
+    code = "embedding_model_unavailable"

@@ -15,7 +15,8 @@ own branch in its own `errors.py`; `serve_apps` maps codes to HTTP statuses in o
     │   └── InvalidTaskInput      the task itself is wrong; never retried
     ├── QueueFull                 back-pressure: try again later            (actors.errors)
     ├── PlatformUnavailable       the orchestrator cannot be reached        (actors.errors)
-    └── NoConfidentRoute          nobody should take this task              (ml.errors)
+    ├── NoConfidentRoute          nobody should take this task              (ml.errors)
+    └── EmbeddingModelUnavailable the bundled embedding model cannot load   (ml.errors)
 """
 
 from __future__ import annotations

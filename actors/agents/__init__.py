@@ -12,11 +12,13 @@ from actors.agents.communication import Communication
 from actors.agents.data_processor import DataProcessor
 from actors.agents.learning import Learning
 from actors.agents.monitoring import Monitoring
+from actors.agents.text_analysis import TextAnalysis
 from actors.agents.validation import Validation
 
 BUILTIN_AGENTS: dict[str, type[Agent]] = {
     "calculator": Calculator,
     "data_processor": DataProcessor,
+    "text_analysis": TextAnalysis,
     "validation": Validation,
     "learning": Learning,
     "monitoring": Monitoring,
@@ -24,4 +26,4 @@ BUILTIN_AGENTS: dict[str, type[Agent]] = {
 }
 
 __all__ = ["BUILTIN_AGENTS", "Calculator", "Communication", "DataProcessor", "Learning",
-           "Monitoring", "Validation"]
+           "Monitoring", "TextAnalysis", "Validation"]
