@@ -56,7 +56,7 @@ def test_spec_declares_what_the_router_learns_from():
     assert spec.name == "text_analysis" and issubclass(TextAnalysis, Agent)
     assert len(spec.capabilities) >= 6
     assert len(set(spec.examples)) == len(spec.examples) >= 15
-    assert spec.resources.num_cpus == 0.5 and spec.resources.memory_mb == 1024
+    assert spec.resources.num_cpus == 0.5 and spec.resources.memory_mb == 1536
     assert spec.concurrency == 4 and spec.replicas == 1
 
 
