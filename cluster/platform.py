@@ -36,7 +36,7 @@ def up(settings: Settings) -> Started:
         settings.state_path, settings.ray_port, settings.dashboard_port, settings.num_cpus)
     connect_ray(address, settings.namespace)
     orchestrator = start_orchestrator(settings.orchestrator_config())
-    ray.get(orchestrator.ready.remote(), timeout=READY_TIMEOUT_S)
+    _wait_ready(orchestrator)
     return Started(
         ray_address=address,
         started_ray=started_ray,
@@ -45,6 +45,26 @@ def up(settings: Settings) -> Started:
         redis=_masked(settings.redis_url) if settings.redis_url
         else "not configured: single-node in-process equivalents",
     )
+
+
+def _wait_ready(orchestrator: Any) -> None:
+    """Wait for every pool to have a live replica, or say which ones do not and why."""
+    try:
+        ray.get(orchestrator.ready.remote(), timeout=READY_TIMEOUT_S)
+        return
+    except ray.exceptions.GetTimeoutError:
+        pass
+    status = ray.get(orchestrator.status.remote(), timeout=60)
+    short = [f"{p['agent_type']} ({p['live']}/{p['desired']} live)" for p in status["pools"]
+             if p["live"] < p["desired"]]
+    free = ray.available_resources()
+    raise PlatformUnavailable(
+        f"after {READY_TIMEOUT_S:g}s these pools have no live replica: {', '.join(short)}. "
+        f"The cluster has CPU {free.get('CPU', 0):g} and memory "
+        f"{free.get('memory', 0) / 2**30:.1f} GiB free; lower their replicas or resources "
+        "with YMERA_POOLS, or add capacity (YMERA_NUM_CPUS for a local head). `ymera status` "
+        "shows the pools; the orchestrator keeps trying.",
+        {"pools": short})
 
 
 def down(settings: Settings, drain_timeout_s: float = 60.0) -> dict[str, Any]:

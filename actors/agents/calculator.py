@@ -300,7 +300,7 @@ class Calculator(Agent):
             "What is 1e6 / 3?",
             "What's the remainder when 17 is divided by 5?",
         ),
-        resources=Resources(num_cpus=0.25),
+        resources=Resources(num_cpus=0.1),
         concurrency=8,
         replicas=2,
     )

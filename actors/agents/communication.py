@@ -267,7 +267,7 @@ class Communication(Agent):
             "queue a message for another agent to pick up later",
             "alert the on-call webhook that the task failed",
         ),
-        resources=Resources(num_cpus=0.1),
+        resources=Resources(num_cpus=0.05),
         concurrency=16,
         replicas=1,
     )

@@ -686,7 +686,7 @@ class Learning(Agent):
             "Fit ridge regression and show the coefficients",
             "Learn from this table and predict the missing target values",
         ),
-        resources=Resources(num_cpus=1.0, memory_mb=1024),
+        resources=Resources(num_cpus=0.5, memory_mb=1024),
         concurrency=2,
         replicas=1,
     )

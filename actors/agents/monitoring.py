@@ -412,7 +412,7 @@ class Monitoring(Agent):
             "Is the platform healthy?",
             "How many tasks are pending and how many are running?",
         ),
-        resources=Resources(num_cpus=0.1),
+        resources=Resources(num_cpus=0.05),
         concurrency=8,
         replicas=1,
     )

@@ -491,7 +491,7 @@ class Validation(Agent):
             "Report the failure rate of each data quality rule",
             "Are the zip codes all five characters?",
         ),
-        resources=Resources(num_cpus=0.25),
+        resources=Resources(num_cpus=0.1),
         concurrency=8,
         replicas=1,
     )

@@ -36,7 +36,7 @@ def test_spec_declares_what_the_router_learns_from():
     assert BUILTIN_AGENTS["calculator"] is Calculator and issubclass(Calculator, Agent)
     assert len(spec.capabilities) >= 6
     assert len(set(spec.examples)) == len(spec.examples) >= 15
-    assert spec.resources.num_cpus == 0.25 and spec.concurrency == 8
+    assert spec.resources.num_cpus == 0.1 and spec.concurrency == 8
 
 
 def test_expression_in_the_payload():

@@ -117,7 +117,7 @@ def test_spec_declares_what_the_router_learns_from():
     assert spec.name == "communication" and issubclass(Communication, Agent)
     assert len(spec.capabilities) >= 6
     assert len(set(spec.examples)) == len(spec.examples) >= 15
-    assert spec.resources.num_cpus == 0.1 and spec.concurrency == 16 and spec.replicas == 1
+    assert spec.resources.num_cpus == 0.05 and spec.concurrency == 16 and spec.replicas == 1
 
 
 async def test_inbox_delivery_is_stored_listed_and_acked(make_agent: MakeAgent,

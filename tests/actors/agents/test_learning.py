@@ -44,7 +44,7 @@ def test_spec_declares_what_the_router_learns_from():
     assert spec.name == "learning" and issubclass(Learning, Agent)
     assert len(spec.capabilities) >= 6
     assert len(set(spec.examples)) == len(spec.examples) >= 15
-    assert spec.resources.num_cpus == 1.0 and spec.resources.memory_mb == 1024
+    assert spec.resources.num_cpus == 0.5 and spec.resources.memory_mb == 1024
     assert spec.concurrency == 2 and spec.replicas == 1
 
 

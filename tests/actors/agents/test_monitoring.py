@@ -97,7 +97,7 @@ def test_spec_declares_what_the_router_learns_from():
     assert issubclass(Monitoring, Agent) and spec.name == "monitoring"
     assert len(spec.capabilities) >= 6
     assert len(set(spec.examples)) == len(spec.examples) >= 15
-    assert (spec.resources.num_cpus, spec.concurrency, spec.replicas) == (0.1, 8, 1)
+    assert (spec.resources.num_cpus, spec.concurrency, spec.replicas) == (0.05, 8, 1)
 
 
 @pytest.mark.parametrize("description, topic", [

@@ -61,7 +61,7 @@ def test_spec_declares_what_the_router_learns_from():
     assert spec.name == "validation" and issubclass(Validation, Agent)
     assert len(spec.capabilities) >= 6
     assert len(set(spec.examples)) == len(spec.examples) >= 15
-    assert spec.resources.num_cpus == 0.25 and spec.concurrency == 8 and spec.replicas == 1
+    assert spec.resources.num_cpus == 0.1 and spec.concurrency == 8 and spec.replicas == 1
 
 
 # ---------------------------------------------------------------------------------- JSON Schema
