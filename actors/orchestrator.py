@@ -133,9 +133,9 @@ class Orchestrator:
         return self.lifecycle
 
     async def ready(self) -> bool:
-        """Wait until the orchestrator has reconciled and every pool has a live replica."""
+        """Wait until the orchestrator has reconciled and every pool is at full strength."""
         await self._wait_ready()
-        while any(p.desired and not p.pick() for p in self.pools.pools.values()):
+        while any(p.live_count() < p.desired for p in self.pools.pools.values()):
             await asyncio.sleep(0.1)
         return True
 
@@ -177,7 +177,7 @@ class Orchestrator:
             replica = pool.pick()
             if replica is None:
                 return
-            live_replicas = sum(1 for r in pool.replicas.values() if r.ready and not r.suspect)
+            live_replicas = pool.live_count()
             size = min(pool.concurrency - replica.in_flight, MAX_DISPATCH_BATCH,
                        -(-len(queue) // max(live_replicas, 1)))
             batch: list[LiveTask] = []

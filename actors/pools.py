@@ -78,18 +78,14 @@ class AgentPool:
                     best = replica
         return best
 
-    def free_slots(self) -> int:
-        return sum(
-            self.concurrency - r.in_flight
-            for r in self.replicas.values()
-            if r.ready and not r.suspect and r.in_flight < self.concurrency
-        )
+    def live_count(self) -> int:
+        return sum(1 for r in self.replicas.values() if r.ready and not r.suspect)
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "agent_type": self.agent_type,
             "desired": self.desired,
-            "live": sum(1 for r in self.replicas.values() if r.ready and not r.suspect),
+            "live": self.live_count(),
             "concurrency": self.concurrency,
             "restarts": self.restarts,
             "replicas": [
