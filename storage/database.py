@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any, Self
 
 from alembic import command
 from alembic.config import Config
@@ -105,3 +106,32 @@ async def ensure_schema_current(engine: AsyncEngine) -> None:
             "run `ymera migrate`",
             {"current": current, "head": head},
         )
+
+
+class EngineStore:
+    """Base of the stores: one async engine, opened only on a database at the latest schema,
+    with reads whose failures become `StorageError`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    async def open(cls, url: str) -> Self:
+        """Connect to `url` and check its schema is current (it never migrates by itself)."""
+        engine = create_engine(url)
+        try:
+            await ensure_schema_current(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def _fetch(self, statement: Any) -> list[Any]:
+        try:
+            async with self.engine.connect() as connection:
+                return list((await connection.execute(statement)).all())
+        except SQLAlchemyError as exc:
+            raise StorageError(f"reading from the database failed: {exc}") from exc

@@ -15,9 +15,8 @@ from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage.database import create_engine, ensure_schema_current
+from storage.database import EngineStore
 from storage.errors import InvalidRequest, NotFound, StorageError
 from storage.messages import InboxMessage, new_task_id, utcnow
 from storage.models import messages_table
@@ -81,32 +80,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidRequest(f"cursor {cursor!r} is not one this inbox issued") from exc
 
 
-class InboxStore:
+class InboxStore(EngineStore):
     """Async access to the agent inboxes over one engine."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-
-    @classmethod
-    async def open(cls, url: str) -> InboxStore:
-        """Connect to `url` and check its schema is current (it never migrates by itself)."""
-        engine = create_engine(url)
-        try:
-            await ensure_schema_current(engine)
-        except BaseException:
-            await engine.dispose()
-            raise
-        return cls(engine)
-
-    async def close(self) -> None:
-        await self.engine.dispose()
-
-    async def _fetch(self, statement) -> list[Any]:
-        try:
-            async with self.engine.connect() as connection:
-                return list((await connection.execute(statement)).all())
-        except SQLAlchemyError as exc:
-            raise StorageError(f"reading from the database failed: {exc}") from exc
 
     async def post(
         self,

@@ -17,9 +17,9 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.database import create_engine, ensure_schema_current
+from storage.database import EngineStore
 from storage.errors import InvalidRequest, NotFound, StorageError
 from storage.messages import (
     Attempt,
@@ -119,25 +119,8 @@ def _grouped_by_keys(rows: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]
     return runs
 
 
-class TaskStore:
+class TaskStore(EngineStore):
     """Async access to the task tables over one engine."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-
-    @classmethod
-    async def open(cls, url: str) -> TaskStore:
-        """Connect to `url` and check its schema is current (it never migrates by itself)."""
-        engine = create_engine(url)
-        try:
-            await ensure_schema_current(engine)
-        except BaseException:
-            await engine.dispose()
-            raise
-        return cls(engine)
-
-    async def close(self) -> None:
-        await self.engine.dispose()
 
     @property
     def dialect(self) -> str:
@@ -188,13 +171,6 @@ class TaskStore:
         if "fence_attempt" in keys:
             statement = statement.where(tasks_table.c.attempts == bindparam("b_fence_attempt"))
         return statement.execution_options(synchronize_session=False)
-
-    async def _fetch(self, statement) -> list[Any]:
-        try:
-            async with self.engine.connect() as connection:
-                return list((await connection.execute(statement)).all())
-        except SQLAlchemyError as exc:
-            raise StorageError(f"reading from the database failed: {exc}") from exc
 
     async def get_task(self, task_id: str) -> Task:
         rows = await self._fetch(select(tasks_table).where(tasks_table.c.id == task_id))

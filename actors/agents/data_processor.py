@@ -28,6 +28,7 @@ from actors.agent import Agent
 from actors.agents.tables import (
     MAX_COLUMNS, MAX_ROWS, Cell, Row, Table, cell_key, column_kind, csv_table, describe, is_scalar,
     kind_of, read_table, rows_table, sort_rows)
+from actors.agents.operations import OperationChooser
 from actors.errors import InvalidTaskInput
 from storage.messages import AgentSpec, AgentTask, Resources
 
@@ -85,24 +86,7 @@ def _invalid(message: str, **details: Any) -> InvalidTaskInput:
     return InvalidTaskInput(message, details)
 
 
-def choose_operation(payload: dict[str, Any], description: str) -> str:
-    """Payload "operation", else the one operation the payload and the description point to."""
-    named = payload.get("operation")
-    if named is not None:
-        key = named.strip().lower() if isinstance(named, str) else named
-        operation = _OPERATION_ALIASES.get(key, key) if isinstance(key, str) else None
-        if operation not in OPERATIONS:
-            raise _invalid(f"unknown operation {named!r}; accepted: {', '.join(OPERATIONS)}",
-                           field="operation", accepted=list(OPERATIONS))
-        return operation
-    described = {name for name, pattern in _DESCRIBED.items() if pattern.search(description)}
-    hinted = {name for name, keys in _HINTED_BY.items() if any(key in payload for key in keys)}
-    for candidates in (described & hinted, hinted, described):
-        if len(candidates) == 1:
-            return candidates.pop()
-    mentioned = f" (the description mentions {', '.join(sorted(described))})" if described else ""
-    raise _invalid(f"cannot tell which operation to run{mentioned}; set payload 'operation' to one "
-                   f"of: {', '.join(OPERATIONS)}", field="operation", accepted=list(OPERATIONS))
+OPERATION_CHOOSER = OperationChooser(OPERATIONS, _OPERATION_ALIASES, _DESCRIBED, _HINTED_BY)
 
 
 def input_table(payload: dict[str, Any]) -> Table:
@@ -626,7 +610,7 @@ def _require_join_size(count: int) -> None:
 
 def process(payload: dict[str, Any], description: str = "") -> dict[str, Any]:
     """Run the task's operation on its table(s): the agent's work, without the async shell."""
-    operation = choose_operation(payload, description)
+    operation = OPERATION_CHOOSER.choose(payload, description)
     limit = _limit(payload)
     if operation == "join":
         return join_tables(payload, limit, description)

@@ -37,7 +37,8 @@ from typing import Any
 
 from actors.agent import Agent
 from actors.agents.tables import (
-    Cell, Row, Table, cell_key, column_kind, csv_table, describe, kind_of, read_table)
+    Cell, Row, Table, cell_key, column_kind, describe, kind_of, payload_table,
+    read_table)
 from actors.errors import InvalidTaskInput
 from storage.messages import AgentSpec, AgentTask, Resources
 
@@ -106,14 +107,7 @@ def _plain(value: Any) -> Any:
 # ------------------------------------------------------------------------------- the inputs
 
 def _input_table(payload: dict[str, Any]) -> Table:
-    given = [key for key in ("rows", "csv") if key in payload]
-    if len(given) != 1:
-        problem = "gives both 'rows' and 'csv'; give one table" if given else (
-            "needs a table: payload 'rows' (a list of objects) or 'csv' (text whose first line "
-            "names the columns)")
-        raise _invalid(f"learning {problem}", field="rows")
-    table = csv_table(payload["csv"], "csv") if given == ["csv"] else read_table(
-        payload["rows"], "rows")
+    table = payload_table(payload, "learning")
     if len(table.rows) > MAX_TRAINING_ROWS:
         raise _invalid(f"{table.source} has {len(table.rows)} rows; at most {MAX_TRAINING_ROWS} "
                        "can be trained on", field=table.source, limit=MAX_TRAINING_ROWS)

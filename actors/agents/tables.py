@@ -249,3 +249,17 @@ def sort_rows(rows: Sequence[Row], keys: Sequence[tuple[str, bool]]) -> list[Row
         present.sort(key=lambda row: row[column], reverse=descending)  # type: ignore
         ordered = present + [row for row in ordered if row[column] is None]
     return ordered
+
+
+def payload_table(payload: dict[str, Any], used_for: str) -> Table:
+    """The one table a payload gives, as 'rows' (objects) or 'csv' (text); `used_for` names
+    the operation in the error when there is none, or two."""
+    given = [key for key in ("rows", "csv") if key in payload]
+    if len(given) != 1:
+        problem = "gives both 'rows' and 'csv'; give one table" if given else (
+            "needs a table: payload 'rows' (a list of objects) or 'csv' (text whose first line "
+            "names the columns)")
+        raise InvalidTaskInput(f"{used_for} {problem}", {"field": "rows"})
+    if given == ["csv"]:
+        return csv_table(payload["csv"], "csv")
+    return read_table(payload["rows"], "rows")

@@ -38,7 +38,9 @@ from jsonschema.exceptions import SchemaError, ValidationError
 
 from actors.agent import Agent
 from actors.agents.tables import (
-    Cell, Table, cell_key, csv_table, describe, is_scalar, read_table, unknown_column)
+    Cell, Table, cell_key, describe, is_scalar, payload_table,
+    unknown_column)
+from actors.agents.operations import OperationChooser
 from actors.errors import InvalidTaskInput
 from storage.messages import AgentSpec, AgentTask, Resources
 
@@ -91,24 +93,10 @@ def _invalid(message: str, **details: Any) -> InvalidTaskInput:
     return InvalidTaskInput(message, details)
 
 
-def choose_operation(payload: dict[str, Any], description: str) -> str:
-    """Payload "operation", else the one operation the payload and the description point to."""
-    named = payload.get("operation")
-    if named is not None:
-        key = named.strip().lower() if isinstance(named, str) else named
-        operation = _OPERATION_ALIASES.get(key, key) if isinstance(key, str) else None
-        if operation not in OPERATIONS:
-            raise _invalid(f"unknown operation {named!r}; accepted: {', '.join(OPERATIONS)}",
-                           field="operation", accepted=list(OPERATIONS))
-        return operation
-    described = {name for name, pattern in _DESCRIBED.items() if pattern.search(description)}
-    hinted = {name for name, keys in _HINTED_BY.items() if any(key in payload for key in keys)}
-    for candidates in (described & hinted, hinted, described):
-        if len(candidates) == 1:
-            return candidates.pop()
-    raise _invalid("cannot tell which operation to run; set payload 'operation' to one of: "
-                   "schema (payload 'schema' with 'document' or 'records'), quality (payload "
-                   "'rules' with 'rows' or 'csv')", field="operation", accepted=list(OPERATIONS))
+OPERATION_CHOOSER = OperationChooser(
+    OPERATIONS, _OPERATION_ALIASES, _DESCRIBED, _HINTED_BY,
+    "schema (payload 'schema' with 'document' or 'records'), quality (payload 'rules' with "
+    "'rows' or 'csv')")
 
 
 def _bounded_count(payload: dict[str, Any], key: str, default: int) -> int:
@@ -406,18 +394,6 @@ def evaluate_rule(rule: Rule, table: Table, max_failures: int) -> tuple[dict[str
     return report, failing
 
 
-def _input_table(payload: dict[str, Any]) -> Table:
-    given = [key for key in ("rows", "csv") if key in payload]
-    if len(given) != 1:
-        problem = "gives both 'rows' and 'csv'; give one table" if given else (
-            "needs a table: payload 'rows' (a list of objects) or 'csv' (text whose first line "
-            "names the columns)")
-        raise _invalid(f"quality check {problem}", field="rows")
-    if given == ["csv"]:
-        return csv_table(payload["csv"], "csv")
-    return read_table(payload["rows"], "rows")
-
-
 def check_quality(payload: dict[str, Any]) -> dict[str, Any]:
     """Each rule's verdict over the table, and whether all of them passed."""
     rules = payload.get("rules")
@@ -428,7 +404,7 @@ def check_quality(payload: dict[str, Any]) -> dict[str, Any]:
     if len(rules) > MAX_RULES:
         raise _invalid(f"payload 'rules' has {len(rules)} entries; at most {MAX_RULES}",
                        field="rules", limit=MAX_RULES)
-    table = _input_table(payload)
+    table = payload_table(payload, "quality check")
     max_failures = _bounded_count(payload, "max_failures", DEFAULT_MAX_FAILURES)
     checked_rules = [_rule(index, spec, table) for index, spec in enumerate(rules)]
     reports = []
@@ -448,7 +424,7 @@ def check_quality(payload: dict[str, Any]) -> dict[str, Any]:
 
 def validate(payload: dict[str, Any], description: str = "") -> dict[str, Any]:
     """Run the task's operation: the agent's work, without the async shell."""
-    if choose_operation(payload, description) == "schema":
+    if OPERATION_CHOOSER.choose(payload, description) == "schema":
         return validate_schema(payload)
     return check_quality(payload)
 

@@ -398,10 +398,10 @@ def test_join_refuses_keys_of_different_types_and_missing_keys():
     ("Left join the users table onto the orders", "join"),
 ])
 def test_every_declared_example_names_its_operation(example, operation):
-    from actors.agents.data_processor import choose_operation
+    from actors.agents.data_processor import OPERATION_CHOOSER
 
     assert example in DataProcessor.spec.examples
-    assert choose_operation({}, example) == operation
+    assert OPERATION_CHOOSER.choose({}, example) == operation
 
 
 def test_payload_parameters_settle_an_ambiguous_description():
