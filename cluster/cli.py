@@ -168,6 +168,33 @@ def cmd_ack(args: argparse.Namespace) -> None:
     _print(args, message.to_json(), f"{message.id} acknowledged at {message.acked_at}")
 
 
+def cmd_route(args: argparse.Namespace) -> None:
+    from cluster import routing
+
+    settings = _settings()
+    state, modules = settings.state_path, settings.agent_modules
+    if args.calibrate:
+        policy, path = routing.calibrate_file(state, modules, args.calibrate)
+        fitted = {k: getattr(policy, k) for k in routing.FITTED_FIELDS}
+        _print(args, {**fitted, "stored_in": str(path)},
+               f"fitted {fitted}; stored in {path}")
+    elif args.eval:
+        report = routing.evaluate_file(state, modules, args.eval)
+        _print(args, report.to_json(), report.to_text())
+    elif args.description:
+        decision = routing.route_one(state, modules, args.description)
+        verdict = (f"route to {decision['agent_type']}" if decision["routed"]
+                   else "no confident route")
+        lines = [f"{verdict} (confidence {decision['confidence']:.2f}, similarity "
+                 f"{decision['similarity']:.2f}; {decision['reason']})"]
+        lines += [f"  {name:<15} {score:.3f}" for name, score in decision["candidates"][:5]]
+        lines += [f"  nearest: {n['text']!r} ({n['agent_type']}, {n['similarity']:.2f})"
+                  for n in decision["explanation"]]
+        _print(args, decision, "\n".join(lines))
+    else:
+        raise YmeraError("give a description, --eval FILE or --calibrate FILE")
+
+
 def cmd_migrate(args: argparse.Namespace) -> None:
     from storage.database import migrate
 
@@ -232,6 +259,11 @@ def parser() -> argparse.ArgumentParser:
     inbox.add_argument("--cursor")
     ack = add("ack", cmd_ack, "acknowledge an inbox message")
     ack.add_argument("message_id")
+    route = add("route", cmd_route, "which agent would take a task (in this process)")
+    route.add_argument("description", nargs="?")
+    route.add_argument("--eval", metavar="FILE", help="evaluate on labelled JSON Lines")
+    route.add_argument("--calibrate", metavar="FILE",
+                       help="fit the confidence thresholds on labelled JSON Lines and store them")
     add("migrate", cmd_migrate, "bring storage to the latest schema")
     bench = add("bench", cmd_bench, "benchmarks")
     bench.add_argument("suite", choices=["core"])

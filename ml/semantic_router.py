@@ -1,0 +1,223 @@
+"""The semantic router: chooses an agent type for a task from what its description means.
+
+`SemanticRouter` implements the `Router` protocol of `ml.router`. A task that names a known agent
+type goes there; otherwise its description is embedded, its nearest labelled examples are found in
+an `ExampleIndex`, and `ml.decision.decide` weighs them with each type's observed reliability,
+latency and load. When no type is a confident match it raises `NoConfidentRoute`, carrying the
+closest candidates, rather than guessing.
+
+What is embedded is the description's instruction, not its data (`instruction_text`): inline JSON
+and long quoted passages become placeholders and lines after the first are dropped, so a pasted
+table does not outvote the verb. Agent type names used as names ("tell the learning agent ...",
+"the calculator pool") are masked in examples and queries alike (`AgentNameMask`), so routing
+follows what is asked of an agent, not which agent is mentioned.
+
+Agent types and learned examples are added and removed while the router serves (no restart).
+Its state lives in this process; persisting learned examples is the caller's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ml.decision import Decision, RoutingPolicy, TypeStats, decide
+from ml.errors import NoConfidentRoute
+from ml.example_index import SOURCES, ExampleIndex, declared_texts
+from storage.errors import InvalidRequest
+from storage.messages import RouteDecision
+
+if TYPE_CHECKING:
+    from actors.agent import Agent
+    from ml.embeddings import Embedder
+
+CANDIDATES_REPORTED = 3
+ROUTED_CHARS = 4000  # the model reads about 1,000 characters (256 word pieces); this is plenty
+_QUOTED = re.compile(r"\"[^\"\n]{24,}\"|“[^”\n]{24,}”")
+_WHITESPACE = re.compile(r"\s+")
+_JSON = json.JSONDecoder()
+
+
+def _without_inline_json(text: str) -> str:
+    parts: list[str] = []
+    position = 0
+    start = 0
+    while position < len(text):
+        if text[position] in "{[":
+            try:
+                value, end = _JSON.raw_decode(text, position)
+            except ValueError:
+                value, end = None, position
+            if end > position and isinstance(value, (dict, list)):
+                parts.append(text[start:position] + "JSON")
+                position = start = end
+                continue
+        position += 1
+    parts.append(text[start:])
+    return "".join(parts)
+
+
+def instruction_text(description: str) -> str:
+    """The part of a task description that says what to do: the first line when further lines
+    follow (pasted CSV and the like) and it has three words or more, with inline JSON replaced by
+    `JSON` and quoted passages of 24 characters or more by `"text"`."""
+    text = description.strip()
+    first, _, rest = text.partition("\n")
+    if rest and len(first.split()) >= 3:
+        text = first
+    text = text[:ROUTED_CHARS]
+    text = _QUOTED.sub('"text"', _without_inline_json(text))
+    return _WHITESPACE.sub(" ", text).strip() or description[:ROUTED_CHARS]
+
+
+class AgentNameMask:
+    """Replaces agent type names used as names with a neutral word.
+
+    "tell the learning agent" -> "tell the other agent"; "the calculator pool" -> "the agent pool";
+    "data_processor's inbox" -> "the other agent's inbox"; an underscored type name elsewhere ->
+    "the agent". A name used as an ordinary word ("learning", "validation") stays."""
+
+    def __init__(self, agent_types: Collection[str]) -> None:
+        names = sorted({form for name in agent_types for form in (name, name.replace("_", " "))},
+                       key=len, reverse=True)
+        self._patterns: list[tuple[re.Pattern[str], str]] = []
+        if not names:
+            return
+        any_name = "|".join(re.escape(name) for name in names)
+        self._patterns = [
+            (re.compile(rf"\b(?:{any_name})(?=\s+agents?\b)", re.I), "other"),
+            (re.compile(rf"\b(?:the\s+)?(?:{any_name})(?='s\b)", re.I), "the other agent"),
+            (re.compile(rf"\b(?:{any_name})(?=\s+(?:pools?|replicas?|inbox|queue|tasks?|"
+                        rf"attempts?)\b)", re.I), "agent"),
+        ]
+        identifiers = [re.escape(name) for name in agent_types if "_" in name]
+        if identifiers:
+            self._patterns.append(
+                (re.compile(rf"\b(?:the\s+)?(?:{'|'.join(identifiers)})\b", re.I), "the agent"))
+
+    def __call__(self, text: str) -> str:
+        for pattern, replacement in self._patterns:
+            text = pattern.sub(replacement, text)
+        return text
+
+
+class SemanticRouter:
+    """Routes tasks to agent types by the meaning of their descriptions.
+
+    `agent_types` maps names to agent classes (as `actors.registry.load_agent_types` returns);
+    their declared capabilities and examples seed the index. `embedder` defaults to the
+    process's shared one. Safe to use from several threads; `decide` runs its CPU work in a
+    thread so it never blocks the caller's event loop.
+    """
+
+    def __init__(self, agent_types: Mapping[str, type[Agent]], embedder: Embedder | None = None,
+                 policy: RoutingPolicy = RoutingPolicy()) -> None:
+        if embedder is None:
+            from ml.embeddings import embedder as shared_embedder
+
+            embedder = shared_embedder()
+        self.embedder = embedder
+        self.policy = policy
+        self._agent_types = dict(agent_types)
+        self._mask = AgentNameMask(self._agent_types)
+        self.index = ExampleIndex.from_agent_types(self._agent_types, embedder,
+                                                   prepare=self.routing_text)
+        self._stats: dict[str, TypeStats] = {}
+        self._load: dict[str, float] = {}
+
+    @property
+    def agent_types(self) -> frozenset[str]:
+        return frozenset(self._agent_types)
+
+    def routing_text(self, text: str) -> str:
+        """What is embedded for `text`, an example or a task description."""
+        return self._mask(instruction_text(text))
+
+    async def decide(self, description: str, payload: dict[str, Any],
+                     requested: str | None) -> RouteDecision:
+        """The route of one task. Raises `InvalidRequest` for an unknown `requested` type and
+        `NoConfidentRoute` when no type is a confident match."""
+        if requested is not None:
+            if requested not in self._agent_types:
+                raise InvalidRequest(
+                    f"unknown agent_type {requested!r}; known types: "
+                    f"{', '.join(sorted(self._agent_types))}",
+                    {"agent_type": requested, "agent_types": sorted(self._agent_types)},
+                )
+            return RouteDecision(agent_type=requested, confidence=1.0,
+                                 candidates=((requested, 1.0),), reason="requested")
+        (decision,) = await asyncio.to_thread(self.decide_many, [description])
+        if not decision.routed:
+            raise NoConfidentRoute(
+                f"no agent type is a confident match for this task ({decision.reason}); "
+                f"name an agent_type to route it explicitly, one of: "
+                f"{', '.join(sorted(self._agent_types))}",
+                {"candidates": [list(c) for c in decision.candidates[:CANDIDATES_REPORTED]],
+                 "confidence": decision.confidence, "similarity": decision.similarity,
+                 "nearest": [n.to_json() for n in decision.explanation],
+                 "min_similarity": self.policy.min_similarity,
+                 "min_confidence": self.policy.min_confidence},
+            )
+        return decision.to_route_decision()
+
+    def decide_many(self, descriptions: Sequence[str],
+                    policy: RoutingPolicy | None = None) -> list[Decision]:
+        """The decision for each description, embedded in one batch. CPU-bound: from async
+        code, call it through `asyncio.to_thread`. `policy` overrides the router's."""
+        if isinstance(descriptions, str):
+            raise TypeError("decide_many takes a sequence of descriptions, not one string")
+        policy = policy or self.policy
+        if not descriptions:
+            return []
+        vectors = self.embedder.encode([self.routing_text(d) for d in descriptions])
+        stats, load = self._stats, self._load
+        return [decide(neighbours, stats, load, policy)
+                for neighbours in self.index.search(vectors, policy.k)]
+
+    def add_example(self, text: str, agent_type: str, source: str = "learned") -> bool:
+        """Learn that `text` belongs to `agent_type`. False when it was skipped as a
+        near-duplicate of one of the type's examples (similarity >= duplicate_similarity)."""
+        if agent_type not in self._agent_types:
+            raise InvalidRequest(f"cannot learn an example for unknown agent_type {agent_type!r}",
+                                 {"agent_type": agent_type})
+        if source not in SOURCES:
+            raise InvalidRequest(f"example source {source!r} must be one of {', '.join(SOURCES)}",
+                                 {"source": source, "sources": list(SOURCES)})
+        if not text.strip():
+            raise InvalidRequest("an example needs some text")
+        vector = self.embedder.encode([self.routing_text(text)])
+        nearest = self.index.nearest_of_type(vector[0], agent_type)
+        if nearest is not None and nearest.similarity >= self.policy.duplicate_similarity:
+            return False
+        self.index.add([text], agent_type, source, vectors=vector)
+        return True
+
+    def add_type(self, agent_class: type[Agent]) -> int:
+        """Register an agent type (or refresh one's declared examples, keeping what was learned
+        for it); returns how many declared examples it brought."""
+        name = agent_class.spec.name
+        self._agent_types = {**self._agent_types, name: agent_class}
+        self._mask = AgentNameMask(self._agent_types)
+        self.index.remove_type(name, sources=("declared",))
+        texts = declared_texts(agent_class)
+        vectors = self.embedder.encode([self.routing_text(text) for text in texts])
+        return self.index.add(texts, name, "declared", vectors=vectors)
+
+    def remove_type(self, name: str) -> int:
+        """Forget an agent type and all its examples; returns how many examples went."""
+        self._agent_types = {t: c for t, c in self._agent_types.items() if t != name}
+        self._mask = AgentNameMask(self._agent_types)
+        self._stats = {t: s for t, s in self._stats.items() if t != name}
+        self._load = {t: v for t, v in self._load.items() if t != name}
+        return self.index.remove_type(name)
+
+    def update_signals(self, stats: Mapping[str, TypeStats] | None = None,
+                       load: Mapping[str, float] | None = None) -> None:
+        """Replace the observed per-type statistics and/or loads used by later decisions."""
+        if stats is not None:
+            self._stats = dict(stats)
+        if load is not None:
+            self._load = dict(load)
