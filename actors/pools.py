@@ -15,6 +15,7 @@ from typing import Any
 
 from actors.agent import Agent
 from actors.config import OrchestratorConfig
+from actors.errors import CallTimedOut
 from storage.messages import AgentContext, Resources
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,9 @@ log = logging.getLogger(__name__)
 REPLICA_PREFIX = "agent:"
 FAILED_START_BACKOFF_S = (1.0, 30.0)
 REPLICA_START_TIMEOUT_S = 120.0
+# A live replica is replaced after this many health checks in a row go unanswered (one slow
+# answer on a busy machine is not a hang); a dead one is replaced at once.
+MISSED_CHECKS_TO_REPLACE = 2
 
 
 def replica_name(agent_type: str, number: int) -> str:
@@ -51,6 +55,7 @@ class Replica:
     pid: int | None = None
     created_at: float = dataclasses.field(default_factory=time.monotonic)
     suspect: bool = False
+    missed_checks: int = 0
 
 
 class AgentPool:
@@ -184,9 +189,17 @@ class PoolManager:
         call = self.backend.call(replica.handle, method, name=replica.name)
         try:
             health = await call.result(timeout_s)
-        except Exception as exc:  # lost, hung, or the agent's own health check raised
+        except CallTimedOut as exc:
+            replica.missed_checks += 1
+            if replica.ready and replica.missed_checks < MISSED_CHECKS_TO_REPLACE:
+                replica.suspect = True  # out of dispatch until it answers again
+                return
             self._failed(pool, replica, exc)
             return
+        except Exception as exc:  # lost, or the agent's own health check raised
+            self._failed(pool, replica, exc)
+            return
+        replica.missed_checks = 0
         if not replica.ready:
             pool.failed_starts = 0
         replica.ready = True

@@ -21,7 +21,7 @@ async def orchestrator(tmp_path):
     url = f"sqlite:///{tmp_path}/ymera.db"
     await migrate_async(url)
     config = OrchestratorConfig(
-        database_url=url, agent_modules=TEST_AGENT_PATHS, default_replicas=2,
+        database_url=url, agent_modules=TEST_AGENT_PATHS, default_replicas=0,
         pools={"sleeper": PoolConfig(replicas=2, concurrency=2)},
         health_interval_s=0.05, health_timeout_s=0.5,
         retry=RetryPolicy(max_attempts=3, backoff_base_s=0.01, backoff_max_s=0.05))

@@ -21,7 +21,7 @@ from tests.support.databases import database_url_fixture
 
 FAST = dict(
     health_interval_s=0.5,
-    health_timeout_s=2.0,
+    health_timeout_s=3.0,
     default_timeout_s=20.0,
     retry=RetryPolicy(max_attempts=3, backoff_base_s=0.05, backoff_max_s=0.5, jitter=0.5),
 )
@@ -50,7 +50,7 @@ def run_platform(kind: str, tmp_path: Path, **overrides: Any) -> Iterator[Client
         migrate(url)
         config = test_config(url, **overrides)
         orchestrator = start_orchestrator(config)
-        ray.get(orchestrator.ready.remote(), timeout=120)
+        ray.get(orchestrator.ready.remote(), timeout=300)
         client = Client(orchestrator)
         client.config = config
         try:
