@@ -35,11 +35,15 @@ class ExplicitRouter:
                 f"name one of: {', '.join(sorted(self.agent_types))}",
                 {"agent_types": sorted(self.agent_types)},
             )
-        if requested not in self.agent_types:
-            raise InvalidRequest(
-                f"unknown agent_type {requested!r}; known types: "
-                f"{', '.join(sorted(self.agent_types))}",
-                {"agent_type": requested, "agent_types": sorted(self.agent_types)},
-            )
-        return RouteDecision(agent_type=requested, confidence=1.0,
-                             candidates=((requested, 1.0),), reason="requested")
+        return requested_route(requested, self.agent_types)
+
+
+def requested_route(requested: str, agent_types: Collection[str]) -> RouteDecision:
+    """The route to the agent type a submitter named, which must be registered."""
+    if requested not in agent_types:
+        raise InvalidRequest(
+            f"unknown agent_type {requested!r}; known types: {', '.join(sorted(agent_types))}",
+            {"agent_type": requested, "agent_types": sorted(agent_types)},
+        )
+    return RouteDecision(agent_type=requested, confidence=1.0, candidates=((requested, 1.0),),
+                         reason="requested")

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ml.decision import Decision, RoutingPolicy, TypeStats, decide
 from ml.errors import NoConfidentRoute
+from ml.router import requested_route
 from ml.example_index import SOURCES, ExampleIndex, declared_texts
 from storage.errors import InvalidRequest
 from storage.messages import RouteDecision
@@ -141,14 +142,7 @@ class SemanticRouter:
         """The route of one task. Raises `InvalidRequest` for an unknown `requested` type and
         `NoConfidentRoute` when no type is a confident match."""
         if requested is not None:
-            if requested not in self._agent_types:
-                raise InvalidRequest(
-                    f"unknown agent_type {requested!r}; known types: "
-                    f"{', '.join(sorted(self._agent_types))}",
-                    {"agent_type": requested, "agent_types": sorted(self._agent_types)},
-                )
-            return RouteDecision(agent_type=requested, confidence=1.0,
-                                 candidates=((requested, 1.0),), reason="requested")
+            return requested_route(requested, self._agent_types)
         (decision,) = await asyncio.to_thread(self.decide_many, [description])
         if not decision.routed:
             raise NoConfidentRoute(
