@@ -1,4 +1,5 @@
-"""What the orchestrator is told at start: where to store, how big the pools, how patient.
+"""What the orchestrator is told at start: where to store, how big the pools, how patient, how
+to route.
 
 Built from the validated settings (`cluster/settings.py`) by the process that starts the platform,
 and passed to the orchestrator actor, which keeps it across restarts.
@@ -10,6 +11,7 @@ import dataclasses
 from typing import Any
 
 from actors.retry import RetryPolicy
+from ml.config import RouterConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +40,7 @@ class OrchestratorConfig:
     max_payload_bytes: int = 1_000_000
     write_batch_max: int = 2000
     agent_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    router: RouterConfig = RouterConfig()
 
     def pool(self, agent_type: str) -> PoolConfig:
         return self.pools.get(agent_type, PoolConfig())

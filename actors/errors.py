@@ -7,6 +7,7 @@
     ├── QueueFull                 the orchestrator's bounded queue is full: retry after a while
     ├── PlatformUnavailable       no orchestrator answers at the configured Ray address
     ├── ReplicaLost               (internal) a replica died under a call
+    │   └── CallFailed            (internal) the actor is alive but its method raised
     ├── CallTimedOut              (internal) a call to a replica outlived its deadline
     └── CallCancelled             (internal) a call was cancelled
 
@@ -55,6 +56,12 @@ class ReplicaLost(YmeraError):
     """A replica died or became unreachable under a call: the attempt is lost, not the task."""
 
     code = "replica_lost"
+
+
+class CallFailed(ReplicaLost):
+    """An actor's method raised (the actor itself lives on); the message names the cause."""
+
+    code = "call_failed"
 
 
 class CallTimedOut(YmeraError):

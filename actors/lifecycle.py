@@ -19,6 +19,7 @@ from storage.messages import (
     AgentResult,
     AttemptOutcome,
     RouteDecision,
+    RouteMethod,
     Task,
     TaskError,
     TaskRequest,
@@ -34,7 +35,7 @@ class LiveTask:
     """An unfinished task as the orchestrator tracks it."""
 
     id: str
-    agent_type: str
+    agent_type: str | None  # None until the router has decided
     description: str
     payload: dict[str, Any]
     priority: int
@@ -45,12 +46,18 @@ class LiveTask:
     replica: str | None = None
     replica_handle: Any = None
     cancel_requested: bool = False
+    learnable: bool = False  # routed semantically: its success may teach the router
+    route_confidence: float = 0.0
     done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     @classmethod
     def from_task(cls, task: Task) -> LiveTask:
-        return cls(task.id, task.agent_type or "", task.description, task.payload, task.priority,
+        live = cls(task.id, task.agent_type, task.description, task.payload, task.priority,
                    task.attempts, task.max_attempts, task.timeout_s)
+        route = task.route or {}
+        live.learnable = route.get("method") == RouteMethod.SEMANTIC.value
+        live.route_confidence = float(route.get("confidence") or 0.0)
+        return live
 
 
 def _event(task_id: str, kind: str, at, attempt: int | None = None,
@@ -102,7 +109,7 @@ class Lifecycle:
                 if task.attempts >= task.max_attempts:
                     self._terminal_writes(batch, live, TaskStatus.DEAD, now, error=error)
                     continue
-            if live.agent_type not in agent_types:
+            if live.agent_type is not None and live.agent_type not in agent_types:
                 error = TaskError("unknown_agent_type",
                                   f"agent type {live.agent_type!r} is no longer registered")
                 self._terminal_writes(batch, live, TaskStatus.FAILED, now, error=error)
@@ -125,8 +132,10 @@ class Lifecycle:
                 found[(tenant, key)] = task.id
         return found
 
-    async def create(self, accepted: list[tuple[TaskRequest, RouteDecision]]) -> list[LiveTask]:
-        """Commit new tasks as queued; they are tracked only once durable."""
+    async def create(self, accepted: list[tuple[TaskRequest, RouteDecision | None]]
+                     ) -> list[LiveTask]:
+        """Commit new tasks as queued; they are tracked only once durable. A task without a
+        decision waits for the router (its agent type is None until then)."""
         if not accepted:
             return []
         now = utcnow()
@@ -134,24 +143,53 @@ class Lifecycle:
         created = []
         for request, decision in accepted:
             task_id = new_task_id()
+            agent_type = decision.agent_type if decision is not None else None
             batch.new_tasks.append({
                 "id": task_id, "tenant": request.tenant, "description": request.description,
-                "payload": request.payload, "agent_type": decision.agent_type,
+                "payload": request.payload, "agent_type": agent_type,
                 "status": TaskStatus.QUEUED.value, "priority": request.priority, "attempts": 0,
                 "max_attempts": request.max_attempts, "timeout_s": request.timeout_s,
                 "idempotency_key": request.idempotency_key, "batch_id": request.batch_id,
-                "route": decision.to_json(), "result": None, "error": None,
+                "route": decision.to_json() if decision is not None else None,
+                "result": None, "error": None,
                 "created_at": now, "updated_at": now, "finished_at": None,
             })
-            batch.events.append(_event(task_id, "queued", now, None,
-                                       {"agent_type": decision.agent_type}))
-            created.append(LiveTask(task_id, decision.agent_type, request.description,
+            batch.events.append(_event(task_id, "queued", now, None, {"agent_type": agent_type}))
+            created.append(LiveTask(task_id, agent_type, request.description,
                                     request.payload, request.priority, 0,
                                     request.max_attempts or 1, request.timeout_s or 1.0))
         await self.writer.write(batch)
         for live in created:
             self._track(live)
         return created
+
+    def routed(self, live: LiveTask, decision: RouteDecision) -> None:
+        """Record the router's decision; the task stays queued, now for `decision.agent_type`."""
+        now = utcnow()
+        live.agent_type = decision.agent_type
+        live.learnable = decision.method is RouteMethod.SEMANTIC
+        live.route_confidence = decision.confidence
+        self.writer.stage(WriteBatch(
+            task_updates=[{"id": live.id, "agent_type": decision.agent_type,
+                           "route": decision.to_json(), "updated_at": now}],
+            events=[_event(live.id, "routed", now, None, decision.to_json())]))
+
+    async def unroutable(self, live: LiveTask, decision: RouteDecision | None,
+                         error: TaskError) -> None:
+        """Fail a task no agent type should take (or that the router could not decide);
+        the decision, if any, is recorded with it."""
+        now = utcnow()
+        batch = WriteBatch()
+        self._terminal_writes(batch, live, TaskStatus.FAILED, now, error=error)
+        if decision is not None:
+            batch.task_updates[-1]["route"] = decision.to_json()
+        await self.writer.write(batch)
+        self._forget(live)
+
+    async def feedback_recorded(self, task: Task, outcome: dict[str, Any]) -> None:
+        """Note on the task's event log that a user said where it should have gone."""
+        await self.writer.write(WriteBatch(events=[_event(
+            task.id, "feedback", utcnow(), None, {"routed_to": task.agent_type, **outcome})]))
 
     def attempts_started(self, batch: list[LiveTask], replica: str) -> list[int]:
         """Mark tasks running on `replica`; returns each one's new attempt number."""

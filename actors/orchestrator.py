@@ -5,9 +5,12 @@ Fault-tolerance contract
   task row is committed. Every later step is staged to storage in order (group commit); an
   outcome is committed before anyone waiting on the task is told.
 - Rebuilt on (re)start: the queues and in-flight table, from storage (queued tasks are queued
-  again; a task found running lost its attempt with the previous incarnation and is retried or
-  dead-lettered); the pools, by re-attaching to the detached replicas Ray still runs and
-  replacing the rest.
+  again, those without an agent type for the router; a task found running lost its attempt with
+  the previous incarnation and is retried or dead-lettered); the pools, by re-attaching to the
+  detached replicas Ray still runs and replacing the rest; the router, by finding the detached
+  router actor (Ray restarts it; it rebuilds its index from storage).
+- Routing: a task that names no agent type is committed first, then routed (`RoutingStage`);
+  a router failure delays its decision, never loses the task.
 - Fencing: an outcome is recorded only for the task's current attempt number, so a late result
   of an older attempt never overwrites a newer one. Execution is at-least-once; the recorded
   outcome is exactly-once.
@@ -27,18 +30,29 @@ from datetime import timedelta
 from typing import Any
 
 from actors.config import OrchestratorConfig
-from actors.errors import CallCancelled, CallTimedOut, PlatformUnavailable, QueueFull, ReplicaLost
+from actors.errors import (
+    CallCancelled,
+    CallFailed,
+    CallTimedOut,
+    PlatformUnavailable,
+    QueueFull,
+    ReplicaLost,
+)
 from actors.lifecycle import Lifecycle, LiveTask
 from actors.pools import AgentPool, PoolManager, Replica
 from actors.registry import load_agent_types
+from actors.routing_stage import MAX_DECISION_ERRORS, RouterClient, RoutingStage
 from actors.task_queue import TaskQueue
 from actors.validation import validate_request
-from ml.router import ExplicitRouter, Router
+from ml.errors import NoConfidentRoute
+from ml.router import requested_route
 from storage.errors import Conflict, InvalidRequest, NotFound, StorageError
 from storage.messages import (
     AgentResult,
     AgentTask,
     Attempt,
+    RouteDecision,
+    RouteMethod,
     Task,
     TaskError,
     TaskEvent,
@@ -54,6 +68,7 @@ STARTUP_WAIT_S = 60.0
 MAX_DISPATCH_BATCH = 32
 MAX_SUBMISSION = 10_000
 STORE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
+CANDIDATES_REPORTED = 3
 
 
 def timeout_grace_s(timeout_s: float) -> float:
@@ -64,8 +79,7 @@ def timeout_grace_s(timeout_s: float) -> float:
 class Orchestrator:
     """Accepts tasks, routes them, dispatches them to agent pools, and records every step."""
 
-    def __init__(self, config: OrchestratorConfig, backend: Any = None,
-                 router: Router | None = None) -> None:
+    def __init__(self, config: OrchestratorConfig, backend: Any = None) -> None:
         if backend is None:
             from actors.ray_backend import RayBackend
 
@@ -73,7 +87,16 @@ class Orchestrator:
         self.config = config
         self.backend = backend
         self.agent_types = load_agent_types(config.agent_modules)
-        self.router = router or ExplicitRouter(self.agent_types)
+        fallback = config.router.fallback_agent_type
+        if fallback is not None and fallback not in self.agent_types:
+            raise InvalidRequest(f"the fallback agent type {fallback!r} is not registered; "
+                                 f"known types: {', '.join(sorted(self.agent_types))}")
+        self.routing: RoutingStage | None = None
+        if config.router.enabled:
+            handle = backend.start_router(self.agent_types, config.router, config.database_url)
+            self.routing = RoutingStage(
+                RouterClient(backend, handle, config.router.decision_timeout_s),
+                self._decided, self._load, config.router.batch_max)
         self.pools = PoolManager(backend, self.agent_types, config)
         self.pools.on_change = self._wake
         self.queues = {name: TaskQueue() for name in self.agent_types}
@@ -103,9 +126,12 @@ class Orchestrator:
         self.pools.attach()
         requeued = await self.lifecycle.reconcile(self.agent_types)
         for live in requeued:
-            self.queues[live.agent_type].push(live.id, live.priority)
+            await self._enqueue(live)
         self._spawn(self._control_loop(), "control-loop")
         self._spawn(self._dispatch_loop(), "dispatch-loop")
+        if self.routing is not None:
+            self._spawn(self.routing.run(), "routing")
+            self._spawn(self.routing.run_learning(), "learning")
         self._ready.set()
         log.info("orchestrator ready: %d tasks resumed from storage", len(requeued))
 
@@ -133,11 +159,83 @@ class Orchestrator:
         return self.lifecycle
 
     async def ready(self) -> bool:
-        """Wait until the orchestrator has reconciled and every pool is at full strength."""
+        """Wait until the orchestrator has reconciled, every pool is at full strength and the
+        router (when routing is on) has built its index."""
         await self._wait_ready()
+        if self.routing is not None:
+            await self._router_ready()
         while any(p.live_count() < p.desired for p in self.pools.pools.values()):
             await asyncio.sleep(0.1)
         return True
+
+    async def _router_ready(self) -> None:
+        assert self.routing is not None
+        while True:
+            try:
+                await self.routing.router.call("ready")
+                return
+            except CallFailed as exc:
+                raise PlatformUnavailable(f"the router cannot start: {exc}") from None
+            except (ReplicaLost, CallTimedOut, CallCancelled):
+                await asyncio.sleep(0.5)
+
+    async def _enqueue(self, live: LiveTask) -> None:
+        """Queue a task for its pool, or for the router when it has no agent type yet."""
+        assert self.lifecycle is not None
+        if live.agent_type is not None:
+            self.queues[live.agent_type].push(live.id, live.priority)
+        elif self.routing is not None:
+            self.routing.push(live)
+        else:
+            await self.lifecycle.unroutable(live, None, TaskError(
+                "no_route", "this task names no agent_type and routing is switched off"))
+
+    def _load(self) -> dict[str, float]:
+        """How busy each agent type's pool is: in-flight calls over capacity (1 when empty)."""
+        load = {}
+        for name, pool in self.pools.pools.items():
+            capacity = pool.live_count() * pool.concurrency
+            busy = sum(r.in_flight for r in pool.replicas.values())
+            load[name] = min(1.0, busy / capacity) if capacity else 1.0
+        return load
+
+    async def _decided(self, live: LiveTask, decision: RouteDecision | None,
+                       error: str | None) -> None:
+        """Act on the router's decision for `live`: queue it for the chosen (or fallback) type,
+        or fail it when no type should take it."""
+        lifecycle = self.lifecycle
+        assert lifecycle is not None
+        if lifecycle.live.get(live.id) is not live or live.status is not TaskStatus.QUEUED:
+            return
+        if live.cancel_requested:
+            await lifecycle.cancelled_while_queued(live)
+            return
+        if decision is None:
+            await lifecycle.unroutable(live, None, TaskError(
+                "router_error", f"the router failed on this task {MAX_DECISION_ERRORS} times: "
+                f"{error}", False, "RouterError"))
+            return
+        fallback = self.config.router.fallback_agent_type
+        if not (decision.routed and decision.agent_type in self.queues):
+            if fallback is None:
+                await lifecycle.unroutable(live, decision, self._no_route_error(decision))
+                return
+            decision = dataclasses.replace(
+                decision, agent_type=fallback, method=RouteMethod.FALLBACK, routed=True,
+                reason=f"fallback to {fallback}: {decision.reason}")
+        lifecycle.routed(live, decision)
+        self.queues[decision.agent_type].push(live.id, live.priority)
+        self._wake()
+
+    def _no_route_error(self, decision: RouteDecision) -> TaskError:
+        return TaskError(
+            "no_confident_route",
+            f"no agent type is a confident match for this task ({decision.reason}); submit it "
+            f"again naming an agent_type, one of: {', '.join(sorted(self.agent_types))}",
+            False, NoConfidentRoute.__name__,
+            {"candidates": [list(c) for c in decision.candidates[:CANDIDATES_REPORTED]],
+             "confidence": decision.confidence, "similarity": decision.similarity,
+             "nearest": [n.to_json() for n in decision.nearest]})
 
     async def _control_loop(self) -> None:
         while True:
@@ -236,6 +334,8 @@ class Orchestrator:
         for live, attempt, result in zip(batch, attempts, results):
             if live.attempts != attempt:
                 continue  # fenced: a newer attempt owns this task now
+            if result is not None and result.ok and live.learnable and self.routing is not None:
+                self.routing.learned(live)
             own_error = result.error if result is not None and not result.ok else error
             finishing.append((live, self.lifecycle.attempt_finished(
                 live, attempt, result, own_error, lost)))
@@ -269,9 +369,8 @@ class Orchestrator:
                 f"tasks, not {len(requests)}: split it", {"count": len(requests)})
         checked = [validate_request(r, self.config, i if len(requests) > 1 else None)
                    for i, r in enumerate(requests)]
-        decisions = [
-            await self.router.decide(r.description, r.payload, r.agent_type) for r in checked
-        ]
+        decisions = [self._requested_route(r, i if len(requests) > 1 else None)
+                     for i, r in enumerate(checked)]
         ids: list[str | None] = [None] * len(checked)
         waits: dict[int, asyncio.Future] = {}
         owned: dict[tuple[str, str], asyncio.Future] = {}
@@ -307,7 +406,7 @@ class Orchestrator:
                 request = checked[index]
                 if request.idempotency_key:
                     owned[(request.tenant, request.idempotency_key)].set_result(live.id)
-                self.queues[live.agent_type].push(live.id, live.priority)
+                await self._enqueue(live)
             if created:
                 self._wake()
         except BaseException as exc:
@@ -322,6 +421,24 @@ class Orchestrator:
         for index, future in waits.items():
             ids[index] = await asyncio.shield(future)
         return [i for i in ids if i is not None]
+
+    def _requested_route(self, request: TaskRequest, index: int | None) -> RouteDecision | None:
+        """The route to the type a request names (which must exist); None for the router."""
+        if request.agent_type is not None:
+            try:
+                return requested_route(request.agent_type, self.agent_types)
+            except InvalidRequest as exc:
+                if index is None:
+                    raise
+                raise InvalidRequest(f"task {index}: {exc}", {**exc.details, "index": index}) \
+                    from None
+        if self.routing is None:
+            where = f"task {index}: " if index is not None else ""
+            raise NoConfidentRoute(
+                f"{where}this task names no agent_type and routing is switched off "
+                f"(YMERA_ROUTER_ENABLED=false); name one of: {', '.join(sorted(self.agent_types))}",
+                {"agent_types": sorted(self.agent_types)})
+        return None
 
     def _reserve(self, count: int) -> None:
         assert self.lifecycle is not None
@@ -387,7 +504,7 @@ class Orchestrator:
             task = await lifecycle.store.get_task(task_id)
             raise Conflict(f"task {task_id} is already {task.status.value}",
                            {"status": task.status.value})
-        if live.status is TaskStatus.QUEUED and self.queues[live.agent_type].remove(task_id):
+        if live.status is TaskStatus.QUEUED and self._unqueue(live):
             await lifecycle.cancelled_while_queued(live)
         else:
             live.cancel_requested = True
@@ -398,6 +515,11 @@ class Orchestrator:
             except asyncio.TimeoutError:
                 pass
         return await lifecycle.store.get_task(task_id)
+
+    def _unqueue(self, live: LiveTask) -> bool:
+        if live.agent_type is None:
+            return self.routing is not None and self.routing.remove(live.id)
+        return self.queues[live.agent_type].remove(live.id)
 
     async def requeue(self, task_id: str) -> Task:
         """Give a dead-lettered task a fresh budget of attempts; its history is kept."""
@@ -429,9 +551,50 @@ class Orchestrator:
             "running": sum(1 for t in lifecycle.live.values() if t.status is TaskStatus.RUNNING),
             "tasks": await lifecycle.store.count_by_status(),
             "pools": self.pools.snapshot(),
+            "routing": self._routing_snapshot(),
             "agent_types": {name: dataclasses.asdict(cls.spec)
                             for name, cls in self.agent_types.items()},
         }
+
+    def _routing_snapshot(self) -> dict[str, Any]:
+        if self.routing is None:
+            return {"enabled": False}
+        return {"enabled": True, "fallback_agent_type": self.config.router.fallback_agent_type,
+                **self.routing.snapshot()}
+
+    async def feedback(self, task_id: str, agent_type: str) -> dict[str, Any]:
+        """Tell the router that task `task_id` should have gone to `agent_type`: its description
+        becomes a labelled example (stored; it outlives router restarts)."""
+        lifecycle = await self._wait_ready()
+        if self.routing is None:
+            raise Conflict("routing is switched off (YMERA_ROUTER_ENABLED=false): there is no "
+                           "router to teach")
+        if not isinstance(agent_type, str) or agent_type not in self.agent_types:
+            raise InvalidRequest(
+                f"unknown agent_type {agent_type!r}; known types: "
+                f"{', '.join(sorted(self.agent_types))}", {"agent_type": agent_type})
+        task = await lifecycle.store.get_task(task_id)
+        outcome = await self._ask_router("feedback", task.description, agent_type, task_id)
+        await lifecycle.feedback_recorded(task, outcome)
+        return outcome
+
+    async def router_state(self) -> dict[str, Any]:
+        """What the router knows (examples per type and source, policy, statistics) and how
+        its line of waiting tasks stands."""
+        await self._wait_ready()
+        if self.routing is None:
+            return {"enabled": False}
+        return {**self._routing_snapshot(), **await self._ask_router("describe")}
+
+    async def _ask_router(self, method: str, *args: Any) -> Any:
+        assert self.routing is not None
+        try:
+            return await self.routing.router.call(method, *args)
+        except CallFailed as exc:
+            raise PlatformUnavailable(f"the router failed: {exc}") from None
+        except (ReplicaLost, CallTimedOut, CallCancelled) as exc:
+            raise PlatformUnavailable(f"the router is not answering ({exc}); it is being "
+                                      "restarted, try again shortly") from None
 
     async def drain(self, timeout_s: float = 60.0) -> dict[str, int]:
         """Stop accepting tasks and wait for running attempts to finish; queued tasks stay
@@ -451,7 +614,10 @@ class Orchestrator:
         return {"running": running, "queued_left": lifecycle.queued_count}
 
     async def stop_pools(self) -> int:
-        """Kill every replica (for `ymera down`, after `drain`). Returns how many."""
+        """Kill every replica and the router (for `ymera down`, after `drain`). Returns how
+        many replicas."""
+        if self.routing is not None:
+            self.backend.kill(self.routing.router.handle)
         killed = 0
         for pool in self.pools.pools.values():
             pool.desired = 0

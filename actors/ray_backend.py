@@ -24,12 +24,16 @@ from ray.exceptions import (
 )
 
 from actors.agent import Agent
-from actors.errors import CallCancelled, CallTimedOut, ReplicaLost
+from actors.errors import CallCancelled, CallFailed, CallTimedOut, ReplicaLost
 from actors.replica import AgentReplica
+from ml.config import RouterConfig
 from storage.messages import AgentContext, Resources
 
 _LOST = (ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError, ObjectLostError)
 CONTROL_CALL_HEADROOM = 4
+ROUTER_NAME = "router"
+ROUTER_MAX_CONCURRENCY = 64
+HEAD_NODE = {"node:__internal_head__": 0.001}
 
 
 class RemoteCall:
@@ -49,7 +53,8 @@ class RemoteCall:
         except _LOST as exc:
             raise ReplicaLost(f"{self.actor_name} was lost: {type(exc).__name__}") from exc
         except RayTaskError as exc:
-            raise ReplicaLost(f"{self.actor_name} failed: {exc}") from exc
+            cause = getattr(exc, "cause", None) or exc
+            raise CallFailed(f"{self.actor_name} failed: {type(cause).__name__}: {cause}") from exc
 
     def cancel(self) -> None:
         try:
@@ -91,6 +96,25 @@ class RayBackend:
             options["resources"] = dict(resources.custom)
         return _replica_actor().options(**options).remote(agent_class, context, max_payload_bytes)
 
+    def start_router(self, agent_types: dict[str, type[Agent]], config: RouterConfig,
+                     database_url: str) -> Any:
+        """The namespace's router actor, started if there is none. Ray restarts it forever;
+        calls are not retried by Ray (the orchestrator retries decisions itself). With an
+        embedded SQLite database it runs on the head node, where the file is."""
+        options: dict[str, Any] = {
+            "name": ROUTER_NAME,
+            "namespace": self.namespace,
+            "lifetime": "detached",
+            "get_if_exists": True,
+            "max_restarts": -1,
+            "max_task_retries": 0,
+            "max_concurrency": ROUTER_MAX_CONCURRENCY,
+            "num_cpus": config.num_cpus,
+        }
+        if database_url.startswith("sqlite"):
+            options["resources"] = dict(HEAD_NODE)
+        return _router_actor().options(**options).remote(agent_types, config, database_url)
+
     def find_actors(self, prefix: str) -> dict[str, Any]:
         """Live named actors of this namespace whose names start with `prefix`."""
         found = {}
@@ -121,3 +145,15 @@ def _replica_actor():
     if _REPLICA_ACTOR is None:
         _REPLICA_ACTOR = ray.remote(AgentReplica)
     return _REPLICA_ACTOR
+
+
+_ROUTER_ACTOR = None
+
+
+def _router_actor():
+    global _ROUTER_ACTOR
+    if _ROUTER_ACTOR is None:
+        from ml.router_service import RouterService
+
+        _ROUTER_ACTOR = ray.remote(RouterService)
+    return _ROUTER_ACTOR

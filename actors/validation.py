@@ -9,10 +9,10 @@ import re
 from typing import Any
 
 from actors.config import OrchestratorConfig
+from ml.router import MAX_DESCRIPTION_CHARS
 from storage.errors import InvalidRequest
 from storage.messages import TaskRequest
 
-MAX_DESCRIPTION_CHARS = 10_000
 MAX_ATTEMPTS_LIMIT = 20
 PRIORITY_RANGE = (-100, 100)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")

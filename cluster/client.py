@@ -124,6 +124,15 @@ class Client:
     def scale(self, agent_type: str, replicas: int) -> dict[str, Any]:
         return self._call("scale", agent_type, replicas)
 
+    def feedback(self, task_id: str, agent_type: str) -> dict[str, Any]:
+        """Teach the router that this task should have gone to `agent_type`:
+        {"agent_type", "added", "replaced"}."""
+        return self._call("feedback", task_id, agent_type)
+
+    def router_state(self) -> dict[str, Any]:
+        """The router's examples per type and source, policy, statistics and waiting tasks."""
+        return self._call("router_state")
+
 
 def _with_key(request: TaskRequest) -> TaskRequest:
     import dataclasses

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from actors.config import OrchestratorConfig, PoolConfig
 from actors.retry import RetryPolicy
+from ml.config import RouterConfig
 
 RESERVED_PORTS = {6379}
 
@@ -63,6 +64,19 @@ class Settings(BaseSettings):
         default=False, description="Allow webhooks to loopback/private addresses (SSRF guard).")
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
     webhook_max_attempts: int = Field(default=3, ge=1, le=10)
+    router_enabled: bool = Field(
+        default=True, description="Route tasks that name no agent type with the ML router.")
+    router_fallback_agent_type: str | None = Field(
+        default=None, description="Takes tasks no type is a confident match for; unset = "
+        "they fail with no_confident_route.")
+    router_min_similarity: float | None = Field(
+        default=None, ge=0, le=1, description="Override the calibrated similarity threshold.")
+    router_min_confidence: float | None = Field(
+        default=None, ge=0, le=1, description="Override the calibrated confidence threshold.")
+    router_learn: bool = Field(
+        default=True, description="Learn examples from tasks that succeed on confident routes.")
+    router_learn_min_confidence: float = Field(default=0.8, ge=0, le=1)
+    router_max_learned_per_type: int = Field(default=1000, ge=0, le=100_000)
 
     @field_validator("ray_port", "dashboard_port")
     @classmethod
@@ -101,6 +115,25 @@ class Settings(BaseSettings):
             health_timeout_s=self.health_timeout_s,
             max_payload_bytes=self.max_payload_bytes,
             agent_settings=self.agent_settings(),
+            router=self.router_config(),
+        )
+
+    def router_config(self) -> RouterConfig:
+        """Routing settings; thresholds from `ymera route --calibrate` (in the state directory)
+        unless set here."""
+        from cluster.routing import load_policy
+
+        fitted = load_policy(self.state_path)
+        return RouterConfig(
+            enabled=self.router_enabled,
+            min_similarity=self.router_min_similarity if self.router_min_similarity is not None
+            else fitted.min_similarity,
+            min_confidence=self.router_min_confidence if self.router_min_confidence is not None
+            else fitted.min_confidence,
+            fallback_agent_type=self.router_fallback_agent_type,
+            learn=self.router_learn,
+            learn_min_confidence=self.router_learn_min_confidence,
+            max_learned_per_type=self.router_max_learned_per_type,
         )
 
     def agent_settings(self) -> dict[str, object]:

@@ -2,7 +2,8 @@
 
     YmeraError (storage.errors)
     ├── NoConfidentRoute             no agent type should take this task (or none was named)
-    └── EmbeddingModelUnavailable    the bundled embedding model cannot be loaded in this process
+    ├── EmbeddingModelUnavailable    the bundled embedding model cannot be loaded in this process
+    └── RouterUnavailable            the router actor could not start (its model is unusable)
 """
 
 from __future__ import annotations
@@ -16,3 +17,7 @@ class NoConfidentRoute(YmeraError):
 
 class EmbeddingModelUnavailable(YmeraError):
     code = "embedding_model_unavailable"
+
+
+class RouterUnavailable(YmeraError):
+    code = "router_unavailable"

@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from storage.errors import InvalidRequest
+from storage.messages import Neighbour
+
+__all__ = ["SOURCES", "Example", "ExampleIndex", "Neighbour", "declared_texts"]
 
 if TYPE_CHECKING:
     from actors.agent import Agent
@@ -35,19 +38,7 @@ class Example:
     text: str
     agent_type: str
     source: str = "declared"
-
-
-@dataclasses.dataclass(frozen=True)
-class Neighbour:
-    """An example found by a search, with its cosine similarity to the query."""
-
-    text: str
-    agent_type: str
-    similarity: float
-    source: str = "declared"
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    key: int | None = None  # the stored example's id, for examples kept in storage
 
 
 def declared_texts(agent_class: type[Agent]) -> list[str]:
@@ -108,10 +99,11 @@ class ExampleIndex:
                     if agent_type is None or example.agent_type == agent_type]
 
     def add(self, texts: Sequence[str], agent_type: str, source: str = "declared",
-            vectors: np.ndarray | None = None) -> int:
+            vectors: np.ndarray | None = None, keys: Sequence[int] | None = None) -> int:
         """Add `texts` as examples of `agent_type`; return how many were added.
 
-        `vectors`, one unit row per text, spares encoding them (for texts prepared for routing)."""
+        `vectors`, one unit row per text, spares encoding them (for texts prepared for routing);
+        `keys`, one per text, are the ids of stored examples (see `remove_keys`)."""
         if isinstance(texts, str):
             raise TypeError("add takes a sequence of texts, not one string")
         if source not in SOURCES:
@@ -121,6 +113,8 @@ class ExampleIndex:
             raise InvalidRequest("an example needs an agent type")
         if not texts:
             return 0
+        if keys is not None and len(keys) != len(texts):
+            raise ValueError("give one key per text")
         if vectors is None:
             if self.embedder is None:
                 raise ValueError("this index has no embedder: pass the vectors of the texts")
@@ -132,15 +126,24 @@ class ExampleIndex:
         with self._lock:
             self._faiss.add(vectors)
             self._vectors = np.vstack([self._vectors, vectors])
-            self._examples.extend(Example(text, agent_type, source) for text in texts)
+            keys = list(keys) if keys is not None else [None] * len(texts)
+            self._examples.extend(Example(text, agent_type, source, key)
+                                  for text, key in zip(texts, keys))
         return len(texts)
 
     def remove_type(self, agent_type: str, sources: Collection[str] = SOURCES) -> int:
         """Drop the examples of `agent_type` (only those from `sources`, by default all);
         return how many were dropped."""
+        return self._remove(lambda e: e.agent_type == agent_type and e.source in sources)
+
+    def remove_keys(self, keys: Collection[int]) -> int:
+        """Drop the stored examples with these keys; return how many were dropped."""
+        wanted = set(keys)
+        return self._remove(lambda e: e.key is not None and e.key in wanted)
+
+    def _remove(self, doomed: Callable[[Example], bool]) -> int:
         with self._lock:
-            keep = [i for i, example in enumerate(self._examples)
-                    if example.agent_type != agent_type or example.source not in sources]
+            keep = [i for i, example in enumerate(self._examples) if not doomed(example)]
             removed = len(self._examples) - len(keep)
             if removed:
                 self._examples = [self._examples[i] for i in keep]
@@ -149,6 +152,14 @@ class ExampleIndex:
                 if keep:
                     self._faiss.add(self._vectors)
             return removed
+
+    def near(self, vector: np.ndarray, min_similarity: float) -> list[tuple[Example, float]]:
+        """Every example at least `min_similarity` from `vector`, most similar first."""
+        with self._lock:
+            similarities = self._vectors @ np.asarray(vector, dtype=np.float32).ravel()
+            rows = np.flatnonzero(similarities >= min_similarity)
+            found = [(self._examples[i], float(similarities[i])) for i in rows]
+        return sorted(found, key=lambda pair: pair[1], reverse=True)
 
     def search(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
         """The `k` nearest examples of each query row, most similar first."""

@@ -1,41 +1,26 @@
-"""Deciding which agent type takes a task.
-
-`ExplicitRouter` honours the agent type the submitter named. It is the routing step the
-orchestrator calls for every task; the semantic ML router keeps the same `decide` call.
+"""What every router shares: which descriptions can be routed, and the route to a type the
+submitter named. The semantic router itself is `ml.semantic_router`; its actor, `ml.router_service`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any, Protocol
 
-from ml.errors import NoConfidentRoute
 from storage.errors import InvalidRequest
 from storage.messages import RouteDecision
 
-
-class Router(Protocol):
-    async def decide(
-        self, description: str, payload: dict[str, Any], requested: str | None
-    ) -> RouteDecision: ...
+MAX_DESCRIPTION_CHARS = 10_000
 
 
-class ExplicitRouter:
-    """Routes each task to the agent type it names; without one there is no route."""
-
-    def __init__(self, agent_types: Collection[str]) -> None:
-        self.agent_types = set(agent_types)
-
-    async def decide(
-        self, description: str, payload: dict[str, Any], requested: str | None
-    ) -> RouteDecision:
-        if requested is None:
-            raise NoConfidentRoute(
-                "this task names no agent_type and no router is configured to choose one; "
-                f"name one of: {', '.join(sorted(self.agent_types))}",
-                {"agent_types": sorted(self.agent_types)},
-            )
-        return requested_route(requested, self.agent_types)
+def check_description(description: object) -> str:
+    """`description` if it can be routed; `InvalidRequest` saying why not otherwise."""
+    if not isinstance(description, str) or not description.strip():
+        raise InvalidRequest("a task description must be a non-empty string",
+                             {"field": "description"})
+    if len(description) > MAX_DESCRIPTION_CHARS:
+        raise InvalidRequest(f"the description is {len(description)} characters; the limit is "
+                             f"{MAX_DESCRIPTION_CHARS}", {"field": "description"})
+    return description
 
 
 def requested_route(requested: str, agent_types: Collection[str]) -> RouteDecision:

@@ -69,19 +69,49 @@ class TaskRequest:
 
 
 @dataclasses.dataclass(frozen=True)
+class Neighbour:
+    """A labelled routing example found near a task's description, with its cosine similarity.
+    `source` says where the example came from: `declared` by its agent type, `learned` from a
+    task that succeeded, or `feedback` from a user."""
+
+    text: str
+    agent_type: str
+    similarity: float
+    source: str = "declared"
+
+    def to_json(self) -> JSON:
+        return dataclasses.asdict(self)
+
+
+class RouteMethod(str, enum.Enum):
+    REQUESTED = "requested"  # the submitter named the agent type
+    SEMANTIC = "semantic"  # the router chose it from the description
+    FALLBACK = "fallback"  # the router had no confident route; the configured fallback took it
+
+
+@dataclasses.dataclass(frozen=True)
 class RouteDecision:
-    """Which agent type takes a task, how sure the router is, and why."""
+    """Which agent type takes a task, how sure the router is, and why: the ranked candidates
+    (type, score), and the nearest examples that drove the choice (`nearest`)."""
 
     agent_type: str
     confidence: float = 1.0
     candidates: tuple[tuple[str, float], ...] = ()
     reason: str = "requested"
+    method: RouteMethod = RouteMethod.REQUESTED
+    similarity: float | None = None
+    nearest: tuple[Neighbour, ...] = ()
+    routed: bool = True  # false: no confident route; `agent_type` is then the top candidate
 
     def to_json(self) -> JSON:
         return {
             "agent_type": self.agent_type,
+            "routed": self.routed,
+            "method": self.method.value,
             "confidence": self.confidence,
+            "similarity": self.similarity,
             "candidates": [list(c) for c in self.candidates],
+            "nearest": [n.to_json() for n in self.nearest],
             "reason": self.reason,
         }
 

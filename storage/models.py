@@ -1,5 +1,5 @@
-"""SQLAlchemy models of what the platform keeps: tasks, their attempts, their event log, and the
-messages waiting in agents' inboxes.
+"""SQLAlchemy models of what the platform keeps: tasks, their attempts, their event log, the
+messages waiting in agents' inboxes, and the routing examples the router learned.
 
 Table names live here and nowhere else. The schema is created and changed only by the Alembic
 migrations in `storage/migrations`; these models must match the latest migration (a test checks).
@@ -18,6 +18,7 @@ TASKS = "tasks"
 TASK_ATTEMPTS = "task_attempts"
 TASK_EVENTS = "task_events"
 AGENT_MESSAGES = "agent_messages"
+ROUTING_EXAMPLES = "routing_examples"
 
 JsonColumn = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 EventId = BigInteger().with_variant(Integer(), "sqlite")
@@ -72,6 +73,8 @@ class AttemptRow(Base):
     duration_s: Mapped[float | None] = mapped_column(Float)
     error: Mapped[Any | None] = mapped_column(JsonColumn)
 
+    __table_args__ = (Index("ix_task_attempts_started", "started_at"),)
+
 
 class EventRow(Base):
     __tablename__ = TASK_EVENTS
@@ -102,7 +105,23 @@ class MessageRow(Base):
     )
 
 
+class RoutingExampleRow(Base):
+    __tablename__ = ROUTING_EXAMPLES
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    agent_type: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16))
+    task_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        Index("ix_routing_examples_type_source", "agent_type", "source", "id"),
+    )
+
+
 tasks_table = TaskRow.__table__
 attempts_table = AttemptRow.__table__
 events_table = EventRow.__table__
 messages_table = MessageRow.__table__
+routing_examples_table = RoutingExampleRow.__table__

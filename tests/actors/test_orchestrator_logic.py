@@ -10,6 +10,7 @@ import pytest
 from actors.config import OrchestratorConfig, PoolConfig
 from actors.orchestrator import Orchestrator
 from actors.retry import RetryPolicy
+from ml.config import RouterConfig
 from storage.database import migrate_async
 from storage.messages import AttemptOutcome, TaskRequest, TaskStatus
 from tests.support.agents import TEST_AGENT_PATHS
@@ -24,7 +25,8 @@ async def orchestrator(tmp_path):
         database_url=url, agent_modules=TEST_AGENT_PATHS, default_replicas=0,
         pools={"sleeper": PoolConfig(replicas=2, concurrency=2)},
         health_interval_s=0.05, health_timeout_s=0.5,
-        retry=RetryPolicy(max_attempts=3, backoff_base_s=0.01, backoff_max_s=0.05))
+        retry=RetryPolicy(max_attempts=3, backoff_base_s=0.01, backoff_max_s=0.05),
+        router=RouterConfig(enabled=False))
     backend = InProcessBackend()
     orchestrator = Orchestrator(config, backend=backend)
     await asyncio.wait_for(orchestrator.ready(), 10)

@@ -47,13 +47,25 @@ class InProcessReplica:
 
 
 class InProcessBackend:
-    def __init__(self) -> None:
+    """`router_factory(agent_types, config, database_url)` makes the router object (by default
+    the real `RouterService`)."""
+
+    def __init__(self, router_factory: Any = None) -> None:
         self.actors: dict[str, InProcessReplica] = {}
+        self.router_factory = router_factory
 
     def create_replica(self, name, agent_class, resources, concurrency, context,
                        max_payload_bytes):
         self.actors[name] = InProcessReplica(AgentReplica(agent_class, context, max_payload_bytes))
         return self.actors[name]
+
+    def start_router(self, agent_types, config, database_url):
+        if "router" not in self.actors:
+            factory = self.router_factory
+            if factory is None:
+                from ml.router_service import RouterService as factory
+            self.actors["router"] = InProcessReplica(factory(agent_types, config, database_url))
+        return self.actors["router"]
 
     def find_actors(self, prefix: str) -> dict[str, Any]:
         return {n: h for n, h in self.actors.items() if n.startswith(prefix) and not h.dead}

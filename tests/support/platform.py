@@ -15,11 +15,13 @@ from actors.deploy import start_orchestrator
 from actors.registry import load_agent_types
 from actors.retry import RetryPolicy
 from cluster.client import Client
+from ml.config import RouterConfig
 from storage.database import migrate
 from tests.support.agents import TEST_AGENT_PATHS
 from tests.support.databases import database_url_fixture
 
 FAST = dict(
+    router=RouterConfig(enabled=False),
     health_interval_s=0.5,
     health_timeout_s=3.0,
     default_timeout_s=20.0,

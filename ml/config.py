@@ -1,0 +1,38 @@
+"""What the router actor is told at start: whether to route, how strictly, and what to learn.
+
+Built from the validated settings (`cluster/settings.py`) and carried in the orchestrator's
+config; the router actor keeps it across restarts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ml.decision import RoutingPolicy
+
+
+@dataclasses.dataclass(frozen=True)
+class RouterConfig:
+    """`enabled` false means tasks must name their agent type. `min_similarity` and
+    `min_confidence` override the policy's "no confident route" thresholds (as
+    `ymera route --calibrate` fits them); `fallback_agent_type` takes the tasks no type is a
+    confident match for, which otherwise fail with `no_confident_route`."""
+
+    enabled: bool = True
+    min_similarity: float | None = None
+    min_confidence: float | None = None
+    fallback_agent_type: str | None = None
+    learn: bool = True
+    learn_min_confidence: float = 0.8
+    max_learned_per_type: int = 1000
+    stats_window_s: float = 3600.0
+    stats_interval_s: float = 15.0
+    decision_timeout_s: float = 120.0
+    batch_max: int = 64
+    num_cpus: float = 1.0
+
+    def policy(self) -> RoutingPolicy:
+        fitted = {name: value for name, value in (("min_similarity", self.min_similarity),
+                                                   ("min_confidence", self.min_confidence))
+                  if value is not None}
+        return dataclasses.replace(RoutingPolicy(), **fitted)
