@@ -35,6 +35,7 @@ test: install
 
 bench: install
 	$(BIN)/ymera bench core --json
+	$(BIN)/ymera bench router --json
 
 clean:
 	rm -rf $(VENV) *.egg-info

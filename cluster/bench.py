@@ -29,6 +29,7 @@ import ray
 from actors.config import OrchestratorConfig, PoolConfig
 from actors.deploy import start_orchestrator
 from cluster.client import Client
+from ml.config import RouterConfig
 from storage.database import migrate
 from storage.messages import TaskRequest, TaskStatus
 
@@ -105,7 +106,8 @@ def platform_tasks(database_url: str, tasks: int) -> dict[str, Any]:
     migrate(database_url)
     config = OrchestratorConfig(
         database_url=database_url, namespace=f"ymera-bench-{uuid.uuid4().hex[:8]}",
-        default_replicas=0, pools={"calculator": PoolConfig(replicas=2, concurrency=64)})
+        default_replicas=0, pools={"calculator": PoolConfig(replicas=2, concurrency=64)},
+        router=RouterConfig(enabled=False))  # tasks name their type: this measures dispatch
     orchestrator = start_orchestrator(config)
     try:
         ray.get(orchestrator.ready.remote(), timeout=180)
