@@ -66,7 +66,7 @@ def cmd_up(args: argparse.Namespace) -> None:
         f"  Dashboard:  {started.dashboard_url or 'the Ray dashboard of your cluster'}",
         f"  Storage:    {started.database_url}",
         f"  Redis:      {started.redis}",
-        "Try: ymera submit 'what is 2^10 + 5' --agent-type calculator --wait",
+        "Try: ymera submit 'what is 2^10 + 5' --wait",
     ]))
 
 
@@ -87,6 +87,9 @@ def cmd_status(args: argparse.Namespace) -> None:
         lines.append(f"  {pool['agent_type']:<15} live {pool['live']}/{pool['desired']}  "
                      f"queued {status['queued'].get(pool['agent_type'], 0)}  "
                      f"restarts {pool['restarts']}")
+    routing = status.get("routing", {})
+    lines.append("routing: " + (f"on, {routing['waiting']} tasks waiting for a route"
+                                if routing.get("enabled") else "off (tasks must name a type)"))
     _print(args, status, "\n".join(lines))
 
 
@@ -173,14 +176,24 @@ def cmd_route(args: argparse.Namespace) -> None:
 
     settings = _settings()
     state, modules = settings.state_path, settings.agent_modules
+    library = args.compare_semantic_router
     if args.calibrate:
-        policy, path = routing.calibrate_file(state, modules, args.calibrate)
+        policy, path, baselines = routing.calibrate_file(state, modules, args.calibrate, library)
         fitted = {k: getattr(policy, k) for k in routing.FITTED_FIELDS}
-        _print(args, {**fitted, "stored_in": str(path)},
-               f"fitted {fitted}; stored in {path}")
+        fitted_baselines = {name: {k: getattr(p, k) for k in routing.FITTED_FIELDS}
+                            for name, p in baselines.items()}
+        _print(args, {**fitted, "stored_in": str(path), "baselines": fitted_baselines},
+               f"fitted {fitted}; stored in {path}\n"
+               + "\n".join(f"baseline {name}: fitted {values}"
+                           for name, values in fitted_baselines.items()))
     elif args.eval:
-        report = routing.evaluate_file(state, modules, args.eval)
-        _print(args, report.to_json(), report.to_text())
+        report, baselines = routing.compare_file(state, modules, args.eval, library)
+        text = [report.to_text(), "", "baselines, on the same encoder and texts:"]
+        for name, baseline in baselines.items():
+            text += [f"{name}:", baseline.summary()]
+        _print(args, {**report.to_json(),
+                      "baselines": {name: b.to_json() for name, b in baselines.items()}},
+               "\n".join(text))
     elif args.description:
         decision = routing.route_one(state, modules, args.description)
         verdict = (f"route to {decision['agent_type']}" if decision["routed"]
@@ -195,6 +208,29 @@ def cmd_route(args: argparse.Namespace) -> None:
         raise YmeraError("give a description, --eval FILE or --calibrate FILE")
 
 
+def cmd_feedback(args: argparse.Namespace) -> None:
+    outcome = _client().feedback(args.task_id, args.agent_type)
+    text = (f"learned: tasks like {args.task_id} go to {outcome['agent_type']}"
+            if outcome["added"] else f"the router already routes tasks like {args.task_id} "
+            f"to {outcome['agent_type']}")
+    if outcome["replaced"]:
+        text += f" (replaced {outcome['replaced']} conflicting learned examples)"
+    _print(args, outcome, text)
+
+
+def cmd_router(args: argparse.Namespace) -> None:
+    state = _client().router_state()
+    if not state.get("enabled"):
+        _print(args, state, "routing is off: tasks must name their agent type")
+        return
+    lines = [f"{state['waiting']} tasks waiting for a route; fallback type: "
+             f"{state['fallback_agent_type'] or 'none'}", "examples (declared/learned/feedback):"]
+    for name, counts in state["examples"].items():
+        lines.append(f"  {name:<15} {counts.get('declared', 0):>4} {counts.get('learned', 0):>5} "
+                     f"{counts.get('feedback', 0):>5}")
+    _print(args, state, "\n".join(lines))
+
+
 def cmd_migrate(args: argparse.Namespace) -> None:
     from storage.database import migrate
 
@@ -204,9 +240,14 @@ def cmd_migrate(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from cluster.bench import run_core_benchmark
+    if args.suite == "router":
+        from cluster.bench_router import run_router_benchmark
 
-    run_core_benchmark(args)
+        run_router_benchmark(args)
+    else:
+        from cluster.bench import run_core_benchmark
+
+        run_core_benchmark(args)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -264,12 +305,31 @@ def parser() -> argparse.ArgumentParser:
     route.add_argument("--eval", metavar="FILE", help="evaluate on labelled JSON Lines")
     route.add_argument("--calibrate", metavar="FILE",
                        help="fit the confidence thresholds on labelled JSON Lines and store them")
+    route.add_argument("--compare-semantic-router", action="store_true",
+                       help="with --eval or --calibrate, also the semantic-router library "
+                            "(pip install 'ymera[compare]')")
+    feedback = add("feedback", cmd_feedback,
+                   "teach the router which agent type should have taken a task")
+    feedback.add_argument("task_id")
+    feedback.add_argument("agent_type")
+    add("router", cmd_router, "what the running router has learned")
     add("migrate", cmd_migrate, "bring storage to the latest schema")
     bench = add("bench", cmd_bench, "benchmarks")
-    bench.add_argument("suite", choices=["core"])
-    bench.add_argument("--tasks", type=int, default=10_000)
-    bench.add_argument("--raw-calls", type=int, default=5000)
-    bench.add_argument("--postgres-url", default=None)
+    bench.add_argument("suite", choices=["core", "router"],
+                       help="core: Ray actors and platform tasks; router: the semantic router "
+                       "against its embedding model")
+    bench.add_argument("--tasks", type=int, default=10_000, help="core: tasks per database")
+    bench.add_argument("--raw-calls", type=int, default=5000, help="core: raw actor calls")
+    bench.add_argument("--postgres-url", default=None, help="core: PostgreSQL admin URL")
+    bench.add_argument("--texts", type=int, default=1000,
+                       help="router: texts per batched repeat")
+    bench.add_argument("--repeats", type=int, default=5, help="router: batched repeats")
+    bench.add_argument("--cached-decisions", type=int, default=1000,
+                       help="router: timed single decisions of already embedded texts")
+    bench.add_argument("--uncached-decisions", type=int, default=200,
+                       help="router: timed single decisions of never-seen texts")
+    bench.add_argument("--file", help="router: JSON Lines of descriptions to route "
+                       "(default: the routing development set, else declared examples)")
     bench.add_argument("--output", help="also write the JSON report here")
     return root
 

@@ -2,7 +2,10 @@
 
 It routes one description, evaluates the router on a labelled JSON Lines file, or fits the
 "no confident route" thresholds on one and stores them in the state directory, where later
-`ymera route` runs pick them up.
+`ymera route` runs pick them up. Evaluation also reports the baselines of `ml.baseline` in the
+same run, on the same encoder: the nearest-centroid router always, the `semantic-router` library
+when asked (`library=True`, an optional extra). Calibration fits their thresholds too, stored
+apart from the router's.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 from storage.errors import InvalidRequest
 
 POLICY_FILE = "router-policy.json"
+BASELINES_FILE = "router-baselines.json"
 FITTED_FIELDS = ("min_similarity", "min_confidence")
 
 
@@ -39,11 +43,52 @@ def save_policy(state_dir: Path, policy: Any) -> Path:
     return path
 
 
+def load_baseline_thresholds(state_dir: Path) -> dict[str, dict[str, float]]:
+    """Each baseline's fitted thresholds by name; empty when never calibrated."""
+    path = state_dir / BASELINES_FILE
+    if not path.exists():
+        return {}
+    try:
+        stored = json.loads(path.read_text())
+        return {name: {k: float(fitted[k]) for k in FITTED_FIELDS}
+                for name, fitted in stored.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InvalidRequest(f"{path} is not a calibration this platform wrote: {exc}") from exc
+
+
+def save_baseline_thresholds(state_dir: Path, policies: dict[str, Any]) -> Path:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / BASELINES_FILE
+    stored = {**load_baseline_thresholds(state_dir),
+              **{name: {k: getattr(policy, k) for k in FITTED_FIELDS}
+                 for name, policy in policies.items()}}
+    path.write_text(json.dumps(stored, indent=2))
+    return path
+
+
 def router(state_dir: Path, agent_modules: list[str]) -> Any:
     from actors.registry import load_agent_types
     from ml.semantic_router import SemanticRouter
 
     return SemanticRouter(load_agent_types(agent_modules), policy=load_policy(state_dir))
+
+
+def baselines(state_dir: Path, agent_modules: list[str], main: Any,
+              library: bool = False) -> list[Any]:
+    """The baseline routers on `main`'s encoder and text preparation, with their stored
+    thresholds (or their defaults)."""
+    from actors.registry import load_agent_types
+    from ml.baseline import (CENTROID_POLICY, LIBRARY_POLICY, NearestCentroidRouter,
+                             SemanticRouterLibrary)
+
+    agent_types = load_agent_types(agent_modules)
+    stored = load_baseline_thresholds(state_dir)
+    chosen = [(NearestCentroidRouter, CENTROID_POLICY)]
+    if library:
+        chosen.append((SemanticRouterLibrary, LIBRARY_POLICY))
+    return [kind(agent_types, main.embedder, prepare=main.routing_text,
+                 policy=dataclasses.replace(default, **stored.get(kind.name, {})))
+            for kind, default in chosen]
 
 
 def labelled_lines(path: str) -> list[Any]:
@@ -69,8 +114,28 @@ def evaluate_file(state_dir: Path, agent_modules: list[str], path: str) -> Any:
     return evaluate(router(state_dir, agent_modules), labelled_lines(path))
 
 
-def calibrate_file(state_dir: Path, agent_modules: list[str], path: str) -> tuple[Any, Path]:
+def compare_file(state_dir: Path, agent_modules: list[str], path: str,
+                 library: bool = False) -> tuple[Any, dict[str, Any]]:
+    """The router's report on the labelled file, and each baseline's report by name."""
+    from ml.evaluation import evaluate
+
+    lines = labelled_lines(path)
+    main = router(state_dir, agent_modules)
+    return evaluate(main, lines), {baseline.name: evaluate(baseline, lines)
+                                   for baseline in baselines(state_dir, agent_modules, main,
+                                                             library)}
+
+
+def calibrate_file(state_dir: Path, agent_modules: list[str], path: str,
+                   library: bool = False) -> tuple[Any, Path, dict[str, Any]]:
+    """Fit and store the router's thresholds and the baselines'; returns the router's policy,
+    where it is stored, and each baseline's policy by name."""
     from ml.evaluation import calibrate
 
-    policy = calibrate(router(state_dir, agent_modules), labelled_lines(path))
-    return policy, save_policy(state_dir, policy)
+    lines = labelled_lines(path)
+    main = router(state_dir, agent_modules)
+    policy = calibrate(main, lines)
+    fitted = {baseline.name: calibrate(baseline, lines)
+              for baseline in baselines(state_dir, agent_modules, main, library)}
+    save_baseline_thresholds(state_dir, fitted)
+    return policy, save_policy(state_dir, policy), fitted

@@ -29,7 +29,7 @@ class RouterConfig:
     stats_interval_s: float = 15.0
     decision_timeout_s: float = 120.0
     batch_max: int = 64
-    num_cpus: float = 1.0
+    num_cpus: float = 0.0  # like the orchestrator: scheduled anywhere; Ray gives it one torch thread
 
     def policy(self) -> RoutingPolicy:
         fitted = {name: value for name, value in (("min_similarity", self.min_similarity),

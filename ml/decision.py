@@ -14,6 +14,12 @@
    how close the chosen type's nearest examples are (the mean of its `support` best similarities
    among the neighbours). Below `min_similarity` or `min_confidence` the decision is not routed:
    the task looks unlike anything any agent declared ("no confident route").
+4. Out of scope. Examples of the sentinel type `ml.out_of_scope.OUT_OF_SCOPE` (phrasings of
+   tasks no agent does) vote in step 1 like any other, but are never a candidate: when their
+   share of the vote exceeds every agent type's, the decision is not routed, whatever the
+   thresholds. `candidates` and `confidence` are over the agent types alone; `out_of_scope` is
+   the sentinel's share. Closer examples weigh exponentially more, so an agent type's examples
+   that are nearer to the task than the out-of-scope ones outvote them.
 
 `RoutingPolicy`'s thresholds default to values fitted on tests/data/routing_dev.jsonl with
 `ml.evaluation.calibrate` for the built-in agents; refit them when the agent types change much.
@@ -28,17 +34,22 @@ from statistics import median
 from typing import Any
 
 from ml.example_index import Neighbour
-from storage.messages import RouteDecision
+from ml.out_of_scope import OUT_OF_SCOPE
+from storage.messages import RouteDecision, RouteMethod
 
 
 @dataclasses.dataclass(frozen=True)
 class RoutingPolicy:
-    """How evidence becomes a decision. The two thresholds decide "no confident route"."""
+    """How evidence becomes a decision. The two thresholds decide "no confident route".
 
-    k: int = 10
+    `out_of_scope_examples` and `lexical_weight` are read by the router, not by `decide`: whether
+    the out-of-scope phrases of `ml.out_of_scope` count, and how much word overlap
+    (`ml.lexical`) adds to each example's cosine similarity (0 for none)."""
+
+    k: int = 15
     temperature: float = 0.1
     support: int = 3
-    min_similarity: float = 0.285
+    min_similarity: float = 0.315
     min_confidence: float = 0.0
     max_adjustment: float = 0.1
     reliability_weight: float = 0.5
@@ -47,6 +58,8 @@ class RoutingPolicy:
     prior_samples: int = 10
     explain: int = 3
     duplicate_similarity: float = 0.95
+    out_of_scope_examples: bool = True
+    lexical_weight: float = 0.2
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.support < 1 or self.explain < 0 or self.prior_samples < 0:
@@ -57,6 +70,8 @@ class RoutingPolicy:
             raise ValueError("max_adjustment must be within [0, 1]")
         if min(self.reliability_weight, self.latency_weight, self.load_weight) < 0:
             raise ValueError("adjustment weights must be >= 0")
+        if self.lexical_weight < 0:
+            raise ValueError("lexical_weight must be >= 0")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -77,7 +92,9 @@ class Decision:
 
     `agent_type` is the top candidate even when `routed` is false (None without any evidence);
     `candidates` are (type, score) pairs, best first, scores summing to 1; `explanation` holds
-    the nearest examples of the chosen type, the ones that drove the choice."""
+    the nearest examples of the chosen type, the ones that drove the choice (the nearest
+    out-of-scope examples when they outvoted every type); `out_of_scope` is the out-of-scope
+    examples' share of the vote."""
 
     agent_type: str | None
     confidence: float
@@ -86,18 +103,19 @@ class Decision:
     explanation: tuple[Neighbour, ...]
     routed: bool
     reason: str
+    out_of_scope: float = 0.0
 
     def to_route_decision(self) -> RouteDecision:
-        if self.agent_type is None:
-            raise ValueError("a decision without any candidate cannot become a route")
-        return RouteDecision(agent_type=self.agent_type, confidence=self.confidence,
-                             candidates=self.candidates, reason=self.reason)
+        return RouteDecision(agent_type=self.agent_type or "", confidence=self.confidence,
+                             candidates=self.candidates, reason=self.reason,
+                             method=RouteMethod.SEMANTIC, similarity=self.similarity,
+                             nearest=self.explanation, routed=self.routed)
 
     def to_json(self) -> dict[str, Any]:
         return {"agent_type": self.agent_type, "confidence": self.confidence,
                 "similarity": self.similarity, "candidates": [list(c) for c in self.candidates],
                 "explanation": [n.to_json() for n in self.explanation], "routed": self.routed,
-                "reason": self.reason}
+                "reason": self.reason, "out_of_scope": self.out_of_scope}
 
 
 def evidence(neighbours: Sequence[Neighbour], policy: RoutingPolicy) -> dict[str, float]:
@@ -156,9 +174,16 @@ def decide(neighbours: Sequence[Neighbour], stats: Mapping[str, TypeStats] | Non
     """The decision for one query whose nearest examples are `neighbours` (any order).
 
     `stats` and `load` (fraction of a type's capacity in use, 0 to 1) are optional, per type."""
+    if not policy.out_of_scope_examples:
+        neighbours = [n for n in neighbours if n.agent_type != OUT_OF_SCOPE]
     shares = evidence(neighbours, policy)
+    against = shares.pop(OUT_OF_SCOPE, 0.0)
+    unlike = tuple(sorted((n for n in neighbours if n.agent_type == OUT_OF_SCOPE),
+                          key=lambda n: n.similarity, reverse=True)[:policy.explain])
     if not shares:
-        return Decision(None, 0.0, 0.0, (), (), False, "no confident route: no examples to compare")
+        reason = ("no confident route: it looks like tasks no agent does, like "
+                  + _examples(unlike) if unlike else "no confident route: no examples to compare")
+        return Decision(None, 0.0, 0.0, (), unlike, False, reason, against)
     stats = stats or {}
     load = load or {}
     latencies = [stats[t].mean_latency_s for t in shares
@@ -173,14 +198,24 @@ def decide(neighbours: Sequence[Neighbour], stats: Mapping[str, TypeStats] | Non
     similarity = support_similarity(neighbours, chosen, policy)
     explanation = tuple(sorted((n for n in neighbours if n.agent_type == chosen),
                                key=lambda n: n.similarity, reverse=True)[:policy.explain])
+    if against > max(shares.values()):
+        reason = (f"no confident route: it looks more like tasks no agent does (share "
+                  f"{against:.2f}, {chosen} {shares[chosen]:.2f}), like {_examples(unlike)}")
+        return Decision(chosen, confidence, similarity, candidates, unlike, False, reason,
+                        against)
     if similarity < policy.min_similarity:
         reason = (f"no confident route: the nearest {chosen} examples have similarity "
                   f"{similarity:.3f}, below {policy.min_similarity:.3f}")
-        return Decision(chosen, confidence, similarity, candidates, explanation, False, reason)
+        return Decision(chosen, confidence, similarity, candidates, explanation, False, reason,
+                        against)
     if confidence < policy.min_confidence:
         reason = (f"no confident route: {chosen} has confidence {confidence:.3f}, below "
                   f"{policy.min_confidence:.3f}")
-        return Decision(chosen, confidence, similarity, candidates, explanation, False, reason)
-    reason = "semantic: like " + "; ".join(f"{n.text!r} ({n.similarity:.2f})"
-                                           for n in explanation)
-    return Decision(chosen, confidence, similarity, candidates, explanation, True, reason)
+        return Decision(chosen, confidence, similarity, candidates, explanation, False, reason,
+                        against)
+    return Decision(chosen, confidence, similarity, candidates, explanation, True,
+                    "semantic: like " + _examples(explanation), against)
+
+
+def _examples(neighbours: Sequence[Neighbour]) -> str:
+    return "; ".join(f"{n.text!r} ({n.similarity:.2f})" for n in neighbours)

@@ -13,7 +13,9 @@ should ("out of scope"). `evaluate` reports:
 `calibrate` fits `min_similarity` and `min_confidence` by grid search, maximising the share of
 lines decided right (routed to the expected type, or rejected when out of scope), with
 out-of-scope lines weighted by `oos_weight`. Ties go to the lowest `min_confidence`, then to the
-middle of the tied `min_similarity` values, the choice least sensitive to either edge.
+middle of the tied `min_similarity` values, the choice least sensitive to either edge. A line the
+router rejects whatever the thresholds (its out-of-scope examples outvoted every agent type)
+stays rejected at every grid point.
 """
 
 from __future__ import annotations
@@ -85,10 +87,9 @@ class Report:
         data["errors"] = [dataclasses.asdict(error) for error in self.errors]
         return data
 
-    def to_text(self) -> str:
-        width = max(len(label) for label in self.labels)
-        columns = [label[:8] for label in self.labels]
-        lines = [
+    def summary(self) -> str:
+        """The headline figures: the first lines of `to_text`."""
+        return "\n".join([
             f"{self.lines} lines: {self.in_scope} in scope, {self.out_of_scope} out of scope; "
             f"min_similarity {self.policy.min_similarity:.3f}, "
             f"min_confidence {self.policy.min_confidence:.3f}",
@@ -97,6 +98,13 @@ class Report:
             f"  macro-F1            {self.macro_f1:.3f}",
             f"  out of scope        precision {self.oos_precision:.3f}, "
             f"recall {self.oos_recall:.3f}",
+        ])
+
+    def to_text(self) -> str:
+        width = max(len(label) for label in self.labels)
+        columns = [label[:8] for label in self.labels]
+        lines = [
+            self.summary(),
             "",
             "confusion (rows expected, columns predicted):",
             " " * (width + 2) + " ".join(f"{c:>8}" for c in columns),
@@ -165,9 +173,11 @@ def calibrate(router: BatchRouter, lines: Iterable[LabelledLine | Mapping[str, A
                           for d, line in zip(decisions, labelled)])
     similarity = np.array([d.similarity for d in decisions])
     confidence = np.array([d.confidence for d in decisions])
+    routable = np.array([d.routed for d in decisions])
     routed_s = similarity[None, :] >= np.asarray(similarity_grid, dtype=float)[:, None]
     routed_c = confidence[None, :] >= np.asarray(confidence_grid, dtype=float)[:, None]
-    routed = routed_s[:, None, :] & routed_c[None, :, :]  # [similarity, confidence, line]
+    # [similarity, confidence, line]
+    routed = routed_s[:, None, :] & routed_c[None, :, :] & routable[None, None, :]
     right = (routed & top_right).sum(axis=2) + oos_weight * (~routed & out_of_scope).sum(axis=2)
     objective = right / (int((~out_of_scope).sum()) + oos_weight * int(out_of_scope.sum()))
     tied = np.argwhere(objective >= objective.max() - 1e-12)

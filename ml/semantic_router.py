@@ -7,10 +7,19 @@ latency and load. When no type is a confident match it raises `NoConfidentRoute`
 closest candidates, rather than guessing.
 
 What is embedded is the description's instruction, not its data (`instruction_text`): inline JSON
-and long quoted passages become placeholders and lines after the first are dropped, so a pasted
-table does not outvote the verb. Agent type names used as names ("tell the learning agent ...",
-"the calculator pool") are masked in examples and queries alike (`AgentNameMask`), so routing
-follows what is asked of an agent, not which agent is mentioned.
+and quoted passages become placeholders and lines after the first are dropped, so a pasted table
+or a quoted sentence does not outvote the verb. Agent type names used as names ("tell the
+learning agent ...", "the calculator pool") are masked in examples and queries alike
+(`AgentNameMask`), so routing follows what is asked of an agent, not which agent is mentioned.
+
+The nearest examples are found by cosine similarity among `LEXICAL_CANDIDATES`, then
+re-scored: each example's similarity gains `policy.lexical_weight` times its word overlap with
+the task (`ml.lexical`), so the words that name an operation count for more than the subject.
+
+Besides the agents' examples, the index holds phrasings of tasks no agent does
+(`ml.out_of_scope`, under a sentinel type that is never routed to), which vote against routing
+anywhere; a category of them that a registered third-party agent type declares something close
+to is left out while that type is registered.
 
 Agent types and learned examples are added and removed while the router serves (no restart).
 Its state lives in this process; persisting learned examples is the caller's business.
@@ -19,15 +28,20 @@ Its state lives in this process; persisting learned examples is the caller's bus
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ml.decision import Decision, RoutingPolicy, TypeStats, decide
 from ml.errors import NoConfidentRoute
+from ml.example_index import SOURCES, ExampleIndex, Neighbour, declared_texts
+from ml.lexical import LexicalScorer
+from ml.out_of_scope import CATEGORIES, CURATED_FOR, OUT_OF_SCOPE, phrases, unclaimed
 from ml.router import requested_route
-from ml.example_index import SOURCES, ExampleIndex, declared_texts
 from storage.errors import InvalidRequest
 from storage.messages import RouteDecision
 
@@ -36,8 +50,11 @@ if TYPE_CHECKING:
     from ml.embeddings import Embedder
 
 CANDIDATES_REPORTED = 3
+LEXICAL_CANDIDATES = 50
 ROUTED_CHARS = 4000  # the model reads about 1,000 characters (256 word pieces); this is plenty
-_QUOTED = re.compile(r"\"[^\"\n]{24,}\"|“[^”\n]{24,}”")
+_QUOTED = re.compile(r"\"[^\"\n]{24,}\"|“[^”\n]{24,}”"  # 24 characters or more
+                     r"|\"[^\"\s]+(?:[ \t]+[^\"\s]+){2,}\""  # or three words or more
+                     r"|“[^”\s]+(?:[ \t]+[^”\s]+){2,}”")
 _WHITESPACE = re.compile(r"\s+")
 _JSON = json.JSONDecoder()
 
@@ -64,7 +81,8 @@ def _without_inline_json(text: str) -> str:
 def instruction_text(description: str) -> str:
     """The part of a task description that says what to do: the first line when further lines
     follow (pasted CSV and the like) and it has three words or more, with inline JSON replaced by
-    `JSON` and quoted passages of 24 characters or more by `"text"`."""
+    `JSON` and quoted passages of three words or 24 characters or more by `"text"` (a quoted
+    field name or value stays)."""
     text = description.strip()
     first, _, rest = text.partition("\n")
     if rest and len(first.split()) >= 3:
@@ -110,12 +128,15 @@ class SemanticRouter:
 
     `agent_types` maps names to agent classes (as `actors.registry.load_agent_types` returns);
     their declared capabilities and examples seed the index. `embedder` defaults to the
-    process's shared one. Safe to use from several threads; `decide` runs its CPU work in a
-    thread so it never blocks the caller's event loop.
+    process's shared one. `out_of_scope` holds phrasings of tasks no agent does, by category
+    (`ml.out_of_scope.CATEGORIES`); `policy.out_of_scope_examples` decides whether they count. Safe
+    to use from several threads; `decide` runs its CPU work in a thread so it never blocks the
+    caller's event loop.
     """
 
     def __init__(self, agent_types: Mapping[str, type[Agent]], embedder: Embedder | None = None,
-                 policy: RoutingPolicy = RoutingPolicy()) -> None:
+                 policy: RoutingPolicy = RoutingPolicy(), *,
+                 out_of_scope: Mapping[str, tuple[str, ...]] = CATEGORIES) -> None:
         if embedder is None:
             from ml.embeddings import embedder as shared_embedder
 
@@ -128,6 +149,13 @@ class SemanticRouter:
                                                    prepare=self.routing_text)
         self._stats: dict[str, TypeStats] = {}
         self._load: dict[str, float] = {}
+        self._declared = {name: self._encode(declared_texts(agent_class))
+                          for name, agent_class in self._agent_types.items()}
+        self._out_of_scope = phrases(dict(out_of_scope))
+        self._out_of_scope_vectors = self._encode([text for _, text in self._out_of_scope])
+        self._out_of_scope_kept: tuple[str, ...] = ()
+        self._lexical = LexicalScorer(())
+        self._index_out_of_scope()
 
     @property
     def agent_types(self) -> frozenset[str]:
@@ -153,7 +181,8 @@ class SemanticRouter:
                  "confidence": decision.confidence, "similarity": decision.similarity,
                  "nearest": [n.to_json() for n in decision.explanation],
                  "min_similarity": self.policy.min_similarity,
-                 "min_confidence": self.policy.min_confidence},
+                 "min_confidence": self.policy.min_confidence,
+                 "out_of_scope": decision.out_of_scope},
             )
         return decision.to_route_decision()
 
@@ -168,8 +197,15 @@ class SemanticRouter:
             return []
         vectors = self.embedder.encode([self.routing_text(d) for d in descriptions])
         stats, load = self._stats, self._load
-        return [decide(neighbours, stats, load, policy)
-                for neighbours in self.index.search(vectors, policy.k)]
+        k = policy.k if policy.out_of_scope_examples else policy.k + len(self._out_of_scope_kept)
+        if not policy.lexical_weight:
+            return [decide(neighbours, stats, load, policy)
+                    for neighbours in self.index.search(vectors, k)]
+        lexical = self._lexical
+        return [decide(self._with_word_overlap(lexical, description, neighbours,
+                                               policy.lexical_weight)[:k], stats, load, policy)
+                for description, neighbours in zip(
+                    descriptions, self.index.search(vectors, max(k, LEXICAL_CANDIDATES)))]
 
     def add_example(self, text: str, agent_type: str, source: str = "learned") -> bool:
         """Learn that `text` belongs to `agent_type`. False when it was skipped as a
@@ -197,8 +233,11 @@ class SemanticRouter:
         self._mask = AgentNameMask(self._agent_types)
         self.index.remove_type(name, sources=("declared",))
         texts = declared_texts(agent_class)
-        vectors = self.embedder.encode([self.routing_text(text) for text in texts])
-        return self.index.add(texts, name, "declared", vectors=vectors)
+        vectors = self._encode(texts)
+        added = self.index.add(texts, name, "declared", vectors=vectors)
+        self._declared = {**self._declared, name: vectors}
+        self._index_out_of_scope()
+        return added
 
     def remove_type(self, name: str) -> int:
         """Forget an agent type and all its examples; returns how many examples went."""
@@ -206,7 +245,10 @@ class SemanticRouter:
         self._mask = AgentNameMask(self._agent_types)
         self._stats = {t: s for t, s in self._stats.items() if t != name}
         self._load = {t: v for t, v in self._load.items() if t != name}
-        return self.index.remove_type(name)
+        removed = self.index.remove_type(name)
+        self._declared = {t: v for t, v in self._declared.items() if t != name}
+        self._index_out_of_scope()
+        return removed
 
     def update_signals(self, stats: Mapping[str, TypeStats] | None = None,
                        load: Mapping[str, float] | None = None) -> None:
@@ -215,3 +257,34 @@ class SemanticRouter:
             self._stats = dict(stats)
         if load is not None:
             self._load = dict(load)
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embedder.encode([self.routing_text(text) for text in texts])
+
+    @staticmethod
+    def _with_word_overlap(lexical: LexicalScorer, description: str,
+                           neighbours: Sequence[Neighbour], weight: float) -> list[Neighbour]:
+        """`neighbours` re-scored with their word overlap with `description`, best first."""
+        query = lexical.vector(description)
+        rescored = [dataclasses.replace(n, similarity=n.similarity
+                                        + weight * lexical.similarity(query, n.text))
+                    for n in neighbours]
+        return sorted(rescored, key=lambda n: n.similarity, reverse=True)
+
+    def _index_out_of_scope(self) -> None:
+        """Index the out-of-scope phrases no registered type claims (see `ml.out_of_scope`)."""
+        claiming = [vectors for name, vectors in self._declared.items()
+                    if name not in CURATED_FOR and len(vectors)]
+        keep = unclaimed([category for category, _ in self._out_of_scope],
+                         self._out_of_scope_vectors,
+                         np.vstack(claiming) if claiming else np.zeros((0, 1), np.float32))
+        kept = tuple(text for (_, text), stays in zip(self._out_of_scope, keep) if stays)
+        self._lexical = LexicalScorer(
+            [text for agent_class in self._agent_types.values()
+             for text in declared_texts(agent_class)] + list(kept), prepare=self.routing_text)
+        if kept == self._out_of_scope_kept:
+            return
+        self.index.remove_type(OUT_OF_SCOPE)
+        self.index.add(list(kept), OUT_OF_SCOPE, "declared",
+                       vectors=self._out_of_scope_vectors[keep])
+        self._out_of_scope_kept = kept

@@ -70,9 +70,10 @@ class TaskRequest:
 
 @dataclasses.dataclass(frozen=True)
 class Neighbour:
-    """A labelled routing example found near a task's description, with its cosine similarity.
-    `source` says where the example came from: `declared` by its agent type, `learned` from a
-    task that succeeded, or `feedback` from a user."""
+    """A labelled routing example found near a task's description, with its similarity (the
+    cosine of the embeddings plus the router's word-overlap bonus, see `ml.lexical`). `source`
+    says where the example came from: `declared` by its agent type, `learned` from a task that
+    succeeded, or `feedback` from a user."""
 
     text: str
     agent_type: str

@@ -3,6 +3,7 @@ in the state directory and used by the next run."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -52,3 +53,23 @@ def test_bad_files_are_clear_errors(state, capsys, tmp_path):
     bad.write_text("not json\n")
     assert main(["route", "--eval", str(bad)]) == 1
     assert "is not labelled JSON Lines" in capsys.readouterr().err
+
+
+def test_evaluation_reports_the_baselines_in_the_same_run(state, capsys):
+    fitted = run_json(capsys, "route", "--calibrate", str(DATA / "routing_dev.jsonl"))
+    centroid = fitted["baselines"]["nearest_centroid"]
+    report = run_json(capsys, "route", "--eval", str(DATA / "routing_holdout.jsonl"))
+    baseline = report["baselines"]["nearest_centroid"]
+    assert baseline["lines"] == report["lines"] and "accuracy" in report
+    assert baseline["policy"]["min_similarity"] == centroid["min_similarity"]
+    assert main(["route", "--eval", str(DATA / "routing_holdout.jsonl")]) == 0
+    assert "baselines, on the same encoder and texts:\nnearest_centroid:" in (
+        capsys.readouterr().out)
+
+
+def test_the_library_comparison_names_its_optional_extra(state, capsys):
+    if importlib.util.find_spec("semantic_router") is not None:
+        pytest.skip("the semantic-router library is installed")
+    assert main(["route", "--eval", str(DATA / "routing_dev.jsonl"),
+                 "--compare-semantic-router"]) == 1
+    assert "pip install 'ymera[compare]'" in capsys.readouterr().err

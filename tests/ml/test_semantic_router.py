@@ -19,11 +19,13 @@ import numpy as np
 import pytest
 
 from actors.agents import BUILTIN_AGENTS, Monitoring
+from ml.baseline import NearestCentroidRouter
 from ml.decision import Decision, RoutingPolicy, TypeStats, adjustment, decide
 from ml.embeddings import Embedder, embedder
 from ml.errors import NoConfidentRoute
 from ml.evaluation import LabelledLine, calibrate, evaluate, load_lines
 from ml.example_index import ExampleIndex, Neighbour
+from ml.out_of_scope import OUT_OF_SCOPE
 from ml.semantic_router import AgentNameMask, SemanticRouter, instruction_text
 from storage.errors import InvalidRequest
 from storage.messages import RouteDecision
@@ -211,6 +213,10 @@ def test_the_instruction_is_routed_not_the_pasted_data():
         'summarise: "text"'
     assert instruction_text("do the phone numbers match \\d{10}?") == \
         "do the phone numbers match \\d{10}?"
+    assert instruction_text('how similar is "reset my password" to "I forgot my login"?') == \
+        'how similar is "text" to "text"?'
+    assert instruction_text('is the "unit price" column a number?') == \
+        'is the "unit price" column a number?'
 
 
 def test_agent_names_used_as_names_are_masked():
@@ -229,8 +235,26 @@ def test_agent_names_used_as_names_are_masked():
 
 @pytest.mark.parametrize("description, agent_type", [
     ("what is 12 times 7", "calculator"),
+    ("square root of 1764", "calculator"),
+    ("average of 3, 9 and 12", "calculator"),
     ("sort these orders by date", "data_processor"),
+    ("sum the sales per region in this table", "data_processor"),
+    ("join the orders table with the customers table on customer_id", "data_processor"),
+    ("summarise this article in two sentences", "text_analysis"),
+    ("is the sentiment of this tweet positive or negative?", "text_analysis"),
+    ("extract the keywords from this blog post", "text_analysis"),
+    ("validate this JSON document against the schema", "validation"),
+    ("check that no row has an empty email column", "validation"),
+    ("check that every price is a positive number", "validation"),
+    ("train a classifier to predict churn from this customer table", "learning"),
+    ("cluster these customers into 3 segments with k-means", "learning"),
+    ("fit a regression model that predicts house prices", "learning"),
     ("how many tasks failed in the last hour", "monitoring"),
+    ("what is the p95 latency of each agent type?", "monitoring"),
+    ("how long is the task queue right now?", "monitoring"),
+    ("send a message to the learning agent that new data arrived", "communication"),
+    ("post the results to our webhook at https://hooks.example.com/x", "communication"),
+    ("notify the ops webhook that the nightly job failed", "communication"),
 ])
 async def test_clear_tasks_go_to_the_right_agent(router: SemanticRouter, description: str,
                                                  agent_type: str):
@@ -245,8 +269,10 @@ async def test_a_task_no_agent_does_is_not_routed(router: SemanticRouter):
         await router.decide("book me a flight to Paris", {}, None)
     details = caught.value.details
     assert "name an agent_type" in caught.value.message
-    assert 1 <= len(details["candidates"]) <= 3
-    assert details["similarity"] < details["min_similarity"] == router.policy.min_similarity
+    assert "no agent does" in caught.value.message and details["out_of_scope"] > 0.5
+    assert len(details["candidates"]) <= 3
+    assert details["min_similarity"] == router.policy.min_similarity
+    assert details["nearest"] and all(n["agent_type"] == OUT_OF_SCOPE for n in details["nearest"])
 
 
 async def test_a_requested_known_type_is_honoured(router: SemanticRouter):
@@ -373,7 +399,8 @@ def test_calibrate_finds_the_thresholds_that_decide_most_lines_right():
 
 
 def test_importing_the_router_loads_no_heavy_library():
-    code = ("import sys, ml.semantic_router, ml.evaluation, ml.decision, ml.example_index; "
+    code = ("import sys, ml.semantic_router, ml.evaluation, ml.decision, ml.example_index, "
+            "ml.baseline, ml.lexical, ml.out_of_scope; "
             "heavy = {'torch', 'sentence_transformers', 'transformers', 'faiss'} "
             "& set(sys.modules); assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
@@ -382,15 +409,23 @@ def test_importing_the_router_loads_no_heavy_library():
 # --- quality -------------------------------------------------------------------------------------
 
 
-def test_quality_on_held_out_descriptions(router: SemanticRouter):
-    """Thresholds fitted on the dev set; accuracy and out-of-scope recall measured on the
-    holdout set, which nothing here was tuned on."""
-    policy = calibrate(router, load_lines(DATA / "routing_dev.jsonl"))
-    report = evaluate(router, load_lines(DATA / "routing_holdout.jsonl"), policy)
+@pytest.mark.parametrize("holdout", ["routing_holdout.jsonl", "routing_holdout2.jsonl"])
+def test_quality_on_held_out_descriptions(router: SemanticRouter, holdout: str):
+    """Thresholds fitted on the dev set; accuracy and out-of-scope precision and recall measured
+    on holdout sets, which nothing here was tuned on, against the nearest-centroid baseline on
+    the same encoder, fitted the same way."""
+    dev, held_out = load_lines(DATA / "routing_dev.jsonl"), load_lines(DATA / holdout)
+    policy = calibrate(router, dev)
+    report = evaluate(router, held_out, policy)
+    baseline = NearestCentroidRouter(BUILTIN_AGENTS, router.embedder,
+                                     prepare=router.routing_text)
+    compared = evaluate(baseline, held_out, calibrate(baseline, dev))
 
-    assert report.accuracy >= 0.90, report.to_text()
-    assert report.oos_recall >= 0.70, report.to_text()
-    assert report.macro_f1 >= 0.85, report.to_text()
+    assert report.accuracy >= 0.93, report.to_text()
+    assert report.oos_recall >= 0.85 and report.oos_precision >= 0.90, report.to_text()
+    assert report.macro_f1 >= 0.90, report.to_text()
+    assert report.accuracy > compared.accuracy and report.macro_f1 > compared.macro_f1, \
+        compared.to_text()
     default = RoutingPolicy()
     assert abs(policy.min_similarity - default.min_similarity) <= 0.03 and \
         abs(policy.min_confidence - default.min_confidence) <= 0.05, (
