@@ -156,7 +156,7 @@ def measure(texts: int, repeats: int, cached_decisions: int, uncached_decisions:
     base, source = benchmark_texts(file, agent_types)
     started = time.perf_counter()
 
-    from ml.embeddings import MODEL_NAME, Embedder, load_model
+    from ml.embeddings import MODEL_NAME, Embedder, freeze_long_lived, load_model
     from ml.semantic_router import SemanticRouter
 
     model = load_model()  # first: it makes the model libraries offline before they load
@@ -165,6 +165,7 @@ def measure(texts: int, repeats: int, cached_decisions: int, uncached_decisions:
 
     embedder = Embedder(model)
     router = SemanticRouter(agent_types, embedder=embedder)
+    freeze_long_lived()  # as the router actor's process does once its model is loaded
     fresh = FreshTexts(base)
 
     router.decide_many(fresh.take(WARM_UP_TEXTS))

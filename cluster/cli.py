@@ -117,7 +117,12 @@ def cmd_get(args: argparse.Namespace) -> None:
         {"number": a.number, "replica": a.replica, "outcome": a.outcome.value,
          "started_at": a.started_at, "finished_at": a.finished_at,
          "error": a.error.to_json() if a.error else None} for a in attempts]}
-    lines = [_task_line(task)] + [
+    lines = [_task_line(task)]
+    if task.route:
+        route = task.route
+        lines.append(f"  route: {route.get('method', 'requested')}, "
+                     f"confidence {route.get('confidence', 1.0):.2f}; {route.get('reason', '')}")
+    lines += [
         f"  attempt {a.number} on {a.replica}: {a.outcome.value}"
         + (f" ({a.error.code}: {a.error.message})" if a.error else "") for a in attempts]
     _print(args, value, "\n".join(lines))
@@ -194,7 +199,7 @@ def cmd_route(args: argparse.Namespace) -> None:
         _print(args, {**report.to_json(),
                       "baselines": {name: b.to_json() for name, b in baselines.items()}},
                "\n".join(text))
-    elif args.description:
+    elif args.description is not None:
         decision = routing.route_one(state, modules, args.description)
         verdict = (f"route to {decision['agent_type']}" if decision["routed"]
                    else "no confident route")

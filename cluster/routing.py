@@ -104,6 +104,9 @@ def labelled_lines(path: str) -> list[Any]:
 
 
 def route_one(state_dir: Path, agent_modules: list[str], description: str) -> dict[str, Any]:
+    from ml.router import check_description
+
+    check_description(description)
     (decision,) = router(state_dir, agent_modules).decide_many([description])
     return decision.to_json()
 

@@ -61,6 +61,4 @@ class LexicalScorer:
             other = self.vector(example)
             if len(self._examples) < REMEMBERED:
                 self._examples[example] = other
-        if len(other) < len(query):
-            query, other = other, query
-        return sum(weight * other.get(word, 0.0) for word, weight in query.items())
+        return sum(query[word] * other[word] for word in query.keys() & other.keys())

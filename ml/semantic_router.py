@@ -28,7 +28,6 @@ Its state lives in this process; persisting learned examples is the caller's bus
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import re
 from collections.abc import Collection, Mapping, Sequence
@@ -203,7 +202,7 @@ class SemanticRouter:
                     for neighbours in self.index.search(vectors, k)]
         lexical = self._lexical
         return [decide(self._with_word_overlap(lexical, description, neighbours,
-                                               policy.lexical_weight)[:k], stats, load, policy)
+                                               policy.lexical_weight, k), stats, load, policy)
                 for description, neighbours in zip(
                     descriptions, self.index.search(vectors, max(k, LEXICAL_CANDIDATES)))]
 
@@ -263,13 +262,14 @@ class SemanticRouter:
 
     @staticmethod
     def _with_word_overlap(lexical: LexicalScorer, description: str,
-                           neighbours: Sequence[Neighbour], weight: float) -> list[Neighbour]:
-        """`neighbours` re-scored with their word overlap with `description`, best first."""
+                           neighbours: Sequence[Neighbour], weight: float,
+                           k: int) -> list[Neighbour]:
+        """The `k` best of `neighbours` re-scored with their word overlap with `description`,
+        best first."""
         query = lexical.vector(description)
-        rescored = [dataclasses.replace(n, similarity=n.similarity
-                                        + weight * lexical.similarity(query, n.text))
-                    for n in neighbours]
-        return sorted(rescored, key=lambda n: n.similarity, reverse=True)
+        scored = sorted(((n.similarity + weight * lexical.similarity(query, n.text), n)
+                         for n in neighbours), key=lambda pair: pair[0], reverse=True)[:k]
+        return [Neighbour(n.text, n.agent_type, score, n.source) for score, n in scored]
 
     def _index_out_of_scope(self) -> None:
         """Index the out-of-scope phrases no registered type claims (see `ml.out_of_scope`)."""

@@ -82,6 +82,24 @@ def test_errors_are_clear_and_exit_non_zero(running, env):
     assert bad_setting.returncode == 2 and "queue_max" in bad_setting.stderr
 
 
+def test_a_task_without_a_type_is_routed_and_feedback_teaches_the_router(running, env):
+    routed = json.loads(ymera(env, "submit", "what is 2^10 + 5", "--wait", "--json").stdout)
+    assert routed["agent_type"] == "calculator" and routed["route"]["method"] == "semantic"
+    assert "route: semantic" in ymera(env, "get", routed["id"]).stdout
+
+    refused = json.loads(ymera(env, "submit", "book me a flight to Lisbon", "--wait",
+                               "--json").stdout)
+    assert refused["status"] == "failed" and refused["error"]["code"] == "no_confident_route"
+    taught = ymera(env, "feedback", refused["id"], "communication")
+    assert "go to communication" in taught.stdout
+    state = json.loads(ymera(env, "router", "--json").stdout)
+    assert state["enabled"] and state["examples"]["communication"]["feedback"] == 1
+    again = json.loads(ymera(env, "submit", "book me a flight to Lisbon", "--payload",
+                             '{"to_agent": "learning", "message": "hi"}', "--wait",
+                             "--json").stdout)
+    assert again["agent_type"] == "communication" and again["status"] == "succeeded"
+
+
 def test_status_reports_pools_at_strength(running, env):
     status = json.loads(ymera(env, "status", "--json").stdout)
     pools = {p["agent_type"]: p for p in status["pools"]}

@@ -73,3 +73,10 @@ def test_the_library_comparison_names_its_optional_extra(state, capsys):
     assert main(["route", "--eval", str(DATA / "routing_dev.jsonl"),
                  "--compare-semantic-router"]) == 1
     assert "pip install 'ymera[compare]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("description, message", [
+    ("", "non-empty"), ("   ", "non-empty"), ("x" * 10_001, "10001 characters; the limit is")])
+def test_route_refuses_an_empty_or_huge_description(state, capsys, description, message):
+    assert main(["route", description]) == 1
+    assert message in capsys.readouterr().err
