@@ -9,6 +9,7 @@ reports `ActorUnavailableError`, "may or may not have executed"; both cost the a
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import ray
@@ -94,7 +95,8 @@ class RayBackend:
             options["memory"] = resources.memory_mb * 1024 * 1024
         if resources.custom:
             options["resources"] = dict(resources.custom)
-        return _replica_actor().options(**options).remote(agent_class, context, max_payload_bytes)
+        return _actor_class(AgentReplica).options(**options).remote(
+            agent_class, context, max_payload_bytes)
 
     def start_router(self, agent_types: dict[str, type[Agent]], config: RouterConfig,
                      database_url: str) -> Any:
@@ -113,7 +115,10 @@ class RayBackend:
         }
         if database_url.startswith("sqlite"):
             options["resources"] = dict(HEAD_NODE)
-        return _router_actor().options(**options).remote(agent_types, config, database_url)
+        from ml.router_service import RouterService  # torch and faiss stay out of this process
+
+        return _actor_class(RouterService).options(**options).remote(
+            agent_types, config, database_url)
 
     def find_actors(self, prefix: str) -> dict[str, Any]:
         """Live named actors of this namespace whose names start with `prefix`."""
@@ -137,23 +142,7 @@ class RayBackend:
             pass
 
 
-_REPLICA_ACTOR = None
-
-
-def _replica_actor():
-    global _REPLICA_ACTOR
-    if _REPLICA_ACTOR is None:
-        _REPLICA_ACTOR = ray.remote(AgentReplica)
-    return _REPLICA_ACTOR
-
-
-_ROUTER_ACTOR = None
-
-
-def _router_actor():
-    global _ROUTER_ACTOR
-    if _ROUTER_ACTOR is None:
-        from ml.router_service import RouterService
-
-        _ROUTER_ACTOR = ray.remote(RouterService)
-    return _ROUTER_ACTOR
+@functools.cache
+def _actor_class(plain_class: type) -> Any:
+    """`plain_class` as a Ray actor class, made once per process."""
+    return ray.remote(plain_class)

@@ -14,7 +14,7 @@ import pytest
 from actors.agents import BUILTIN_AGENTS
 from ml.baseline import NearestCentroidRouter, SemanticRouterLibrary, scored_decision
 from ml.decision import RoutingPolicy
-from ml.embeddings import Embedder, embedder
+from ml.embeddings import Embedder
 from ml.evaluation import LabelledLine, calibrate, evaluate
 from ml.semantic_router import SemanticRouter
 from storage.errors import InvalidRequest
@@ -85,11 +85,6 @@ def test_evaluation_and_calibration_work_on_the_baseline():
 
 
 # --- with the real model -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def shared() -> Embedder:
-    return embedder()
 
 
 @pytest.mark.parametrize("description, agent_type", [

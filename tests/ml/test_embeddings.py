@@ -24,12 +24,6 @@ from storage.errors import YmeraError
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def shared() -> Embedder:
-    """The process-wide embedder; the model loads once for the whole module."""
-    return embedder()
-
-
 class CountingModel:
     """The real model, recording which texts reach it and with which batch size."""
 

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from actors.agents import BUILTIN_AGENTS
-from ml.embeddings import Embedder, embedder
+from ml.embeddings import Embedder
 from ml.lexical import LexicalScorer, words
 from ml.semantic_router import SemanticRouter
 
@@ -42,11 +42,6 @@ def test_unknown_words_count_for_nothing_and_texts_are_prepared_first():
     assert scorer.vector("penguins flamingos") == {}
     assert scorer.similarity(scorer.vector("order by price"), "sort by price") == \
         pytest.approx(1.0)
-
-
-@pytest.fixture(scope="module")
-def shared() -> Embedder:
-    return embedder()
 
 
 def test_word_overlap_adds_to_the_cosine_and_can_be_switched_off(shared: Embedder):

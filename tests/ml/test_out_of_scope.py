@@ -13,7 +13,7 @@ from actors.agent import Agent
 from actors.agents import BUILTIN_AGENTS
 from actors.registry import AGENT_NAME
 from ml.decision import Decision, RoutingPolicy, decide
-from ml.embeddings import Embedder, embedder
+from ml.embeddings import Embedder
 from ml.evaluation import LabelledLine, calibrate
 from ml.example_index import Neighbour
 from ml.out_of_scope import (CATEGORIES, CLAIMED_SIMILARITY, CURATED_FOR, OUT_OF_SCOPE, phrases,
@@ -111,16 +111,6 @@ def test_a_claim_on_one_phrase_takes_its_whole_category():
 
 
 # --- with the real model -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def shared() -> Embedder:
-    return embedder()
-
-
-@pytest.fixture(scope="module")
-def router(shared: Embedder) -> SemanticRouter:
-    return SemanticRouter(BUILTIN_AGENTS, shared)
 
 
 class Translator(Agent):

@@ -21,7 +21,7 @@ import pytest
 from actors.agents import BUILTIN_AGENTS, Monitoring
 from ml.baseline import NearestCentroidRouter
 from ml.decision import Decision, RoutingPolicy, TypeStats, adjustment, decide
-from ml.embeddings import Embedder, embedder
+from ml.embeddings import Embedder
 from ml.errors import NoConfidentRoute
 from ml.evaluation import LabelledLine, calibrate, evaluate, load_lines
 from ml.example_index import ExampleIndex, Neighbour
@@ -32,17 +32,6 @@ from storage.messages import RouteDecision
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
-
-
-@pytest.fixture(scope="module")
-def shared() -> Embedder:
-    return embedder()
-
-
-@pytest.fixture(scope="module")
-def router(shared: Embedder) -> SemanticRouter:
-    """The built-in agents' router with the default (fitted) policy; never mutated."""
-    return SemanticRouter(BUILTIN_AGENTS, shared)
 
 
 @pytest.fixture
