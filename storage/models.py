@@ -1,5 +1,6 @@
 """SQLAlchemy models of what the platform keeps: tasks, their attempts, their event log, the
-messages waiting in agents' inboxes, and the routing examples the router learned.
+messages waiting in agents' inboxes, the routing examples the router learned, and the HTTP API's
+users, API keys, refresh tokens and audit log.
 
 Table names live here and nowhere else. The schema is created and changed only by the Alembic
 migrations in `storage/migrations`; these models must match the latest migration (a test checks).
@@ -10,7 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, false,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -19,6 +22,10 @@ TASK_ATTEMPTS = "task_attempts"
 TASK_EVENTS = "task_events"
 AGENT_MESSAGES = "agent_messages"
 ROUTING_EXAMPLES = "routing_examples"
+USERS = "users"
+API_KEYS = "api_keys"
+REFRESH_TOKENS = "refresh_tokens"
+AUDIT_EVENTS = "audit_events"
 
 JsonColumn = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 EventId = BigInteger().with_variant(Integer(), "sqlite")
@@ -120,8 +127,76 @@ class RoutingExampleRow(Base):
     )
 
 
+class UserRow(Base):
+    __tablename__ = USERS
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    username: Mapped[str] = mapped_column(String(64))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        Index("ix_users_username", "username", unique=True),
+        Index("ix_users_tenant", "tenant"),
+    )
+
+
+class ApiKeyRow(Base):
+    __tablename__ = API_KEYS
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(String(128))
+    created_by: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_used_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    __table_args__ = (Index("ix_api_keys_tenant", "tenant"),)
+
+
+class RefreshTokenRow(Base):
+    __tablename__ = REFRESH_TOKENS
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(32))
+    issued_at: Mapped[datetime] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    replaced_by: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_refresh_tokens_user_id", "user_id"),)
+
+
+class AuditEventRow(Base):
+    __tablename__ = AUDIT_EVENTS
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(Timestamp)
+    tenant: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str | None] = mapped_column(String(200))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    client: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[Any | None] = mapped_column(JsonColumn)
+
+    __table_args__ = (Index("ix_audit_events_tenant_id", "tenant", "id"),)
+
+
 tasks_table = TaskRow.__table__
 attempts_table = AttemptRow.__table__
 events_table = EventRow.__table__
 messages_table = MessageRow.__table__
 routing_examples_table = RoutingExampleRow.__table__
+users_table = UserRow.__table__
+api_keys_table = ApiKeyRow.__table__
+refresh_tokens_table = RefreshTokenRow.__table__
+audit_events_table = AuditEventRow.__table__

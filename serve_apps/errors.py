@@ -1,0 +1,42 @@
+"""Errors of the HTTP API layer: who may call, how often, and with how much.
+
+    YmeraError (storage.errors)
+    ├── Unauthenticated    no credentials, or credentials that do not verify       → 401
+    ├── Forbidden          the caller is known but its role lacks the permission    → 403
+    ├── RateLimited        the caller sent too many requests: retry after a while   → 429
+    └── PayloadTooLarge    the request body is larger than the API accepts          → 413
+
+Every error's message is safe to show to the caller: it names the rule that failed, never a
+secret, token or password. Statuses are assigned in one place, `serve_apps.http_errors`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from storage.errors import YmeraError
+
+
+class Unauthenticated(YmeraError):
+    code = "unauthenticated"
+
+
+class Forbidden(YmeraError):
+    code = "forbidden"
+
+
+class RateLimited(YmeraError):
+    """Too many requests from one caller; `retry_after_s` says when the next one may succeed."""
+
+    code = "rate_limited"
+
+    def __init__(
+        self, message: str, details: dict[str, Any] | None = None, retry_after_s: float = 1.0
+    ) -> None:
+        super().__init__(message, details)
+        self.args = (message, details, retry_after_s)
+        self.retry_after_s = retry_after_s
+
+
+class PayloadTooLarge(YmeraError):
+    code = "payload_too_large"

@@ -1,0 +1,92 @@
+"""Password hashing for the HTTP API's users: argon2id, a minimum policy, no user enumeration.
+
+Guarantees:
+- Hashes are argon2id with the RFC 9106 "low memory" profile (64 MiB, 3 passes, 4 lanes,
+  16-byte salt); the parameters live in the hash, so older hashes keep verifying after the
+  profile changes, and `needs_rehash` tells the login path when to upgrade one.
+- A new password is refused with `InvalidRequest` naming the rule it breaks: at least
+  `MIN_LENGTH` and at most `MAX_LENGTH` characters (NIST SP 800-63B favours length over
+  composition rules). Passwords are NFKC-normalised before hashing and verifying, so the same
+  password typed on different keyboards or input methods verifies.
+- `verify_password(None, plain)` (no such user) does the same argon2 work against a dummy hash
+  and returns False, so response time does not reveal whether a username exists.
+- Nothing here logs or echoes a password or a hash.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+import unicodedata
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from argon2.profiles import RFC_9106_LOW_MEMORY
+
+from storage.errors import InvalidRequest
+
+MIN_LENGTH = 12
+MAX_LENGTH = 1024
+
+_HASHER = PasswordHasher.from_parameters(RFC_9106_LOW_MEMORY)
+
+
+def check_password_policy(plain: object) -> str:
+    """`plain` normalised (NFKC) if it meets the policy; `InvalidRequest` naming the rule if not."""
+    if not isinstance(plain, str):
+        raise InvalidRequest("password must be a string", {"rule": "type"})
+    normalised = unicodedata.normalize("NFKC", plain)
+    if len(normalised) < MIN_LENGTH:
+        raise InvalidRequest(f"password must be at least {MIN_LENGTH} characters",
+                             {"rule": "min_length", "min_length": MIN_LENGTH})
+    if len(normalised) > MAX_LENGTH:
+        raise InvalidRequest(f"password must be at most {MAX_LENGTH} characters",
+                             {"rule": "max_length", "max_length": MAX_LENGTH})
+    return normalised
+
+
+def hash_password(plain: str) -> str:
+    """An argon2id hash of `plain` (a fresh random salt each call), after the policy check."""
+    return _HASHER.hash(check_password_policy(plain))
+
+
+def verify_password(password_hash: str | None, plain: str) -> bool:
+    """Whether `plain` matches `password_hash`; False (never an exception) for any mismatch.
+
+    `password_hash=None` means "no such user": the same work is done against a dummy hash, so
+    an unknown user and a wrong password cost the same time. A malformed stored hash and a
+    password outside the policy's length bounds also verify as False.
+    """
+    candidate = unicodedata.normalize("NFKC", plain) if isinstance(plain, str) else ""
+    usable = password_hash is not None and MIN_LENGTH <= len(candidate) <= MAX_LENGTH
+    if not usable:
+        _burn(candidate[:MAX_LENGTH])
+        return False
+    try:
+        return _HASHER.verify(password_hash, candidate)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    """Whether `password_hash` was made with other parameters than today's: rehash on next login."""
+    try:
+        return _HASHER.check_needs_rehash(password_hash)
+    except InvalidHashError:
+        return True
+
+
+def _burn(candidate: str) -> None:
+    try:
+        _HASHER.verify(_dummy_hash(), candidate)
+    except VerificationError:
+        pass
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of a random password nobody knows, made on first use with today's parameters.
+
+    The one call that makes it costs a second hash; every later unknown-user check costs one.
+    """
+    return _HASHER.hash(secrets.token_urlsafe(32))

@@ -1,0 +1,97 @@
+"""Who may do what: four roles, an explicit permission table, and the caller as a `Principal`.
+
+    role        may
+    viewer      read tasks and agents, ask the router where a task would go
+    submitter   viewer + submit, cancel and give feedback on tasks
+    operator    submitter + requeue dead tasks, read the dead-letter list, scale agent
+                pools, read the audit log
+    admin       everything, including API keys and users
+
+`ROLE_PERMISSIONS` is the whole truth: each role's permissions are spelled out, not derived,
+so the table reads the same here, in the README and in an audit. Every check is deny-by-default:
+an unknown role has no permissions and `require` refuses it with `Forbidden`. Naming a
+permission that does not exist is a programming error (`ValueError`), never a silent denial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Final
+
+from serve_apps.errors import Forbidden
+
+ROLES: Final = ("admin", "operator", "submitter", "viewer")
+
+ALL_PERMISSIONS: Final = frozenset({
+    "tasks:submit", "tasks:read", "tasks:cancel", "tasks:feedback", "tasks:requeue",
+    "dead:read", "agents:read", "agents:scale", "route:query",
+    "keys:manage", "users:manage", "audit:read",
+})
+
+ROLE_PERMISSIONS: Final[dict[str, frozenset[str]]] = {
+    "viewer": frozenset({
+        "tasks:read", "agents:read", "route:query",
+    }),
+    "submitter": frozenset({
+        "tasks:read", "agents:read", "route:query",
+        "tasks:submit", "tasks:cancel", "tasks:feedback",
+    }),
+    "operator": frozenset({
+        "tasks:read", "agents:read", "route:query",
+        "tasks:submit", "tasks:cancel", "tasks:feedback",
+        "tasks:requeue", "dead:read", "agents:scale", "audit:read",
+    }),
+    "admin": frozenset({
+        "tasks:read", "agents:read", "route:query",
+        "tasks:submit", "tasks:cancel", "tasks:feedback",
+        "tasks:requeue", "dead:read", "agents:scale", "audit:read",
+        "keys:manage", "users:manage",
+    }),
+}
+
+
+def permissions_of(role: str) -> frozenset[str]:
+    """The permissions `role` grants; `Forbidden` for a role that does not exist."""
+    try:
+        return ROLE_PERMISSIONS[role]
+    except (KeyError, TypeError):
+        raise Forbidden(f"unknown role {role!r}", {"role": role}) from None
+
+
+def allows(role: str, permission: str) -> bool:
+    """Whether `role` grants `permission`; False for an unknown role."""
+    _check_permission_name(permission)
+    if not isinstance(role, str):
+        return False
+    return permission in ROLE_PERMISSIONS.get(role, frozenset())
+
+
+def require(role: str, permission: str) -> None:
+    """Nothing if `role` grants `permission`; `Forbidden` naming both if it does not."""
+    _check_permission_name(permission)
+    if permission not in permissions_of(role):
+        raise Forbidden(f"role {role!r} lacks permission {permission!r}",
+                        {"role": role, "permission": permission})
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: its tenant, its role, and who it is ("user:<id>" or "key:<id>")."""
+
+    tenant: str
+    role: str
+    subject: str
+
+    def can(self, permission: str) -> bool:
+        """Whether this caller's role grants `permission` (False for an unknown role)."""
+        return allows(self.role, permission)
+
+    def require(self, permission: str) -> None:
+        """Nothing if this caller may use `permission`; `Forbidden` naming it and the role."""
+        require(self.role, permission)
+
+
+def _check_permission_name(permission: str) -> None:
+    if permission not in ALL_PERMISSIONS:
+        known = ", ".join(sorted(ALL_PERMISSIONS))
+        raise ValueError(f"no such permission {permission!r}; one of: {known}")

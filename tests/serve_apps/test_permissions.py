@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import pytest
+
+from serve_apps.errors import Forbidden
+from serve_apps.permissions import (
+    ALL_PERMISSIONS, ROLE_PERMISSIONS, ROLES, Principal, allows, permissions_of, require)
+
+# The table as the API's contract states it, written out independently of the module.
+READS = {"tasks:read", "agents:read", "route:query"}
+SUBMITS = {"tasks:submit", "tasks:cancel", "tasks:feedback"}
+OPERATES = {"tasks:requeue", "dead:read", "agents:scale", "audit:read"}
+ADMINISTERS = {"keys:manage", "users:manage"}
+EXPECTED = {
+    "viewer": READS,
+    "submitter": READS | SUBMITS,
+    "operator": READS | SUBMITS | OPERATES,
+    "admin": READS | SUBMITS | OPERATES | ADMINISTERS,
+}
+TABLE = [(role, permission, permission in EXPECTED[role])
+         for role, permission in itertools.product(sorted(EXPECTED), sorted(ALL_PERMISSIONS))]
+
+
+def test_the_table_names_every_role_and_permission() -> None:
+    assert set(ROLES) == set(ROLE_PERMISSIONS) == set(EXPECTED)
+    assert ALL_PERMISSIONS == EXPECTED["admin"] and len(ALL_PERMISSIONS) == 12
+    assert set().union(*ROLE_PERMISSIONS.values()) == ALL_PERMISSIONS
+
+
+def test_each_role_includes_the_one_below() -> None:
+    order = ["viewer", "submitter", "operator", "admin"]
+    for lower, higher in itertools.pairwise(order):
+        assert permissions_of(lower) < permissions_of(higher)
+
+
+@pytest.mark.parametrize(("role", "permission", "allowed"), TABLE)
+def test_the_permission_table(role: str, permission: str, allowed: bool) -> None:
+    principal = Principal(tenant="acme", role=role, subject="user:1")
+    assert allows(role, permission) is allowed and principal.can(permission) is allowed
+    if allowed:
+        require(role, permission)
+        principal.require(permission)
+        return
+    with pytest.raises(Forbidden) as caught:
+        require(role, permission)
+    assert permission in caught.value.message and role in caught.value.message
+    assert caught.value.details == {"role": role, "permission": permission}
+
+
+@pytest.mark.parametrize("role", ["root", "", "Admin", None])
+def test_an_unknown_role_may_do_nothing(role: str) -> None:
+    with pytest.raises(Forbidden):
+        permissions_of(role)
+    with pytest.raises(Forbidden):
+        require(role, "tasks:read")
+    assert not Principal(tenant="acme", role=role, subject="key:1").can("tasks:read")
+
+
+@pytest.mark.parametrize("permission", ["tasks:sbumit", "tasks", "*", ""])
+def test_naming_a_permission_that_does_not_exist_is_a_bug(permission: str) -> None:
+    with pytest.raises(ValueError):
+        require("admin", permission)
+    with pytest.raises(ValueError):
+        Principal(tenant="acme", role="admin", subject="user:1").can(permission)
+
+
+def test_a_principal_is_frozen() -> None:
+    principal = Principal(tenant="acme", role="viewer", subject="key:0f")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        principal.role = "admin"  # type: ignore[misc]
