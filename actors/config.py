@@ -41,6 +41,7 @@ class OrchestratorConfig:
     write_batch_max: int = 2000
     agent_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     router: RouterConfig = RouterConfig()
+    redis_url: str | None = None  # committed task events are published there (API streams)
 
     def pool(self, agent_type: str) -> PoolConfig:
         return self.pools.get(agent_type, PoolConfig())

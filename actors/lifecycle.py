@@ -9,8 +9,10 @@ update and event together; terminal transitions wait for the commit before wakin
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 from actors.config import OrchestratorConfig
@@ -22,6 +24,7 @@ from storage.messages import (
     RouteMethod,
     Task,
     TaskError,
+    TaskEvent,
     TaskRequest,
     TaskStatus,
     new_task_id,
@@ -48,12 +51,13 @@ class LiveTask:
     cancel_requested: bool = False
     learnable: bool = False  # routed semantically: its success may teach the router
     route_confidence: float = 0.0
+    tenant: str = "default"
     done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     @classmethod
     def from_task(cls, task: Task) -> LiveTask:
         live = cls(task.id, task.agent_type, task.description, task.payload, task.priority,
-                   task.attempts, task.max_attempts, task.timeout_s)
+                   task.attempts, task.max_attempts, task.timeout_s, tenant=task.tenant)
         route = task.route or {}
         live.learnable = route.get("method") == RouteMethod.SEMANTIC.value
         live.route_confidence = float(route.get("confidence") or 0.0)
@@ -65,14 +69,32 @@ def _event(task_id: str, kind: str, at, attempt: int | None = None,
     return {"task_id": task_id, "kind": kind, "at": at, "attempt": attempt, "data": data}
 
 
+RECENT_TENANTS = 100_000
+
+
 class Lifecycle:
-    def __init__(self, store: TaskStore, config: OrchestratorConfig) -> None:
+    """`on_commit` receives the events of every committed write (see `StoreWriter`)."""
+
+    def __init__(self, store: TaskStore, config: OrchestratorConfig,
+                 on_commit: Callable[[list[TaskEvent]], None] | None = None) -> None:
         self.store = store
         self.config = config
-        self.writer = StoreWriter(store, config.write_batch_max)
+        self.writer = StoreWriter(store, config.write_batch_max, on_commit)
         self.writer.start()
         self.live: dict[str, LiveTask] = {}
         self.queued_count = 0
+        self._recent_tenants: collections.OrderedDict[str, str] = collections.OrderedDict()
+
+    def tenant_of(self, task_id: str) -> str | None:
+        """Whose task this is, for tasks live or recently seen here; None otherwise."""
+        live = self.live.get(task_id)
+        return live.tenant if live is not None else self._recent_tenants.get(task_id)
+
+    def _remember_tenant(self, task_id: str, tenant: str) -> None:
+        self._recent_tenants[task_id] = tenant
+        self._recent_tenants.move_to_end(task_id)
+        while len(self._recent_tenants) > RECENT_TENANTS:
+            self._recent_tenants.popitem(last=False)
 
     def _set_status(self, live: LiveTask, status: TaskStatus) -> None:
         if live.status is TaskStatus.QUEUED:
@@ -83,6 +105,7 @@ class Lifecycle:
 
     def _track(self, live: LiveTask) -> None:
         self.live[live.id] = live
+        self._remember_tenant(live.id, live.tenant)
         if live.status is TaskStatus.QUEUED:
             self.queued_count += 1
 
@@ -157,7 +180,10 @@ class Lifecycle:
             batch.events.append(_event(task_id, "queued", now, None, {"agent_type": agent_type}))
             created.append(LiveTask(task_id, agent_type, request.description,
                                     request.payload, request.priority, 0,
-                                    request.max_attempts or 1, request.timeout_s or 1.0))
+                                    request.max_attempts or 1, request.timeout_s or 1.0,
+                                    tenant=request.tenant))
+        for live in created:
+            self._remember_tenant(live.id, live.tenant)  # its events publish once committed
         await self.writer.write(batch)
         for live in created:
             self._track(live)
@@ -188,6 +214,7 @@ class Lifecycle:
 
     async def feedback_recorded(self, task: Task, outcome: dict[str, Any]) -> None:
         """Note on the task's event log that a user said where it should have gone."""
+        self._remember_tenant(task.id, task.tenant)
         await self.writer.write(WriteBatch(events=[_event(
             task.id, "feedback", utcnow(), None, {"routed_to": task.agent_type, **outcome})]))
 
@@ -284,6 +311,7 @@ class Lifecycle:
         now = utcnow()
         live = LiveTask.from_task(task)
         live.max_attempts = task.attempts + self.config.retry.max_attempts
+        self._remember_tenant(task.id, task.tenant)
         await self.writer.write(WriteBatch(
             task_updates=[{"id": task.id, "fence_attempt": task.attempts,
                            "status": TaskStatus.QUEUED.value, "max_attempts": live.max_attempts,

@@ -11,6 +11,8 @@ Fault-tolerance contract
   router actor (Ray restarts it; it rebuilds its index from storage).
 - Routing: a task that names no agent type is committed first, then routed (`RoutingStage`);
   a router failure delays its decision, never loses the task.
+- Publishing: with Redis configured, every committed event is published for live readers
+  (`EventPublisher`), best effort: storage stays the record readers resume from.
 - Fencing: an outcome is recorded only for the task's current attempt number, so a late result
   of an older attempt never overwrites a newer one. Execution is at-least-once; the recorded
   outcome is exactly-once.
@@ -45,7 +47,7 @@ from actors.routing_stage import MAX_DECISION_ERRORS, RouterClient, RoutingStage
 from actors.task_queue import TaskQueue
 from actors.validation import validate_request
 from ml.errors import NoConfidentRoute
-from ml.router import requested_route
+from ml.router import check_description, requested_route
 from storage.errors import Conflict, InvalidRequest, NotFound, StorageError
 from storage.messages import (
     AgentResult,
@@ -109,6 +111,7 @@ class Orchestrator:
         self._pending_keys: dict[tuple[str, str], asyncio.Future] = {}
         self._reserved = 0
         self._inbox_store: Any = None
+        self.publisher: Any = None
         self._background: set[asyncio.Task] = set()
         self._spawn(self._start(), "startup")
 
@@ -122,7 +125,16 @@ class Orchestrator:
 
     async def _start(self) -> None:
         store = await self._open_store()
-        self.lifecycle = Lifecycle(store, self.config)
+        on_commit = None
+        if self.config.redis_url:
+            from actors.event_publisher import EventPublisher
+            from storage.event_bus import RedisEventBus
+
+            self.publisher = EventPublisher(RedisEventBus(self.config.redis_url),
+                                            self.config.namespace, self._tenant_of)
+            on_commit = self.publisher.committed
+            self._spawn(self.publisher.run(), "event-publisher")
+        self.lifecycle = Lifecycle(store, self.config, on_commit)
         self.pools.attach()
         requeued = await self.lifecycle.reconcile(self.agent_types)
         for live in requeued:
@@ -146,6 +158,9 @@ class Orchestrator:
                 self._start_error = exc
                 log.error("cannot open storage (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
+
+    def _tenant_of(self, task_id: str) -> str | None:
+        return self.lifecycle.tenant_of(task_id) if self.lifecycle is not None else None
 
     async def _wait_ready(self) -> Lifecycle:
         if not self._ready.is_set():
@@ -578,6 +593,16 @@ class Orchestrator:
         await lifecycle.feedback_recorded(task, outcome)
         return outcome
 
+    async def route(self, description: str) -> RouteDecision:
+        """Which agent type would take `description` now, and why; nothing is stored or run.
+        A decision with `routed` false is "no confident route"."""
+        await self._wait_ready()
+        if self.routing is None:
+            raise Conflict("routing is switched off (YMERA_ROUTER_ENABLED=false)")
+        check_description(description)
+        (decision,) = await self._ask_router("decide_many", [description], self._load())
+        return decision
+
     async def router_state(self) -> dict[str, Any]:
         """What the router knows (examples per type and source, policy, statistics) and how
         its line of waiting tasks stands."""
@@ -611,6 +636,8 @@ class Orchestrator:
                 pass
         running = sum(1 for t in lifecycle.live.values() if t.status is TaskStatus.RUNNING)
         await lifecycle.writer.stop()
+        if self.publisher is not None:
+            await self.publisher.close()
         return {"running": running, "queued_left": lifecycle.queued_count}
 
     async def stop_pools(self) -> int:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from storage.errors import StorageError
+from storage.messages import TaskEvent
 from storage.task_store import TaskStore, WriteBatch
 
 log = logging.getLogger(__name__)
@@ -21,9 +23,14 @@ RETRY_DELAYS_S = (0.05, 0.2, 1.0, 2.0, 5.0)
 
 
 class StoreWriter:
-    def __init__(self, store: TaskStore, max_batch: int) -> None:
+    """`on_commit`, when given, receives the events of each committed flush (with their ids),
+    in commit order, before anyone waiting on those writes is woken."""
+
+    def __init__(self, store: TaskStore, max_batch: int,
+                 on_commit: Callable[[list[TaskEvent]], None] | None = None) -> None:
         self.store = store
         self.max_batch = max_batch
+        self.on_commit = on_commit
         self._staged: list[tuple[WriteBatch, asyncio.Future]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -70,7 +77,7 @@ class StoreWriter:
                 for batch, _ in entries:
                     merged.extend(batch)
                 try:
-                    await self.store.apply(merged)
+                    events = await self.store.apply(merged, events=self.on_commit is not None)
                 except StorageError as exc:
                     failures += 1
                     self._fail_submissions(entries, exc)
@@ -81,6 +88,11 @@ class StoreWriter:
                 failures = 0
                 self.flushes += 1
                 del self._staged[:taken]
+                if self.on_commit is not None and events:
+                    try:
+                        self.on_commit(events)
+                    except Exception:
+                        log.exception("publishing %d committed events failed", len(events))
                 for _, future in entries:
                     if not future.done():
                         future.set_result(None)

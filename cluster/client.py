@@ -129,6 +129,10 @@ class Client:
         {"agent_type", "added", "replaced"}."""
         return self._call("feedback", task_id, agent_type)
 
+    def route(self, description: str) -> Any:
+        """The `RouteDecision` the router would make for `description` (nothing is run)."""
+        return self._call("route", description)
+
     def router_state(self) -> dict[str, Any]:
         """The router's examples per type and source, policy, statistics and waiting tasks."""
         return self._call("router_state")

@@ -116,6 +116,7 @@ class Settings(BaseSettings):
             max_payload_bytes=self.max_payload_bytes,
             agent_settings=self.agent_settings(),
             router=self.router_config(),
+            redis_url=self.redis_url,
         )
 
     def router_config(self) -> RouterConfig:

@@ -126,17 +126,19 @@ class TaskStore(EngineStore):
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    async def apply(self, batch: WriteBatch) -> None:
-        """Commit every write in `batch` in one transaction, or none of them."""
+    async def apply(self, batch: WriteBatch, events: bool = False) -> list[TaskEvent]:
+        """Commit every write in `batch` in one transaction, or none of them. With `events`,
+        return the events written, with the ids storage gave them, in order (else [])."""
         if not len(batch):
-            return
+            return []
         try:
             async with self.engine.begin() as connection:
-                await self._apply(connection, batch)
+                return await self._apply(connection, batch, events)
         except SQLAlchemyError as exc:
             raise StorageError(f"writing {len(batch)} records failed: {exc}") from exc
 
-    async def _apply(self, connection: AsyncConnection, batch: WriteBatch) -> None:
+    async def _apply(self, connection: AsyncConnection, batch: WriteBatch,
+                     want_events: bool) -> list[TaskEvent]:
         for run in _grouped_by_keys(batch.new_tasks):
             await connection.execute(insert(tasks_table), run)
         for run in _grouped_by_keys(batch.new_attempts):
@@ -156,8 +158,18 @@ class TaskStore(EngineStore):
             rows = [{**{k: r[k] for k in keys}, "b_task_id": r["task_id"], "b_number": r["number"]}
                     for r in run]
             await connection.execute(statement, rows)
+        written: list[TaskEvent] = []
         for run in _grouped_by_keys(batch.events):
-            await connection.execute(insert(events_table), run)
+            if not want_events:
+                await connection.execute(insert(events_table), run)
+                continue
+            result = await connection.execute(
+                insert(events_table).returning(events_table.c.id, sort_by_parameter_order=True),
+                run)
+            written += [TaskEvent(id=row.id, task_id=r["task_id"], kind=r["kind"],
+                                  at=_aware(r["at"]), attempt=r.get("attempt"), data=r.get("data"))
+                        for row, r in zip(result.all(), run)]
+        return written
 
     @staticmethod
     def _task_update(keys: Iterable[str]):

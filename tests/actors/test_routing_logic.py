@@ -249,6 +249,17 @@ async def test_feedback_reaches_the_router_and_is_noted_on_the_task(platform):
     assert (await orchestrator.router_state())["waiting"] == 0
 
 
+async def test_a_route_preview_runs_nothing(platform):
+    orchestrator = await platform.start()
+
+    decision = await orchestrator.route("sleep on it")
+
+    assert decision.agent_type == "sleeper" and decision.routed
+    assert (await orchestrator.list_tasks()).tasks == []
+    with pytest.raises(InvalidRequest, match="non-empty"):
+        await orchestrator.route("  ")
+
+
 async def test_with_routing_off_a_task_must_name_its_type(platform):
     orchestrator = await platform.start(enabled=False)
 
@@ -258,5 +269,7 @@ async def test_with_routing_off_a_task_must_name_its_type(platform):
     with pytest.raises(Conflict, match="routing is switched off"):
         await orchestrator.feedback("0" * 32, "sleeper")
 
+    with pytest.raises(Conflict, match="routing is switched off"):
+        await orchestrator.route("sleep")
     assert (await orchestrator.list_tasks()).tasks == []
     assert "router" not in platform.backend.actors

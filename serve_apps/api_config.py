@@ -1,0 +1,58 @@
+"""The HTTP API's settings: one validated, immutable object built once at start.
+
+Guarantees: an `ApiConfig` that exists is usable. Its signing secret passed
+`tokens.check_signing_secret` (a weak or placeholder secret is refused at construction, never
+at the first login), every limit is positive, and CORS allows no origin unless one is listed.
+The secret never appears in `repr`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Final
+
+from serve_apps.rate_limit import RateLimit
+from serve_apps.tokens import check_signing_secret
+
+DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024 + 64 * 1024  # 1 MiB payloads plus their envelope
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?")
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiConfig:
+    """Everything the ingress needs to know. `redis_url=None` means in-process equivalents
+    (one node only: rate limits are then per API replica)."""
+
+    jwt_secret: str = dataclasses.field(repr=False)
+    namespace: str = "ymera"
+    database_url: str = "sqlite:///ymera.db"
+    redis_url: str | None = None
+    issuer: str = "ymera"
+    audience: str = "ymera-api"
+    access_ttl_s: int = 900
+    refresh_ttl_s: int = 14 * 86400
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    cors_origins: tuple[str, ...] = ()
+    key_rate_limit: RateLimit = RateLimit(requests=120, per_s=60.0)
+    tenant_rate_limit: RateLimit = RateLimit(requests=1200, per_s=60.0)
+    wait_max_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        check_signing_secret(self.jwt_secret)
+        for name in ("issuer", "audience", "namespace", "database_url"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name} must be a non-empty string")
+        for name in ("access_ttl_s", "refresh_ttl_s", "max_body_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive whole number")
+        if not 0 < self.wait_max_s <= 300:
+            raise ValueError("wait_max_s must be above 0 and at most 300 seconds")
+        if isinstance(self.cors_origins, str):
+            raise ValueError("cors_origins must be a sequence of origins, not one string")
+        object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
+        for origin in self.cors_origins:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"CORS origin {origin!r} must be scheme://host[:port] ('*' is not allowed)")

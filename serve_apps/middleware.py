@@ -1,0 +1,189 @@
+"""The ingress's ASGI middleware, outermost first: request context, body limit, security headers.
+
+- `RequestContextMiddleware` gives every request an id (a sane incoming `X-Request-ID`, else a
+  new one), echoes it on every response, exposes it to log records (`RequestIdFilter`) and to
+  error envelopes (`current_request_id`), logs one access line per request, and is the last
+  line of defence: an exception nothing else handled is logged with the id and answered with
+  the generic 500 envelope, never a traceback.
+- `BodyLimitMiddleware` refuses a body above the limit with the 413 envelope, whether it says
+  so in `Content-Length` or streams more than it declared; the app never sees such a body.
+- `SecurityHeadersMiddleware` adds `nosniff`, `DENY` framing, `no-referrer`, `no-store` caching,
+  and a CSP that allows nothing on every route but the interactive docs.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any, Final
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serve_apps import http_errors
+from serve_apps.errors import PayloadTooLarge
+
+REQUEST_ID_HEADER: Final = "x-request-id"
+DOCS_PATHS: Final = ("/docs", "/redoc", "/openapi.json")
+API_CSP: Final = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
+
+logger = logging.getLogger("serve_apps.api")
+_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "ymera_request_id", default=None)
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served in this context, or None outside a request."""
+    return _request_id.get()
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds `request_id` to every record it sees ("-" outside a request); attach it to a
+    handler to put the id on every log line of the process."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = current_request_id() or "-"
+        return True
+
+
+logger.addFilter(RequestIdFilter())
+
+
+async def send_envelope(send: Send, exc: BaseException, request_id: str | None) -> None:
+    """Answer `exc` with its status, headers and envelope (for use before the app responds)."""
+    body = json.dumps(http_errors.envelope(exc, request_id)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in http_errors.headers_for(exc).items()]
+    await send({"type": "http.response.start", "status": http_errors.status_for(exc),
+                "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, REQUEST_ID_HEADER)
+        request_id = incoming if incoming and _SANE_REQUEST_ID.fullmatch(incoming) \
+            else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = _request_id.set(request_id)
+        started = time.monotonic()
+        status = {"code": 500, "sent": False}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"], status["sent"] = message["status"], True
+                headers = [(k, v) for k, v in message.get("headers", [])
+                           if k.lower() != REQUEST_ID_HEADER.encode()]
+                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            logger.exception("unhandled error serving %s %s", scope["method"], scope["path"])
+            if status["sent"]:
+                raise
+            await send_envelope(send_with_id, exc, request_id)
+        finally:
+            logger.info("%s %s %s %.1fms", scope["method"], scope["path"], status["code"],
+                        (time.monotonic() - started) * 1000)
+            _request_id.reset(token)
+
+
+class BodyLimitMiddleware:
+    """Reads the whole body (at most `max_body_bytes`) before the app runs and replays it."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = scope.get("state", {}).get("request_id")
+        declared = _header(scope, "content-length")
+        if declared is not None and (not declared.isdigit() or
+                                     int(declared) > self.max_body_bytes):
+            await send_envelope(send, self._too_large(), request_id)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            size += len(message.get("body", b""))
+            if size > self.max_body_bytes:
+                await send_envelope(send, self._too_large(), request_id)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request body exceeds {self.max_body_bytes} bytes",
+                               {"limit_bytes": self.max_body_bytes})
+
+
+class SecurityHeadersMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        is_docs = scope["path"].endswith(DOCS_PATHS) or "/docs/" in scope["path"]
+
+        async def send_secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                for name, value in _security_headers(is_docs):
+                    if name not in present:
+                        headers.append((name, value))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_secured)
+
+
+def _security_headers(is_docs: bool) -> list[tuple[bytes, bytes]]:
+    headers = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+               (b"referrer-policy", b"no-referrer")]
+    if not is_docs:
+        headers += [(b"cache-control", b"no-store"),
+                    (b"content-security-policy", API_CSP.encode())]
+    return headers
+
+
+def _header(scope: Scope, name: str) -> Any:
+    wanted = name.encode()
+    for key, value in scope.get("headers", []):
+        if key.lower() == wanted:
+            return value.decode("latin-1")
+    return None

@@ -1,0 +1,164 @@
+"""Who is calling, may they call this route, and may they call it now.
+
+`ROUTE_PERMISSIONS` is the whole route → permission table, in one place. Routers that need a
+caller depend on `authorize` at router level, so a route cannot forget to check: a route that
+is missing from the table is refused with `Forbidden` (deny by default), and a test checks that
+every mounted route is in the table or in `PUBLIC_ROUTES`.
+
+Guarantees of `authorize`, in this order, before the route's own work:
+1. the caller presents exactly one credential: `Authorization: Bearer <access JWT>`,
+   `Authorization: ApiKey <ymk_…>` or `X-API-Key: <ymk_…>`; none, a malformed one, a token that
+   does not verify, a disabled or deleted user, an unknown, wrong, revoked or expired key → 401;
+2. the caller's role grants the route's permission → else 403;
+3. one request is spent from the caller's budget and then from its tenant's → else 429 with
+   `Retry-After` and the `RateLimit-*` headers of the budget that refused; on success the
+   `RateLimit-*` headers of the caller's budget are set on the response.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from typing import Annotated, Final
+
+from fastapi import Depends, Request, Response
+
+from serve_apps.api_config import ApiConfig
+from serve_apps.api_keys import check_key_usable, parse_api_key, secret_matches
+from serve_apps.errors import Forbidden, RateLimited, Unauthenticated
+from serve_apps.permissions import Principal
+from serve_apps.rate_limit import RateLimit, RateLimiter
+from serve_apps.tokens import TokenIssuer
+from storage.auth_store import AuthStore, User
+from storage.errors import NotFound
+from storage.messages import utcnow
+
+API_PREFIX: Final = "/api/v1"
+TOUCH_INTERVAL = timedelta(minutes=1)
+
+ROUTE_PERMISSIONS: Final[dict[tuple[str, str], str]] = {
+    ("POST", "/keys"): "keys:manage",
+    ("GET", "/keys"): "keys:manage",
+    ("DELETE", "/keys/{key_id}"): "keys:manage",
+    ("POST", "/tasks"): "tasks:submit",
+    ("GET", "/tasks"): "tasks:read",
+    ("GET", "/tasks/{task_id}"): "tasks:read",
+    ("POST", "/tasks/{task_id}/cancel"): "tasks:cancel",
+    ("POST", "/tasks/{task_id}/feedback"): "tasks:feedback",
+    ("GET", "/tasks/{task_id}/attempts"): "tasks:read",
+    ("GET", "/tasks/{task_id}/events"): "tasks:read",
+    ("POST", "/tasks/{task_id}/requeue"): "tasks:requeue",
+    ("GET", "/dead"): "dead:read",
+    ("POST", "/route"): "route:query",
+    ("GET", "/agents"): "agents:read",
+    ("GET", "/agents/stats"): "agents:read",
+    ("POST", "/agents/{agent_type}/scale"): "agents:scale",
+}
+"""(method, path under `API_PREFIX`) → the permission a caller's role must grant."""
+
+PUBLIC_ROUTES: Final = frozenset({
+    ("POST", "/auth/token"), ("POST", "/auth/refresh"), ("GET", "/health"), ("GET", "/ready"),
+})
+"""Routes that take no credential: logging in, refreshing, and the probes."""
+
+ROLE_RANK: Final = {"viewer": 0, "submitter": 1, "operator": 2, "admin": 3}
+
+
+@dataclasses.dataclass(frozen=True)
+class Services:
+    """What the routes share, built once by `create_app` and kept on `app.state.services`."""
+
+    config: ApiConfig
+    port: object  # PlatformPort; typed loosely to keep this module free of Ray and actors
+    auth_store: AuthStore
+    limiter: RateLimiter
+    tokens: TokenIssuer
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+async def authenticate(request: Request) -> Principal:
+    """The verified caller of this request (see the module's guarantee 1)."""
+    svc = services(request)
+    authorization = request.headers.get("authorization")
+    header_key = request.headers.get("x-api-key")
+    if authorization and header_key:
+        raise Unauthenticated("send one credential: Authorization or X-API-Key, not both")
+    if header_key:
+        return await _key_principal(svc, header_key)
+    if not authorization:
+        raise Unauthenticated("credentials required: Authorization: Bearer <token> or "
+                              "ApiKey <key>")
+    scheme, _, credential = authorization.partition(" ")
+    if scheme.lower() == "apikey":
+        return await _key_principal(svc, credential.strip())
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise Unauthenticated("unsupported Authorization scheme; use Bearer or ApiKey")
+    claims = svc.tokens.verify_access(credential.strip())
+    user = await _user_or_none(svc, claims.subject)
+    if user is None or user.disabled or user.tenant != claims.tenant:
+        raise Unauthenticated("user is disabled or no longer exists")
+    # the stored role wins: a demotion takes effect at once, not when the token expires
+    return Principal(tenant=user.tenant, role=user.role, subject=f"user:{user.id}")
+
+
+async def _user_or_none(svc: Services, user_id: str) -> User | None:
+    try:
+        return await svc.auth_store.user(user_id)
+    except NotFound:
+        return None
+
+
+async def _key_principal(svc: Services, presented: str) -> Principal:
+    key_id, secret = parse_api_key(presented)
+    record = await svc.auth_store.api_key(key_id)
+    if record is None or not secret_matches(record.secret_hash, secret):
+        raise Unauthenticated("invalid API key")
+    now = utcnow()
+    check_key_usable(record.expires_at, record.revoked_at, now)
+    if record.last_used_at is None or now - record.last_used_at > TOUCH_INTERVAL:
+        await svc.auth_store.touch_api_key(record.id)
+    return Principal(tenant=record.tenant, role=record.role, subject=f"key:{record.id}")
+
+
+def required_permission(request: Request) -> str:
+    """The permission of the route this request matched; `Forbidden` if it has none."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", "")
+    relative = path[len(API_PREFIX):] if path.startswith(API_PREFIX) else path
+    permission = ROUTE_PERMISSIONS.get((request.method, relative))
+    if permission is None:
+        raise Forbidden("this route has no permission rule; access is denied")
+    return permission
+
+
+async def authorize(request: Request, response: Response,
+                    principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    """The caller, allowed to use this route now (see the module's guarantees 2 and 3)."""
+    principal.require(required_permission(request))
+    svc = services(request)
+    own = await _spend(request, svc.limiter, "caller", principal.subject,
+                       svc.config.key_rate_limit)
+    await _spend(request, svc.limiter, "tenant", principal.tenant,
+                 svc.config.tenant_rate_limit)
+    response.headers.update(own)
+    request.state.principal = principal
+    return principal
+
+
+async def _spend(request: Request, limiter: RateLimiter, scope: str, identity: str,
+                 limit: RateLimit) -> dict[str, str]:
+    decision = await limiter.check(scope, identity, limit)
+    headers = decision.headers()
+    if not decision.allowed:
+        request.state.rate_limit_headers = headers
+        raise RateLimited(f"rate limit of {limit.requests} requests per {limit.per_s:g}s "
+                          f"for this {scope} exceeded", {"scope": scope},
+                          retry_after_s=decision.retry_after_s or 1.0)
+    return headers
+
+
+Caller = Annotated[Principal, Depends(authorize)]
+"""A route parameter of this type is the authorised, rate-limited caller."""

@@ -1,0 +1,134 @@
+"""Logging in, refreshing tokens, and managing API keys.
+
+Guarantees:
+- a failed login answers 401 with one message whether the user exists, is disabled, or the
+  password is wrong (and costs the same argon2 work), and is audited as `login_failed`;
+- a refresh token works once: using it rotates it; presenting it again (a replay, so possibly
+  a stolen token) is refused with 401 and revokes every refresh token of its user;
+- an API key's plaintext is in the creation response only; listing shows ids and metadata;
+- a caller cannot mint a key with a role above its own, and keys belong to the caller's
+  tenant; another tenant's key is a 404;
+- logins, failed logins, key creation and revocation are written to the audit log.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from serve_apps.api_keys import PREFIX, new_api_key, parse_api_key
+from serve_apps.errors import Forbidden, Unauthenticated
+from serve_apps.passwords import verify_password
+from serve_apps.routes.access import ROLE_RANK, Caller, Services, authorize, services
+from serve_apps.schemas import ApiKeyBody, LoginBody, RefreshBody, TokenPair
+from storage.auth_store import ApiKeyRecord, User
+from storage.errors import NotFound
+from storage.messages import utcnow
+
+LOGIN_FAILED = "invalid username or password"
+_DRAFT_KEY_ID = "0" * 32
+
+public = APIRouter(tags=["auth"])
+keys = APIRouter(tags=["keys"], dependencies=[Depends(authorize)])
+
+
+def _client(request: Request) -> str | None:
+    return request.client.host[:64] if request.client else None
+
+
+async def _audit(request: Request, svc: Services, tenant: str, actor: str, action: str,
+                 target: str | None = None, details: dict[str, Any] | None = None) -> None:
+    await svc.auth_store.audit(tenant, actor, action, target=target,
+                               request_id=request.state.request_id, client=_client(request),
+                               details=details)
+
+
+async def _token_pair(svc: Services, user: User) -> TokenPair:
+    access = svc.tokens.issue_access(user.id, user.tenant, user.role)
+    refresh = svc.tokens.issue_refresh(user.id, user.tenant, user.role)
+    await svc.auth_store.add_refresh_token(refresh.claims.token_id, user.id,
+                                           refresh.claims.expires_at)
+    return TokenPair(access_token=access.token, refresh_token=refresh.token,
+                     expires_in=svc.tokens.access_ttl_s)
+
+
+@public.post("/auth/token", response_model=TokenPair, summary="Log in with a password")
+async def login(body: LoginBody, request: Request) -> TokenPair:
+    svc = services(request)
+    user = await svc.auth_store.user_by_name(body.username)
+    valid = verify_password(user.password_hash if user else None, body.password)
+    if user is None or not valid or user.disabled:
+        if user is not None:
+            await _audit(request, svc, user.tenant, f"user:{user.id}", "login_failed",
+                         details={"reason": "disabled" if valid else "password"})
+        else:
+            await _audit(request, svc, "-", "anonymous", "login_failed",
+                         details={"reason": "unknown_user"})
+        raise Unauthenticated(LOGIN_FAILED)
+    await _audit(request, svc, user.tenant, f"user:{user.id}", "login")
+    return await _token_pair(svc, user)
+
+
+@public.post("/auth/refresh", response_model=TokenPair, summary="Rotate a refresh token")
+async def refresh(body: RefreshBody, request: Request) -> TokenPair:
+    svc = services(request)
+    claims = svc.tokens.verify_refresh(body.refresh_token)
+    try:
+        user = await svc.auth_store.user(claims.subject)
+    except NotFound:
+        user = None
+    if user is None or user.disabled:
+        raise Unauthenticated("refresh token is no longer valid")
+    fresh = svc.tokens.issue_refresh(user.id, user.tenant, user.role)
+    if not await svc.auth_store.rotate_refresh_token(
+            claims.token_id, fresh.claims.token_id, fresh.claims.expires_at):
+        revoked = await svc.auth_store.revoke_refresh_tokens(user.id)
+        await _audit(request, svc, user.tenant, f"user:{user.id}", "refresh_replayed",
+                     details={"revoked": revoked})
+        raise Unauthenticated("refresh token is no longer valid")
+    access = svc.tokens.issue_access(user.id, user.tenant, user.role)
+    return TokenPair(access_token=access.token, refresh_token=fresh.token,
+                     expires_in=svc.tokens.access_ttl_s)
+
+
+def _key_json(record: ApiKeyRecord) -> dict[str, Any]:
+    return {"id": record.id, "name": record.name, "role": record.role,
+            "created_at": record.created_at.isoformat(), "created_by": record.created_by,
+            "expires_at": record.expires_at.isoformat() if record.expires_at else None,
+            "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
+            "last_used_at": record.last_used_at.isoformat() if record.last_used_at else None}
+
+
+@keys.post("/keys", status_code=201, summary="Create an API key (its secret is shown once)")
+async def create_key(body: ApiKeyBody, request: Request, caller: Caller) -> dict[str, Any]:
+    svc = services(request)
+    if ROLE_RANK[body.role] > ROLE_RANK.get(caller.role, -1):
+        raise Forbidden(f"a {caller.role} cannot create a key with role {body.role!r}",
+                        {"role": body.role})
+    expires = utcnow() + timedelta(seconds=body.expires_in_s) if body.expires_in_s else None
+    # The store picks the row id, which the plaintext embeds; the secret does not depend on
+    # it, so make the secret first and put the real id into the plaintext afterwards.
+    draft, hashed = new_api_key(_DRAFT_KEY_ID)
+    _, secret = parse_api_key(draft)
+    record = await svc.auth_store.create_api_key(
+        caller.tenant, body.name, body.role, hashed,
+        created_by=caller.subject.partition(":")[2], expires_at=expires)
+    await _audit(request, svc, caller.tenant, caller.subject, "key_created", target=record.id,
+                 details={"role": record.role, "name": record.name})
+    return {**_key_json(record), "key": f"{PREFIX}{record.id}_{secret}"}
+
+
+@keys.get("/keys", summary="List the tenant's API keys (never their secrets)")
+async def list_keys(request: Request, caller: Caller) -> dict[str, Any]:
+    records = await services(request).auth_store.list_api_keys(caller.tenant)
+    return {"keys": [_key_json(r) for r in records]}
+
+
+@keys.delete("/keys/{key_id}", summary="Revoke an API key")
+async def revoke_key(key_id: str, request: Request, caller: Caller) -> dict[str, Any]:
+    svc = services(request)
+    record = await svc.auth_store.revoke_api_key(key_id, caller.tenant)
+    await _audit(request, svc, caller.tenant, caller.subject, "key_revoked", target=record.id)
+    return _key_json(record)

@@ -1,0 +1,74 @@
+"""Request bodies of the HTTP API: strict pydantic models.
+
+Guarantees: every body model rejects unknown fields (`extra="forbid"`) and values of the wrong
+type (no silent coercion of strings to numbers); the ingress turns each failure into the
+`invalid_request` envelope naming the field. Range rules the orchestrator owns (priority,
+timeouts, attempts) are checked there, once, so both the API and the Python client share them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve_apps.permissions import ROLES
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$"
+ROLE_PATTERN = "^(" + "|".join(ROLES) + ")$"
+
+
+class StrictBody(BaseModel):
+    """Base of every request body: unknown fields and type coercion are refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class LoginBody(StrictBody):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class RefreshBody(StrictBody):
+    refresh_token: str = Field(min_length=1, max_length=8192)
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+class ApiKeyBody(StrictBody):
+    name: str = Field(min_length=1, max_length=100)
+    role: str = Field(pattern=ROLE_PATTERN)
+    expires_in_s: int | None = Field(default=None, ge=60, le=366 * 86400)
+
+
+class TaskBody(StrictBody):
+    description: str = Field(min_length=1)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    agent_type: str | None = Field(default=None, pattern=_NAME)
+    priority: int = 0
+    timeout_s: float | None = None
+    max_attempts: int | None = None
+    batch_id: str | None = Field(default=None, min_length=1, max_length=64)
+
+    model_config = ConfigDict(extra="forbid", strict=True,
+                              json_schema_extra={"examples": [{
+                                  "description": "add the numbers",
+                                  "payload": {"numbers": [1, 2, 3]},
+                                  "agent_type": "calculator"}]})
+
+
+class FeedbackBody(StrictBody):
+    agent_type: str = Field(pattern=_NAME)
+
+
+class RouteBody(StrictBody):
+    description: str = Field(min_length=1)
+
+
+class ScaleBody(StrictBody):
+    replicas: int = Field(ge=0, le=256)
