@@ -27,6 +27,7 @@ from serve_apps.api_config import ApiConfig
 from serve_apps.api_keys import check_key_usable, parse_api_key, secret_matches
 from serve_apps.errors import Forbidden, RateLimited, Unauthenticated
 from serve_apps.permissions import Principal
+from serve_apps.platform_port import PlatformPort
 from serve_apps.rate_limit import RateLimit, RateLimiter
 from serve_apps.tokens import TokenIssuer
 from storage.auth_store import AuthStore, User
@@ -69,7 +70,7 @@ class Services:
     """What the routes share, built once by `create_app` and kept on `app.state.services`."""
 
     config: ApiConfig
-    port: object  # PlatformPort; typed loosely to keep this module free of Ray and actors
+    port: PlatformPort
     auth_store: AuthStore
     limiter: RateLimiter
     tokens: TokenIssuer
@@ -139,17 +140,19 @@ async def authorize(request: Request, response: Response,
     """The caller, allowed to use this route now (see the module's guarantees 2 and 3)."""
     principal.require(required_permission(request))
     svc = services(request)
-    own = await _spend(request, svc.limiter, "caller", principal.subject,
+    own = await spend(request, svc.limiter, "caller", principal.subject,
                        svc.config.key_rate_limit)
-    await _spend(request, svc.limiter, "tenant", principal.tenant,
+    await spend(request, svc.limiter, "tenant", principal.tenant,
                  svc.config.tenant_rate_limit)
     response.headers.update(own)
     request.state.principal = principal
     return principal
 
 
-async def _spend(request: Request, limiter: RateLimiter, scope: str, identity: str,
-                 limit: RateLimit) -> dict[str, str]:
+async def spend(request: Request, limiter: RateLimiter, scope: str, identity: str,
+                limit: RateLimit) -> dict[str, str]:
+    """Spend one request of `identity`'s budget in `scope`: its `RateLimit-*` headers, or
+    `RateLimited` (its headers kept for the 429 response) when the budget is empty."""
     decision = await limiter.check(scope, identity, limit)
     headers = decision.headers()
     if not decision.allowed:

@@ -1,6 +1,7 @@
 """Logging in, refreshing tokens, and managing API keys.
 
 Guarantees:
+- logins are rate-limited per client address (the per-caller budget);
 - a failed login answers 401 with one message whether the user exists, is disabled, or the
   password is wrong (and costs the same argon2 work), and is audited as `login_failed`;
 - a refresh token works once: using it rotates it; presenting it again (a replay, so possibly
@@ -21,7 +22,9 @@ from fastapi import APIRouter, Depends, Request
 from serve_apps.api_keys import PREFIX, new_api_key, parse_api_key
 from serve_apps.errors import Forbidden, Unauthenticated
 from serve_apps.passwords import verify_password
-from serve_apps.routes.access import ROLE_RANK, Caller, Services, authorize, services
+from serve_apps.routes.access import (
+    ROLE_RANK, Caller, Services, authorize, services, spend,
+)
 from serve_apps.schemas import ApiKeyBody, LoginBody, RefreshBody, TokenPair
 from storage.auth_store import ApiKeyRecord, User
 from storage.errors import NotFound
@@ -29,6 +32,7 @@ from storage.messages import utcnow
 
 LOGIN_FAILED = "invalid username or password"
 _DRAFT_KEY_ID = "0" * 32
+UNKNOWN_TENANT = "-"  # failed logins of usernames that exist nowhere are audited here
 
 public = APIRouter(tags=["auth"])
 keys = APIRouter(tags=["keys"], dependencies=[Depends(authorize)])
@@ -57,6 +61,8 @@ async def _token_pair(svc: Services, user: User) -> TokenPair:
 @public.post("/auth/token", response_model=TokenPair, summary="Log in with a password")
 async def login(body: LoginBody, request: Request) -> TokenPair:
     svc = services(request)
+    await spend(request, svc.limiter, "login", _client(request) or "unknown",
+                svc.config.key_rate_limit)
     user = await svc.auth_store.user_by_name(body.username)
     valid = verify_password(user.password_hash if user else None, body.password)
     if user is None or not valid or user.disabled:
@@ -64,8 +70,8 @@ async def login(body: LoginBody, request: Request) -> TokenPair:
             await _audit(request, svc, user.tenant, f"user:{user.id}", "login_failed",
                          details={"reason": "disabled" if valid else "password"})
         else:
-            await _audit(request, svc, "-", "anonymous", "login_failed",
-                         details={"reason": "unknown_user"})
+            await _audit(request, svc, UNKNOWN_TENANT, "anonymous", "login_failed",
+                         target=body.username, details={"reason": "unknown_user"})
         raise Unauthenticated(LOGIN_FAILED)
     await _audit(request, svc, user.tenant, f"user:{user.id}", "login")
     return await _token_pair(svc, user)

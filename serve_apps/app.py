@@ -1,0 +1,148 @@
+"""The HTTP ingress: `create_app` builds the whole FastAPI application from its parts.
+
+    app = create_app(config, LocalPort(orchestrator), auth_store, LocalRateLimiter())
+
+The same function serves tests (through `httpx.ASGITransport`) and a Ray Serve deployment;
+nothing here starts Ray, opens storage or reads the environment. The caller owns the port,
+the auth store and the limiter, and closes them.
+
+Guarantees:
+- every route lives under `/api/v1`; `/health` and `/ready` also answer at the root, without
+  credentials; the OpenAPI document is at `/api/v1/openapi.json`, docs at `/api/v1/docs`;
+- every other route requires a credential and the permission `routes.access.ROUTE_PERMISSIONS`
+  names for it, and is rate-limited before it works;
+- every error leaves as the one envelope of `http_errors`, with the request id: platform errors
+  with their mapped status, FastAPI's validation failures as `invalid_request` (400) naming the
+  field, unknown routes as `not_found`, anything unexpected as a logged, generic 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Final
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serve_apps import http_errors
+from serve_apps.api_config import ApiConfig
+from serve_apps.middleware import (
+    BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware, logger,
+)
+from serve_apps.platform_port import PlatformPort
+from serve_apps.rate_limit import RateLimit, RateLimiter
+from serve_apps.routes import agents, auth, tasks
+from serve_apps.routes.access import API_PREFIX, Services
+from serve_apps.tokens import TokenIssuer
+from storage.auth_store import AuthStore
+from storage.database import ensure_schema_current
+from storage.errors import InvalidRequest, NotFound, YmeraError
+
+READY_TIMEOUT_S: Final = 3.0
+_PROBE_LIMIT: Final = RateLimit(requests=1_000_000, per_s=1.0)
+
+
+def create_app(config: ApiConfig, port: PlatformPort, auth_store: AuthStore,
+               limiter: RateLimiter) -> FastAPI:
+    """The API application over `port` (the orchestrator), `auth_store` and `limiter`."""
+    app = FastAPI(title="YMERA", version="1", summary="Multi-agent compute platform on Ray",
+                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs",
+                  redoc_url=None)
+    app.state.services = Services(
+        config=config, port=port, auth_store=auth_store, limiter=limiter,
+        tokens=TokenIssuer(config.jwt_secret, config.issuer, config.audience,
+                           config.access_ttl_s, config.refresh_ttl_s))
+    for router in (auth.public, auth.keys, tasks.router, agents.router, probes):
+        app.include_router(router, prefix=API_PREFIX)
+    app.include_router(probes, include_in_schema=False)
+    app.add_exception_handler(YmeraError, _platform_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    # added innermost first: the request context wraps everything, CORS answers preflights
+    app.add_middleware(SecurityHeadersMiddleware)
+    if config.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(config.cors_origins), allow_credentials=False,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-API-Key",
+                           "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After", "RateLimit-Limit",
+                            "RateLimit-Remaining", "RateLimit-Reset", "Location"])
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+def error_response(request: Request, exc: BaseException,
+                   extra_headers: dict[str, str] | None = None) -> JSONResponse:
+    """`exc` as the envelope, with its status and headers (`http_errors` decides all three)."""
+    status = http_errors.status_for(exc)
+    if status >= 500:
+        logger.error("%s %s failed: %s: %s", request.method, request.url.path,
+                     type(exc).__name__, exc)
+    headers = {**(extra_headers or {}), **http_errors.headers_for(exc)}
+    return JSONResponse(http_errors.envelope(exc, getattr(request.state, "request_id", None)),
+                        status_code=status, headers=headers)
+
+
+async def _platform_error(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(request, exc, getattr(request.state, "rate_limit_headers", None))
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [{"field": ".".join(str(p) for p in e.get("loc", ())),
+                 "message": e.get("msg", "invalid"), "type": e.get("type", "invalid")}
+                for e in exc.errors()]  # the offending input is never echoed back
+    first = problems[0] if problems else {"field": "request", "message": "invalid"}
+    message = f"{first['field']}: {first['message']}"
+    return error_response(request, InvalidRequest(message, {"field": first["field"],
+                                                            "errors": problems[:20]}))
+
+
+async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own errors (no such route, wrong method) through the same one mapping.
+
+    `http_errors` has no 405 rule yet, so a wrong method is `invalid_request` (400) naming the
+    allowed methods, with the `Allow` header kept."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        return error_response(request, NotFound(f"no route {request.url.path}"))
+    allowed = (exc.headers or {}).get("Allow")
+    error = InvalidRequest(f"{request.method} is not allowed here"
+                           + (f"; allowed: {allowed}" if allowed else ""),
+                           {"method": request.method, "status": exc.status_code})
+    return error_response(request, error, {"Allow": allowed} if allowed else None)
+
+
+probes = APIRouter(tags=["health"])
+
+
+@probes.get("/health", summary="Liveness: the process serves requests")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@probes.get("/ready", summary="Readiness: orchestrator, storage and Redis (if any) answer")
+async def ready(request: Request) -> JSONResponse:
+    svc: Services = request.app.state.services
+    checks: dict[str, Any] = {
+        "orchestrator": svc.port.call("status"),
+        "storage": ensure_schema_current(svc.auth_store.engine),
+    }
+    if svc.config.redis_url:
+        checks["redis"] = svc.limiter.check("readiness", "probe", _PROBE_LIMIT)
+    results: dict[str, str] = {}
+    for name, probe in checks.items():
+        try:
+            await asyncio.wait_for(probe, READY_TIMEOUT_S)
+            results[name] = "ok"
+        except Exception as exc:  # any failure means "not ready"; the reason is logged
+            logger.warning("readiness: %s is failing: %s: %s", name, type(exc).__name__, exc)
+            results[name] = "failing"
+    ok = all(v == "ok" for v in results.values())
+    return JSONResponse({"status": "ready" if ok else "not_ready", "checks": results},
+                        status_code=200 if ok else 503)

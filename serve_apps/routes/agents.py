@@ -1,0 +1,60 @@
+"""Agents and routing over HTTP: what agent types and pools exist, scaling, and route queries.
+
+Guarantees: the agents view shows platform-wide pools and queues but no task counts of any
+tenant; scaling is written to the audit log; a route query stores and runs nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from serve_apps.routes.access import Caller, authorize, services
+from serve_apps.schemas import RouteBody, ScaleBody
+
+router = APIRouter(tags=["agents"], dependencies=[Depends(authorize)])
+
+_AGENT_TYPE_FIELDS = ("name", "description", "capabilities", "resources", "concurrency",
+                      "replicas")
+
+
+@router.post("/route", summary="Which agent type would take this description (nothing runs)")
+async def route(body: RouteBody, request: Request, caller: Caller) -> dict[str, Any]:
+    decision = await services(request).port.call("route", body.description)
+    return decision.to_json()
+
+
+@router.get("/agents", summary="Agent types, their pools and queues")
+async def agents(request: Request, caller: Caller) -> dict[str, Any]:
+    status = await services(request).port.call("status")
+    return {
+        "accepting": status["accepting"],
+        "agent_types": {name: {k: spec[k] for k in _AGENT_TYPE_FIELDS if k in spec}
+                        for name, spec in status["agent_types"].items()},
+        "pools": status["pools"],
+        "queued": status["queued"],
+        "running": status["running"],
+        "queue_max": status["queue_max"],
+        "routing": {"enabled": bool(status["routing"].get("enabled"))},
+    }
+
+
+@router.get("/agents/stats", summary="Outcomes, success rate and durations per agent type")
+async def agent_stats(request: Request, caller: Caller,
+                      window_s: Annotated[float, Query(gt=0, le=30 * 86400)] = 3600.0
+                      ) -> dict[str, Any]:
+    return {"window_s": window_s,
+            "agent_types": await services(request).port.call("agent_stats", window_s)}
+
+
+@router.post("/agents/{agent_type}/scale", summary="Set how many replicas a pool keeps")
+async def scale(agent_type: str, body: ScaleBody, request: Request,
+                caller: Caller) -> dict[str, Any]:
+    svc = services(request)
+    pool = await svc.port.call("scale", agent_type, body.replicas)
+    await svc.auth_store.audit(caller.tenant, caller.subject, "pool_scaled", target=agent_type,
+                               request_id=request.state.request_id,
+                               client=request.client.host[:64] if request.client else None,
+                               details={"replicas": body.replicas})
+    return pool
