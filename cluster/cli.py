@@ -66,6 +66,7 @@ def cmd_up(args: argparse.Namespace) -> None:
         f"  Dashboard:  {started.dashboard_url or 'the Ray dashboard of your cluster'}",
         f"  Storage:    {started.database_url}",
         f"  Redis:      {started.redis}",
+        f"  HTTP API:   {started.api_url + '/api/v1/docs' if started.api_url else 'off'}",
         "Try: ymera submit 'what is 2^10 + 5' --wait",
     ]))
 
@@ -236,6 +237,32 @@ def cmd_router(args: argparse.Namespace) -> None:
     _print(args, state, "\n".join(lines))
 
 
+def cmd_admin(args: argparse.Namespace) -> None:
+    from cluster import admin
+
+    url = _settings().resolved_database_url
+    if args.action == "create-user":
+        password = _read_password(args.password_stdin)
+        user = admin.create_user(url, args.tenant, args.username, args.role, password)
+        _print(args, user, f"created {user['role']} {user['username']} in tenant "
+               f"{user['tenant']} ({user['id']})")
+    else:
+        key = admin.create_key(url, args.tenant, args.name, args.role, args.expires_in_days)
+        _print(args, key, f"created {key['role']} key {key['name']} ({key['id']}) in tenant "
+               f"{key['tenant']}. It is shown only now:\n{key['key']}")
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise YmeraError("the two passwords differ")
+    return first
+
+
 def cmd_migrate(args: argparse.Namespace) -> None:
     from storage.database import migrate
 
@@ -318,6 +345,16 @@ def parser() -> argparse.ArgumentParser:
     feedback.add_argument("task_id")
     feedback.add_argument("agent_type")
     add("router", cmd_router, "what the running router has learned")
+    admin = add("admin", cmd_admin, "bootstrap API users and keys (straight on storage)")
+    admin.add_argument("action", choices=["create-user", "create-key"])
+    admin.add_argument("--tenant", default="default")
+    admin.add_argument("--role", default="admin",
+                       choices=["admin", "operator", "submitter", "viewer"])
+    admin.add_argument("--username", help="create-user: the login name")
+    admin.add_argument("--password-stdin", action="store_true",
+                       help="create-user: read the password from standard input")
+    admin.add_argument("--name", default="cli", help="create-key: a label for the key")
+    admin.add_argument("--expires-in-days", type=float, help="create-key: expiry")
     add("migrate", cmd_migrate, "bring storage to the latest schema")
     bench = add("bench", cmd_bench, "benchmarks")
     bench.add_argument("suite", choices=["core", "router"],

@@ -25,10 +25,12 @@ class Started:
     database_url: str
     dashboard_url: str | None
     redis: str
+    api_url: str | None = None
 
 
 def up(settings: Settings) -> Started:
-    """Migrate storage, start or join Ray, deploy the orchestrator, and wait for its pools."""
+    """Migrate storage, start or join Ray, deploy the orchestrator, wait for its pools, then
+    deploy the HTTP API on Ray Serve (unless switched off)."""
     settings.state_path.mkdir(parents=True, exist_ok=True)
     migrate(settings.resolved_database_url)
     started_ray = settings.ray_address is None
@@ -37,6 +39,12 @@ def up(settings: Settings) -> Started:
     connect_ray(address, settings.namespace)
     orchestrator = start_orchestrator(settings.orchestrator_config())
     _wait_ready(orchestrator)
+    api_url = None
+    if settings.api_enabled:
+        from serve_apps.deployment import deploy_api
+
+        api_url = deploy_api(settings.api_config(), host=settings.api_host,
+                             port=settings.api_port, replicas=settings.api_replicas)
     return Started(
         ray_address=address,
         started_ray=started_ray,
@@ -44,6 +52,7 @@ def up(settings: Settings) -> Started:
         dashboard_url=f"http://127.0.0.1:{settings.dashboard_port}" if started_ray else None,
         redis=_masked(settings.redis_url) if settings.redis_url
         else "not configured: single-node in-process equivalents",
+        api_url=api_url,
     )
 
 
@@ -77,6 +86,7 @@ def down(settings: Settings, drain_timeout_s: float = 60.0) -> dict[str, Any]:
     except Exception as exc:  # nothing running: only the head may be left
         report["orchestrator"] = f"not running ({exc})"
     else:
+        report["api_stopped"] = _stop_api()
         report["drained"] = ray.get(orchestrator.drain.remote(drain_timeout_s))
         report["replicas_stopped"] = ray.get(orchestrator.stop_pools.remote())
         ray.kill(orchestrator, no_restart=True)
@@ -85,6 +95,21 @@ def down(settings: Settings, drain_timeout_s: float = 60.0) -> dict[str, Any]:
         ray.shutdown()
     report["ray_stopped"] = stop_head(settings.state_path)
     return report
+
+
+def _stop_api() -> bool:
+    """Stop the HTTP API's Serve application if one runs; whether it did."""
+    from ray import serve
+
+    try:
+        if not serve.status().applications:
+            return False
+    except Exception:  # Serve was never started on this cluster
+        return False
+    from serve_apps.deployment import shutdown_api
+
+    shutdown_api()
+    return True
 
 
 def _wait_gone(namespace: str, timeout_s: float = 10.0) -> None:

@@ -7,7 +7,9 @@ Nested values are JSON, e.g. `YMERA_POOLS='{"calculator": {"replicas": 4}}'` and
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,7 +18,11 @@ from actors.config import OrchestratorConfig, PoolConfig
 from actors.retry import RetryPolicy
 from ml.config import RouterConfig
 
+if TYPE_CHECKING:
+    from serve_apps.api_config import ApiConfig
+
 RESERVED_PORTS = {6379}
+JWT_SECRET_FILE = "jwt-secret"
 
 
 class PoolSettings(BaseModel):
@@ -77,8 +83,19 @@ class Settings(BaseSettings):
         default=True, description="Learn examples from tasks that succeed on confident routes.")
     router_learn_min_confidence: float = Field(default=0.8, ge=0, le=1)
     router_max_learned_per_type: int = Field(default=1000, ge=0, le=100_000)
+    jwt_secret: SecretStr | None = Field(
+        default=None, description="HS256 signing key of the API's tokens (32+ bytes); unset = "
+        "generated into the state directory (mode 0600) on first use.")
+    jwt_issuer: str = Field(default="ymera", min_length=1)
+    jwt_audience: str = Field(default="ymera-api", min_length=1)
+    cors_origins: list[str] = Field(default_factory=list,
+                                    description="Origins the API allows; none by default.")
+    api_enabled: bool = Field(default=True, description="`ymera up` deploys the HTTP API.")
+    api_host: str = Field(default="127.0.0.1", description="Where Serve's HTTP proxy listens.")
+    api_port: int = Field(default=8000, ge=1024, le=65535)
+    api_replicas: int = Field(default=1, ge=1, le=64)
 
-    @field_validator("ray_port", "dashboard_port")
+    @field_validator("ray_port", "dashboard_port", "api_port")
     @classmethod
     def _not_reserved(cls, port: int) -> int:
         if port in RESERVED_PORTS:
@@ -136,6 +153,29 @@ class Settings(BaseSettings):
             learn_min_confidence=self.router_learn_min_confidence,
             max_learned_per_type=self.router_max_learned_per_type,
         )
+
+    def signing_secret(self) -> str:
+        """The API's JWT signing secret: the configured one, else the state directory's
+        (generated on first use, readable only by its owner)."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        from serve_apps.tokens import generate_signing_secret
+
+        path = self.state_path / JWT_SECRET_FILE
+        if not path.exists():
+            self.state_path.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(generate_signing_secret())
+        return path.read_text().strip()
+
+    def api_config(self) -> ApiConfig:
+        from serve_apps.api_config import ApiConfig
+
+        return ApiConfig(jwt_secret=self.signing_secret(), namespace=self.namespace,
+                         database_url=self.resolved_database_url, redis_url=self.redis_url,
+                         issuer=self.jwt_issuer, audience=self.jwt_audience,
+                         cors_origins=tuple(self.cors_origins))
 
     def agent_settings(self) -> dict[str, object]:
         """The settings agents see (through `AgentContext.settings`)."""

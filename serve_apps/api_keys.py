@@ -37,8 +37,22 @@ def new_api_key(key_id: str) -> tuple[str, str]:
     """A new key for the row `key_id`: `(plaintext, secret_hash)`. Show the plaintext once only."""
     if not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id):
         raise ValueError("key_id must be 32 lowercase hexadecimal digits")
+    secret, hashed = new_key_secret()
+    return key_text(key_id, secret), hashed
+
+
+def new_key_secret() -> tuple[str, str]:
+    """`(secret, secret_hash)` for a key whose id storage picks when the hash is stored; the
+    plaintext to show once is then `key_text(key_id, secret)`."""
     secret = secrets.token_urlsafe(SECRET_BYTES)
-    return f"{PREFIX}{key_id}_{secret}", secret_hash(secret)
+    return secret, secret_hash(secret)
+
+
+def key_text(key_id: str, secret: str) -> str:
+    """The plaintext of the key `key_id` with `secret`."""
+    if not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id):
+        raise ValueError("key_id must be 32 lowercase hexadecimal digits")
+    return f"{PREFIX}{key_id}_{secret}"
 
 
 def parse_api_key(text: str) -> tuple[str, str]:

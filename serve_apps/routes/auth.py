@@ -19,7 +19,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from serve_apps.api_keys import PREFIX, new_api_key, parse_api_key
+from serve_apps.api_keys import key_text, new_key_secret
 from serve_apps.errors import Forbidden, Unauthenticated
 from serve_apps.passwords import verify_password
 from serve_apps.routes.access import (
@@ -31,7 +31,6 @@ from storage.errors import NotFound
 from storage.messages import utcnow
 
 LOGIN_FAILED = "invalid username or password"
-_DRAFT_KEY_ID = "0" * 32
 UNKNOWN_TENANT = "-"  # failed logins of usernames that exist nowhere are audited here
 
 public = APIRouter(tags=["auth"])
@@ -114,16 +113,13 @@ async def create_key(body: ApiKeyBody, request: Request, caller: Caller) -> dict
         raise Forbidden(f"a {caller.role} cannot create a key with role {body.role!r}",
                         {"role": body.role})
     expires = utcnow() + timedelta(seconds=body.expires_in_s) if body.expires_in_s else None
-    # The store picks the row id, which the plaintext embeds; the secret does not depend on
-    # it, so make the secret first and put the real id into the plaintext afterwards.
-    draft, hashed = new_api_key(_DRAFT_KEY_ID)
-    _, secret = parse_api_key(draft)
+    secret, hashed = new_key_secret()
     record = await svc.auth_store.create_api_key(
         caller.tenant, body.name, body.role, hashed,
         created_by=caller.subject.partition(":")[2], expires_at=expires)
     await _audit(request, svc, caller.tenant, caller.subject, "key_created", target=record.id,
                  details={"role": record.role, "name": record.name})
-    return {**_key_json(record), "key": f"{PREFIX}{record.id}_{secret}"}
+    return {**_key_json(record), "key": key_text(record.id, secret)}
 
 
 @keys.get("/keys", summary="List the tenant's API keys (never their secrets)")

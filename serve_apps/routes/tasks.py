@@ -13,6 +13,8 @@ Guarantees:
 
 from __future__ import annotations
 
+import uuid
+
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -52,7 +54,10 @@ async def submit_task(
     task_request = TaskRequest(
         description=body.description, payload=body.payload, agent_type=body.agent_type,
         priority=body.priority, timeout_s=body.timeout_s, max_attempts=body.max_attempts,
-        idempotency_key=idempotency_key, tenant=caller.tenant, batch_id=body.batch_id)
+        # A generated key still protects the submission when Ray retries the call across an
+        # orchestrator restart (as the Python client does).
+        idempotency_key=idempotency_key or f"auto:{uuid.uuid4().hex}", tenant=caller.tenant,
+        batch_id=body.batch_id)
     (task_id,) = await svc.port.call("submit_many", [task_request])
     if wait is not None:
         task = await svc.port.call("wait", task_id, wait)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.restarts_ray
@@ -31,15 +32,17 @@ def free_port() -> int:
 def env(tmp_path_factory) -> dict[str, str]:
     state = tmp_path_factory.mktemp("state")
     values = {**os.environ, "YMERA_STATE_DIR": str(state), "YMERA_RAY_PORT": str(free_port()),
-              "YMERA_DASHBOARD_PORT": str(free_port()), "YMERA_DATABASE_URL": "",
+              "YMERA_DASHBOARD_PORT": str(free_port()), "YMERA_API_PORT": str(free_port()),
+              "YMERA_DATABASE_URL": "",
               "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     values.pop("YMERA_DATABASE_URL")
     return values
 
 
-def ymera(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def ymera(env: dict[str, str], *args: str, check: bool = True,
+          input_text: str | None = None) -> subprocess.CompletedProcess:
     result = subprocess.run([*YMERA, *args], env=env, capture_output=True, text=True,
-                            timeout=300)
+                            timeout=300, input=input_text)
     if check and result.returncode != 0:
         raise AssertionError(f"ymera {' '.join(args)} exited {result.returncode}:\n"
                              f"{result.stdout}\n{result.stderr}")
@@ -59,6 +62,24 @@ def test_up_starts_a_local_platform_on_sqlite(running, env):
     assert running["database_url"].startswith("sqlite:///")
     assert (Path(env["YMERA_STATE_DIR"]) / "ymera.db").exists()
     assert "not configured" in running["redis"]
+    assert running["api_url"] == f"http://127.0.0.1:{env['YMERA_API_PORT']}"
+
+
+def test_up_serves_the_http_api_to_an_admin_made_with_the_cli(running, env):
+    created = ymera(env, "admin", "create-user", "--username", "root-admin", "--role", "admin",
+                    "--password-stdin", input_text="a long enough password\n")
+    assert "created admin root-admin" in created.stdout
+    api = running["api_url"]
+    assert httpx.get(f"{api}/health", timeout=10).status_code == 200
+    login = httpx.post(f"{api}/api/v1/auth/token", json={
+        "username": "root-admin", "password": "a long enough password"}, timeout=10)
+    assert login.status_code == 200, login.text
+    headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    task = httpx.post(f"{api}/api/v1/tasks?wait=30", headers=headers, timeout=60, json={
+        "description": "what is 6 * 7", "agent_type": "calculator"})
+    assert task.status_code == 200, task.text
+    assert task.json()["result"]["value"] == 42
+    assert httpx.get(f"{api}/api/v1/tasks", timeout=10).status_code == 401
 
 
 def test_submit_wait_get_and_list(running, env):

@@ -49,12 +49,17 @@ EXPECTED = {
 
 
 def platform_errors() -> list[type[YmeraError]]:
-    for module in ERRORS_MODULES:
-        importlib.import_module(module.__name__)
+    """The error classes of the packages' errors modules (subclasses defined elsewhere, such as
+    an agent's own input error, inherit their parent's code and rule; `codes_in_source` makes
+    sure any code of their own is mapped too). Which other modules happen to be imported must
+    not change this list."""
+    names = {module.__name__ for module in ERRORS_MODULES}
+    for name in names:
+        importlib.import_module(name)
     found, pending = [], [YmeraError]
     while pending:
         cls = pending.pop()
-        if cls.__module__.split(".")[0] in PACKAGES:
+        if cls.__module__ in names:
             found.append(cls)
         pending.extend(cls.__subclasses__())
     return sorted(found, key=lambda cls: f"{cls.__module__}.{cls.__qualname__}")

@@ -1,0 +1,68 @@
+"""`ymera admin`: bootstrap the HTTP API's first operators, straight on storage (no cluster).
+
+`create-user` stores a user with an argon2id password hash; `create-key` stores an API key
+and prints its plaintext once (only its hash is kept). Both are written to the audit log with
+the actor `system:cli`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from storage.database import migrate
+
+CLI_ACTOR = "system:cli"
+
+
+def create_user(database_url: str, tenant: str, username: str, role: str,
+                password: str) -> dict[str, Any]:
+    """Store a new user; `InvalidRequest` for a weak password or bad field, `Conflict` when
+    the username is taken."""
+    from serve_apps.passwords import hash_password
+
+    password_hash = hash_password(password)  # checks the password policy first
+
+    async def run() -> dict[str, Any]:
+        from storage.auth_store import AuthStore
+
+        store = await AuthStore.open(database_url)
+        try:
+            user = await store.create_user(tenant, username, password_hash, role)
+            await store.audit(tenant, CLI_ACTOR, "user_created", target=user.id,
+                              details={"username": username, "role": role})
+        finally:
+            await store.close()
+        return {"id": user.id, "tenant": user.tenant, "username": user.username,
+                "role": user.role}
+
+    migrate(database_url)
+    return asyncio.run(run())
+
+
+def create_key(database_url: str, tenant: str, name: str, role: str,
+               expires_in_days: float | None = None) -> dict[str, Any]:
+    """Store a new API key; the returned `key` is its only plaintext copy."""
+    from serve_apps.api_keys import key_text, new_key_secret
+    from storage.messages import utcnow
+
+    secret, hashed = new_key_secret()
+    expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
+
+    async def run() -> dict[str, Any]:
+        from storage.auth_store import AuthStore
+
+        store = await AuthStore.open(database_url)
+        try:
+            record = await store.create_api_key(tenant, name, role, hashed, expires_at=expires)
+            await store.audit(tenant, CLI_ACTOR, "key_created", target=record.id,
+                              details={"name": name, "role": role})
+        finally:
+            await store.close()
+        return {"id": record.id, "tenant": record.tenant, "name": record.name,
+                "role": record.role, "expires_at": expires.isoformat() if expires else None,
+                "key": key_text(record.id, secret)}
+
+    migrate(database_url)
+    return asyncio.run(run())

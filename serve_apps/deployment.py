@@ -1,0 +1,232 @@
+"""The HTTP API as a Ray Serve application: `create_app` behind Serve's HTTP proxy.
+
+    url = deploy_api(settings.api_config(), port=8000, replicas=2)   # "http://127.0.0.1:8000"
+    shutdown_api()
+
+or, from a Serve config file naming `app_builder`:
+
+    serve deploy serve_apps/serve_config.yaml
+
+Each replica (`ApiIngress`) builds its own FastAPI app at start: its own auth store on
+`config.database_url`, its own limiter, and a port to the orchestrator of `config.namespace`
+that is found on first use, so the API may start before the platform and follows the
+orchestrator through a restart.
+
+Guarantees:
+- `deploy_api` returns only once Serve reports the application running and `/health` answers
+  through the proxy; a replica that cannot start (unmigrated database, bad secret) fails the
+  deployment with Serve's reason;
+- `shutdown_api` removes only its own application; Serve itself stops only when no other
+  application is left on the cluster;
+- with `redis_url` the replicas share one rate-limit budget; without it each replica keeps its
+  own, so a caller's effective limit is the configured one times the number of replicas;
+- on an SQLite database the replicas run on the head node, next to the file;
+- every response carries one `X-Request-ID`, the id the app used. Serve's HTTP proxy always
+  forwards a request id to the app (the caller's, else one it makes) and echoes it on the
+  response, so the app's own copy of that header is dropped. Only when the caller's id is one
+  the app refuses (see `middleware`) does the response carry both: the caller's, echoed by
+  Serve, and then the app's, which its logs and error envelope name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Final
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve import Application
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from actors.deploy import find_orchestrator
+from actors.errors import PlatformUnavailable
+from serve_apps.api_config import ApiConfig
+from serve_apps.app import create_app
+from serve_apps.middleware import REQUEST_ID_HEADER
+from serve_apps.platform_port import ActorPort
+from serve_apps.rate_limit import LocalRateLimiter, RateLimit, RateLimiter, RedisRateLimiter
+from storage.auth_store import AuthStore
+
+DEFAULT_APP_NAME: Final = "ymera-api"
+MAX_ONGOING_REQUESTS: Final = 100
+READY_TIMEOUT_S: Final = 60.0
+HEAD_NODE_RESOURCE: Final = {"node:__internal_head__": 0.001}
+_SECRET_ARGS: Final = ("jwt_secret", "jwt_secret_file")
+_RATE_LIMIT_ARGS: Final = ("key_rate_limit", "tenant_rate_limit")
+_CONFIG_ARGS: Final = frozenset(f.name for f in dataclasses.fields(ApiConfig)) - {"jwt_secret"}
+
+
+class LazyActorPort:
+    """An `ActorPort` to the orchestrator of `namespace`, looked up on the first call and
+    again after a call finds it unreachable (a stale handle is never kept)."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._port: ActorPort | None = None
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        port = self._port
+        if port is None:
+            handle = await asyncio.to_thread(find_orchestrator, self.namespace)
+            port = self._port = ActorPort(handle)
+        try:
+            return await port.call(method, *args, **kwargs)
+        except PlatformUnavailable:
+            self._port = None
+            raise
+
+
+class ProxiedRequestId:
+    """Drops the app's `X-Request-ID` response header when it repeats the request's own, which
+    Serve's proxy adds to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = MutableHeaders(scope=scope).get(REQUEST_ID_HEADER)
+
+        async def send_once(message: Message) -> None:
+            if message["type"] == "http.response.start" and incoming is not None:
+                headers = MutableHeaders(scope=message)
+                if headers.get(REQUEST_ID_HEADER) == incoming:
+                    del headers[REQUEST_ID_HEADER]
+            await send(message)
+
+        await self.app(scope, receive, send_once)
+
+
+@serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, ray_actor_options={"num_cpus": 0})
+@serve.ingress()
+class ApiIngress:
+    """One API replica: the whole `create_app` application over this replica's own auth store,
+    limiter and orchestrator port, which it closes when Serve stops it."""
+
+    async def __init__(self, config: ApiConfig) -> None:
+        self.config = config
+        self.auth_store = await AuthStore.open(config.database_url)
+        self.limiter: RateLimiter = (RedisRateLimiter(config.redis_url, config.namespace)
+                                     if config.redis_url else LocalRateLimiter())
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        app = create_app(self.config, LazyActorPort(self.config.namespace), self.auth_store,
+                         self.limiter)
+        app.add_middleware(ProxiedRequestId)  # outermost: sees the app's final headers
+        return app
+
+    async def __del__(self) -> None:
+        await self.limiter.close()
+        await self.auth_store.close()
+
+
+def build_api(config: ApiConfig, replicas: int = 1) -> Application:
+    """The API as a Serve application of `replicas` replicas (not yet deployed)."""
+    if replicas < 1:
+        raise ValueError(f"replicas must be at least 1, not {replicas}")
+    actor_options: dict[str, Any] = {"num_cpus": 0}
+    if config.database_url.startswith("sqlite"):
+        actor_options["resources"] = dict(HEAD_NODE_RESOURCE)
+    return ApiIngress.options(num_replicas=replicas,
+                              ray_actor_options=actor_options).bind(config)
+
+
+def deploy_api(config: ApiConfig, *, host: str = "127.0.0.1", port: int = 8000,
+               replicas: int = 1, name: str = DEFAULT_APP_NAME,
+               timeout_s: float = READY_TIMEOUT_S) -> str:
+    """Deploy (or update) the API as application `name` at the root of Serve's HTTP proxy,
+    starting the proxy on `host:port` when Serve is not running yet; returns the base URL
+    once `/health` answers through it. Needs a connected Ray driver (`ray.init`).
+
+    Serve's HTTP options are fixed for the life of a Serve instance: if one already runs on
+    another port, it keeps that port and this times out naming the one that did not answer."""
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_api(config, replicas), name=name, route_prefix="/", blocking=False)
+    url = f"http://{_reachable_host(host)}:{port}"
+    _wait_healthy(url, timeout_s)
+    return url
+
+
+def shutdown_api(name: str = DEFAULT_APP_NAME) -> None:
+    """Delete application `name`; stop Serve too when no application is left."""
+    if name in serve.status().applications:
+        serve.delete(name)
+    if not serve.status().applications:
+        serve.shutdown()
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """The application of a Serve config file (`import_path: serve_apps.deployment:app_builder`).
+
+    `args` are `ApiConfig`'s fields (the rate limits as `{requests, per_s}`), the signing
+    secret as exactly one of `jwt_secret` or `jwt_secret_file` (a file holding it; `~` is
+    expanded), and `replicas`. A leading `~` in an SQLite database path is expanded too.
+    Paths are resolved where Serve builds the application, normally the head node."""
+    options = dict(args or {})
+    replicas = int(options.pop("replicas", 1))
+    secret = _signing_secret(options.pop("jwt_secret", None), options.pop("jwt_secret_file", None))
+    unknown = sorted(set(options) - _CONFIG_ARGS)
+    if unknown:
+        raise ValueError(f"unknown API arguments {unknown}; known: "
+                         f"{sorted(_CONFIG_ARGS | {'replicas', *_SECRET_ARGS})}")
+    for name in _RATE_LIMIT_ARGS:
+        if name in options:
+            options[name] = RateLimit(**options[name])
+    if "cors_origins" in options:
+        options["cors_origins"] = tuple(options["cors_origins"])
+    if "database_url" in options:
+        options["database_url"] = _expand_sqlite_path(options["database_url"])
+    return build_api(ApiConfig(jwt_secret=secret, **options), replicas=replicas)
+
+
+def _signing_secret(secret: str | None, secret_file: str | None) -> str:
+    if (secret is None) == (secret_file is None):
+        raise ValueError("give exactly one of jwt_secret and jwt_secret_file")
+    if secret is not None:
+        return str(secret)
+    path = Path(str(secret_file)).expanduser()
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read the signing secret file {str(path)!r}: "
+                         f"{exc.strerror or exc}") from None
+
+
+def _expand_sqlite_path(url: str) -> str:
+    for scheme in ("sqlite:///", "sqlite+aiosqlite:///"):
+        if url.startswith(scheme + "~"):
+            return scheme + str(Path(url[len(scheme):]).expanduser())
+    return url
+
+
+def _reachable_host(host: str) -> str:
+    """Where this machine reaches a proxy listening on `host` (wildcards mean loopback)."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def _wait_healthy(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    problem = "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2.0) as response:
+                if response.status == 200:
+                    return
+                problem = f"status {response.status}"
+        except (urllib.error.URLError, OSError) as exc:
+            problem = str(getattr(exc, "reason", exc))
+        time.sleep(0.2)
+    raise TimeoutError(f"the API did not answer at {url}/health within {timeout_s:g}s "
+                       f"({problem}); is another Serve instance holding other HTTP options?")

@@ -1,0 +1,167 @@
+"""The HTTP API deployed on Ray Serve, over real HTTP: two replicas behind Serve's proxy on
+loopback, a real orchestrator of the shared test cluster, and the SQLite database both use.
+The deployment is made once for the module."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from ray import serve
+from ray.serve.schema import ServeDeploySchema
+
+from actors.errors import PlatformUnavailable
+from serve_apps.api_config import ApiConfig
+from serve_apps.deployment import (
+    LazyActorPort, app_builder, deploy_api, shutdown_api,
+)
+from serve_apps.passwords import hash_password
+from storage.auth_store import AuthStore
+from tests.support.platform import run_platform
+
+API = "/api/v1"
+APP_NAME = "ymera-api-test"
+SECRET = "Zq4v_Lp2xQz8Wm4Ty6Ub1Nc7Hd5Jf0Ga-EsR9kB3nM7pX2cV6tY1uI8oP5aS0dF"
+PASSWORD = "correct horse battery staple"
+TENANTS = ("acme", "globex")
+SERVE_CONFIG = Path(__file__).resolve().parents[2] / "serve_apps" / "serve_config.yaml"
+
+
+@dataclasses.dataclass(frozen=True)
+class DeployedApi:
+    url: str
+    namespace: str
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def _create_users(database_url: str) -> None:
+    store = await AuthStore.open(database_url)
+    try:
+        password_hash = hash_password(PASSWORD)
+        for tenant in TENANTS:
+            await store.create_user(tenant, f"submitter@{tenant}", password_hash, "submitter")
+    finally:
+        await store.close()
+
+
+@pytest.fixture(scope="module")
+def deployed_api(ray_cluster, tmp_path_factory) -> Iterator[DeployedApi]:
+    for client in run_platform("sqlite", tmp_path_factory.mktemp("serve-api")):
+        asyncio.run(_create_users(client.config.database_url))
+        config = ApiConfig(jwt_secret=SECRET, namespace=client.config.namespace,
+                           database_url=client.config.database_url)
+        url = deploy_api(config, port=_free_port(), replicas=2, name=APP_NAME)
+        try:
+            yield DeployedApi(url, client.config.namespace)
+        finally:
+            shutdown_api(APP_NAME)
+
+
+def _login(http: httpx.Client, tenant: str) -> dict[str, str]:
+    response = http.post(f"{API}/auth/token",
+                         json={"username": f"submitter@{tenant}", "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+@pytest.mark.cluster
+def test_two_replicas_are_running(deployed_api: DeployedApi) -> None:
+    application = serve.status().applications[APP_NAME]
+    assert application.status == "RUNNING"
+    deployment = application.deployments["ApiIngress"]
+    assert deployment.replica_states.get("RUNNING") == 2
+
+
+@pytest.mark.cluster
+def test_health_and_docs_answer_over_http(deployed_api: DeployedApi) -> None:
+    with httpx.Client(base_url=deployed_api.url, timeout=10) as http:
+        health = http.get("/health")
+        assert health.status_code == 200 and health.json() == {"status": "ok"}
+        ready = http.get("/ready")
+        assert ready.status_code == 200, ready.text
+        openapi = http.get(f"{API}/openapi.json")
+        assert openapi.status_code == 200 and f"{API}/tasks" in openapi.json()["paths"]
+        docs = http.get(f"{API}/docs")
+        assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+@pytest.mark.cluster
+def test_submit_wait_get_and_tenant_isolation(deployed_api: DeployedApi) -> None:
+    with httpx.Client(base_url=deployed_api.url, timeout=60) as http:
+        acme = _login(http, "acme")
+        submitted = http.post(f"{API}/tasks", params={"wait": 30},
+                              headers={**acme, "X-Request-ID": "serve-test-submit-1"},
+                              json={"description": "echo", "agent_type": "sleeper",
+                                    "payload": {"echo": 42, "seconds": 0.1}})
+        assert submitted.status_code == 200, submitted.text
+        assert submitted.headers.get_list("x-request-id") == ["serve-test-submit-1"]
+        task = submitted.json()
+        assert task["status"] == "succeeded" and task["result"]["echo"] == 42
+        assert task["tenant"] == "acme"
+
+        fetched = http.get(f"{API}/tasks/{task['id']}", headers=acme)
+        assert fetched.status_code == 200 and fetched.json()["id"] == task["id"]
+
+        hidden = http.get(f"{API}/tasks/{task['id']}", headers=_login(http, "globex"))
+        assert hidden.status_code == 404, hidden.text
+        assert hidden.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.cluster
+def test_one_request_id_names_the_request(deployed_api: DeployedApi) -> None:
+    with httpx.Client(base_url=deployed_api.url, timeout=10) as http:
+        response = http.get(f"{API}/tasks")  # no id sent: Serve's proxy makes one
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "unauthenticated"
+        (request_id,) = response.headers.get_list("x-request-id")
+        assert response.json()["error"]["request_id"] == request_id
+
+        refused_id = "not a usable id"  # the app makes its own; Serve still echoes the caller's
+        response = http.get(f"{API}/tasks", headers={"X-Request-ID": refused_id})
+        app_id = response.json()["error"]["request_id"]
+        assert app_id != refused_id
+        assert sorted(response.headers.get_list("x-request-id")) == sorted([refused_id, app_id])
+
+
+@pytest.mark.cluster
+async def test_lazy_port_reports_a_missing_orchestrator(ray_cluster) -> None:
+    with pytest.raises(PlatformUnavailable):
+        await LazyActorPort("ymera-no-such-namespace").call("status")
+
+
+def test_config_file_is_a_valid_serve_config(tmp_path: Path) -> None:
+    document = yaml.safe_load(SERVE_CONFIG.read_text())
+    ServeDeploySchema.model_validate(document)
+    (application,) = document["applications"]
+    assert application["import_path"] == "serve_apps.deployment:app_builder"
+    assert "jwt_secret" not in application["args"]
+
+    secret_file = tmp_path / "jwt-secret"
+    secret_file.write_text(SECRET + "\n")
+    args = {**application["args"], "jwt_secret_file": str(secret_file),
+            "key_rate_limit": {"requests": 10, "per_s": 1.0}}
+    built = app_builder(args)
+    (config,) = built._bound_deployment.init_args
+    assert config.jwt_secret == SECRET and config.namespace == "ymera"
+    assert config.key_rate_limit.requests == 10
+    assert "~" not in config.database_url
+
+
+def test_builder_refuses_unknown_arguments_and_missing_secrets(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown API arguments"):
+        app_builder({"jwt_secret": SECRET, "jwt_secrte": "typo"})
+    with pytest.raises(ValueError, match="exactly one"):
+        app_builder({})
+    with pytest.raises(ValueError, match="cannot read"):
+        app_builder({"jwt_secret_file": str(tmp_path / "missing")})
