@@ -276,6 +276,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
         from cluster.bench_router import run_router_benchmark
 
         run_router_benchmark(args)
+    elif args.suite == "api":
+        from cluster.bench_api import run_api_benchmark
+
+        run_api_benchmark(args)
     else:
         from cluster.bench import run_core_benchmark
 
@@ -357,9 +361,10 @@ def parser() -> argparse.ArgumentParser:
     admin.add_argument("--expires-in-days", type=float, help="create-key: expiry")
     add("migrate", cmd_migrate, "bring storage to the latest schema")
     bench = add("bench", cmd_bench, "benchmarks")
-    bench.add_argument("suite", choices=["core", "router"],
+    bench.add_argument("suite", choices=["core", "router", "api"],
                        help="core: Ray actors and platform tasks; router: the semantic router "
-                       "against its embedding model")
+                       "against its embedding model; api: authenticated task submission over "
+                       "HTTP against a bare Serve endpoint")
     bench.add_argument("--tasks", type=int, default=10_000, help="core: tasks per database")
     bench.add_argument("--raw-calls", type=int, default=5000, help="core: raw actor calls")
     bench.add_argument("--postgres-url", default=None, help="core: PostgreSQL admin URL")
@@ -372,6 +377,14 @@ def parser() -> argparse.ArgumentParser:
                        help="router: timed single decisions of never-seen texts")
     bench.add_argument("--file", help="router: JSON Lines of descriptions to route "
                        "(default: the routing development set, else declared examples)")
+    bench.add_argument("--concurrency", default="1,8,32",
+                       help="api: comma-separated numbers of concurrent callers")
+    bench.add_argument("--requests", type=int, default=600,
+                       help="api: requests per endpoint at each concurrency level")
+    bench.add_argument("--duration", type=float, default=None,
+                       help="api: seconds per endpoint at each level, instead of --requests")
+    bench.add_argument("--replicas", dest="api_replicas", type=int, default=1,
+                       help="api: Serve replicas of each endpoint")
     bench.add_argument("--output", help="also write the JSON report here")
     return root
 

@@ -13,7 +13,8 @@ Guarantees:
   names for it, and is rate-limited before it works;
 - every error leaves as the one envelope of `http_errors`, with the request id: platform errors
   with their mapped status, FastAPI's validation failures as `invalid_request` (400) naming the
-  field, unknown routes as `not_found`, anything unexpected as a logged, generic 500.
+  field, unknown routes as `not_found`, a wrong method as `method_not_allowed` (405, with
+  `Allow`), anything unexpected as a logged, generic 500.
 """
 
 from __future__ import annotations
@@ -26,15 +27,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from serve_apps import http_errors
 from serve_apps.api_config import ApiConfig
+from serve_apps.errors import MethodNotAllowed
 from serve_apps.middleware import (
     BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware, logger,
 )
 from serve_apps.platform_port import PlatformPort
 from serve_apps.rate_limit import RateLimit, RateLimiter
-from serve_apps.routes import agents, auth, tasks
+from serve_apps.routes import agents, auth, streams, tasks, users
 from serve_apps.routes.access import API_PREFIX, Services
 from serve_apps.tokens import TokenIssuer
 from storage.auth_store import AuthStore
@@ -55,8 +58,11 @@ def create_app(config: ApiConfig, port: PlatformPort, auth_store: AuthStore,
         config=config, port=port, auth_store=auth_store, limiter=limiter,
         tokens=TokenIssuer(config.jwt_secret, config.issuer, config.audience,
                            config.access_ttl_s, config.refresh_ttl_s))
-    for router in (auth.public, auth.keys, tasks.router, agents.router, probes):
+    app.state.api_routes = []  # for the `Allow` header of a 405
+    for router in (auth.public, auth.keys, tasks.router, streams.router, agents.router,
+                   users.router, probes):
         app.include_router(router, prefix=API_PREFIX)
+        app.state.api_routes.extend(router.routes)
     app.include_router(probes, include_in_schema=False)
     app.add_exception_handler(YmeraError, _platform_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -104,18 +110,33 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
-    """Starlette's own errors (no such route, wrong method) through the same one mapping.
-
-    `http_errors` has no 405 rule yet, so a wrong method is `invalid_request` (400) naming the
-    allowed methods, with the `Allow` header kept."""
+    """Starlette's own errors (no such route, wrong method) through the same one mapping."""
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 404:
         return error_response(request, NotFound(f"no route {request.url.path}"))
-    allowed = (exc.headers or {}).get("Allow")
-    error = InvalidRequest(f"{request.method} is not allowed here"
-                           + (f"; allowed: {allowed}" if allowed else ""),
-                           {"method": request.method, "status": exc.status_code})
-    return error_response(request, error, {"Allow": allowed} if allowed else None)
+    if exc.status_code == 405:
+        allowed = _allowed_methods(request) or (exc.headers or {}).get("Allow", "")
+        return error_response(request, MethodNotAllowed(
+            f"{request.method} is not allowed here"
+            + (f"; allowed: {allowed}" if allowed else ""),
+            {"method": request.method, "allowed": allowed}, allowed=allowed))
+    return error_response(request, InvalidRequest(
+        f"the request was refused: {exc.detail}", {"status": exc.status_code}))
+
+
+def _allowed_methods(request: Request) -> str:
+    """The methods the API's routes at this path take, for `Allow` (Starlette names only those
+    of the first route that matches the path, so `GET /users` would go unmentioned next to
+    `POST`)."""
+    path = request.url.path
+    relative = path[len(API_PREFIX):] if path.startswith(f"{API_PREFIX}/") else path
+    scope = {"type": "http", "path": relative, "root_path": "", "method": request.method}
+    methods: set[str] = set()
+    for route in request.app.state.api_routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
 
 
 probes = APIRouter(tags=["health"])

@@ -4,7 +4,8 @@
     ├── Unauthenticated    no credentials, or credentials that do not verify       → 401
     ├── Forbidden          the caller is known but its role lacks the permission    → 403
     ├── RateLimited        the caller sent too many requests: retry after a while   → 429
-    └── PayloadTooLarge    the request body is larger than the API accepts          → 413
+    ├── PayloadTooLarge    the request body is larger than the API accepts          → 413
+    └── MethodNotAllowed   the route exists, but not for this HTTP method           → 405
 
 Every error's message is safe to show to the caller: it names the rule that failed, never a
 secret, token or password. Statuses are assigned in one place, `serve_apps.http_errors`.
@@ -40,3 +41,17 @@ class RateLimited(YmeraError):
 
 class PayloadTooLarge(YmeraError):
     code = "payload_too_large"
+
+
+class MethodNotAllowed(YmeraError):
+    """The path names a route that does not take this method; `allowed` lists the methods it
+    does take, as the `Allow` header spells them (for example "GET, POST")."""
+
+    code = "method_not_allowed"
+
+    def __init__(
+        self, message: str, details: dict[str, Any] | None = None, allowed: str = ""
+    ) -> None:
+        super().__init__(message, details)
+        self.args = (message, details, allowed)
+        self.allowed = allowed

@@ -12,7 +12,8 @@ Guarantees:
   the raised one is for the server's log. Internal-only errors and anything that is not a
   `YmeraError` become `500 internal_error` with a generic message.
 - 429 and retryable 503 responses carry `Retry-After` in whole seconds (at least 1); 401
-  responses carry `WWW-Authenticate: Bearer`.
+  responses carry `WWW-Authenticate: Bearer`; 405 responses carry `Allow` with the methods the
+  route takes.
 - An error class without its own rule gets its nearest ancestor's (a new `StorageError`
   subclass is a 503), so a forgotten mapping never turns a known failure into a leak.
 
@@ -53,6 +54,7 @@ HTTP_RULES: Final[dict[str, HttpRule]] = {
     "unauthenticated": HttpRule(401),
     "forbidden": HttpRule(403),
     "not_found": HttpRule(404),
+    "method_not_allowed": HttpRule(405),
     "conflict": HttpRule(409),
     "payload_too_large": HttpRule(413),
     "no_confident_route": HttpRule(422),
@@ -95,11 +97,15 @@ def status_for(exc: BaseException) -> int:
 
 
 def headers_for(exc: BaseException) -> dict[str, str]:
-    """Headers the response to `exc` must carry (`Retry-After`, `WWW-Authenticate`), maybe none."""
+    """Headers the response to `exc` must carry (`Retry-After`, `WWW-Authenticate`, `Allow`),
+    maybe none."""
     rule = rule_for(exc)
     headers: dict[str, str] = {}
     if rule.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
+    allowed = getattr(exc, "allowed", None)
+    if rule.status == 405 and isinstance(allowed, str) and allowed:
+        headers["Allow"] = allowed
     if rule.retry_after:
         headers["Retry-After"] = str(_retry_after_s(exc))
     return headers

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from serve_apps.permissions import ROLES
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$"
+_USERNAME = r"^[A-Za-z0-9][A-Za-z0-9_.@+\-]{0,63}$"
 ROLE_PATTERN = "^(" + "|".join(ROLES) + ")$"
 
 
@@ -44,6 +45,18 @@ class ApiKeyBody(StrictBody):
     name: str = Field(min_length=1, max_length=100)
     role: str = Field(pattern=ROLE_PATTERN)
     expires_in_s: int | None = Field(default=None, ge=60, le=366 * 86400)
+
+
+class UserBody(StrictBody):
+    """A new user; the password must also meet `serve_apps.passwords`' policy."""
+
+    username: str = Field(pattern=_USERNAME)
+    password: str = Field(min_length=1, max_length=4096)
+    role: str = Field(pattern=ROLE_PATTERN)
+
+
+class RoleBody(StrictBody):
+    role: str = Field(pattern=ROLE_PATTERN)
 
 
 class TaskBody(StrictBody):

@@ -48,12 +48,20 @@ ROUTE_PERMISSIONS: Final[dict[tuple[str, str], str]] = {
     ("POST", "/tasks/{task_id}/feedback"): "tasks:feedback",
     ("GET", "/tasks/{task_id}/attempts"): "tasks:read",
     ("GET", "/tasks/{task_id}/events"): "tasks:read",
+    ("GET", "/tasks/{task_id}/stream"): "tasks:read",
+    ("GET", "/stream"): "tasks:read",
     ("POST", "/tasks/{task_id}/requeue"): "tasks:requeue",
     ("GET", "/dead"): "dead:read",
     ("POST", "/route"): "route:query",
     ("GET", "/agents"): "agents:read",
     ("GET", "/agents/stats"): "agents:read",
     ("POST", "/agents/{agent_type}/scale"): "agents:scale",
+    ("POST", "/users"): "users:manage",
+    ("GET", "/users"): "users:manage",
+    ("POST", "/users/{user_id}/role"): "users:manage",
+    ("POST", "/users/{user_id}/disable"): "users:manage",
+    ("POST", "/users/{user_id}/enable"): "users:manage",
+    ("GET", "/audit"): "audit:read",
 }
 """(method, path under `API_PREFIX`) → the permission a caller's role must grant."""
 

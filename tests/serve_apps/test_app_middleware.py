@@ -147,5 +147,6 @@ async def test_probes(platform: Platform, client) -> None:
 
 async def test_wrong_method_uses_the_envelope(client) -> None:
     response = await client.delete(f"{API}/tasks")
-    assert response.status_code == 400 and error_code(response) == "invalid_request"
-    assert response.headers["allow"]
+    assert response.status_code == 405 and error_code(response) == "method_not_allowed"
+    assert response.headers["allow"] == "GET, POST"
+    assert response.json()["error"]["details"]["allowed"] == "GET, POST"

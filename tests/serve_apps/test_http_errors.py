@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import pickle
 import re
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import serve_apps.errors
 import storage.errors
 from actors.errors import PlatformUnavailable, QueueFull, ReplicaLost
 from ml.errors import EmbeddingModelUnavailable, NoConfidentRoute
-from serve_apps.errors import RateLimited, Unauthenticated
+from serve_apps.errors import MethodNotAllowed, RateLimited, Unauthenticated
 from serve_apps.http_errors import HTTP_RULES, envelope, headers_for, status_for
 from storage.errors import InvalidRequest, NotFound, StorageError, YmeraError
 
@@ -27,6 +28,7 @@ EXPECTED = {
     "unauthenticated": (401, "unauthenticated"),
     "forbidden": (403, "forbidden"),
     "not_found": (404, "not_found"),
+    "method_not_allowed": (405, "method_not_allowed"),
     "conflict": (409, "conflict"),
     "payload_too_large": (413, "payload_too_large"),
     "no_confident_route": (422, "no_confident_route"),
@@ -158,3 +160,12 @@ def test_an_unmapped_error_falls_back_to_its_nearest_mapped_ancestor() -> None:
     assert envelope(storage_failure, "r")["error"]["message"] == "storage is unavailable"
     assert status_for(BrandNewError("what")) == 500
     assert envelope(BrandNewError("what"), "r")["error"]["code"] == "internal_error"
+
+
+def test_a_wrong_method_names_the_allowed_ones() -> None:
+    exc = MethodNotAllowed("DELETE is not allowed here", {"method": "DELETE"}, allowed="GET, POST")
+    assert status_for(exc) == 405 and headers_for(exc) == {"Allow": "GET, POST"}
+    assert envelope(exc, "r")["error"]["details"] == {"method": "DELETE"}
+    copy = pickle.loads(pickle.dumps(exc))
+    assert copy.allowed == "GET, POST" and copy.message == exc.message
+    assert headers_for(MethodNotAllowed("no")) == {}

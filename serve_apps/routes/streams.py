@@ -1,0 +1,199 @@
+"""Task events as Server-Sent Events: one task's, or every task's of the caller's tenant.
+
+    GET /api/v1/tasks/{task_id}/stream      one task, ends after its terminal event
+    GET /api/v1/stream                      the tenant's tasks, until the client leaves
+
+Each message is `id: <event id>`, `event: <kind>`, `data: <the event as JSON>`; a comment
+(`: keep-alive`) is sent when nothing else was for `HEARTBEAT_S`, and the tenant stream
+sends `: subscribed` once it receives every event published from then on.
+
+Guarantees:
+- another tenant's task answers 404 before anything is streamed;
+- `Last-Event-ID` (or `?after_id=`) resumes a task stream: the stored events after it first,
+  then live ones, each once and in id order. Live events come from the Redis event bus when
+  `redis_url` is set (subscribe, then read storage, then follow: `storage.event_bus`); a bus
+  gap repeats that from the last id sent. Without Redis the task's events are polled from
+  storage every `POLL_S`;
+- the tenant stream needs Redis (503 `platform_unavailable` without it) and is live only:
+  storage has no per-tenant event query, so events committed while the stream was not
+  subscribed cannot be replayed. When that may have happened (a resume id was given, or the bus
+  reported a gap) the stream says so with an `event: gap` message naming the last id sent, and
+  goes on; the client reads each task's missed events from `/tasks/{task_id}/events`;
+- the bus subscription is closed when the stream ends or the client disconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Final
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from actors.errors import PlatformUnavailable
+from serve_apps.routes.access import Caller, Services, authorize, services
+from serve_apps.routes.tasks import owned_task
+from storage.errors import InvalidRequest, StorageError
+from storage.event_bus import RedisEventBus, encode_event
+from storage.messages import TERMINAL_STATUSES, TaskEvent
+
+log = logging.getLogger("ymera.streams")
+
+HEARTBEAT_S: Final = 15.0
+POLL_S: Final = 0.5
+RESUBSCRIBE_DELAY_S: Final = 1.0
+TERMINAL_KINDS: Final = frozenset(status.value for status in TERMINAL_STATUSES)
+STREAM_HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+router = APIRouter(tags=["streams"], dependencies=[Depends(authorize)])
+
+AfterId = Annotated[int | None, Query(ge=0)]
+LastEventId = Annotated[str | None, Header(max_length=32)]
+
+
+def sse_message(event: TaskEvent) -> str:
+    """One event in the SSE wire format."""
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {encode_event(event)}\n\n"
+
+
+def gap_message(last_id: int, reason: str) -> str:
+    """Tells a tenant-stream client that events after `last_id` may not have been sent."""
+    data = json.dumps({"after_id": last_id, "message": reason}, separators=(",", ":"))
+    return f"event: gap\ndata: {data}\n\n"
+
+
+KEEP_ALIVE: Final = ": keep-alive\n\n"
+SUBSCRIBED: Final = ": subscribed\n\n"  # the tenant stream is live from here on
+
+
+def resume_id(last_event_id: str | None, after_id: int | None) -> int:
+    """Where the stream starts: `Last-Event-ID` wins over `?after_id=`; 0 means the start."""
+    if last_event_id is None or not last_event_id.strip():
+        return after_id or 0
+    value = last_event_id.strip()
+    if not value.isdigit():
+        raise InvalidRequest("Last-Event-ID must be an event id (a whole number)",
+                             {"field": "Last-Event-ID"})
+    return int(value)
+
+
+@router.get("/tasks/{task_id}/stream", summary="The task's events as Server-Sent Events")
+async def task_stream(task_id: str, request: Request, caller: Caller,
+                      after_id: AfterId = None,
+                      last_event_id: LastEventId = None) -> StreamingResponse:
+    start = resume_id(last_event_id, after_id)
+    await owned_task(request, caller, task_id)
+    svc = services(request)
+    if svc.config.redis_url:
+        body = _task_events_from_bus(svc, task_id, start)
+    else:
+        body = _task_events_polled(svc, task_id, start)
+    return _sse_response(body)
+
+
+@router.get("/stream", summary="Every event of the tenant's tasks as Server-Sent Events")
+async def tenant_stream(request: Request, caller: Caller, after_id: AfterId = None,
+                        last_event_id: LastEventId = None) -> StreamingResponse:
+    start = resume_id(last_event_id, after_id)
+    svc = services(request)
+    if not svc.config.redis_url:
+        raise PlatformUnavailable(
+            "the tenant event stream needs the Redis event bus, which is not configured; "
+            "follow single tasks at /tasks/{task_id}/stream instead",
+            {"feature": "tenant_stream"})
+    return _sse_response(_tenant_events_from_bus(svc, caller.tenant, start))
+
+
+def _sse_response(body: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(body, media_type="text/event-stream", headers=STREAM_HEADERS)
+
+
+async def _task_events_from_bus(svc: Services, task_id: str, after_id: int) -> AsyncIterator[str]:
+    """Subscribe, read what storage holds after the last id sent, follow the bus; again on a
+    gap. Ends after the terminal event, or at once when the task had ended before a read."""
+    bus = RedisEventBus(svc.config.redis_url or "")
+    last_id = after_id
+    try:
+        while True:
+            try:
+                async with bus.subscribe(svc.config.namespace, task_id=task_id) as live:
+                    task = await svc.port.call("get", task_id)
+                    stored = await svc.port.call("events", task_id, last_id)
+                    for event in stored:
+                        if event.id > last_id:
+                            last_id = event.id
+                            yield sse_message(event)
+                            if event.kind in TERMINAL_KINDS:
+                                return
+                    if task.status.is_terminal:
+                        return  # the terminal event was at or before the resume id
+                    while True:
+                        event = await live.get(timeout=HEARTBEAT_S)
+                        if event is None:
+                            yield KEEP_ALIVE
+                        elif event.id > last_id:
+                            last_id = event.id
+                            yield sse_message(event)
+                            if event.kind in TERMINAL_KINDS:
+                                return
+            except StorageError as exc:
+                log.warning("task %s stream: resuming after event %d: %s", task_id, last_id, exc)
+                yield KEEP_ALIVE  # also lets a departed client end the stream here
+                await asyncio.sleep(RESUBSCRIBE_DELAY_S)
+    finally:
+        await bus.close()
+
+
+async def _task_events_polled(svc: Services, task_id: str, after_id: int) -> AsyncIterator[str]:
+    """The task's events read from storage every `POLL_S`, for a node without Redis."""
+    loop = asyncio.get_running_loop()
+    last_id = after_id
+    quiet_since = loop.time()
+    while True:
+        task = await svc.port.call("get", task_id)
+        for event in await svc.port.call("events", task_id, last_id):
+            last_id = event.id
+            quiet_since = loop.time()
+            yield sse_message(event)
+            if event.kind in TERMINAL_KINDS:
+                return
+        if task.status.is_terminal:
+            return  # the terminal event was at or before the resume id
+        if loop.time() - quiet_since >= HEARTBEAT_S:
+            quiet_since = loop.time()
+            yield KEEP_ALIVE
+        await asyncio.sleep(POLL_S)
+
+
+async def _tenant_events_from_bus(svc: Services, tenant: str,
+                                  after_id: int) -> AsyncIterator[str]:
+    """Live events of the tenant's tasks after `after_id`, until the client leaves."""
+    bus = RedisEventBus(svc.config.redis_url or "")
+    last_id = after_id
+    missed = "events committed before this stream subscribed are not replayed" \
+        if after_id else None
+    try:
+        while True:
+            try:
+                async with bus.subscribe(svc.config.namespace, tenant=tenant) as live:
+                    yield SUBSCRIBED
+                    if missed:
+                        yield gap_message(last_id, missed)
+                        missed = None
+                    while True:
+                        event = await live.get(timeout=HEARTBEAT_S)
+                        if event is None:
+                            yield KEEP_ALIVE
+                        elif event.id > last_id:
+                            last_id = event.id
+                            yield sse_message(event)
+            except StorageError as exc:
+                log.warning("tenant %s stream: bus gap after event %d: %s", tenant, last_id, exc)
+                missed = "the event bus was interrupted; events may have been missed"
+                yield KEEP_ALIVE
+                await asyncio.sleep(RESUBSCRIBE_DELAY_S)
+    finally:
+        await bus.close()
