@@ -39,6 +39,7 @@ from serve_apps.platform_port import PlatformPort
 from serve_apps.rate_limit import RateLimit, RateLimiter
 from serve_apps.routes import agents, auth, streams, tasks, users
 from serve_apps.routes.access import API_PREFIX, Services
+from serve_apps.schemas import ErrorEnvelope, Readiness
 from serve_apps.tokens import TokenIssuer
 from storage.auth_store import AuthStore
 from storage.database import ensure_schema_current
@@ -46,6 +47,11 @@ from storage.errors import InvalidRequest, NotFound, YmeraError
 
 READY_TIMEOUT_S: Final = 3.0
 _PROBE_LIMIT: Final = RateLimit(requests=1_000_000, per_s=1.0)
+# Every error status `http_errors` can answer with, declared on every route with the envelope
+# as its body (this also replaces FastAPI's default 422 body: validation failures answer 400).
+ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    status: {"model": ErrorEnvelope, "description": "The error envelope"}
+    for status in sorted({rule.status for rule in http_errors.HTTP_RULES.values()})}
 
 
 def create_app(config: ApiConfig, port: PlatformPort, auth_store: AuthStore,
@@ -61,7 +67,7 @@ def create_app(config: ApiConfig, port: PlatformPort, auth_store: AuthStore,
     app.state.api_routes = []  # for the `Allow` header of a 405
     for router in (auth.public, auth.keys, tasks.router, streams.router, agents.router,
                    users.router, probes):
-        app.include_router(router, prefix=API_PREFIX)
+        app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
         app.state.api_routes.extend(router.routes)
     app.include_router(probes, include_in_schema=False)
     app.add_exception_handler(YmeraError, _platform_error)
@@ -147,7 +153,9 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@probes.get("/ready", summary="Readiness: orchestrator, storage and Redis (if any) answer")
+@probes.get("/ready", summary="Readiness: orchestrator, storage and Redis (if any) answer",
+            response_model=Readiness,
+            responses={503: {"model": Readiness, "description": "Not ready"}})
 async def ready(request: Request) -> JSONResponse:
     svc: Services = request.app.state.services
     checks: dict[str, Any] = {

@@ -85,3 +85,21 @@ class RouteBody(StrictBody):
 
 class ScaleBody(StrictBody):
     replicas: int = Field(ge=0, le=256)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any]
+    request_id: str | None
+
+
+class ErrorEnvelope(BaseModel):
+    """The body of every error answer (`serve_apps.http_errors.envelope`)."""
+
+    error: ErrorDetail
+
+
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, str]
