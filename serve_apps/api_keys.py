@@ -20,10 +20,11 @@ import hashlib
 import hmac
 import re
 import secrets
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Final
 
 from serve_apps.errors import Unauthenticated
+from storage.messages import as_utc
 
 PREFIX: Final = "ymk_"
 SECRET_BYTES: Final = 32
@@ -84,11 +85,7 @@ def check_key_usable(record_expires_at: datetime | None, record_revoked_at: date
     """
     if record_revoked_at is not None:
         raise Unauthenticated("API key revoked")
-    if record_expires_at is not None and _utc(now) >= _utc(record_expires_at):
+    if record_expires_at is not None and as_utc(now) >= as_utc(record_expires_at):
         raise Unauthenticated("API key expired")
 
 
-def _utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)

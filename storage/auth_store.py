@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from storage.database import EngineStore
 from storage.errors import Conflict, InvalidRequest, NotFound, StorageError
-from storage.messages import utcnow
+from storage.messages import as_utc, utcnow
 from storage.models import (
     api_keys_table, audit_events_table, refresh_tokens_table, users_table,
 )
@@ -98,15 +98,8 @@ class AuditEvent:
     details: dict[str, Any] | None = None
 
 
-def _utc(value: datetime) -> datetime:
-    """`value` as UTC (naive means UTC): SQLite keeps no offset, so every stored time is UTC."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
-
-
 def _utc_or_none(value: datetime | None) -> datetime | None:
-    return None if value is None else _utc(value)
+    return None if value is None else as_utc(value)
 
 
 def _aware(name: str, value: datetime) -> datetime:
@@ -150,22 +143,22 @@ def _check_details(details: dict[str, Any] | None) -> None:
 
 def _user(row: Any) -> User:
     return User(row.id, row.tenant, row.username, row.role, bool(row.disabled),
-                _utc(row.created_at), _utc(row.updated_at), row.password_hash)
+                as_utc(row.created_at), as_utc(row.updated_at), row.password_hash)
 
 
 def _api_key(row: Any) -> ApiKeyRecord:
-    return ApiKeyRecord(row.id, row.tenant, row.name, row.role, _utc(row.created_at),
+    return ApiKeyRecord(row.id, row.tenant, row.name, row.role, as_utc(row.created_at),
                         row.secret_hash, row.created_by, _utc_or_none(row.expires_at),
                         _utc_or_none(row.revoked_at), _utc_or_none(row.last_used_at))
 
 
 def _refresh_token(row: Any) -> RefreshToken:
-    return RefreshToken(row.jti, row.user_id, _utc(row.issued_at), _utc(row.expires_at),
+    return RefreshToken(row.jti, row.user_id, as_utc(row.issued_at), as_utc(row.expires_at),
                         _utc_or_none(row.revoked_at), row.replaced_by)
 
 
 def _audit_event(row: Any) -> AuditEvent:
-    return AuditEvent(int(row.id), _utc(row.at), row.tenant, row.actor, row.action, row.target,
+    return AuditEvent(int(row.id), as_utc(row.at), row.tenant, row.actor, row.action, row.target,
                       row.request_id, row.client, row.details)
 
 

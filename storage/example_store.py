@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from storage.database import EngineStore
 from storage.errors import InvalidRequest, StorageError
 from storage.models import routing_examples_table
-from storage.messages import utcnow
+from storage.messages import as_utc, utcnow
 
 STORED_SOURCES = ("learned", "feedback")
 MAX_TEXT_CHARS = 10_000
@@ -60,10 +60,8 @@ def _check(example: NewExample) -> None:
 
 
 def _from_row(row) -> StoredExample:
-    created = row.created_at
-    if created.tzinfo is None:
-        created = created.replace(tzinfo=timezone.utc)
-    return StoredExample(row.id, row.agent_type, row.text, row.source, created, row.task_id)
+    return StoredExample(row.id, row.agent_type, row.text, row.source, as_utc(row.created_at),
+                         row.task_id)
 
 
 class ExampleStore(EngineStore):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from storage.database import EngineStore
 from storage.errors import InvalidRequest, NotFound, StorageError
-from storage.messages import InboxMessage, new_task_id, utcnow
+from storage.messages import InboxMessage, as_utc, new_task_id, utcnow
 from storage.models import messages_table
 
 MAX_BODY_BYTES = 256 * 1024
@@ -26,18 +26,11 @@ MAX_PAGE = 1000
 _LENGTHS = {"recipient": 64, "tenant": 64, "sender": 64, "task_id": 32, "subject": 200}
 
 
-def _utc(value: datetime) -> datetime:
-    """`value` as UTC (naive means UTC): SQLite keeps no offset, so every stored time is UTC."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
-
-
 def message_from_row(row: Any) -> InboxMessage:
     return InboxMessage(
-        id=row.id, recipient=row.recipient, body=row.body, created_at=_utc(row.created_at),
+        id=row.id, recipient=row.recipient, body=row.body, created_at=as_utc(row.created_at),
         tenant=row.tenant, sender=row.sender, task_id=row.task_id, subject=row.subject,
-        acked_at=_utc(row.acked_at) if row.acked_at is not None else None,
+        acked_at=as_utc(row.acked_at) if row.acked_at is not None else None,
     )
 
 
@@ -75,7 +68,7 @@ def _encode_cursor(message: InboxMessage) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         created, message_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return _utc(datetime.fromisoformat(created)), str(message_id)
+        return as_utc(datetime.fromisoformat(created)), str(message_id)
     except Exception as exc:
         raise InvalidRequest(f"cursor {cursor!r} is not one this inbox issued") from exc
 

@@ -53,6 +53,13 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(value: datetime) -> datetime:
+    """`value` as UTC (naive means UTC): SQLite keeps no offset, so every stored time is UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskRequest:
     """What a client asks for. Validated by the orchestrator before anything is stored."""

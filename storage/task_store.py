@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from storage.database import EngineStore
 from storage.errors import InvalidRequest, NotFound, StorageError
 from storage.messages import (
+    as_utc,
     Attempt,
     AttemptOutcome,
     Task,
@@ -68,15 +69,8 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
-def _utc(value: datetime) -> datetime:
-    """`value` as UTC (naive means UTC): SQLite keeps no offset, so every stored time is UTC."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
-
-
 def _in_utc(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: _utc(v) if isinstance(v, datetime) else v for k, v in row.items()}
+    return {k: as_utc(v) if isinstance(v, datetime) else v for k, v in row.items()}
 
 
 def task_from_row(row: Any) -> Task:
@@ -99,7 +93,7 @@ def _encode_cursor(task: Task) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         created, task_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return _utc(datetime.fromisoformat(created)), str(task_id)
+        return as_utc(datetime.fromisoformat(created)), str(task_id)
     except Exception as exc:
         raise InvalidRequest(f"cursor {cursor!r} is not one this platform issued") from exc
 
@@ -293,7 +287,7 @@ class TaskStore(EngineStore):
         timed, since their end is when the loss was noticed. `timed` says how many were used
         and `durations_capped` whether the cap cut the sample short.
         """
-        since = _utc(since)
+        since = as_utc(since)
         finished = await self._fetch(
             select(tasks_table.c.agent_type, tasks_table.c.status, func.count())
             .where(tasks_table.c.finished_at >= since, tasks_table.c.agent_type.is_not(None))
