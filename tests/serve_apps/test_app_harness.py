@@ -5,6 +5,7 @@ limiter, and an httpx client over ASGI. Users of two tenants, one per role, are 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
@@ -65,12 +66,16 @@ class Platform:
         return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture
-async def platform(tmp_path) -> AsyncIterator[Platform]:
+@contextlib.asynccontextmanager
+async def running_platform(tmp_path, namespace: str = "ymera",
+                           redis_url: str | None = None) -> AsyncIterator[Platform]:
+    """A platform on a fresh database; with `redis_url` the orchestrator publishes its events
+    there under `namespace` and the API reads the same."""
     url = f"sqlite:///{tmp_path}/ymera.db"
     await migrate_async(url)
     orchestrator = Orchestrator(OrchestratorConfig(
-        database_url=url, agent_modules=TEST_AGENT_PATHS, default_replicas=0,
+        database_url=url, namespace=namespace, redis_url=redis_url,
+        agent_modules=TEST_AGENT_PATHS, default_replicas=0,
         pools={"sleeper": PoolConfig(replicas=1, concurrency=4),
                "flaky": PoolConfig(replicas=1, concurrency=4)},
         health_interval_s=0.05, health_timeout_s=0.5,
@@ -82,7 +87,8 @@ async def platform(tmp_path) -> AsyncIterator[Platform]:
     password_hash = hash_password(PASSWORD)
     users = {(tenant, role): await auth_store.create_user(
         tenant, f"{role}@{tenant}", password_hash, role) for tenant in TENANTS for role in ROLES}
-    config = ApiConfig(jwt_secret=SECRET, database_url=url, key_rate_limit=GENEROUS,
+    config = ApiConfig(jwt_secret=SECRET, database_url=url, namespace=namespace,
+                       redis_url=redis_url, key_rate_limit=GENEROUS,
                        tenant_rate_limit=GENEROUS, wait_max_s=10.0, max_body_bytes=64 * 1024)
     try:
         yield Platform(orchestrator, auth_store, limiter, config, users, url)
@@ -95,6 +101,14 @@ async def platform(tmp_path) -> AsyncIterator[Platform]:
             task.cancel()
         if orchestrator.lifecycle.writer._task:
             orchestrator.lifecycle.writer._task.cancel()
+        if orchestrator.publisher is not None:
+            await orchestrator.publisher.close()
+
+
+@pytest.fixture
+async def platform(tmp_path) -> AsyncIterator[Platform]:
+    async with running_platform(tmp_path) as running:
+        yield running
 
 
 @pytest.fixture

@@ -16,23 +16,10 @@ import uvicorn
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from actors.config import OrchestratorConfig, PoolConfig
-from actors.orchestrator import Orchestrator
-from actors.retry import RetryPolicy
-from ml.config import RouterConfig
-from serve_apps.api_config import ApiConfig
 from serve_apps.app import create_app
-from serve_apps.passwords import hash_password
 from serve_apps.platform_port import LocalPort
-from serve_apps.rate_limit import LocalRateLimiter
 from storage import redis_keys
-from storage.auth_store import AuthStore
-from storage.database import migrate_async
-from tests.serve_apps.test_app_harness import (
-    GENEROUS, PASSWORD, ROLES, SECRET, TENANTS, Platform, error_code, platform,
-)
-from tests.support.agents import TEST_AGENT_PATHS
-from tests.support.inprocess_backend import InProcessBackend
+from tests.serve_apps.test_app_harness import Platform, error_code, platform, running_platform
 from tests.support.redis_service import REDIS_URL, redis_namespace
 
 __all__ = ["platform"]
@@ -45,38 +32,9 @@ DEADLINE_S = 15.0
 async def redis_platform(tmp_path) -> AsyncIterator[Platform]:
     """The harness's platform, with the orchestrator publishing on Redis under a fresh
     namespace and the API reading the same one."""
-    async with redis_namespace() as namespace:
-        url = f"sqlite:///{tmp_path}/ymera.db"
-        await migrate_async(url)
-        orchestrator = Orchestrator(OrchestratorConfig(
-            database_url=url, namespace=namespace, redis_url=REDIS_URL,
-            agent_modules=TEST_AGENT_PATHS, default_replicas=0,
-            pools={"sleeper": PoolConfig(replicas=1, concurrency=4)},
-            health_interval_s=0.05, health_timeout_s=0.5,
-            retry=RetryPolicy(max_attempts=2, backoff_base_s=0.01, backoff_max_s=0.05),
-            router=RouterConfig(enabled=False)), backend=InProcessBackend())
-        await asyncio.wait_for(orchestrator.ready(), 10)
-        auth_store = await AuthStore.open(url)
-        limiter = LocalRateLimiter()
-        password_hash = hash_password(PASSWORD)
-        users = {(tenant, role): await auth_store.create_user(
-            tenant, f"{role}@{tenant}", password_hash, role)
-            for tenant in TENANTS for role in ROLES}
-        config = ApiConfig(jwt_secret=SECRET, database_url=url, namespace=namespace,
-                           redis_url=REDIS_URL, key_rate_limit=GENEROUS,
-                           tenant_rate_limit=GENEROUS, wait_max_s=10.0)
-        try:
-            yield Platform(orchestrator, auth_store, limiter, config, users, url)
-        finally:
-            await auth_store.close()
-            await limiter.close()
-            await orchestrator.drain(5)
-            await orchestrator.lifecycle.store.close()
-            for task in list(orchestrator._background):
-                task.cancel()
-            if orchestrator.lifecycle.writer._task:
-                orchestrator.lifecycle.writer._task.cancel()
-            await orchestrator.publisher.close()
+    async with redis_namespace() as namespace, running_platform(
+            tmp_path, namespace=namespace, redis_url=REDIS_URL) as running:
+        yield running
 
 
 @contextlib.asynccontextmanager
