@@ -55,8 +55,9 @@ ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
 
 
 def create_app(config: ApiConfig, port: PlatformPort, auth_store: AuthStore,
-               limiter: RateLimiter) -> FastAPI:
-    """The API application over `port` (the orchestrator), `auth_store` and `limiter`."""
+               limiter: RateLimiter, behind_proxy: bool = False) -> FastAPI:
+    """The API application over `port` (the orchestrator), `auth_store` and `limiter`.
+    `behind_proxy`: a proxy (Ray Serve's) echoes the caller's `X-Request-ID` already."""
     app = FastAPI(title="YMERA", version="1", summary="Multi-agent compute platform on Ray",
                   openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs",
                   redoc_url=None)
@@ -84,7 +85,7 @@ def create_app(config: ApiConfig, port: PlatformPort, auth_store: AuthStore,
             expose_headers=["X-Request-ID", "Retry-After", "RateLimit-Limit",
                             "RateLimit-Remaining", "RateLimit-Reset", "Location"])
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.max_body_bytes)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, echo_kept_id=not behind_proxy)
     return app
 
 

@@ -23,7 +23,7 @@ Guarantees:
 - on an SQLite database the replicas run on the head node, next to the file;
 - every response carries one `X-Request-ID`, the id the app used. Serve's HTTP proxy always
   forwards a request id to the app (the caller's, else one it makes) and echoes it on the
-  response, so the app's own copy of that header is dropped. Only when the caller's id is one
+  response, so the app does not add it again (`create_app(..., behind_proxy=True)`). Only when the caller's id is one
   the app refuses (see `middleware`) does the response carry both: the caller's, echoed by
   Serve, and then the app's, which its logs and error envelope name.
 """
@@ -41,14 +41,11 @@ from typing import Any, Final
 from fastapi import FastAPI
 from ray import serve
 from ray.serve import Application
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actors.deploy import find_orchestrator
 from actors.errors import PlatformUnavailable
 from serve_apps.api_config import ApiConfig
 from serve_apps.app import create_app
-from serve_apps.middleware import REQUEST_ID_HEADER
 from serve_apps.platform_port import ActorPort
 from serve_apps.rate_limit import LocalRateLimiter, RateLimit, RateLimiter, RedisRateLimiter
 from storage.auth_store import AuthStore
@@ -82,29 +79,6 @@ class LazyActorPort:
             raise
 
 
-class ProxiedRequestId:
-    """Drops the app's `X-Request-ID` response header when it repeats the request's own, which
-    Serve's proxy adds to every response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        incoming = MutableHeaders(scope=scope).get(REQUEST_ID_HEADER)
-
-        async def send_once(message: Message) -> None:
-            if message["type"] == "http.response.start" and incoming is not None:
-                headers = MutableHeaders(scope=message)
-                if headers.get(REQUEST_ID_HEADER) == incoming:
-                    del headers[REQUEST_ID_HEADER]
-            await send(message)
-
-        await self.app(scope, receive, send_once)
-
-
 @serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, ray_actor_options={"num_cpus": 0})
 @serve.ingress()
 class ApiIngress:
@@ -118,10 +92,8 @@ class ApiIngress:
                                      if config.redis_url else LocalRateLimiter())
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        app = create_app(self.config, LazyActorPort(self.config.namespace), self.auth_store,
-                         self.limiter)
-        app.add_middleware(ProxiedRequestId)  # outermost: sees the app's final headers
-        return app
+        return create_app(self.config, LazyActorPort(self.config.namespace), self.auth_store,
+                          self.limiter, behind_proxy=True)
 
     async def __del__(self) -> None:
         await self.limiter.close()

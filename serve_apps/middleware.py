@@ -65,16 +65,21 @@ async def send_envelope(send: Send, exc: BaseException, request_id: str | None) 
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    """`echo_kept_id=False` leaves out the `X-Request-ID` response header when the request's
+    own id was kept, for a proxy that echoes it already (Ray Serve's does)."""
+
+    def __init__(self, app: ASGIApp, echo_kept_id: bool = True) -> None:
         self.app = app
+        self.echo_kept_id = echo_kept_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         incoming = _header(scope, REQUEST_ID_HEADER)
-        request_id = incoming if incoming and _SANE_REQUEST_ID.fullmatch(incoming) \
-            else uuid.uuid4().hex
+        kept = bool(incoming and _SANE_REQUEST_ID.fullmatch(incoming))
+        request_id = incoming if kept else uuid.uuid4().hex
+        echo = self.echo_kept_id or not kept
         scope.setdefault("state", {})["request_id"] = request_id
         token = _request_id.set(request_id)
         started = time.monotonic()
@@ -85,7 +90,8 @@ class RequestContextMiddleware:
                 status["code"], status["sent"] = message["status"], True
                 headers = [(k, v) for k, v in message.get("headers", [])
                            if k.lower() != REQUEST_ID_HEADER.encode()]
-                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                if echo:
+                    headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
