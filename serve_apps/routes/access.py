@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from fastapi import Depends, Request, Response
 
@@ -86,6 +86,19 @@ class Services:
 
 def services(request: Request) -> Services:
     return request.app.state.services
+
+
+def client_address(request: Request) -> str | None:
+    """The caller's address as the audit log and the login limit record it."""
+    return request.client.host[:64] if request.client else None
+
+
+async def audit(request: Request, tenant: str, actor: str, action: str,
+                target: str | None = None, details: dict[str, Any] | None = None) -> None:
+    """Write an audit event with this request's id and the caller's address."""
+    await services(request).auth_store.audit(
+        tenant, actor, action, target=target, request_id=request.state.request_id,
+        client=client_address(request), details=details)
 
 
 async def authenticate(request: Request) -> Principal:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from serve_apps.routes.access import Caller, authorize, services
+from serve_apps.routes.access import Caller, audit, authorize, services
 from serve_apps.schemas import RouteBody, ScaleBody
 
 router = APIRouter(tags=["agents"], dependencies=[Depends(authorize)])
@@ -53,8 +53,6 @@ async def scale(agent_type: str, body: ScaleBody, request: Request,
                 caller: Caller) -> dict[str, Any]:
     svc = services(request)
     pool = await svc.port.call("scale", agent_type, body.replicas)
-    await svc.auth_store.audit(caller.tenant, caller.subject, "pool_scaled", target=agent_type,
-                               request_id=request.state.request_id,
-                               client=request.client.host[:64] if request.client else None,
-                               details={"replicas": body.replicas})
+    await audit(request, caller.tenant, caller.subject, "pool_scaled", target=agent_type,
+                details={"replicas": body.replicas})
     return pool

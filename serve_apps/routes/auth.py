@@ -23,7 +23,7 @@ from serve_apps.api_keys import key_text, new_key_secret
 from serve_apps.errors import Forbidden, Unauthenticated
 from serve_apps.passwords import verify_password
 from serve_apps.routes.access import (
-    ROLE_RANK, Caller, Services, authorize, services, spend,
+    ROLE_RANK, Caller, Services, audit, authorize, client_address, services, spend,
 )
 from serve_apps.schemas import ApiKeyBody, LoginBody, RefreshBody, TokenPair
 from storage.auth_store import ApiKeyRecord, User
@@ -35,17 +35,6 @@ UNKNOWN_TENANT = "-"  # failed logins of usernames that exist nowhere are audite
 
 public = APIRouter(tags=["auth"])
 keys = APIRouter(tags=["keys"], dependencies=[Depends(authorize)])
-
-
-def _client(request: Request) -> str | None:
-    return request.client.host[:64] if request.client else None
-
-
-async def _audit(request: Request, svc: Services, tenant: str, actor: str, action: str,
-                 target: str | None = None, details: dict[str, Any] | None = None) -> None:
-    await svc.auth_store.audit(tenant, actor, action, target=target,
-                               request_id=request.state.request_id, client=_client(request),
-                               details=details)
 
 
 async def _token_pair(svc: Services, user: User) -> TokenPair:
@@ -60,19 +49,19 @@ async def _token_pair(svc: Services, user: User) -> TokenPair:
 @public.post("/auth/token", response_model=TokenPair, summary="Log in with a password")
 async def login(body: LoginBody, request: Request) -> TokenPair:
     svc = services(request)
-    await spend(request, svc.limiter, "login", _client(request) or "unknown",
+    await spend(request, svc.limiter, "login", client_address(request) or "unknown",
                 svc.config.key_rate_limit)
     user = await svc.auth_store.user_by_name(body.username)
     valid = verify_password(user.password_hash if user else None, body.password)
     if user is None or not valid or user.disabled:
         if user is not None:
-            await _audit(request, svc, user.tenant, f"user:{user.id}", "login_failed",
+            await audit(request, user.tenant, f"user:{user.id}", "login_failed",
                          details={"reason": "disabled" if valid else "password"})
         else:
-            await _audit(request, svc, UNKNOWN_TENANT, "anonymous", "login_failed",
+            await audit(request, UNKNOWN_TENANT, "anonymous", "login_failed",
                          target=body.username, details={"reason": "unknown_user"})
         raise Unauthenticated(LOGIN_FAILED)
-    await _audit(request, svc, user.tenant, f"user:{user.id}", "login")
+    await audit(request, user.tenant, f"user:{user.id}", "login")
     return await _token_pair(svc, user)
 
 
@@ -90,7 +79,7 @@ async def refresh(body: RefreshBody, request: Request) -> TokenPair:
     if not await svc.auth_store.rotate_refresh_token(
             claims.token_id, fresh.claims.token_id, fresh.claims.expires_at):
         revoked = await svc.auth_store.revoke_refresh_tokens(user.id)
-        await _audit(request, svc, user.tenant, f"user:{user.id}", "refresh_replayed",
+        await audit(request, user.tenant, f"user:{user.id}", "refresh_replayed",
                      details={"revoked": revoked})
         raise Unauthenticated("refresh token is no longer valid")
     access = svc.tokens.issue_access(user.id, user.tenant, user.role)
@@ -117,7 +106,7 @@ async def create_key(body: ApiKeyBody, request: Request, caller: Caller) -> dict
     record = await svc.auth_store.create_api_key(
         caller.tenant, body.name, body.role, hashed,
         created_by=caller.subject.partition(":")[2], expires_at=expires)
-    await _audit(request, svc, caller.tenant, caller.subject, "key_created", target=record.id,
+    await audit(request, caller.tenant, caller.subject, "key_created", target=record.id,
                  details={"role": record.role, "name": record.name})
     return {**_key_json(record), "key": key_text(record.id, secret)}
 
@@ -132,5 +121,5 @@ async def list_keys(request: Request, caller: Caller) -> dict[str, Any]:
 async def revoke_key(key_id: str, request: Request, caller: Caller) -> dict[str, Any]:
     svc = services(request)
     record = await svc.auth_store.revoke_api_key(key_id, caller.tenant)
-    await _audit(request, svc, caller.tenant, caller.subject, "key_revoked", target=record.id)
+    await audit(request, caller.tenant, caller.subject, "key_revoked", target=record.id)
     return _key_json(record)

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from serve_apps.permissions import Principal
-from serve_apps.routes.access import API_PREFIX, Caller, authorize, services
+from serve_apps.routes.access import API_PREFIX, Caller, audit, authorize, services
 from serve_apps.schemas import FeedbackBody, TaskBody
 from storage.errors import InvalidRequest, NotFound
 from storage.messages import Task, TaskRequest
@@ -128,9 +128,7 @@ async def requeue_task(task_id: str, request: Request, caller: Caller) -> dict[s
     svc = services(request)
     await owned_task(request, caller, task_id)
     task = await svc.port.call("requeue", task_id)
-    await svc.auth_store.audit(caller.tenant, caller.subject, "task_requeued", target=task_id,
-                               request_id=request.state.request_id,
-                               client=request.client.host[:64] if request.client else None)
+    await audit(request, caller.tenant, caller.subject, "task_requeued", target=task_id)
     return task.to_json()
 
 

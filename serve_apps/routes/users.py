@@ -23,8 +23,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from serve_apps.errors import Forbidden
 from serve_apps.passwords import hash_password
 from serve_apps.permissions import Principal
-from serve_apps.routes.access import ROLE_RANK, Caller, Services, authorize, services
-from serve_apps.routes.auth import _audit
+from serve_apps.routes.access import ROLE_RANK, Caller, Services, audit, authorize, services
 from serve_apps.schemas import RoleBody, UserBody
 from storage.auth_store import AuditEvent, User
 from storage.errors import Conflict, NotFound
@@ -82,7 +81,7 @@ async def create_user(body: UserBody, request: Request, caller: Caller) -> dict[
     password_hash = await asyncio.to_thread(hash_password, body.password)
     user = await svc.auth_store.create_user(caller.tenant, body.username, password_hash,
                                             body.role)
-    await _audit(request, svc, caller.tenant, caller.subject, "user_created", target=user.id,
+    await audit(request, caller.tenant, caller.subject, "user_created", target=user.id,
                  details={"username": user.username, "role": user.role})
     return _user_json(user)
 
@@ -103,7 +102,7 @@ async def change_role(user_id: str, body: RoleBody, request: Request,
         return _user_json(user)
     await _keep_an_admin(svc, user, body.role, user.disabled)
     changed = await svc.auth_store.set_role(user.id, body.role)
-    await _audit(request, svc, caller.tenant, caller.subject, "role_changed", target=user.id,
+    await audit(request, caller.tenant, caller.subject, "role_changed", target=user.id,
                  details={"from": user.role, "to": changed.role})
     return _user_json(changed)
 
@@ -116,7 +115,7 @@ async def disable_user(user_id: str, request: Request, caller: Caller) -> dict[s
     await _keep_an_admin(svc, user, user.role, disabled=True)
     disabled = await svc.auth_store.set_disabled(user.id, True)
     revoked = await svc.auth_store.revoke_refresh_tokens(user.id)
-    await _audit(request, svc, caller.tenant, caller.subject, "user_disabled", target=user.id,
+    await audit(request, caller.tenant, caller.subject, "user_disabled", target=user.id,
                  details={"revoked_refresh_tokens": revoked})
     return _user_json(disabled)
 
@@ -126,7 +125,7 @@ async def enable_user(user_id: str, request: Request, caller: Caller) -> dict[st
     svc = services(request)
     user = await _tenant_user(svc, user_id, caller.tenant)
     enabled = await svc.auth_store.set_disabled(user.id, False)
-    await _audit(request, svc, caller.tenant, caller.subject, "user_enabled", target=user.id)
+    await audit(request, caller.tenant, caller.subject, "user_enabled", target=user.id)
     return _user_json(enabled)
 
 
