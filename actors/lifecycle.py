@@ -13,6 +13,7 @@ import collections
 import dataclasses
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 from actors.config import OrchestratorConfig
@@ -30,7 +31,7 @@ from storage.messages import (
     new_task_id,
     utcnow,
 )
-from storage.task_store import TaskStore, WriteBatch
+from storage.task_store import TaskStore, WriteBatch, task_from_row
 
 
 @dataclasses.dataclass(eq=False)
@@ -156,9 +157,10 @@ class Lifecycle:
         return found
 
     async def create(self, accepted: list[tuple[TaskRequest, RouteDecision | None]]
-                     ) -> list[LiveTask]:
-        """Commit new tasks as queued; they are tracked only once durable. A task without a
-        decision waits for the router (its agent type is None until then)."""
+                     ) -> list[tuple[LiveTask, Task]]:
+        """Commit new tasks as queued; they are tracked only once durable. Each comes back with
+        the task as committed. A task without a decision waits for the router (its agent type
+        is None until then)."""
         if not accepted:
             return []
         now = utcnow()
@@ -187,7 +189,8 @@ class Lifecycle:
         await self.writer.write(batch)
         for live in created:
             self._track(live)
-        return created
+        return [(live, task_from_row(SimpleNamespace(**row)))
+                for live, row in zip(created, batch.new_tasks)]
 
     def routed(self, live: LiveTask, decision: RouteDecision) -> None:
         """Record the router's decision; the task stays queued, now for `decision.agent_type`."""

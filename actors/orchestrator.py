@@ -367,12 +367,26 @@ class Orchestrator:
         """Accept one task; returns its id once the task is durable."""
         return (await self.submit_many([request]))[0]
 
+    async def accept(self, request: TaskRequest | dict, wait_s: float | None = None) -> Task:
+        """Accept one task (as `submit_many`) and return it in the same call: as committed, or
+        with `wait_s`, once finished or as it stands when `wait_s` runs out. A request whose
+        idempotency key was seen before returns the earlier task as it stands."""
+        ids, committed = await self._accept([request])
+        if wait_s is not None:
+            return await self.wait(ids[0], wait_s)
+        return committed.get(ids[0]) or await self.get(ids[0])
+
     async def submit_many(self, requests: list[TaskRequest | dict]) -> list[str]:
         """Accept tasks all together or not at all; ids in request order, once durable.
 
         A request whose idempotency key was seen before gets the earlier task's id and is not
         run again. Raises `InvalidRequest` (naming the request's index) or `QueueFull`.
         """
+        return (await self._accept(requests))[0]
+
+    async def _accept(self, requests: list[TaskRequest | dict]
+                      ) -> tuple[list[str], dict[str, Task]]:
+        """`submit_many`'s ids, and the tasks this call created, as committed, by id."""
         lifecycle = await self._wait_ready()
         if not self.accepting:
             raise PlatformUnavailable("the platform is draining and accepts no new tasks")
@@ -387,6 +401,7 @@ class Orchestrator:
         decisions = [self._requested_route(r, i if len(requests) > 1 else None)
                      for i, r in enumerate(checked)]
         ids: list[str | None] = [None] * len(checked)
+        committed: dict[str, Task] = {}
         waits: dict[int, asyncio.Future] = {}
         owned: dict[tuple[str, str], asyncio.Future] = {}
         fresh: list[int] = []
@@ -416,8 +431,9 @@ class Orchestrator:
                     [(checked[i], decisions[i]) for i in creating])
             finally:
                 self._reserved -= len(creating)
-            for index, live in zip(creating, created):
+            for index, (live, task) in zip(creating, created):
                 ids[index] = live.id
+                committed[live.id] = task
                 request = checked[index]
                 if request.idempotency_key:
                     owned[(request.tenant, request.idempotency_key)].set_result(live.id)
@@ -435,7 +451,7 @@ class Orchestrator:
                 self._pending_keys.pop(key, None)
         for index, future in waits.items():
             ids[index] = await asyncio.shield(future)
-        return [i for i in ids if i is not None]
+        return [i for i in ids if i is not None], committed
 
     def _requested_route(self, request: TaskRequest, index: int | None) -> RouteDecision | None:
         """The route to the type a request names (which must exist); None for the router."""
@@ -510,6 +526,14 @@ class Orchestrator:
         store = (await self._wait_ready()).store
         await store.get_task(task_id)
         return await store.events(task_id, after_id)
+
+    async def tenant_events(self, tenant: str, after_id: int = 0) -> list[TaskEvent]:
+        """The events of `tenant`'s tasks after `after_id`, in id order, a page at a time."""
+        return await (await self._wait_ready()).store.tenant_events(tenant, after_id)
+
+    async def last_event_id(self) -> int:
+        """The newest event's id: where a stream that starts now resumes from."""
+        return await (await self._wait_ready()).store.last_event_id()
 
     async def cancel(self, task_id: str) -> Task:
         """Cancel a queued or running task. A finished task cannot be cancelled (`Conflict`)."""
@@ -665,12 +689,14 @@ class Orchestrator:
         await self.pools.update()
         return pool.snapshot()
 
-    async def agent_stats(self, window_s: float = 3600.0) -> dict[str, dict[str, Any]]:
-        """Per agent type over the last `window_s`: outcomes, success rate, retries, durations."""
+    async def agent_stats(self, window_s: float = 3600.0, tenant: str | None = None
+                          ) -> dict[str, dict[str, Any]]:
+        """Per agent type over the last `window_s`: outcomes, success rate, retries, durations;
+        with `tenant`, of that tenant's tasks only."""
         if not 0 < window_s <= 30 * 86400:
             raise InvalidRequest("window_s must be above 0 and at most 30 days")
         store = (await self._wait_ready()).store
-        return await store.agent_stats(utcnow() - timedelta(seconds=window_s))
+        return await store.agent_stats(utcnow() - timedelta(seconds=window_s), tenant)
 
     async def inbox(self, agent_type: str, include_acked: bool = False, limit: int = 50,
                     cursor: str | None = None) -> dict[str, Any]:

@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     api_host: str = Field(default="127.0.0.1", description="Where Serve's HTTP proxy listens.")
     api_port: int = Field(default=8000, ge=1024, le=65535)
     api_replicas: int = Field(default=1, ge=1, le=64)
+    api_auth_cache_s: float = Field(
+        default=5.0, ge=0, le=300, description="How long an API replica may use a user or API "
+        "key it read; a revocation made on another replica applies within this. 0 = read on "
+        "every request.")
 
     @field_validator("ray_port", "dashboard_port", "api_port")
     @classmethod
@@ -175,7 +179,8 @@ class Settings(BaseSettings):
         return ApiConfig(jwt_secret=self.signing_secret(), namespace=self.namespace,
                          database_url=self.resolved_database_url, redis_url=self.redis_url,
                          issuer=self.jwt_issuer, audience=self.jwt_audience,
-                         cors_origins=tuple(self.cors_origins))
+                         cors_origins=tuple(self.cors_origins),
+                         auth_cache_s=self.api_auth_cache_s)
 
     def agent_settings(self) -> dict[str, object]:
         """The settings agents see (through `AgentContext.settings`)."""

@@ -22,7 +22,8 @@ _ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?")
 @dataclasses.dataclass(frozen=True)
 class ApiConfig:
     """Everything the ingress needs to know. `redis_url=None` means in-process equivalents
-    (one node only: rate limits are then per API replica)."""
+    (one node only: rate limits are then per API replica). `auth_cache_s`: how long a replica
+    may use a user or API key record it read (see `serve_apps.credential_cache`)."""
 
     jwt_secret: str = dataclasses.field(repr=False)
     namespace: str = "ymera"
@@ -37,6 +38,7 @@ class ApiConfig:
     key_rate_limit: RateLimit = RateLimit(requests=120, per_s=60.0)
     tenant_rate_limit: RateLimit = RateLimit(requests=1200, per_s=60.0)
     wait_max_s: float = 30.0
+    auth_cache_s: float = 5.0
 
     def __post_init__(self) -> None:
         check_signing_secret(self.jwt_secret)
@@ -47,6 +49,8 @@ class ApiConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive whole number")
+        if not 0 <= self.auth_cache_s <= 300:
+            raise ValueError("auth_cache_s must be between 0 and 300 seconds")
         if not 0 < self.wait_max_s <= 300:
             raise ValueError("wait_max_s must be above 0 and at most 300 seconds")
         if isinstance(self.cors_origins, str):

@@ -31,6 +31,7 @@ from starlette.routing import Match
 
 from serve_apps import http_errors
 from serve_apps.api_config import ApiConfig
+from serve_apps.credential_cache import CredentialCache
 from serve_apps.errors import MethodNotAllowed
 from serve_apps.middleware import (
     BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware, logger,
@@ -64,7 +65,8 @@ def create_app(config: ApiConfig, port: PlatformPort, auth_store: AuthStore,
     app.state.services = Services(
         config=config, port=port, auth_store=auth_store, limiter=limiter,
         tokens=TokenIssuer(config.jwt_secret, config.issuer, config.audience,
-                           config.access_ttl_s, config.refresh_ttl_s))
+                           config.access_ttl_s, config.refresh_ttl_s),
+        credentials=CredentialCache(config.auth_cache_s))
     app.state.api_routes = []  # for the `Allow` header of a 405
     for router in (auth.public, auth.keys, tasks.router, streams.router, agents.router,
                    users.router, probes):

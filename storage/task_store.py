@@ -268,14 +268,37 @@ class TaskStore(EngineStore):
             for row in rows
         ]
 
+    async def tenant_events(self, tenant: str, after_id: int = 0,
+                            limit: int = MAX_PAGE) -> list[TaskEvent]:
+        """The events of `tenant`'s tasks after `after_id`, in id order, at most `limit`."""
+        rows = await self._fetch(
+            select(events_table)
+            .join(tasks_table, events_table.c.task_id == tasks_table.c.id)
+            .where(tasks_table.c.tenant == tenant, events_table.c.id > after_id)
+            .order_by(events_table.c.id)
+            .limit(limit)
+        )
+        return [
+            TaskEvent(id=row.id, task_id=row.task_id, kind=row.kind, at=_aware(row.at),
+                      attempt=row.attempt, data=row.data)
+            for row in rows
+        ]
+
+    async def last_event_id(self) -> int:
+        """The id of the newest event of any task; 0 when there is none."""
+        rows = await self._fetch(select(func.max(events_table.c.id)))
+        return rows[0][0] or 0
+
     async def count_by_status(self) -> dict[str, int]:
         rows = await self._fetch(
             select(tasks_table.c.status, func.count()).group_by(tasks_table.c.status)
         )
         return {status: count for status, count in rows}
 
-    async def agent_stats(self, since: datetime) -> dict[str, dict[str, Any]]:
-        """How each agent type has fared since `since`, keyed by agent type.
+    async def agent_stats(self, since: datetime, tenant: str | None = None
+                          ) -> dict[str, dict[str, Any]]:
+        """How each agent type has fared since `since`, keyed by agent type; with `tenant`,
+        over that tenant's tasks only.
 
         Task counts cover tasks that finished since then (`succeeded`, `failed`, `dead`,
         `cancelled`, their total `finished`, and `success_rate` = succeeded / finished, None
@@ -288,24 +311,26 @@ class TaskStore(EngineStore):
         and `durations_capped` whether the cap cut the sample short.
         """
         since = as_utc(since)
+        scope = [tasks_table.c.agent_type.is_not(None)]
+        if tenant is not None:
+            scope.append(tasks_table.c.tenant == tenant)
         finished = await self._fetch(
             select(tasks_table.c.agent_type, tasks_table.c.status, func.count())
-            .where(tasks_table.c.finished_at >= since, tasks_table.c.agent_type.is_not(None))
+            .where(tasks_table.c.finished_at >= since, *scope)
             .group_by(tasks_table.c.agent_type, tasks_table.c.status)
         )
         joined = attempts_table.join(tasks_table, attempts_table.c.task_id == tasks_table.c.id)
         outcomes = await self._fetch(
             select(tasks_table.c.agent_type, attempts_table.c.outcome, func.count())
             .select_from(joined)
-            .where(attempts_table.c.started_at >= since, tasks_table.c.agent_type.is_not(None))
+            .where(attempts_table.c.started_at >= since, *scope)
             .group_by(tasks_table.c.agent_type, attempts_table.c.outcome)
         )
         timed = await self._fetch(
             select(tasks_table.c.agent_type, attempts_table.c.duration_s,
                    attempts_table.c.started_at, attempts_table.c.finished_at)
             .select_from(joined)
-            .where(attempts_table.c.started_at >= since,
-                   tasks_table.c.agent_type.is_not(None),
+            .where(attempts_table.c.started_at >= since, *scope,
                    attempts_table.c.finished_at.is_not(None),
                    attempts_table.c.outcome.not_in(
                        [AttemptOutcome.RUNNING.value, AttemptOutcome.LOST.value]))

@@ -8,7 +8,9 @@ every mounted route is in the table or in `PUBLIC_ROUTES`.
 Guarantees of `authorize`, in this order, before the route's own work:
 1. the caller presents exactly one credential: `Authorization: Bearer <access JWT>`,
    `Authorization: ApiKey <ymk_…>` or `X-API-Key: <ymk_…>`; none, a malformed one, a token that
-   does not verify, a disabled or deleted user, an unknown, wrong, revoked or expired key → 401;
+   does not verify, a disabled or deleted user, an unknown, wrong, revoked or expired key → 401
+   (users and keys as this replica read them at most `auth_cache_s` ago, see
+   `serve_apps.credential_cache`);
 2. the caller's role grants the route's permission → else 403;
 3. one request is spent from the caller's budget and then from its tenant's → else 429 with
    `Retry-After` and the `RateLimit-*` headers of the budget that refused; on success the
@@ -25,6 +27,7 @@ from fastapi import Depends, Request, Response
 
 from serve_apps.api_config import ApiConfig
 from serve_apps.api_keys import check_key_usable, parse_api_key, secret_matches
+from serve_apps.credential_cache import CredentialCache
 from serve_apps.errors import Forbidden, RateLimited, Unauthenticated
 from serve_apps.permissions import Principal
 from serve_apps.platform_port import PlatformPort
@@ -82,6 +85,7 @@ class Services:
     auth_store: AuthStore
     limiter: RateLimiter
     tokens: TokenIssuer
+    credentials: CredentialCache
 
 
 def services(request: Request) -> Services:
@@ -122,26 +126,30 @@ async def authenticate(request: Request) -> Principal:
     user = await _user_or_none(svc, claims.subject)
     if user is None or user.disabled or user.tenant != claims.tenant:
         raise Unauthenticated("user is disabled or no longer exists")
-    # the stored role wins: a demotion takes effect at once, not when the token expires
+    # the stored role wins: a demotion applies within auth_cache_s, not at token expiry
     return Principal(tenant=user.tenant, role=user.role, subject=f"user:{user.id}")
 
 
 async def _user_or_none(svc: Services, user_id: str) -> User | None:
-    try:
-        return await svc.auth_store.user(user_id)
-    except NotFound:
-        return None
+    async def load() -> User | None:
+        try:
+            return await svc.auth_store.user(user_id)
+        except NotFound:
+            return None
+
+    return await svc.credentials.get("user", user_id, load)
 
 
 async def _key_principal(svc: Services, presented: str) -> Principal:
     key_id, secret = parse_api_key(presented)
-    record = await svc.auth_store.api_key(key_id)
+    record = await svc.credentials.get("key", key_id, lambda: svc.auth_store.api_key(key_id))
     if record is None or not secret_matches(record.secret_hash, secret):
         raise Unauthenticated("invalid API key")
     now = utcnow()
     check_key_usable(record.expires_at, record.revoked_at, now)
     if record.last_used_at is None or now - record.last_used_at > TOUCH_INTERVAL:
         await svc.auth_store.touch_api_key(record.id)
+        svc.credentials.forget("key", record.id)  # read again with its new last use
     return Principal(tenant=record.tenant, role=record.role, subject=f"key:{record.id}")
 
 

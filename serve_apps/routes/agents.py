@@ -1,7 +1,8 @@
 """Agents and routing over HTTP: what agent types and pools exist, scaling, and route queries.
 
 Guarantees: the agents view shows platform-wide pools and queues but no task counts of any
-tenant; scaling is written to the audit log; a route query stores and runs nothing.
+tenant; the stats count the caller's tenant's tasks only; scaling is written to the audit log;
+a route query stores and runs nothing.
 """
 
 from __future__ import annotations
@@ -40,12 +41,14 @@ async def agents(request: Request, caller: Caller) -> dict[str, Any]:
     }
 
 
-@router.get("/agents/stats", summary="Outcomes, success rate and durations per agent type")
+@router.get("/agents/stats",
+            summary="Your tenant's outcomes, success rate and durations per agent type")
 async def agent_stats(request: Request, caller: Caller,
                       window_s: Annotated[float, Query(gt=0, le=30 * 86400)] = 3600.0
                       ) -> dict[str, Any]:
     return {"window_s": window_s,
-            "agent_types": await services(request).port.call("agent_stats", window_s)}
+            "agent_types": await services(request).port.call("agent_stats", window_s,
+                                                             caller.tenant)}
 
 
 @router.post("/agents/{agent_type}/scale", summary="Set how many replicas a pool keeps")

@@ -121,5 +121,6 @@ async def list_keys(request: Request, caller: Caller) -> dict[str, Any]:
 async def revoke_key(key_id: str, request: Request, caller: Caller) -> dict[str, Any]:
     svc = services(request)
     record = await svc.auth_store.revoke_api_key(key_id, caller.tenant)
+    svc.credentials.forget("key", record.id)
     await audit(request, caller.tenant, caller.subject, "key_revoked", target=record.id)
     return _key_json(record)

@@ -5,7 +5,7 @@
 
 Each message is `id: <event id>`, `event: <kind>`, `data: <the event as JSON>`; a comment
 (`: keep-alive`) is sent when nothing else was for `HEARTBEAT_S`, and the tenant stream
-sends `: subscribed` once it receives every event published from then on.
+sends `: subscribed` once it has sent the stored events it resumed with and follows live ones.
 
 Guarantees:
 - another tenant's task answers 404 before anything is streamed;
@@ -14,18 +14,16 @@ Guarantees:
   `redis_url` is set (subscribe, then read storage, then follow: `storage.event_bus`); a bus
   gap repeats that from the last id sent. Without Redis the task's events are polled from
   storage every `POLL_S`;
-- the tenant stream needs Redis (503 `platform_unavailable` without it) and is live only:
-  storage has no per-tenant event query, so events committed while the stream was not
-  subscribed cannot be replayed. When that may have happened (a resume id was given, or the bus
-  reported a gap) the stream says so with an `event: gap` message naming the last id sent, and
-  goes on; the client reads each task's missed events from `/tasks/{task_id}/events`;
+- the tenant stream starts at the newest event, or resumes after `Last-Event-ID` (or
+  `?after_id=`) with the stored events of the tenant's tasks first; then, as the task stream,
+  it follows the bus (reading storage again after a bus gap) or, without Redis, polls
+  storage: each event once, in id order, nothing missed;
 - the bus subscription is closed when the stream ends or the client disconnects.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Final
@@ -33,12 +31,12 @@ from typing import Annotated, Final
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from actors.errors import PlatformUnavailable
 from serve_apps.routes.access import Caller, Services, authorize, services
 from serve_apps.routes.tasks import owned_task
 from storage.errors import InvalidRequest, StorageError
 from storage.event_bus import RedisEventBus, encode_event
 from storage.messages import TERMINAL_STATUSES, TaskEvent
+from storage.task_store import MAX_PAGE
 
 log = logging.getLogger("ymera.streams")
 
@@ -57,12 +55,6 @@ LastEventId = Annotated[str | None, Header(max_length=32)]
 def sse_message(event: TaskEvent) -> str:
     """One event in the SSE wire format."""
     return f"id: {event.id}\nevent: {event.kind}\ndata: {encode_event(event)}\n\n"
-
-
-def gap_message(last_id: int, reason: str) -> str:
-    """Tells a tenant-stream client that events after `last_id` may not have been sent."""
-    data = json.dumps({"after_id": last_id, "message": reason}, separators=(",", ":"))
-    return f"event: gap\ndata: {data}\n\n"
 
 
 KEEP_ALIVE: Final = ": keep-alive\n\n"
@@ -99,12 +91,13 @@ async def tenant_stream(request: Request, caller: Caller, after_id: AfterId = No
                         last_event_id: LastEventId = None) -> StreamingResponse:
     start = resume_id(last_event_id, after_id)
     svc = services(request)
-    if not svc.config.redis_url:
-        raise PlatformUnavailable(
-            "the tenant event stream needs the Redis event bus, which is not configured; "
-            "follow single tasks at /tasks/{task_id}/stream instead",
-            {"feature": "tenant_stream"})
-    return _sse_response(_tenant_events_from_bus(svc, caller.tenant, start))
+    if not start:  # no resume point: from the newest event on, not the tenant's whole history
+        start = await svc.port.call("last_event_id")
+    if svc.config.redis_url:
+        body = _tenant_events_from_bus(svc, caller.tenant, start)
+    else:
+        body = _tenant_events_polled(svc, caller.tenant, start)
+    return _sse_response(body)
 
 
 def _sse_response(body: AsyncIterator[str]) -> StreamingResponse:
@@ -170,19 +163,18 @@ async def _task_events_polled(svc: Services, task_id: str, after_id: int) -> Asy
 
 async def _tenant_events_from_bus(svc: Services, tenant: str,
                                   after_id: int) -> AsyncIterator[str]:
-    """Live events of the tenant's tasks after `after_id`, until the client leaves."""
+    """Subscribe, send what storage holds after the last id sent, follow the bus; again after
+    a gap. Runs until the client leaves."""
     bus = RedisEventBus(svc.config.redis_url or "")
     last_id = after_id
-    missed = "events committed before this stream subscribed are not replayed" \
-        if after_id else None
     try:
         while True:
             try:
                 async with bus.subscribe(svc.config.namespace, tenant=tenant) as live:
+                    async for event in _stored_tenant_events(svc, tenant, last_id):
+                        last_id = event.id
+                        yield sse_message(event)
                     yield SUBSCRIBED
-                    if missed:
-                        yield gap_message(last_id, missed)
-                        missed = None
                     while True:
                         event = await live.get(timeout=HEARTBEAT_S)
                         if event is None:
@@ -191,9 +183,38 @@ async def _tenant_events_from_bus(svc: Services, tenant: str,
                             last_id = event.id
                             yield sse_message(event)
             except StorageError as exc:
-                log.warning("tenant %s stream: bus gap after event %d: %s", tenant, last_id, exc)
-                missed = "the event bus was interrupted; events may have been missed"
+                log.warning("tenant %s stream: resuming after event %d: %s", tenant, last_id, exc)
                 yield KEEP_ALIVE
                 await asyncio.sleep(RESUBSCRIBE_DELAY_S)
     finally:
         await bus.close()
+
+
+async def _tenant_events_polled(svc: Services, tenant: str,
+                                after_id: int) -> AsyncIterator[str]:
+    """The tenant's events read from storage every `POLL_S`, for a node without Redis."""
+    loop = asyncio.get_running_loop()
+    last_id = after_id
+    quiet_since = loop.time()
+    yield SUBSCRIBED
+    while True:
+        async for event in _stored_tenant_events(svc, tenant, last_id):
+            last_id = event.id
+            quiet_since = loop.time()
+            yield sse_message(event)
+        if loop.time() - quiet_since >= HEARTBEAT_S:
+            quiet_since = loop.time()
+            yield KEEP_ALIVE
+        await asyncio.sleep(POLL_S)
+
+
+async def _stored_tenant_events(svc: Services, tenant: str,
+                                after_id: int) -> AsyncIterator[TaskEvent]:
+    """Every stored event of the tenant's tasks after `after_id`, page by page."""
+    while True:
+        page = await svc.port.call("tenant_events", tenant, after_id)
+        for event in page:
+            yield event
+        if len(page) < MAX_PAGE:
+            return
+        after_id = page[-1].id

@@ -58,14 +58,10 @@ async def submit_task(
         # orchestrator restart (as the Python client does).
         idempotency_key=idempotency_key or f"auto:{uuid.uuid4().hex}", tenant=caller.tenant,
         batch_id=body.batch_id)
-    (task_id,) = await svc.port.call("submit_many", [task_request])
-    if wait is not None:
-        task = await svc.port.call("wait", task_id, wait)
-    else:
-        task = await svc.port.call("get", task_id)
+    task = await svc.port.call("accept", task_request, wait)
     if task.status.is_terminal:
         response.status_code = 200
-    response.headers["Location"] = f"{API_PREFIX}/tasks/{task_id}"
+    response.headers["Location"] = f"{API_PREFIX}/tasks/{task.id}"
     return task.to_json()
 
 

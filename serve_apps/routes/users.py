@@ -7,8 +7,9 @@ Guarantees:
 - a new user's password meets the policy of `serve_apps.passwords` (else 400 naming the rule);
   a caller cannot create a user with, or grant, a role above its own (403);
 - a tenant keeps an enabled admin: demoting or disabling its last one is a 409 `conflict`;
-- disabling a user revokes its refresh tokens, and its access tokens stop working at once
-  (every request reads the stored user); a role change also applies from the next request;
+- disabling a user revokes its refresh tokens, and its access tokens stop working: at once on
+  the replica that disabled it, within `auth_cache_s` (5 s by default) on the others, which
+  may use the user as they read it that long before; a role change applies the same way;
 - creating a user, changing a role (`from`, `to`), disabling and enabling are audited as
   `user_created`, `role_changed`, `user_disabled` and `user_enabled`.
 """
@@ -102,6 +103,7 @@ async def change_role(user_id: str, body: RoleBody, request: Request,
         return _user_json(user)
     await _keep_an_admin(svc, user, body.role, user.disabled)
     changed = await svc.auth_store.set_role(user.id, body.role)
+    svc.credentials.forget("user", user.id)
     await audit(request, caller.tenant, caller.subject, "role_changed", target=user.id,
                  details={"from": user.role, "to": changed.role})
     return _user_json(changed)
@@ -114,6 +116,7 @@ async def disable_user(user_id: str, request: Request, caller: Caller) -> dict[s
     user = await _tenant_user(svc, user_id, caller.tenant)
     await _keep_an_admin(svc, user, user.role, disabled=True)
     disabled = await svc.auth_store.set_disabled(user.id, True)
+    svc.credentials.forget("user", user.id)
     revoked = await svc.auth_store.revoke_refresh_tokens(user.id)
     await audit(request, caller.tenant, caller.subject, "user_disabled", target=user.id,
                  details={"revoked_refresh_tokens": revoked})
@@ -125,6 +128,7 @@ async def enable_user(user_id: str, request: Request, caller: Caller) -> dict[st
     svc = services(request)
     user = await _tenant_user(svc, user_id, caller.tenant)
     enabled = await svc.auth_store.set_disabled(user.id, False)
+    svc.credentials.forget("user", user.id)
     await audit(request, caller.tenant, caller.subject, "user_enabled", target=user.id)
     return _user_json(enabled)
 

@@ -3,6 +3,7 @@ table on every route, and tokens that must be refused."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from datetime import datetime, timedelta, timezone
@@ -21,6 +22,9 @@ __all__ = ["client", "platform"]
 
 API = "/api/v1"
 
+# The tenant stream never ends; a resume id that is no number makes it answer 400, but only
+# once the caller is authorised.
+HEADERS = {("GET", "/stream"): {"Last-Event-ID": "not-a-number"}}
 # One representative request per route in the permission table.
 REQUESTS = {
     ("POST", "/keys"): {"name": "ci", "role": "viewer"},
@@ -47,7 +51,8 @@ async def test_each_role_is_allowed_exactly_its_permissions(platform: Platform, 
         .replace("{agent_type}", "sleeper")
     response = await client.request(method, f"{API}{concrete}",
                                     json=REQUESTS.get((method, path)),
-                                    headers=platform.bearer("acme", role))
+                                    headers={**platform.bearer("acme", role),
+                                             **HEADERS.get((method, path), {})})
     if ROUTE_PERMISSIONS[(method, path)] in ROLE_PERMISSIONS[role]:
         assert response.status_code not in (401, 403), response.text
     else:
@@ -175,3 +180,38 @@ async def test_bad_tokens_are_refused(platform: Platform, client, kind) -> None:
 async def test_no_credentials_is_401(client) -> None:
     response = await client.get(f"{API}/tasks")
     assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_a_key_revoked_through_another_replica_stops_working_within_the_cache_time(
+        platform: Platform) -> None:
+    # two apps over one storage stand for two API replicas, each with its own credential cache
+    async with platform.client(auth_cache_s=0.5) as first, \
+            platform.client(auth_cache_s=0.5) as second:
+        admin = platform.bearer("acme", "admin")
+        created = await first.post(f"{API}/keys", headers=admin,
+                                   json={"name": "ci", "role": "viewer"})
+        key, key_id = created.json()["key"], created.json()["id"]
+        for replica in (first, second):  # each replica reads the key once, and keeps it
+            assert (await replica.get(f"{API}/agents", headers={"X-API-Key": key})
+                    ).status_code == 200
+        assert (await first.delete(f"{API}/keys/{key_id}", headers=admin)).status_code == 200
+        refused = await first.get(f"{API}/agents", headers={"X-API-Key": key})
+        assert refused.status_code == 401  # at once where it was revoked
+        deadline = asyncio.get_running_loop().time() + 5
+        while (await second.get(f"{API}/agents", headers={"X-API-Key": key})
+               ).status_code == 200:
+            assert asyncio.get_running_loop().time() < deadline, "still accepted after 5 s"
+            await asyncio.sleep(0.05)
+        accepted_for = asyncio.get_running_loop().time() - (deadline - 5)
+        assert accepted_for < 1.5
+
+
+async def test_a_disabled_user_is_refused_at_once_by_the_replica_that_disabled_it(
+        platform: Platform, client) -> None:
+    viewer = platform.users[("acme", "viewer")]
+    token = platform.bearer("acme", "viewer")
+    assert (await client.get(f"{API}/agents", headers=token)).status_code == 200
+    disabled = await client.post(f"{API}/users/{viewer.id}/disable",
+                                 headers=platform.bearer("acme", "admin"))
+    assert disabled.status_code == 200
+    assert (await client.get(f"{API}/agents", headers=token)).status_code == 401

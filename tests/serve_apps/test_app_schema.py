@@ -2,8 +2,9 @@
 operation (authenticated as an admin of one tenant), and every answer must be free of server
 errors, use a status code the document declares, and match the declared response schema.
 
-The app runs in process over the shared harness. Generation is bounded and deterministic:
-a fixed number of examples per operation, derandomized, no example database.
+The app runs in process over the shared harness here, and deployed on Ray Serve in
+`test_serve_deployment.py` (against the document it serves). Generation is bounded and
+deterministic: a fixed number of examples per operation, derandomized, no example database.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ CHECKS = [not_a_server_error, status_code_conformance, response_schema_conforman
 EXCLUDED = {("GET", f"{API}/tasks/{{task_id}}/stream"), ("GET", f"{API}/stream")}
 
 
-def _request_kwargs(case: Any, headers: dict[str, str]) -> dict[str, Any]:
+def _request_kwargs(case: Any, headers: dict[str, str], base_url: str) -> dict[str, Any]:
     """The generated case as keyword arguments of `httpx.AsyncClient.request`."""
-    data = case.as_transport_kwargs(base_url=BASE_URL, headers=headers)
+    data = case.as_transport_kwargs(base_url=base_url, headers=headers)
     kwargs: dict[str, Any] = {"method": data["method"], "url": data["url"],
                               "headers": data["headers"], "params": data.get("params")}
     if data.get("cookies"):
@@ -51,7 +52,8 @@ def _request_kwargs(case: Any, headers: dict[str, str]) -> dict[str, Any]:
     return kwargs
 
 
-def _exercise(operation: Any, send: Any, headers: dict[str, str]) -> list[int]:
+def exercise(operation: Any, send: Any, headers: dict[str, str],
+             base_url: str = BASE_URL) -> list[int]:
     """Run up to `MAX_EXAMPLES` generated cases of `operation`; the status codes answered."""
     statuses: list[int] = []
 
@@ -61,13 +63,22 @@ def _exercise(operation: Any, send: Any, headers: dict[str, str]) -> list[int]:
                                      HealthCheck.data_too_large])
     @given(case=operation.as_strategy())
     def check(case: Any) -> None:
-        kwargs = _request_kwargs(case, headers)
+        kwargs = _request_kwargs(case, headers, base_url)
         response = send(kwargs)
         statuses.append(response.status_code)
         case.validate_response(response, checks=CHECKS, headers=kwargs["headers"])
 
     check()
     return statuses
+
+
+def operations_of(document: dict[str, Any]) -> list[Any]:
+    """Every operation of the document that returns (the two endless streams left out)."""
+    schema = schemathesis.openapi.from_dict(document)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    selected = [op for op in operations if (op.method.upper(), op.path) not in EXCLUDED]
+    assert len(operations) - len(selected) == len(EXCLUDED)
+    return selected
 
 
 async def test_every_operation_conforms_to_the_openapi_document(platform: Platform) -> None:
@@ -78,11 +89,7 @@ async def test_every_operation_conforms_to_the_openapi_document(platform: Platfo
         # another thread and event loop than the orchestrator's).
         document = await client.get(f"{API}/openapi.json")
         assert document.status_code == 200, document.text
-        schema = schemathesis.openapi.from_dict(document.json())
-        operations = [result.ok() for result in schema.get_all_operations()]
-        selected = [op for op in operations
-                    if (op.method.upper(), op.path) not in EXCLUDED]
-        assert len(operations) - len(selected) == len(EXCLUDED)
+        selected = operations_of(document.json())
         headers = platform.bearer("acme", "admin")
         loop = asyncio.get_running_loop()
 
@@ -94,7 +101,7 @@ async def test_every_operation_conforms_to_the_openapi_document(platform: Platfo
         statuses = {}
         for operation in selected:
             statuses[f"{operation.method.upper()} {operation.path}"] = await asyncio.to_thread(
-                _exercise, operation, send, headers)
+                exercise, operation, send, headers)
         assert all(statuses.values()), statuses
         print(f"{len(statuses)} operations, {sum(map(len, statuses.values()))} calls")
         for name, codes in statuses.items():

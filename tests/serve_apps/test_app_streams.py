@@ -1,6 +1,6 @@
 """Task events as Server-Sent Events over a real HTTP server: a task's whole history in order,
 ending with its terminal event; a resume from `Last-Event-ID` with nothing repeated; tenant
-isolation; the tenant stream over Redis; and polling storage when there is no Redis."""
+isolation; the tenant stream over Redis, resumed; and polling storage when there is no Redis."""
 
 from __future__ import annotations
 
@@ -203,12 +203,54 @@ async def test_without_redis_a_task_stream_polls_storage(platform: Platform, cli
     assert resumed == messages[2:]
 
 
-async def test_without_redis_the_tenant_stream_is_unavailable(platform: Platform, client,
-                                                              caplog) -> None:
-    response = await client.get(f"{API}/stream", headers=platform.bearer("acme", "viewer"))
-    assert response.status_code == 503 and error_code(response) == "platform_unavailable"
-    # the envelope shows the code's public message; the reason is logged for operators
-    assert "needs the Redis event bus" in caplog.text
+async def test_without_redis_the_tenant_stream_polls_storage(platform: Platform) -> None:
+    async with serving(app_of(platform)) as client, asyncio.timeout(DEADLINE_S), \
+            client.stream("GET", f"{API}/stream",
+                          headers=platform.bearer("acme", "viewer")) as response:
+        assert response.status_code == 200
+        messages = sse_messages(response)
+        assert (await anext(messages)) == {"comment": "subscribed"}
+        ours = await submit(client, platform.bearer("acme", "submitter"))
+        theirs = await submit(client, platform.bearer("globex", "submitter"))
+        await platform.orchestrator.wait_many([ours, theirs], 10)
+        stored = await platform.orchestrator.events(ours)
+        received = await events_of(messages, len(stored))
+    assert decoded(received) == stored_json(stored)
+
+
+async def test_a_resumed_tenant_stream_sends_what_it_missed_then_live_ones(
+        redis_platform) -> None:
+    orchestrator = redis_platform.orchestrator
+    async with serving(app_of(redis_platform)) as client:
+        first = await submit(client, redis_platform.bearer("acme", "submitter"), wait=True)
+        await submit(client, redis_platform.bearer("globex", "submitter"), wait=True)
+        second = await submit(client, redis_platform.bearer("acme", "submitter"), wait=True)
+        history = sorted([*await orchestrator.events(first), *await orchestrator.events(second)],
+                         key=lambda e: e.id)
+        resume_after = history[1].id  # the client saw two events before it disconnected
+        async with asyncio.timeout(DEADLINE_S), client.stream(
+                "GET", f"{API}/stream", headers={**redis_platform.bearer("acme", "viewer"),
+                                                 "Last-Event-ID": str(resume_after)}) as response:
+            assert response.status_code == 200
+            messages = sse_messages(response)
+            missed = await events_of(messages, len(history) - 2)
+            assert (await anext(messages)) == {"comment": "subscribed"}
+            live = await submit(client, redis_platform.bearer("acme", "submitter"))
+            await orchestrator.wait(live, 10)
+            live_events = await orchestrator.events(live)
+            followed = await events_of(messages, len(live_events))
+    assert decoded(missed) == stored_json(history[2:])
+    assert decoded(followed) == stored_json(live_events)
+
+
+async def events_of(messages: AsyncIterator[dict[str, str]], count: int) -> list[dict[str, str]]:
+    """The next `count` event messages of a stream, skipping comments."""
+    received = []
+    while len(received) < count:
+        message = await anext(messages)
+        if "event" in message:
+            received.append(message)
+    return received
 
 
 async def test_a_malformed_last_event_id_is_refused(platform: Platform, client) -> None:

@@ -125,3 +125,18 @@ async def test_agents_view_and_route_without_router(platform: Platform, client) 
     assert "tasks" not in agents.json()  # no task counts of other tenants
     routed = await client.post(f"{API}/route", headers=headers, json={"description": "x"})
     assert routed.status_code == 409 and error_code(routed) == "conflict"  # routing is off
+
+
+async def test_agent_stats_count_only_the_callers_tenant(platform: Platform, client) -> None:
+    for tenant, count in (("acme", 2), ("globex", 1)):
+        for _ in range(count):
+            done = await client.post(f"{API}/tasks?wait=5",
+                                     headers=platform.bearer(tenant, "submitter"),
+                                     json={"description": "echo", "agent_type": "sleeper"})
+            assert done.status_code == 200, done.text
+    for tenant, count in (("acme", 2), ("globex", 1)):
+        stats = await client.get(f"{API}/agents/stats", headers=platform.bearer(tenant, "viewer"))
+        assert stats.status_code == 200, stats.text
+        sleeper = stats.json()["agent_types"]["sleeper"]
+        assert (sleeper["succeeded"], sleeper["finished"], sleeper["attempts"]) == \
+            (count, count, count)

@@ -22,7 +22,9 @@ from serve_apps.deployment import (
     LazyActorPort, app_builder, deploy_api, shutdown_api,
 )
 from serve_apps.passwords import hash_password
+from serve_apps.rate_limit import RateLimit
 from storage.auth_store import AuthStore
+from tests.serve_apps.test_app_schema import exercise, operations_of
 from tests.support.platform import run_platform
 
 API = "/api/v1"
@@ -30,6 +32,7 @@ APP_NAME = "ymera-api-test"
 SECRET = "Zq4v_Lp2xQz8Wm4Ty6Ub1Nc7Hd5Jf0Ga-EsR9kB3nM7pX2cV6tY1uI8oP5aS0dF"
 PASSWORD = "correct horse battery staple"
 TENANTS = ("acme", "globex")
+GENEROUS = RateLimit(requests=100_000, per_s=60.0)
 SERVE_CONFIG = Path(__file__).resolve().parents[2] / "serve_apps" / "serve_config.yaml"
 
 
@@ -50,7 +53,8 @@ async def _create_users(database_url: str) -> None:
     try:
         password_hash = hash_password(PASSWORD)
         for tenant in TENANTS:
-            await store.create_user(tenant, f"submitter@{tenant}", password_hash, "submitter")
+            for role in ("submitter", "admin"):
+                await store.create_user(tenant, f"{role}@{tenant}", password_hash, role)
     finally:
         await store.close()
 
@@ -59,8 +63,10 @@ async def _create_users(database_url: str) -> None:
 def deployed_api(ray_cluster, tmp_path_factory) -> Iterator[DeployedApi]:
     for client in run_platform("sqlite", tmp_path_factory.mktemp("serve-api")):
         asyncio.run(_create_users(client.config.database_url))
+        # limits that the schema run's few hundred calls stay inside
         config = ApiConfig(jwt_secret=SECRET, namespace=client.config.namespace,
-                           database_url=client.config.database_url)
+                           database_url=client.config.database_url, wait_max_s=5.0,
+                           key_rate_limit=GENEROUS, tenant_rate_limit=GENEROUS)
         url = deploy_api(config, port=_free_port(), replicas=2, name=APP_NAME)
         try:
             yield DeployedApi(url, client.config.namespace)
@@ -68,9 +74,9 @@ def deployed_api(ray_cluster, tmp_path_factory) -> Iterator[DeployedApi]:
             shutdown_api(APP_NAME)
 
 
-def _login(http: httpx.Client, tenant: str) -> dict[str, str]:
+def _login(http: httpx.Client, tenant: str, role: str = "submitter") -> dict[str, str]:
     response = http.post(f"{API}/auth/token",
-                         json={"username": f"submitter@{tenant}", "password": PASSWORD})
+                         json={"username": f"{role}@{tenant}", "password": PASSWORD})
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
@@ -100,7 +106,7 @@ def test_health_and_docs_answer_over_http(deployed_api: DeployedApi) -> None:
 def test_submit_wait_get_and_tenant_isolation(deployed_api: DeployedApi) -> None:
     with httpx.Client(base_url=deployed_api.url, timeout=60) as http:
         acme = _login(http, "acme")
-        submitted = http.post(f"{API}/tasks", params={"wait": 30},
+        submitted = http.post(f"{API}/tasks", params={"wait": 5},
                               headers={**acme, "X-Request-ID": "serve-test-submit-1"},
                               json={"description": "echo", "agent_type": "sleeper",
                                     "payload": {"echo": 42, "seconds": 0.1}})
@@ -165,3 +171,17 @@ def test_builder_refuses_unknown_arguments_and_missing_secrets(tmp_path: Path) -
         app_builder({})
     with pytest.raises(ValueError, match="cannot read"):
         app_builder({"jwt_secret_file": str(tmp_path / "missing")})
+
+
+@pytest.mark.cluster
+def test_the_deployed_api_conforms_to_the_schema_it_serves(deployed_api: DeployedApi) -> None:
+    with httpx.Client(base_url=deployed_api.url, timeout=30) as http:
+        document = http.get(f"{API}/openapi.json")
+        assert document.status_code == 200
+        headers = _login(http, "acme", "admin")
+        statuses = {f"{op.method.upper()} {op.path}": exercise(
+                        op, lambda kwargs: http.request(**kwargs), headers, deployed_api.url)
+                    for op in operations_of(document.json())}
+    assert all(statuses.values()), statuses
+    for name in (f"GET {API}/tasks", f"GET {API}/users", f"GET {API}/agents"):
+        assert 200 in statuses[name], (name, statuses[name])
