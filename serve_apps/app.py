@@ -156,13 +156,20 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@probes.get("/ready", summary="Readiness: orchestrator, storage and Redis (if any) answer",
+async def _router_probe(port: PlatformPort) -> str:
+    """"off" when routing is switched off; else the router answered through the orchestrator."""
+    state = await port.call("router_state")
+    return "ok" if state.get("enabled") else "off"
+
+
+@probes.get("/ready", summary="Readiness: orchestrator, router (if on), storage and Redis (if any) answer",
             response_model=Readiness,
             responses={503: {"model": Readiness, "description": "Not ready"}})
 async def ready(request: Request) -> JSONResponse:
     svc: Services = request.app.state.services
     checks: dict[str, Any] = {
         "orchestrator": svc.port.call("status"),
+        "router": _router_probe(svc.port),
         "storage": ensure_schema_current(svc.auth_store.engine),
     }
     if svc.config.redis_url:
@@ -170,11 +177,11 @@ async def ready(request: Request) -> JSONResponse:
     results: dict[str, str] = {}
     for name, probe in checks.items():
         try:
-            await asyncio.wait_for(probe, READY_TIMEOUT_S)
-            results[name] = "ok"
+            outcome = await asyncio.wait_for(probe, READY_TIMEOUT_S)
+            results[name] = outcome if outcome == "off" else "ok"
         except Exception as exc:  # any failure means "not ready"; the reason is logged
             logger.warning("readiness: %s is failing: %s: %s", name, type(exc).__name__, exc)
             results[name] = "failing"
-    ok = all(v == "ok" for v in results.values())
+    ok = all(v in ("ok", "off") for v in results.values())
     return JSONResponse({"status": "ready" if ok else "not_ready", "checks": results},
                         status_code=200 if ok else 503)

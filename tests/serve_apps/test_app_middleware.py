@@ -9,7 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
+from actors.errors import PlatformUnavailable
 from serve_apps.app import create_app
+from serve_apps.platform_port import LocalPort
 from serve_apps.rate_limit import LocalRateLimiter, RateLimit
 from tests.serve_apps.test_app_harness import Platform, client, error_code, platform
 
@@ -23,6 +25,15 @@ class BrokenPort:
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("secret internals at /srv/db")
+
+
+class RouterDownPort(LocalPort):
+    """The orchestrator answers, with routing on and its router not answering."""
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if method == "router_state":
+            raise PlatformUnavailable("the router is not answering")
+        return await super().call(method, *args, **kwargs)
 
 
 async def test_request_id_is_echoed_or_generated(platform: Platform, client) -> None:
@@ -136,7 +147,14 @@ async def test_probes(platform: Platform, client) -> None:
         assert (await client.get(path)).json() == {"status": "ok"}
     ready = await client.get("/ready")
     assert ready.status_code == 200 and ready.json()["checks"] == {
-        "orchestrator": "ok", "storage": "ok"}
+        "orchestrator": "ok", "router": "off", "storage": "ok"}  # the harness routes nothing
+    app = create_app(platform.config, RouterDownPort(platform.orchestrator),
+                     platform.auth_store, LocalRateLimiter())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://testserver") as routerless:
+        not_ready = await routerless.get("/ready")
+    assert not_ready.status_code == 503 and not_ready.json()["checks"] == {
+        "orchestrator": "ok", "router": "failing", "storage": "ok"}
     app = create_app(platform.config, BrokenPort(), platform.auth_store, LocalRateLimiter())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://testserver") as broken:
