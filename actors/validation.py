@@ -12,10 +12,11 @@ from actors.config import OrchestratorConfig
 from ml.router import MAX_DESCRIPTION_CHARS
 from storage.errors import InvalidRequest
 from storage.messages import TaskRequest
+from storage.storable import nul_location
 
 MAX_ATTEMPTS_LIMIT = 20
 PRIORITY_RANGE = (-100, 100)
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}\Z")
 
 
 def _fail(index: int | None, field: str, message: str, value: Any = None) -> InvalidRequest:
@@ -43,6 +44,8 @@ def validate_request(request: Any, config: OrchestratorConfig, index: int | None
     description = request.description
     if not isinstance(description, str) or not description.strip():
         raise _fail(index, "description", "must be a non-empty string")
+    if "\x00" in description:
+        raise _fail(index, "description", "holds a NUL character (\\u0000), which is not allowed")
     if len(description) > MAX_DESCRIPTION_CHARS:
         raise _fail(index, "description", f"is {len(description)} characters; the limit is "
                     f"{MAX_DESCRIPTION_CHARS}")
@@ -54,6 +57,9 @@ def validate_request(request: Any, config: OrchestratorConfig, index: int | None
         raise _fail(index, "payload", f"is not valid JSON: {exc}") from exc
     if size > config.max_payload_bytes:
         raise _fail(index, "payload", f"is {size} bytes; the limit is {config.max_payload_bytes}")
+    if (found := nul_location(request.payload)) is not None:
+        raise _fail(index, "payload", f"holds a NUL character (\\u0000) at {found}, which is "
+                    "not allowed")
     if request.agent_type is not None and not isinstance(request.agent_type, str):
         raise _fail(index, "agent_type", "must be a string")
     if isinstance(request.priority, bool) or not isinstance(request.priority, int) or not (
@@ -72,12 +78,14 @@ def validate_request(request: Any, config: OrchestratorConfig, index: int | None
     ):
         raise _fail(index, "max_attempts", f"must be an integer from 1 to {MAX_ATTEMPTS_LIMIT}")
     key = request.idempotency_key
-    if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 200):
-        raise _fail(index, "idempotency_key", "must be a string of 1 to 200 characters")
-    if not isinstance(request.tenant, str) or not NAME.match(request.tenant):
+    if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 200
+                            or "\x00" in key):
+        raise _fail(index, "idempotency_key",
+                    "must be a string of 1 to 200 characters, without NUL")
+    if not isinstance(request.tenant, str) or not NAME.fullmatch(request.tenant):
         raise _fail(index, "tenant", "must be 1 to 64 letters, digits, '_', '.', ':' or '-'")
     if request.batch_id is not None and (
-        not isinstance(request.batch_id, str) or not NAME.match(request.batch_id)
+        not isinstance(request.batch_id, str) or not NAME.fullmatch(request.batch_id)
     ):
         raise _fail(index, "batch_id", "must be 1 to 64 letters, digits, '_', '.', ':' or '-'")
     return dataclasses.replace(request, timeout_s=float(timeout_s), max_attempts=max_attempts)

@@ -34,7 +34,8 @@ from serve_apps.api_config import ApiConfig
 from serve_apps.credential_cache import CredentialCache
 from serve_apps.errors import MethodNotAllowed
 from serve_apps.middleware import (
-    BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware, logger,
+    BodyLimitMiddleware, NulGuardMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware,
+    logger,
 )
 from serve_apps.platform_port import PlatformPort
 from serve_apps.rate_limit import RateLimit, RateLimiter
@@ -86,6 +87,7 @@ def create_app(config: ApiConfig, port: PlatformPort, auth_store: AuthStore,
                            "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After", "RateLimit-Limit",
                             "RateLimit-Remaining", "RateLimit-Reset", "Location"])
+    app.add_middleware(NulGuardMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, echo_kept_id=not behind_proxy)
     return app
@@ -162,7 +164,8 @@ async def _router_probe(port: PlatformPort) -> str:
     return "ok" if state.get("enabled") else "off"
 
 
-@probes.get("/ready", summary="Readiness: orchestrator, router (if on), storage and Redis (if any) answer",
+@probes.get("/ready",
+            summary="Readiness: orchestrator, router (if on), storage and Redis (if any) answer",
             response_model=Readiness,
             responses={503: {"model": Readiness, "description": "Not ready"}})
 async def ready(request: Request) -> JSONResponse:

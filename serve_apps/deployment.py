@@ -23,9 +23,10 @@ Guarantees:
 - on an SQLite database the replicas run on the head node, next to the file;
 - every response carries one `X-Request-ID`, the id the app used. Serve's HTTP proxy always
   forwards a request id to the app (the caller's, else one it makes) and echoes it on the
-  response, so the app does not add it again (`create_app(..., behind_proxy=True)`). Only when the caller's id is one
-  the app refuses (see `middleware`) does the response carry both: the caller's, echoed by
-  Serve, and then the app's, which its logs and error envelope name.
+  response, so the app does not add it again (`create_app(..., behind_proxy=True)`). Only
+  when the caller's id is one the app refuses (see `middleware`) does the response carry
+  both: the caller's, echoed by Serve, and then the app's, which its logs and error envelope
+  name.
 """
 
 from __future__ import annotations

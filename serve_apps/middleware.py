@@ -1,4 +1,5 @@
-"""The ingress's ASGI middleware, outermost first: request context, body limit, security headers.
+"""The ingress's ASGI middleware, outermost first: request context, body limit, NUL guard,
+security headers.
 
 - `RequestContextMiddleware` gives every request an id (a sane incoming `X-Request-ID`, else a
   new one), echoes it on every response, exposes it to log records (`RequestIdFilter`) and to
@@ -7,6 +8,8 @@
   the generic 500 envelope, never a traceback.
 - `BodyLimitMiddleware` refuses a body above the limit with the 413 envelope, whether it says
   so in `Content-Length` or streams more than it declared; the app never sees such a body.
+- `NulGuardMiddleware` refuses a path or query string holding a NUL character with the 400
+  envelope (bodies are checked by `schemas.StrictBody`).
 - `SecurityHeadersMiddleware` adds `nosniff`, `DENY` framing, `no-referrer`, `no-store` caching,
   and a CSP that allows nothing on every route but the interactive docs.
 """
@@ -25,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_apps import http_errors
 from serve_apps.errors import PayloadTooLarge
+from storage.errors import InvalidRequest
 
 REQUEST_ID_HEADER: Final = "x-request-id"
 DOCS_PATHS: Final = ("/docs", "/redoc", "/openapi.json")
@@ -106,6 +110,23 @@ class RequestContextMiddleware:
             logger.info("%s %s %s %.1fms", scope["method"], scope["path"], status["code"],
                         (time.monotonic() - started) * 1000)
             _request_id.reset(token)
+
+
+class NulGuardMiddleware:
+    """Refuses a path or query string holding a NUL character (`%00`) with the 400 envelope,
+    before routing: storage cannot look such a value up (see `storage.storable`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and ("\x00" in scope["path"]
+                                        or b"%00" in scope.get("query_string", b"")):
+            await send_envelope(send, InvalidRequest(
+                "the path or query string holds a NUL character (%00), which is not allowed"),
+                scope.get("state", {}).get("request_id"))
+            return
+        await self.app(scope, receive, send)
 
 
 class BodyLimitMiddleware:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from serve_apps.permissions import ROLES
+from storage.storable import nul_location
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$"
 _USERNAME = r"^[A-Za-z0-9][A-Za-z0-9_.@+\-]{0,63}$"
@@ -20,9 +21,18 @@ ROLE_PATTERN = "^(" + "|".join(ROLES) + ")$"
 
 
 class StrictBody(BaseModel):
-    """Base of every request body: unknown fields and type coercion are refused."""
+    """Base of every request body: unknown fields, type coercion and NUL characters in any
+    string are refused."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_characters(cls, data: Any) -> Any:
+        found = nul_location(data)
+        if found:
+            raise ValueError(f"{found} holds a NUL character (\\u0000), which is not allowed")
+        return data
 
 
 class LoginBody(StrictBody):

@@ -34,6 +34,13 @@ def test_dicts_are_accepted_but_unknown_fields_are_not():
     ({"idempotency_key": ""}, "idempotency_key must be a string of 1 to 200"),
     ({"tenant": "bad tenant!"}, "tenant must be"),
     ({"batch_id": "a/b"}, "batch_id must be"),
+    ({"batch_id": "batch\n"}, "batch_id must be"),
+    ({"tenant": "acme\n"}, "tenant must be"),
+    ({"description": "add\x00"}, "description holds a NUL character"),
+    ({"payload": {"rows": [{"name": "a\x00b"}]}},
+     r"payload holds a NUL character .* at rows\[0\]\.name"),
+    ({"payload": {"k\x00": 1}}, "payload holds a NUL character"),
+    ({"idempotency_key": "k\x00"}, "idempotency_key must be"),
 ])
 def test_each_rule_names_the_field(change, message):
     fields = {"description": "add", "payload": {}, "agent_type": "calculator", **change}

@@ -68,6 +68,22 @@ async def test_unknown_field_is_400_naming_it(platform: Platform, client) -> Non
     assert not_json.status_code == 400
 
 
+async def test_nul_characters_are_400_anywhere(platform: Platform, client) -> None:
+    headers = platform.bearer("acme", "admin")
+    for method, path, body in (
+            ("POST", f"{API}/tasks", {"description": "a\x00b", "agent_type": "sleeper"}),
+            ("POST", f"{API}/tasks", {"description": "x", "payload": {"k": ["\x00"]}}),
+            ("POST", f"{API}/keys", {"name": "ci\x00", "role": "viewer"}),
+            ("POST", f"{API}/auth/token", {"username": "root\x00", "password": "p"}),
+            ("GET", f"{API}/tasks/abc%00", None),
+            ("GET", f"{API}/tasks?batch_id=b%00", None)):
+        response = await client.request(method, path, json=body, headers=headers)
+        assert response.status_code == 400, (path, response.text)
+        assert error_code(response) == "invalid_request" and "NUL" in response.text
+    assert await platform.auth_store.list_api_keys("acme") == []  # nothing was stored
+    assert (await platform.orchestrator.list_tasks(tenant="acme")).tasks == []
+
+
 async def test_orchestrator_rejection_is_400(platform: Platform, client) -> None:
     response = await client.post(f"{API}/tasks", headers=platform.bearer("acme", "submitter"),
                                  json={"description": "x", "agent_type": "no_such_agent"})

@@ -1,14 +1,17 @@
-"""The HTTP API deployed on Ray Serve, over real HTTP: two replicas behind Serve's proxy on
-loopback, a real orchestrator of the shared test cluster, and the SQLite database both use.
-The deployment is made once for the module."""
+"""The HTTP API deployed on Ray Serve, over real HTTP, on the parts of a production set-up:
+two replicas behind Serve's proxy on loopback, a real orchestrator of the shared test cluster,
+PostgreSQL for storage and Redis for rate limits and events. (The in-process app tests run on
+the embedded SQLite.) The deployment is made once for the module."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,6 +29,7 @@ from serve_apps.rate_limit import RateLimit
 from storage.auth_store import AuthStore
 from tests.serve_apps.test_app_schema import exercise, operations_of
 from tests.support.platform import run_platform
+from tests.support.redis_service import REDIS_URL, delete_namespace, require_redis
 
 API = "/api/v1"
 APP_NAME = "ymera-api-test"
@@ -61,17 +65,21 @@ async def _create_users(database_url: str) -> None:
 
 @pytest.fixture(scope="module")
 def deployed_api(ray_cluster, tmp_path_factory) -> Iterator[DeployedApi]:
-    for client in run_platform("sqlite", tmp_path_factory.mktemp("serve-api")):
+    require_redis()
+    for client in run_platform("postgresql", tmp_path_factory.mktemp("serve-api"),
+                               redis_url=REDIS_URL):
         asyncio.run(_create_users(client.config.database_url))
         # limits that the schema run's few hundred calls stay inside
         config = ApiConfig(jwt_secret=SECRET, namespace=client.config.namespace,
-                           database_url=client.config.database_url, wait_max_s=5.0,
+                           database_url=client.config.database_url, redis_url=REDIS_URL,
+                           wait_max_s=5.0,
                            key_rate_limit=GENEROUS, tenant_rate_limit=GENEROUS)
         url = deploy_api(config, port=_free_port(), replicas=2, name=APP_NAME)
         try:
             yield DeployedApi(url, client.config.namespace)
         finally:
             shutdown_api(APP_NAME)
+            asyncio.run(delete_namespace(client.config.namespace))
 
 
 def _login(http: httpx.Client, tenant: str, role: str = "submitter") -> dict[str, str]:
@@ -96,6 +104,8 @@ def test_health_and_docs_answer_over_http(deployed_api: DeployedApi) -> None:
         assert health.status_code == 200 and health.json() == {"status": "ok"}
         ready = http.get("/ready")
         assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"] == {"orchestrator": "ok", "router": "off",
+                                          "storage": "ok", "redis": "ok"}
         openapi = http.get(f"{API}/openapi.json")
         assert openapi.status_code == 200 and f"{API}/tasks" in openapi.json()["paths"]
         docs = http.get(f"{API}/docs")
@@ -185,3 +195,46 @@ def test_the_deployed_api_conforms_to_the_schema_it_serves(deployed_api: Deploye
     assert all(statuses.values()), statuses
     for name in (f"GET {API}/tasks", f"GET {API}/users", f"GET {API}/agents"):
         assert 200 in statuses[name], (name, statuses[name])
+
+
+def _events_of(http: httpx.Client, path: str, headers: dict[str, str]) -> list[dict[str, Any]]:
+    """The events of an SSE stream that ends by itself, decoded."""
+    events = []
+    with http.stream("GET", path, headers=headers) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line.removeprefix("data: ")))
+    return events
+
+
+@pytest.mark.cluster
+def test_a_task_stream_through_serve_sends_every_event_and_resumes(
+        deployed_api: DeployedApi) -> None:
+    with httpx.Client(base_url=deployed_api.url, timeout=30) as http:
+        acme = _login(http, "acme")
+        submitted = http.post(f"{API}/tasks", headers=acme, json={
+            "description": "sleep", "agent_type": "sleeper", "payload": {"seconds": 0.5}})
+        assert submitted.status_code == 202, submitted.text
+        path = f"{API}/tasks/{submitted.json()['id']}/stream"
+        events = _events_of(http, path, acme)
+        kinds = [e["kind"] for e in events]
+        assert kinds[0] == "queued" and kinds[-1] == "succeeded" and "started" in kinds
+        assert [e["id"] for e in events] == sorted({e["id"] for e in events})
+        resumed = _events_of(http, path, {**acme, "Last-Event-ID": str(events[0]["id"])})
+        assert resumed == events[1:]
+
+
+@pytest.mark.cluster
+def test_nul_characters_are_refused_on_postgresql(deployed_api: DeployedApi) -> None:
+    # PostgreSQL cannot store NUL in text: such input is a 400, never a storage failure
+    with httpx.Client(base_url=deployed_api.url, timeout=30) as http:
+        acme = _login(http, "acme")
+        for method, path, body in (
+                ("POST", f"{API}/tasks", {"description": "a\x00b", "agent_type": "sleeper"}),
+                ("POST", f"{API}/auth/token", {"username": "x\x00", "password": "p"}),
+                ("GET", f"{API}/tasks/abc%00", None)):
+            response = http.request(method, path, json=body, headers=acme)
+            assert response.status_code == 400, (path, response.text)
+            assert response.json()["error"]["code"] == "invalid_request"
