@@ -35,6 +35,7 @@ class OrchestratorConfig:
     max_timeout_s: float = 3600.0
     retry: RetryPolicy = RetryPolicy()
     queue_max: int = 10_000
+    tenant_queue_max: int | None = None  # None: a tenant may fill the whole queue
     health_interval_s: float = 2.0
     health_timeout_s: float = 5.0
     max_payload_bytes: int = 1_000_000

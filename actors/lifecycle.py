@@ -84,6 +84,7 @@ class Lifecycle:
         self.writer.start()
         self.live: dict[str, LiveTask] = {}
         self.queued_count = 0
+        self.queued_by_tenant: collections.Counter[str] = collections.Counter()
         self._recent_tenants: collections.OrderedDict[str, str] = collections.OrderedDict()
 
     def tenant_of(self, task_id: str) -> str | None:
@@ -97,22 +98,28 @@ class Lifecycle:
         while len(self._recent_tenants) > RECENT_TENANTS:
             self._recent_tenants.popitem(last=False)
 
+    def _count_queued(self, live: LiveTask, change: int) -> None:
+        self.queued_count += change
+        self.queued_by_tenant[live.tenant] += change
+        if not self.queued_by_tenant[live.tenant]:
+            del self.queued_by_tenant[live.tenant]
+
     def _set_status(self, live: LiveTask, status: TaskStatus) -> None:
         if live.status is TaskStatus.QUEUED:
-            self.queued_count -= 1
+            self._count_queued(live, -1)
         if status is TaskStatus.QUEUED:
-            self.queued_count += 1
+            self._count_queued(live, 1)
         live.status = status
 
     def _track(self, live: LiveTask) -> None:
         self.live[live.id] = live
         self._remember_tenant(live.id, live.tenant)
         if live.status is TaskStatus.QUEUED:
-            self.queued_count += 1
+            self._count_queued(live, 1)
 
     def _forget(self, live: LiveTask) -> None:
         if self.live.pop(live.id, None) is not None and live.status is TaskStatus.QUEUED:
-            self.queued_count -= 1
+            self._count_queued(live, -1)
         live.done.set()
 
     async def reconcile(self, agent_types: dict[str, Any]) -> list[LiveTask]:

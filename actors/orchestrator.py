@@ -24,6 +24,7 @@ Ray restarts this actor forever (see `actors/deploy.py`); nothing here assumes i
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import os
@@ -110,6 +111,7 @@ class Orchestrator:
         self._dispatch_wakeup = asyncio.Event()
         self._pending_keys: dict[tuple[str, str], asyncio.Future] = {}
         self._reserved = 0
+        self._reserved_by_tenant: collections.Counter[str] = collections.Counter()
         self._inbox_store: Any = None
         self.publisher: Any = None
         self._background: set[asyncio.Task] = set()
@@ -425,12 +427,12 @@ class Orchestrator:
                     owned[key].set_result(known[key])
                 else:
                     creating.append(index)
-            self._reserve(len(creating))
+            reserved = self._reserve([checked[i].tenant for i in creating])
             try:
                 created = await lifecycle.create(
                     [(checked[i], decisions[i]) for i in creating])
             finally:
-                self._reserved -= len(creating)
+                self._release(reserved)
             for index, (live, task) in zip(creating, created):
                 ids[index] = live.id
                 committed[live.id] = task
@@ -471,17 +473,40 @@ class Orchestrator:
                 {"agent_types": sorted(self.agent_types)})
         return None
 
-    def _reserve(self, count: int) -> None:
+    def _reserve(self, tenants: list[str]) -> collections.Counter[str]:
+        """Hold queue places for tasks of these tenants while they are committed, or raise
+        `QueueFull` if the queue, or a tenant's quota of waiting tasks, has no room."""
         assert self.lifecycle is not None
         queued = self.lifecycle.queued_count + self._reserved
-        if queued + count > self.config.queue_max:
+        if queued + len(tenants) > self.config.queue_max:
             raise QueueFull(
                 f"the task queue is full ({queued} of {self.config.queue_max} waiting); "
                 "retry later",
                 {"queued": queued, "queue_max": self.config.queue_max},
                 retry_after_s=1.0,
             )
-        self._reserved += count
+        wanted = collections.Counter(tenants)
+        quota = self.config.tenant_queue_max
+        for tenant, count in wanted.items() if quota is not None else ():
+            waiting = (self.lifecycle.queued_by_tenant[tenant]
+                       + self._reserved_by_tenant[tenant])
+            if waiting + count > quota:
+                raise QueueFull(
+                    f"tenant {tenant!r} has {waiting} tasks waiting, and its quota is {quota}; "
+                    "retry when some have started",
+                    {"tenant": tenant, "queued": waiting, "tenant_queue_max": quota},
+                    retry_after_s=1.0,
+                )
+        self._reserved += len(tenants)
+        self._reserved_by_tenant.update(wanted)
+        return wanted
+
+    def _release(self, reserved: collections.Counter[str]) -> None:
+        self._reserved -= sum(reserved.values())
+        self._reserved_by_tenant.subtract(reserved)
+        for tenant in reserved:
+            if self._reserved_by_tenant[tenant] <= 0:
+                del self._reserved_by_tenant[tenant]
 
     async def get(self, task_id: str) -> Task:
         return await (await self._wait_ready()).store.get_task(task_id)
@@ -569,11 +594,11 @@ class Orchestrator:
                            f"{task.status.value}", {"status": task.status.value})
         if task.agent_type not in self.agent_types:
             raise Conflict(f"agent type {task.agent_type!r} is no longer registered")
-        self._reserve(1)
+        reserved = self._reserve([task.tenant])
         try:
             live = await lifecycle.requeue(task)
         finally:
-            self._reserved -= 1
+            self._release(reserved)
         self.queues[live.agent_type].push(live.id, live.priority)
         self._wake()
         return await lifecycle.store.get_task(task_id)

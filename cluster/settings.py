@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     retry_backoff_max_s: float = Field(default=30.0, ge=0)
     retry_jitter: float = Field(default=0.5, ge=0, le=1)
     queue_max: int = Field(default=10_000, ge=1)
+    tenant_queue_max: int = Field(
+        default=5_000, ge=1, description="Tasks one tenant may have waiting; more is QueueFull "
+        "for that tenant only (at least queue_max: no per-tenant quota).")
     health_interval_s: float = Field(default=2.0, gt=0)
     health_timeout_s: float = Field(default=5.0, gt=0)
     max_payload_bytes: int = Field(default=1_000_000, ge=1024)
@@ -132,6 +135,8 @@ class Settings(BaseSettings):
             retry=RetryPolicy(self.retry_max_attempts, self.retry_backoff_base_s,
                               self.retry_backoff_max_s, self.retry_jitter),
             queue_max=self.queue_max,
+            tenant_queue_max=(self.tenant_queue_max
+                              if self.tenant_queue_max < self.queue_max else None),
             health_interval_s=self.health_interval_s,
             health_timeout_s=self.health_timeout_s,
             max_payload_bytes=self.max_payload_bytes,

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from actors.config import OrchestratorConfig, PoolConfig
+from actors.errors import QueueFull
 from actors.orchestrator import Orchestrator
 from actors.retry import RetryPolicy
 from ml.config import RouterConfig
@@ -87,3 +88,35 @@ async def test_restart_reconciles_running_tasks_from_storage(orchestrator):
     await reborn.drain(5)
     await reborn.lifecycle.store.close()
     vanish(reborn)
+
+
+async def test_a_tenant_quota_bounds_its_waiting_tasks_only(tmp_path):
+    url = f"sqlite:///{tmp_path}/ymera.db"
+    await migrate_async(url)
+    config = OrchestratorConfig(
+        database_url=url, agent_modules=TEST_AGENT_PATHS, default_replicas=0,
+        pools={"sleeper": PoolConfig(replicas=0)}, tenant_queue_max=3, queue_max=100,
+        router=RouterConfig(enabled=False))
+    orchestrator = Orchestrator(config, backend=InProcessBackend())
+    await asyncio.wait_for(orchestrator.ready(), 10)
+
+    def task(tenant: str) -> TaskRequest:
+        return TaskRequest("sleep", {"seconds": 0}, "sleeper", tenant=tenant)
+
+    try:
+        acme = await orchestrator.submit_many([task("acme")] * 3)
+        with pytest.raises(QueueFull, match="tenant 'acme' has 3 tasks waiting") as info:
+            await orchestrator.submit(task("acme"))
+        assert info.value.details["tenant_queue_max"] == 3 and info.value.retry_after_s > 0
+        globex = await orchestrator.submit_many([task("globex")] * 3)  # its own quota
+        with pytest.raises(QueueFull):
+            await orchestrator.submit_many([task("globex"), task("other")])
+        page = await orchestrator.list_tasks(limit=100)
+        assert sorted(t.id for t in page.tasks) == sorted(acme + globex)  # nothing half-taken
+        await orchestrator.scale("sleeper", 1)  # acme's tasks start: its quota frees up
+        await orchestrator.wait_many(acme, 10)
+        assert (await orchestrator.get(await orchestrator.submit(task("acme")))).tenant == "acme"
+    finally:
+        await orchestrator.drain(5)
+        await orchestrator.lifecycle.store.close()
+        vanish(orchestrator)
