@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from actors.config import OrchestratorConfig
+from actors.idempotency import IdempotencyLookup
 from actors.store_writer import StoreWriter
 from storage.messages import (
     AgentResult,
@@ -81,6 +82,7 @@ class Lifecycle:
         self.store = store
         self.config = config
         self.writer = StoreWriter(store, config.write_batch_max, on_commit)
+        self.key_lookup = IdempotencyLookup(store)
         self.writer.start()
         self.live: dict[str, LiveTask] = {}
         self.queued_count = 0
@@ -155,13 +157,10 @@ class Lifecycle:
         await self.store.apply(batch)
         return resumed
 
-    async def known_idempotency_keys(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        found: dict[tuple[str, str], str] = {}
-        for tenant in {tenant for tenant, _ in keys}:
-            wanted = [key for t, key in keys if t == tenant]
-            for key, task in (await self.store.find_by_idempotency_keys(tenant, wanted)).items():
-                found[(tenant, key)] = task.id
-        return found
+    async def known_idempotency_keys(self, keys: list[tuple[str, str]]
+                                     ) -> dict[tuple[str, str], str]:
+        """The ids of stored tasks that these (tenant, key) pairs name (see `idempotency`)."""
+        return await self.key_lookup.find(keys)
 
     async def create(self, accepted: list[tuple[TaskRequest, RouteDecision | None]]
                      ) -> list[tuple[LiveTask, Task]]:

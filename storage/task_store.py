@@ -11,11 +11,11 @@ import base64
 import dataclasses
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -33,6 +33,7 @@ from storage.messages import (
 from storage.models import attempts_table, events_table, tasks_table
 
 MAX_PAGE = 1000
+KEY_LOOKUP_CHUNK = 500  # (tenant, key) pairs per query: 1,000 bound parameters
 MAX_DURATION_ROWS = 100_000
 RETRIED_OUTCOMES = (AttemptOutcome.ERROR, AttemptOutcome.TIMEOUT, AttemptOutcome.LOST)
 
@@ -190,16 +191,18 @@ class TaskStore(EngineStore):
         rows = await self._fetch(select(tasks_table).where(tasks_table.c.id.in_(list(task_ids))))
         return {row.id: task_from_row(row) for row in rows}
 
-    async def find_by_idempotency_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, Task]:
-        """Existing tasks of `tenant` for these idempotency keys, keyed by key."""
-        if not keys:
-            return {}
-        rows = await self._fetch(
-            select(tasks_table).where(
-                tasks_table.c.tenant == tenant, tasks_table.c.idempotency_key.in_(list(keys))
-            )
-        )
-        return {row.idempotency_key: task_from_row(row) for row in rows}
+    async def task_ids_by_idempotency_keys(self, keys: Collection[tuple[str, str]]
+                                           ) -> dict[tuple[str, str], str]:
+        """The ids of the tasks that these (tenant, idempotency key) pairs name, by pair."""
+        pairs = list(keys)
+        found: dict[tuple[str, str], str] = {}
+        for start in range(0, len(pairs), KEY_LOOKUP_CHUNK):
+            rows = await self._fetch(
+                select(tasks_table.c.tenant, tasks_table.c.idempotency_key, tasks_table.c.id)
+                .where(tuple_(tasks_table.c.tenant, tasks_table.c.idempotency_key)
+                       .in_(pairs[start:start + KEY_LOOKUP_CHUNK])))
+            found.update({(tenant, key): task_id for tenant, key, task_id in rows})
+        return found
 
     async def list_tasks(
         self,

@@ -170,11 +170,12 @@ async def test_an_idempotency_key_is_unique_within_its_tenant(store: TaskStore) 
     [other_tenant] = await submit(store, task_row(tenant="globex", idempotency_key="order-42"))
     await submit(store, task_row(tenant="acme"), task_row(tenant="acme"))  # no key: no limit
 
-    found = await store.find_by_idempotency_keys("acme", ["order-42", "order-43"])
-    assert {key: task.id for key, task in found.items()} == {"order-42": first}
-    found = await store.find_by_idempotency_keys("globex", ["order-42"])
-    assert {key: task.id for key, task in found.items()} == {"order-42": other_tenant}
-    assert await store.find_by_idempotency_keys("acme", []) == {}
+    found = await store.task_ids_by_idempotency_keys(
+        [("acme", "order-42"), ("acme", "order-43"), ("globex", "order-42"), ("initech", "x")])
+    assert found == {("acme", "order-42"): first, ("globex", "order-42"): other_tenant}
+    assert await store.task_ids_by_idempotency_keys([]) == {}
+    many = [("acme", f"k{i}") for i in range(1200)] + [("acme", "order-42")]  # several queries
+    assert await store.task_ids_by_idempotency_keys(many) == {("acme", "order-42"): first}
 
 
 async def test_a_duplicate_idempotency_key_within_one_batch_stores_neither(
