@@ -42,7 +42,9 @@ async def owned_task(request: Request, caller: Principal, task_id: str) -> Task:
     return task
 
 
-@router.post("/tasks", status_code=202, summary="Submit a task")
+@router.post("/tasks", status_code=202, summary="Submit a task",
+             responses={200: {"model": dict[str, Any],
+                              "description": "The task finished within `wait`: as it ended"}})
 async def submit_task(
         body: TaskBody, request: Request, response: Response, caller: Caller,
         idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
