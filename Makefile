@@ -36,6 +36,7 @@ test: install
 bench: install
 	$(BIN)/ymera bench core --json
 	$(BIN)/ymera bench router --json
+	$(BIN)/ymera bench batch --json
 
 clean:
 	rm -rf $(VENV) *.egg-info

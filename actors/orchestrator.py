@@ -748,3 +748,17 @@ class Orchestrator:
     async def replica_pids(self) -> dict[str, int | None]:
         """Process id of each live replica (operators and failure tests use these)."""
         return {r.name: r.pid for p in self.pools.pools.values() for r in p.replicas.values()}
+
+    # ----------------------------------------------------------------- batches
+
+    async def batch_status(self, batch_id: str, tenant: str = "default") -> Any:
+        """How batch `batch_id` of `tenant` stands: a `storage.messages.BatchStatus` (counts
+        by status of the tasks it created). `NotFound` when that tenant has no task in it, so
+        another tenant's batch looks exactly like a missing one."""
+        from actors.validation import NAME
+
+        for field, value in (("batch_id", batch_id), ("tenant", tenant)):
+            if not isinstance(value, str) or not NAME.match(value):
+                raise InvalidRequest(f"{field} must be 1 to 64 letters, digits, '_', '.', ':' "
+                                     "or '-'", {"field": field})
+        return await (await self._wait_ready()).store.batch_status(batch_id, tenant)

@@ -271,8 +271,41 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     _print(args, {"migrated": True}, "storage is at the latest schema")
 
 
+def cmd_batch(args: argparse.Namespace) -> None:
+    from cluster import batch_job
+
+    settings = _settings()
+    if args.action == "status":
+        status = _client().batch_status(args.target, args.tenant).to_json()
+        status["jobs"] = batch_job.batch_jobs(settings, args.target, args.job_address)
+        counts = ", ".join(f"{k} {v}" for k, v in status["counts"].items() if v)
+        lines = [f"batch {status['batch_id']} ({status['tenant']}): {status['finished']} of "
+                 f"{status['total']} tasks finished; {counts}"]
+        lines += [f"  Ray job {job['submission_id']}: {job['status']}" for job in status["jobs"]]
+        _print(args, status, "\n".join(lines))
+        return
+    entrypoint_args = []
+    for flag, value in (("--max-in-flight", args.max_in_flight),
+                        ("--progress-interval", args.progress_interval)):
+        if value is not None:
+            entrypoint_args += [flag, str(value)]
+    batch_id, submission_id, code = batch_job.submit(
+        settings, args.target, output=args.output, batch_id=args.batch_id, tenant=args.tenant,
+        address=args.job_address, python=args.python, working_dir=args.working_dir,
+        wait=not args.no_wait, entrypoint_args=tuple(entrypoint_args), logs_to_stderr=args.json)
+    if args.json:
+        print(json.dumps({"batch_id": batch_id, "submission_id": submission_id,
+                          "exit_status": code}))
+    if code != 0:
+        raise YmeraError(f"ray job submit exited with status {code}", {"exit_status": code})
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
-    if args.suite == "router":
+    if args.suite == "batch":
+        from cluster.bench_batch import run_batch_benchmark
+
+        run_batch_benchmark(args)
+    elif args.suite == "router":
         from cluster.bench_router import run_router_benchmark
 
         run_router_benchmark(args)
@@ -359,12 +392,31 @@ def parser() -> argparse.ArgumentParser:
                        help="create-user: read the password from standard input")
     admin.add_argument("--name", default="cli", help="create-key: a label for the key")
     admin.add_argument("--expires-in-days", type=float, help="create-key: expiry")
+    batch = add("batch", cmd_batch, "run a file of tasks as a Ray job; how a batch stands")
+    batch.add_argument("action", choices=["submit", "status"])
+    batch.add_argument("target", metavar="FILE|BATCH_ID",
+                       help="submit: JSON Lines of tasks (path or URI); status: a batch id")
+    batch.add_argument("--batch-id", help="submit: the batch's id (default: from the file's "
+                       "content); the same id again resumes the batch")
+    batch.add_argument("--output", help="submit: results (default: FILE.results.jsonl)")
+    batch.add_argument("--tenant", default="default")
+    batch.add_argument("--max-in-flight", type=int, help="submit: lines in progress, at most")
+    batch.add_argument("--progress-interval", type=float,
+                       help="submit: seconds between progress lines in the job log")
+    batch.add_argument("--job-address", help="the Ray job server (default: the local head's "
+                       "dashboard, or RAY_API_SERVER_ADDRESS)")
+    batch.add_argument("--python", help="submit: the Python the job runs (default: this one "
+                       "for a local head, else `python`)")
+    batch.add_argument("--working-dir", help="submit: a directory to upload with the job")
+    batch.add_argument("--no-wait", action="store_true",
+                       help="submit: return once the job is submitted, without following it")
     add("migrate", cmd_migrate, "bring storage to the latest schema")
     bench = add("bench", cmd_bench, "benchmarks")
-    bench.add_argument("suite", choices=["core", "router", "api"],
+    bench.add_argument("suite", choices=["core", "router", "api", "batch"],
                        help="core: Ray actors and platform tasks; router: the semantic router "
                        "against its embedding model; api: authenticated task submission over "
-                       "HTTP against a bare Serve endpoint")
+                       "HTTP against a bare Serve endpoint; batch: a batch Ray job against "
+                       "the core platform rate")
     bench.add_argument("--tasks", type=int, default=10_000, help="core: tasks per database")
     bench.add_argument("--raw-calls", type=int, default=5000, help="core: raw actor calls")
     bench.add_argument("--postgres-url", default=None, help="core: PostgreSQL admin URL")

@@ -19,7 +19,7 @@ import ray
 
 from actors.deploy import find_orchestrator
 from actors.errors import PlatformUnavailable
-from storage.messages import Attempt, Task, TaskEvent, TaskRequest
+from storage.messages import Attempt, BatchStatus, Task, TaskEvent, TaskRequest
 from storage.task_store import TaskPage
 
 def connect_ray(address: str | None, namespace: str) -> None:
@@ -136,6 +136,31 @@ class Client:
     def router_state(self) -> dict[str, Any]:
         """The router's examples per type and source, policy, statistics and waiting tasks."""
         return self._call("router_state")
+
+    def batch_status(self, batch_id: str, tenant: str = "default") -> BatchStatus:
+        """Counts by status of the tasks of batch `batch_id` (`NotFound` when it has none)."""
+        return self._call("batch_status", batch_id, tenant)
+
+    async def submit_many_async(self, requests: list[TaskRequest]) -> list[str]:
+        """`submit_many` for asyncio drivers (batch jobs): awaits instead of blocking."""
+        keyed = [r if r.idempotency_key else _with_key(r) for r in requests]
+        return await self._call_async("submit_many", keyed)
+
+    async def wait_many_async(self, task_ids: list[str],
+                              timeout_s: float | None = None) -> list[Task]:
+        """`wait_many` for asyncio drivers: the tasks once finished, or as they stand after
+        `timeout_s`."""
+        return await self._call_async("wait_many", task_ids, timeout_s)
+
+    async def _call_async(self, method: str, *args: Any) -> Any:
+        """The call's result; the platform's errors as raised, and an orchestrator that is
+        dead or restarting as `PlatformUnavailable`."""
+        try:
+            return await getattr(self.orchestrator, method).remote(*args)
+        except ray.exceptions.RayTaskError as exc:
+            raise exc.as_instanceof_cause() if not _platform_error(exc) else _platform_error(exc)
+        except ray.exceptions.RayActorError as exc:
+            raise PlatformUnavailable(f"the orchestrator is not answering: {exc}") from None
 
 
 def _with_key(request: TaskRequest) -> TaskRequest:

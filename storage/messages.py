@@ -278,3 +278,37 @@ class InboxMessage:
         data["created_at"] = self.created_at.isoformat()
         data["acked_at"] = self.acked_at.isoformat() if self.acked_at else None
         return data
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchStatus:
+    """How the tasks of one batch stand, for one tenant: a count for every task status (zeros
+    included), their total, when the first was created and when the last one finished.
+
+    Only tasks are counted: input lines a batch job rejected never became tasks (they are
+    reported, with their line numbers, in the job's results)."""
+
+    batch_id: str
+    tenant: str
+    counts: dict[str, int]
+    first_created_at: datetime | None = None
+    last_finished_at: datetime | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def finished(self) -> int:
+        return sum(n for status, n in self.counts.items() if TaskStatus(status).is_terminal)
+
+    def to_json(self) -> JSON:
+        return {
+            "batch_id": self.batch_id, "tenant": self.tenant, "counts": dict(self.counts),
+            "total": self.total, "finished": self.finished,
+            "unfinished": self.total - self.finished,
+            "first_created_at": self.first_created_at.isoformat()
+            if self.first_created_at else None,
+            "last_finished_at": self.last_finished_at.isoformat()
+            if self.last_finished_at else None,
+        }

@@ -25,6 +25,7 @@ from storage.messages import (
     as_utc,
     Attempt,
     AttemptOutcome,
+    BatchStatus,
     Task,
     TaskError,
     TaskEvent,
@@ -377,6 +378,25 @@ class TaskStore(EngineStore):
                 "durations_capped": capped,
             }
         return stats
+
+    async def batch_status(self, batch_id: str, tenant: str) -> BatchStatus:
+        """Counts by status of `tenant`'s tasks in batch `batch_id` (one grouped query on the
+        batch index). `NotFound` when the tenant has no task in that batch."""
+        rows = await self._fetch(
+            select(tasks_table.c.status, func.count(), func.min(tasks_table.c.created_at),
+                   func.max(tasks_table.c.finished_at))
+            .where(tasks_table.c.batch_id == batch_id, tasks_table.c.tenant == tenant)
+            .group_by(tasks_table.c.status)
+        )
+        if not rows:
+            raise NotFound(f"no batch {batch_id!r}", {"batch_id": batch_id})
+        counts = {status.value: 0 for status in TaskStatus}
+        created = [_aware(row[2]) for row in rows if row[2] is not None]
+        finished = [_aware(row[3]) for row in rows if row[3] is not None]
+        for status, count, _, _ in rows:
+            counts[status] = count
+        return BatchStatus(batch_id, tenant, counts, min(created, default=None),
+                           max(finished, default=None))
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -51,6 +51,7 @@ ROUTE_PERMISSIONS: Final[dict[tuple[str, str], str]] = {
     ("POST", "/tasks/{task_id}/feedback"): "tasks:feedback",
     ("GET", "/tasks/{task_id}/attempts"): "tasks:read",
     ("GET", "/tasks/{task_id}/events"): "tasks:read",
+    ("GET", "/batches/{batch_id}"): "tasks:read",
     ("GET", "/tasks/{task_id}/stream"): "tasks:read",
     ("GET", "/stream"): "tasks:read",
     ("POST", "/tasks/{task_id}/requeue"): "tasks:requeue",

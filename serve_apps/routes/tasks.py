@@ -1,9 +1,10 @@
-"""Tasks over HTTP: submit, read, list, cancel, feedback, history, dead letters, requeue.
+"""Tasks over HTTP: submit, read, list, cancel, feedback, history, batches, dead letters,
+requeue.
 
 Guarantees:
 - every task is created in the caller's tenant, and every read or action first fetches the
   task and compares tenants: another tenant's task answers exactly like a missing one (404);
-  lists are always filtered to the caller's tenant;
+  lists and batch counts are always the caller's tenant's (another tenant's batch is a 404);
 - `Idempotency-Key` makes a submission repeatable: the same key in the same tenant gives the
   same task id and runs the task once;
 - `wait` (0 < wait ≤ `wait_max_s`) bounds a synchronous answer: 200 with the finished task, or
@@ -111,6 +112,12 @@ async def task_events(task_id: str, request: Request, caller: Caller,
     return {"events": [{"id": e.id, "task_id": e.task_id, "kind": e.kind,
                         "at": e.at.isoformat(), "attempt": e.attempt, "data": e.data}
                        for e in events]}
+
+
+@router.get("/batches/{batch_id}", summary="How a batch's tasks stand: counts by status")
+async def batch_status(batch_id: str, request: Request, caller: Caller) -> dict[str, Any]:
+    status = await services(request).port.call("batch_status", batch_id, caller.tenant)
+    return status.to_json()
 
 
 @router.get("/dead", summary="The tenant's dead-lettered tasks")

@@ -140,3 +140,25 @@ async def test_agent_stats_count_only_the_callers_tenant(platform: Platform, cli
         sleeper = stats.json()["agent_types"]["sleeper"]
         assert (sleeper["succeeded"], sleeper["finished"], sleeper["attempts"]) == \
             (count, count, count)
+
+
+async def test_a_batch_status_counts_the_callers_tasks_of_that_batch(platform: Platform,
+                                                                     client) -> None:
+    for seconds in (0, 0, 30):
+        submitted = await client.post(f"{API}/tasks", headers=platform.bearer("acme", "submitter"),
+                                      json={"description": "sleep", "agent_type": "sleeper",
+                                            "payload": {"seconds": seconds}, "batch_id": "b-1"})
+        assert submitted.status_code == 202, submitted.text
+    viewer = platform.bearer("acme", "viewer")
+    await platform.orchestrator.wait_many(
+        [t.id for t in (await platform.orchestrator.list_tasks(batch_id="b-1")).tasks
+         if t.payload["seconds"] == 0], 10)
+    status = await client.get(f"{API}/batches/b-1", headers=viewer)
+    assert status.status_code == 200, status.text
+    body = status.json()
+    assert (body["batch_id"], body["total"], body["finished"], body["counts"]["succeeded"]) == \
+        ("b-1", 3, 2, 2)
+    for other in (platform.bearer("globex", "viewer"), viewer):
+        path = f"{API}/batches/" + ("b-1" if other is not viewer else "no-such-batch")
+        missing = await client.get(path, headers=other)
+        assert missing.status_code == 404 and error_code(missing) == "not_found"
