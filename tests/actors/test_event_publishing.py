@@ -14,7 +14,7 @@ from ml.config import RouterConfig
 from storage.database import migrate_async
 from storage.event_bus import RedisEventBus
 from storage.messages import TaskRequest, TaskStatus
-from tests.actors.test_orchestrator_logic import vanish
+from tests.support.inprocess_platform import vanish
 from tests.support.agents import TEST_AGENT_PATHS
 from tests.support.inprocess_backend import InProcessBackend
 from tests.support.redis_service import REDIS_URL, delete_namespace, require_redis

@@ -7,43 +7,18 @@ import asyncio
 
 import pytest
 
-from actors.config import OrchestratorConfig, PoolConfig
+from actors.config import PoolConfig
 from actors.errors import QueueFull
 from actors.orchestrator import Orchestrator
-from actors.retry import RetryPolicy
-from ml.config import RouterConfig
-from storage.database import migrate_async
 from storage.messages import AttemptOutcome, TaskRequest, TaskStatus
-from tests.support.agents import TEST_AGENT_PATHS
-from tests.support.inprocess_backend import InProcessBackend
+from tests.support.inprocess_platform import inprocess_orchestrator, vanish
 
 
 @pytest.fixture
 async def orchestrator(tmp_path):
-    url = f"sqlite:///{tmp_path}/ymera.db"
-    await migrate_async(url)
-    config = OrchestratorConfig(
-        database_url=url, agent_modules=TEST_AGENT_PATHS, default_replicas=0,
-        pools={"sleeper": PoolConfig(replicas=2, concurrency=2)},
-        health_interval_s=0.05, health_timeout_s=0.5,
-        retry=RetryPolicy(max_attempts=3, backoff_base_s=0.01, backoff_max_s=0.05),
-        router=RouterConfig(enabled=False))
-    backend = InProcessBackend()
-    orchestrator = Orchestrator(config, backend=backend)
-    await asyncio.wait_for(orchestrator.ready(), 10)
-    orchestrator.test_backend = backend
-    yield orchestrator
-    await orchestrator.drain(5)
-    await orchestrator.lifecycle.store.close()
-    vanish(orchestrator)
-
-
-def vanish(orchestrator: Orchestrator) -> None:
-    """Stop every coroutine of an orchestrator, as if its process were gone."""
-    for task in list(orchestrator._background):
-        task.cancel()
-    if orchestrator.lifecycle.writer._task:
-        orchestrator.lifecycle.writer._task.cancel()
+    async with inprocess_orchestrator(
+            tmp_path, pools={"sleeper": PoolConfig(replicas=2, concurrency=2)}) as running:
+        yield running
 
 
 async def test_many_tasks_run_once_each(orchestrator):
@@ -91,19 +66,11 @@ async def test_restart_reconciles_running_tasks_from_storage(orchestrator):
 
 
 async def test_a_tenant_quota_bounds_its_waiting_tasks_only(tmp_path):
-    url = f"sqlite:///{tmp_path}/ymera.db"
-    await migrate_async(url)
-    config = OrchestratorConfig(
-        database_url=url, agent_modules=TEST_AGENT_PATHS, default_replicas=0,
-        pools={"sleeper": PoolConfig(replicas=0)}, tenant_queue_max=3, queue_max=100,
-        router=RouterConfig(enabled=False))
-    orchestrator = Orchestrator(config, backend=InProcessBackend())
-    await asyncio.wait_for(orchestrator.ready(), 10)
-
     def task(tenant: str) -> TaskRequest:
         return TaskRequest("sleep", {"seconds": 0}, "sleeper", tenant=tenant)
 
-    try:
+    async with inprocess_orchestrator(tmp_path, pools={"sleeper": PoolConfig(replicas=0)},
+                                      tenant_queue_max=3, queue_max=100) as orchestrator:
         acme = await orchestrator.submit_many([task("acme")] * 3)
         with pytest.raises(QueueFull, match="tenant 'acme' has 3 tasks waiting") as info:
             await orchestrator.submit(task("acme"))
@@ -116,7 +83,3 @@ async def test_a_tenant_quota_bounds_its_waiting_tasks_only(tmp_path):
         await orchestrator.scale("sleeper", 1)  # acme's tasks start: its quota frees up
         await orchestrator.wait_many(acme, 10)
         assert (await orchestrator.get(await orchestrator.submit(task("acme")))).tenant == "acme"
-    finally:
-        await orchestrator.drain(5)
-        await orchestrator.lifecycle.store.close()
-        vanish(orchestrator)

@@ -19,7 +19,7 @@ from ml.errors import NoConfidentRoute
 from storage.database import migrate_async
 from storage.errors import Conflict, InvalidRequest
 from storage.messages import Neighbour, RouteDecision, RouteMethod, TaskRequest, TaskStatus
-from tests.actors.test_orchestrator_logic import vanish
+from tests.support.inprocess_platform import vanish
 from tests.support.agents import TEST_AGENT_PATHS
 from tests.support.inprocess_backend import InProcessBackend
 

@@ -10,44 +10,29 @@ import json
 
 import pytest
 
-from actors.config import OrchestratorConfig, PoolConfig
+from actors.config import PoolConfig
 from actors.errors import PlatformUnavailable
 from actors.orchestrator import Orchestrator
 from actors.retry import RetryPolicy
 from cluster import batch_runner
 from cluster.batch_input import read_batch
 from cluster.batch_runner import BatchOptions, BatchRun
-from ml.config import RouterConfig
-from storage.database import migrate_async
 from storage.errors import NotFound
 from storage.messages import TaskStatus
-from tests.support.agents import TEST_AGENT_PATHS
-from tests.support.inprocess_backend import InProcessBackend
+from tests.support.inprocess_platform import inprocess_orchestrator
 
 MAX_PAYLOAD = 2048
 
 
 @pytest.fixture
 async def orchestrator(tmp_path):
-    url = f"sqlite:///{tmp_path}/ymera.db"
-    await migrate_async(url)
-    config = OrchestratorConfig(
-        database_url=url, agent_modules=TEST_AGENT_PATHS, default_replicas=0,
-        pools={"sleeper": PoolConfig(replicas=2, concurrency=4),
-               "flaky": PoolConfig(replicas=1, concurrency=4)},
-        health_interval_s=0.05, health_timeout_s=0.5, queue_max=12,
-        max_payload_bytes=MAX_PAYLOAD,
-        retry=RetryPolicy(max_attempts=2, backoff_base_s=0.01, backoff_max_s=0.05),
-        router=RouterConfig(enabled=False))
-    orchestrator = Orchestrator(config, backend=InProcessBackend())
-    await asyncio.wait_for(orchestrator.ready(), 10)
-    yield orchestrator
-    await orchestrator.drain(5)
-    await orchestrator.lifecycle.store.close()
-    for task in list(orchestrator._background):
-        task.cancel()
-    if orchestrator.lifecycle.writer._task:
-        orchestrator.lifecycle.writer._task.cancel()
+    async with inprocess_orchestrator(
+            tmp_path, pools={"sleeper": PoolConfig(replicas=2, concurrency=4),
+                             "flaky": PoolConfig(replicas=1, concurrency=4)},
+            queue_max=12, max_payload_bytes=MAX_PAYLOAD,
+            retry=RetryPolicy(max_attempts=2, backoff_base_s=0.01, backoff_max_s=0.05)
+    ) as running:
+        yield running
 
 
 class Backend:

@@ -4,7 +4,6 @@ limiter, and an httpx client over ASGI. Users of two tenants, one per role, are 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
@@ -13,10 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from actors.config import OrchestratorConfig, PoolConfig
+from actors.config import PoolConfig
 from actors.orchestrator import Orchestrator
-from actors.retry import RetryPolicy
-from ml.config import RouterConfig
 from serve_apps.api_config import ApiConfig
 from serve_apps.app import create_app
 from serve_apps.passwords import hash_password
@@ -24,9 +21,7 @@ from serve_apps.platform_port import LocalPort
 from serve_apps.rate_limit import LocalRateLimiter, RateLimit
 from serve_apps.routes.access import Services
 from storage.auth_store import AuthStore, User
-from storage.database import migrate_async
-from tests.support.agents import TEST_AGENT_PATHS
-from tests.support.inprocess_backend import InProcessBackend
+from tests.support.inprocess_platform import inprocess_orchestrator
 
 SECRET = "kR3v9_Lp2xQz8Wm4Ty6Ub1Nc7Hd5Jf0Ga-Es"
 PASSWORD = "correct horse battery staple"
@@ -71,38 +66,26 @@ async def running_platform(tmp_path, namespace: str = "ymera",
                            redis_url: str | None = None) -> AsyncIterator[Platform]:
     """A platform on a fresh database; with `redis_url` the orchestrator publishes its events
     there under `namespace` and the API reads the same."""
-    url = f"sqlite:///{tmp_path}/ymera.db"
-    await migrate_async(url)
-    orchestrator = Orchestrator(OrchestratorConfig(
-        database_url=url, namespace=namespace, redis_url=redis_url,
-        agent_modules=TEST_AGENT_PATHS, default_replicas=0,
-        pools={"sleeper": PoolConfig(replicas=1, concurrency=4),
-               "flaky": PoolConfig(replicas=1, concurrency=4)},
-        health_interval_s=0.05, health_timeout_s=0.5,
-        retry=RetryPolicy(max_attempts=3, backoff_base_s=0.01, backoff_max_s=0.05),
-        router=RouterConfig(enabled=False)), backend=InProcessBackend())
-    await asyncio.wait_for(orchestrator.ready(), 10)
-    auth_store = await AuthStore.open(url)
-    limiter = LocalRateLimiter()
-    password_hash = hash_password(PASSWORD)
-    users = {(tenant, role): await auth_store.create_user(
-        tenant, f"{role}@{tenant}", password_hash, role) for tenant in TENANTS for role in ROLES}
-    config = ApiConfig(jwt_secret=SECRET, database_url=url, namespace=namespace,
-                       redis_url=redis_url, key_rate_limit=GENEROUS,
-                       tenant_rate_limit=GENEROUS, wait_max_s=10.0, max_body_bytes=64 * 1024)
-    try:
-        yield Platform(orchestrator, auth_store, limiter, config, users, url)
-    finally:
-        await auth_store.close()
-        await limiter.close()
-        await orchestrator.drain(5)
-        await orchestrator.lifecycle.store.close()
-        for task in list(orchestrator._background):
-            task.cancel()
-        if orchestrator.lifecycle.writer._task:
-            orchestrator.lifecycle.writer._task.cancel()
-        if orchestrator.publisher is not None:
-            await orchestrator.publisher.close()
+    async with inprocess_orchestrator(
+            tmp_path, namespace=namespace, redis_url=redis_url,
+            pools={"sleeper": PoolConfig(replicas=1, concurrency=4),
+                   "flaky": PoolConfig(replicas=1, concurrency=4)}) as orchestrator:
+        url = orchestrator.config.database_url
+        auth_store = await AuthStore.open(url)
+        limiter = LocalRateLimiter()
+        password_hash = hash_password(PASSWORD)
+        users = {(tenant, role): await auth_store.create_user(
+            tenant, f"{role}@{tenant}", password_hash, role)
+            for tenant in TENANTS for role in ROLES}
+        config = ApiConfig(jwt_secret=SECRET, database_url=url, namespace=namespace,
+                           redis_url=redis_url, key_rate_limit=GENEROUS,
+                           tenant_rate_limit=GENEROUS, wait_max_s=10.0,
+                           max_body_bytes=64 * 1024)
+        try:
+            yield Platform(orchestrator, auth_store, limiter, config, users, url)
+        finally:
+            await auth_store.close()
+            await limiter.close()
 
 
 @pytest.fixture
