@@ -13,7 +13,6 @@ It prints a readable summary, or the JSON report with `--json`.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import statistics
 import tempfile
@@ -28,6 +27,7 @@ import ray
 
 from actors.config import OrchestratorConfig, PoolConfig
 from actors.deploy import start_orchestrator
+from cluster.bench_report import publish_report
 from cluster.client import Client
 from ml.config import RouterConfig
 from storage.database import migrate
@@ -199,14 +199,7 @@ def run_core_benchmark(args: Any) -> dict[str, Any]:
                 report[key]["ratio_to_raw"] = round(report[key]["per_second"] / raw, 3)
     finally:
         ray.shutdown()
-    text = json.dumps(report, indent=2)
-    if args.output:
-        Path(args.output).write_text(text)
-    if args.json:
-        print(text)
-    else:
-        print(_summary(report))
-    return report
+    return publish_report(report, args, _summary)
 
 
 def _summary(report: dict[str, Any]) -> str:

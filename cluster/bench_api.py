@@ -50,6 +50,7 @@ from ray import serve
 
 from actors.config import OrchestratorConfig, PoolConfig
 from actors.deploy import start_orchestrator
+from cluster.bench_report import publish_report
 from cluster.client import Client
 from ml.config import RouterConfig
 from serve_apps.api_config import ApiConfig
@@ -359,11 +360,7 @@ def run_api_benchmark(args: Any) -> dict[str, Any]:
     if args.duration is not None and args.duration <= 0:
         raise InvalidRequest("duration must be positive", {"duration": args.duration})
     report = measure(levels, args.requests, args.duration, args.api_replicas)
-    text = json.dumps(report, indent=2)
-    if args.output:
-        Path(args.output).write_text(text)
-    print(text if args.json else summary(report))
-    return report
+    return publish_report(report, args, summary)
 
 
 def summary(report: dict[str, Any]) -> str:

@@ -37,6 +37,7 @@ from actors.config import OrchestratorConfig, PoolConfig
 from actors.deploy import start_orchestrator
 from cluster.batch import SUMMARY_PREFIX
 from cluster.bench import platform_tasks
+from cluster.bench_report import publish_report
 from cluster.client import Client
 from ml.config import RouterConfig
 from storage.database import migrate
@@ -151,11 +152,7 @@ def run_batch_benchmark(args: Any) -> dict[str, Any]:
             round(r["batch"]["job_per_second"] / r["core"]["per_second"], 3) for r in rounds]
     finally:
         ray.shutdown()
-    text = json.dumps(report, indent=2)
-    if args.output:
-        Path(args.output).write_text(text)
-    print(text if args.json else _summary(report))
-    return report
+    return publish_report(report, args, _summary)
 
 
 def _summary(report: dict[str, Any]) -> str:

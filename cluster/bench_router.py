@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cluster.bench_report import publish_report
 from storage.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -217,11 +218,7 @@ def run_router_benchmark(args: Any) -> dict[str, Any]:
     writes the JSON report to a file."""
     report = measure(args.texts, args.repeats, args.cached_decisions, args.uncached_decisions,
                      args.file)
-    text = json.dumps(report, indent=2)
-    if args.output:
-        Path(args.output).write_text(text)
-    print(text if args.json else summary(report))
-    return report
+    return publish_report(report, args, summary)
 
 
 def summary(report: dict[str, Any]) -> str:
