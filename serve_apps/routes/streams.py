@@ -24,8 +24,9 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -79,11 +80,7 @@ async def task_stream(task_id: str, request: Request, caller: Caller,
     start = resume_id(last_event_id, after_id)
     await owned_task(request, caller, task_id)
     svc = services(request)
-    if svc.config.redis_url:
-        body = _task_events_from_bus(svc, task_id, start)
-    else:
-        body = _task_events_polled(svc, task_id, start)
-    return _sse_response(body)
+    return _sse_response(_events(svc, _task_feed(svc, task_id), start))
 
 
 @router.get("/stream", summary="Every event of the tenant's tasks as Server-Sent Events")
@@ -93,36 +90,71 @@ async def tenant_stream(request: Request, caller: Caller, after_id: AfterId = No
     svc = services(request)
     if not start:  # no resume point: from the newest event on, not the tenant's whole history
         start = await svc.port.call("last_event_id")
-    if svc.config.redis_url:
-        body = _tenant_events_from_bus(svc, caller.tenant, start)
-    else:
-        body = _tenant_events_polled(svc, caller.tenant, start)
-    return _sse_response(body)
+    return _sse_response(_events(svc, _tenant_feed(svc, caller.tenant), start))
 
 
 def _sse_response(body: AsyncIterator[str]) -> StreamingResponse:
     return StreamingResponse(body, media_type="text/event-stream", headers=STREAM_HEADERS)
 
 
-async def _task_events_from_bus(svc: Services, task_id: str, after_id: int) -> AsyncIterator[str]:
-    """Subscribe, read what storage holds after the last id sent, follow the bus; again on a
-    gap. Ends after the terminal event, or at once when the task had ended before a read."""
+@dataclasses.dataclass(frozen=True)
+class _Feed:
+    """What a stream follows: its stored events after an id, its bus subscription, whether it
+    is over (checked before each read of storage), the event kinds that end it, and whether it
+    announces `SUBSCRIBED` once it follows live events."""
+
+    name: str
+    stored: Callable[[int], AsyncIterator[TaskEvent]]
+    subscription: dict[str, str]
+    finished: Callable[[], Awaitable[bool]]
+    ending_kinds: frozenset[str] = frozenset()
+    announces: bool = False
+
+
+def _task_feed(svc: Services, task_id: str) -> _Feed:
+    async def stored(after_id: int) -> AsyncIterator[TaskEvent]:
+        for event in await svc.port.call("events", task_id, after_id):
+            yield event
+
+    async def finished() -> bool:
+        return (await svc.port.call("get", task_id)).status.is_terminal
+
+    return _Feed(f"task {task_id}", stored, {"task_id": task_id}, finished, TERMINAL_KINDS)
+
+
+def _tenant_feed(svc: Services, tenant: str) -> _Feed:
+    async def never() -> bool:
+        return False
+
+    return _Feed(f"tenant {tenant}", lambda after_id: _stored_tenant_events(svc, tenant, after_id),
+                 {"tenant": tenant}, never, announces=True)
+
+
+def _events(svc: Services, feed: _Feed, after_id: int) -> AsyncIterator[str]:
+    if svc.config.redis_url:
+        return _events_from_bus(svc, feed, after_id)
+    return _events_polled(feed, after_id)
+
+
+async def _events_from_bus(svc: Services, feed: _Feed, after_id: int) -> AsyncIterator[str]:
+    """Subscribe, send what storage holds after the last id sent, follow the bus; again after
+    a gap. Ends after an ending event, or at once when the feed was over before a read."""
     bus = RedisEventBus(svc.config.redis_url or "")
     last_id = after_id
     try:
         while True:
             try:
-                async with bus.subscribe(svc.config.namespace, task_id=task_id) as live:
-                    task = await svc.port.call("get", task_id)
-                    stored = await svc.port.call("events", task_id, last_id)
-                    for event in stored:
-                        if event.id > last_id:
-                            last_id = event.id
-                            yield sse_message(event)
-                            if event.kind in TERMINAL_KINDS:
-                                return
-                    if task.status.is_terminal:
-                        return  # the terminal event was at or before the resume id
+                async with bus.subscribe(svc.config.namespace, **feed.subscription) as live:
+                    over = await feed.finished()
+                    async for event in feed.stored(last_id):
+                        last_id = event.id
+                        yield sse_message(event)
+                        if event.kind in feed.ending_kinds:
+                            return
+                    if over:
+                        return  # its ending event was at or before the resume id
+                    if feed.announces:
+                        yield SUBSCRIBED
                     while True:
                         event = await live.get(timeout=HEARTBEAT_S)
                         if event is None:
@@ -130,78 +162,33 @@ async def _task_events_from_bus(svc: Services, task_id: str, after_id: int) -> A
                         elif event.id > last_id:
                             last_id = event.id
                             yield sse_message(event)
-                            if event.kind in TERMINAL_KINDS:
+                            if event.kind in feed.ending_kinds:
                                 return
             except StorageError as exc:
-                log.warning("task %s stream: resuming after event %d: %s", task_id, last_id, exc)
+                log.warning("%s stream: resuming after event %d: %s", feed.name, last_id, exc)
                 yield KEEP_ALIVE  # also lets a departed client end the stream here
                 await asyncio.sleep(RESUBSCRIBE_DELAY_S)
     finally:
         await bus.close()
 
 
-async def _task_events_polled(svc: Services, task_id: str, after_id: int) -> AsyncIterator[str]:
-    """The task's events read from storage every `POLL_S`, for a node without Redis."""
+async def _events_polled(feed: _Feed, after_id: int) -> AsyncIterator[str]:
+    """The feed's events read from storage every `POLL_S`, for a node without Redis."""
     loop = asyncio.get_running_loop()
     last_id = after_id
     quiet_since = loop.time()
+    if feed.announces:
+        yield SUBSCRIBED
     while True:
-        task = await svc.port.call("get", task_id)
-        for event in await svc.port.call("events", task_id, last_id):
+        over = await feed.finished()
+        async for event in feed.stored(last_id):
             last_id = event.id
             quiet_since = loop.time()
             yield sse_message(event)
-            if event.kind in TERMINAL_KINDS:
+            if event.kind in feed.ending_kinds:
                 return
-        if task.status.is_terminal:
-            return  # the terminal event was at or before the resume id
-        if loop.time() - quiet_since >= HEARTBEAT_S:
-            quiet_since = loop.time()
-            yield KEEP_ALIVE
-        await asyncio.sleep(POLL_S)
-
-
-async def _tenant_events_from_bus(svc: Services, tenant: str,
-                                  after_id: int) -> AsyncIterator[str]:
-    """Subscribe, send what storage holds after the last id sent, follow the bus; again after
-    a gap. Runs until the client leaves."""
-    bus = RedisEventBus(svc.config.redis_url or "")
-    last_id = after_id
-    try:
-        while True:
-            try:
-                async with bus.subscribe(svc.config.namespace, tenant=tenant) as live:
-                    async for event in _stored_tenant_events(svc, tenant, last_id):
-                        last_id = event.id
-                        yield sse_message(event)
-                    yield SUBSCRIBED
-                    while True:
-                        event = await live.get(timeout=HEARTBEAT_S)
-                        if event is None:
-                            yield KEEP_ALIVE
-                        elif event.id > last_id:
-                            last_id = event.id
-                            yield sse_message(event)
-            except StorageError as exc:
-                log.warning("tenant %s stream: resuming after event %d: %s", tenant, last_id, exc)
-                yield KEEP_ALIVE
-                await asyncio.sleep(RESUBSCRIBE_DELAY_S)
-    finally:
-        await bus.close()
-
-
-async def _tenant_events_polled(svc: Services, tenant: str,
-                                after_id: int) -> AsyncIterator[str]:
-    """The tenant's events read from storage every `POLL_S`, for a node without Redis."""
-    loop = asyncio.get_running_loop()
-    last_id = after_id
-    quiet_since = loop.time()
-    yield SUBSCRIBED
-    while True:
-        async for event in _stored_tenant_events(svc, tenant, last_id):
-            last_id = event.id
-            quiet_since = loop.time()
-            yield sse_message(event)
+        if over:
+            return  # its ending event was at or before the resume id
         if loop.time() - quiet_since >= HEARTBEAT_S:
             quiet_since = loop.time()
             yield KEEP_ALIVE
