@@ -22,10 +22,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from storage.database import EngineStore
-from storage.errors import Conflict, InvalidRequest, NotFound, StorageError
+from storage.errors import Conflict, InvalidRequest, NotFound
 from storage.messages import as_utc, utcnow
 from storage.models import (
     api_keys_table, audit_events_table, refresh_tokens_table, users_table,
@@ -182,13 +181,9 @@ class AuthStore(EngineStore):
         now = utcnow()
         user = User(secrets.token_hex(16), tenant, username, role, False, now, now,
                     password_hash)
-        try:
-            async with self.engine.begin() as connection:
-                await connection.execute(insert(users_table), dataclasses.asdict(user))
-        except IntegrityError as exc:
-            raise Conflict(f"username {username!r} is taken", {"username": username}) from exc
-        except SQLAlchemyError as exc:
-            raise StorageError(f"creating user {username!r} failed: {exc}") from exc
+        taken = Conflict(f"username {username!r} is taken", {"username": username})
+        async with self._transaction(f"creating user {username!r}", taken) as connection:
+            await connection.execute(insert(users_table), dataclasses.asdict(user))
         return user
 
     async def user_by_name(self, username: str) -> User | None:
@@ -220,14 +215,11 @@ class AuthStore(EngineStore):
 
     async def _update_user(self, user_id: str, **values: Any) -> User:
         table = users_table
-        try:
-            async with self.engine.begin() as connection:
-                await connection.execute(update(table).where(table.c.id == user_id)
-                                         .values(**values, updated_at=utcnow()))
-                row = (await connection.execute(
-                    select(table).where(table.c.id == user_id))).first()
-        except SQLAlchemyError as exc:
-            raise StorageError(f"updating user {user_id!r} failed: {exc}") from exc
+        async with self._transaction(f"updating user {user_id!r}") as connection:
+            await connection.execute(update(table).where(table.c.id == user_id)
+                                     .values(**values, updated_at=utcnow()))
+            row = (await connection.execute(
+                select(table).where(table.c.id == user_id))).first()
         if row is None:
             raise NotFound(f"no user with id {user_id!r}", {"user_id": user_id})
         return _user(row)
@@ -243,11 +235,8 @@ class AuthStore(EngineStore):
         expires = None if expires_at is None else _aware("expires_at", expires_at)
         key = ApiKeyRecord(secrets.token_hex(16), tenant, name, role, utcnow(), secret_hash,
                            created_by, expires)
-        try:
-            async with self.engine.begin() as connection:
-                await connection.execute(insert(api_keys_table), dataclasses.asdict(key))
-        except SQLAlchemyError as exc:
-            raise StorageError(f"creating API key {name!r} failed: {exc}") from exc
+        async with self._transaction(f"creating API key {name!r}") as connection:
+            await connection.execute(insert(api_keys_table), dataclasses.asdict(key))
         return key
 
     async def api_key(self, key_id: str, tenant: str | None = None) -> ApiKeyRecord | None:
@@ -264,17 +253,14 @@ class AuthStore(EngineStore):
         """Revoke a key of `tenant` and return it. `NotFound` if `tenant` has no such key.
         Revoking again changes nothing: the first `revoked_at` stands."""
         table = api_keys_table
-        try:
-            async with self.engine.begin() as connection:
-                await connection.execute(
-                    update(table)
-                    .where(table.c.id == key_id, table.c.tenant == tenant,
-                           table.c.revoked_at.is_(None))
-                    .values(revoked_at=utcnow()))
-                row = (await connection.execute(select(table).where(
-                    table.c.id == key_id, table.c.tenant == tenant))).first()
-        except SQLAlchemyError as exc:
-            raise StorageError(f"revoking API key {key_id!r} failed: {exc}") from exc
+        async with self._transaction(f"revoking API key {key_id!r}") as connection:
+            await connection.execute(
+                update(table)
+                .where(table.c.id == key_id, table.c.tenant == tenant,
+                       table.c.revoked_at.is_(None))
+                .values(revoked_at=utcnow()))
+            row = (await connection.execute(select(table).where(
+                table.c.id == key_id, table.c.tenant == tenant))).first()
         if row is None:
             raise NotFound(f"no API key with id {key_id!r}", {"key_id": key_id})
         return _api_key(row)
@@ -289,12 +275,9 @@ class AuthStore(EngineStore):
     async def touch_api_key(self, key_id: str) -> None:
         """Record that the key was just used: one indexed update, no read."""
         table = api_keys_table
-        try:
-            async with self.engine.begin() as connection:
-                await connection.execute(
-                    update(table).where(table.c.id == key_id).values(last_used_at=utcnow()))
-        except SQLAlchemyError as exc:
-            raise StorageError(f"recording use of API key {key_id!r} failed: {exc}") from exc
+        async with self._transaction(f"recording use of API key {key_id!r}") as connection:
+            await connection.execute(
+                update(table).where(table.c.id == key_id).values(last_used_at=utcnow()))
 
     # Refresh tokens
 
@@ -303,13 +286,9 @@ class AuthStore(EngineStore):
         """Store a newly issued refresh token. `Conflict` if `jti` is already stored."""
         _check_text(jti=jti, user_id=user_id)
         token = RefreshToken(jti, user_id, utcnow(), _aware("expires_at", expires_at))
-        try:
-            async with self.engine.begin() as connection:
-                await connection.execute(insert(refresh_tokens_table), dataclasses.asdict(token))
-        except IntegrityError as exc:
-            raise Conflict(f"refresh token {jti!r} is already stored", {"jti": jti}) from exc
-        except SQLAlchemyError as exc:
-            raise StorageError(f"storing a refresh token failed: {exc}") from exc
+        stored = Conflict(f"refresh token {jti!r} is already stored", {"jti": jti})
+        async with self._transaction("storing a refresh token", stored) as connection:
+            await connection.execute(insert(refresh_tokens_table), dataclasses.asdict(token))
         return token
 
     async def refresh_token(self, jti: str) -> RefreshToken | None:
@@ -327,39 +306,31 @@ class AuthStore(EngineStore):
         expires = _aware("new_expires_at", new_expires_at)
         table = refresh_tokens_table
         now = utcnow()
-        try:
-            async with self.engine.begin() as connection:
-                # The guarded update is the lock: a concurrent rotation waits for it, then
-                # finds the token revoked and updates nothing.
-                revoked = (await connection.execute(
-                    update(table)
-                    .where(table.c.jti == old_jti, table.c.revoked_at.is_(None),
-                           table.c.expires_at > now)
-                    .values(revoked_at=now, replaced_by=new_jti)
-                    .returning(table.c.user_id))).first()
-                if revoked is None:
-                    return False
-                await connection.execute(insert(table), {
-                    "jti": new_jti, "user_id": revoked.user_id, "issued_at": now,
-                    "expires_at": expires, "revoked_at": None, "replaced_by": None})
-        except IntegrityError as exc:
-            raise Conflict(f"refresh token {new_jti!r} is already stored",
-                           {"jti": new_jti}) from exc
-        except SQLAlchemyError as exc:
-            raise StorageError(f"rotating a refresh token failed: {exc}") from exc
+        stored = Conflict(f"refresh token {new_jti!r} is already stored", {"jti": new_jti})
+        async with self._transaction("rotating a refresh token", stored) as connection:
+            # The guarded update is the lock: a concurrent rotation waits for it, then
+            # finds the token revoked and updates nothing.
+            revoked = (await connection.execute(
+                update(table)
+                .where(table.c.jti == old_jti, table.c.revoked_at.is_(None),
+                       table.c.expires_at > now)
+                .values(revoked_at=now, replaced_by=new_jti)
+                .returning(table.c.user_id))).first()
+            if revoked is None:
+                return False
+            await connection.execute(insert(table), {
+                "jti": new_jti, "user_id": revoked.user_id, "issued_at": now,
+                "expires_at": expires, "revoked_at": None, "replaced_by": None})
         return True
 
     async def revoke_refresh_tokens(self, user_id: str) -> int:
         """Revoke every token of `user_id` not revoked yet; returns how many that was."""
         table = refresh_tokens_table
-        try:
-            async with self.engine.begin() as connection:
-                result = await connection.execute(
-                    update(table)
-                    .where(table.c.user_id == user_id, table.c.revoked_at.is_(None))
-                    .values(revoked_at=utcnow()))
-        except SQLAlchemyError as exc:
-            raise StorageError(f"revoking refresh tokens of {user_id!r} failed: {exc}") from exc
+        async with self._transaction(f"revoking refresh tokens of {user_id!r}") as connection:
+            result = await connection.execute(
+                update(table)
+                .where(table.c.user_id == user_id, table.c.revoked_at.is_(None))
+                .values(revoked_at=utcnow()))
         return int(result.rowcount or 0)
 
     # Audit log
@@ -376,13 +347,10 @@ class AuthStore(EngineStore):
                   "target": target, "request_id": request_id, "client": client,
                   "details": details}
         table = audit_events_table
-        try:
-            async with self.engine.begin() as connection:
-                result = await connection.execute(
-                    insert(table).values(**values).returning(table.c.id))
-                event_id = int(result.scalar_one())
-        except SQLAlchemyError as exc:
-            raise StorageError(f"writing an audit event failed: {exc}") from exc
+        async with self._transaction("writing an audit event") as connection:
+            result = await connection.execute(
+                insert(table).values(**values).returning(table.c.id))
+            event_id = int(result.scalar_one())
         return AuditEvent(id=event_id, **values)
 
     async def list_audit(self, tenant: str, limit: int = 100,

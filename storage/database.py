@@ -8,6 +8,8 @@ never need to know the driver names.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -17,10 +19,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from storage.errors import InvalidRequest, SchemaOutOfDate, StorageError
+from storage.errors import InvalidRequest, SchemaOutOfDate, StorageError, YmeraError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _ASYNC_DRIVERS = {"postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg",
@@ -110,7 +112,7 @@ async def ensure_schema_current(engine: AsyncEngine) -> None:
 
 class EngineStore:
     """Base of the stores: one async engine, opened only on a database at the latest schema,
-    with reads whose failures become `StorageError`."""
+    with reads and transactions whose failures become `StorageError`."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -135,3 +137,19 @@ class EngineStore:
                 return list((await connection.execute(statement)).all())
         except SQLAlchemyError as exc:
             raise StorageError(f"reading from the database failed: {exc}") from exc
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, doing: str, conflict: YmeraError | None = None
+                           ) -> AsyncIterator[AsyncConnection]:
+        """A connection in a transaction, committed when the block ends. A database failure
+        becomes `StorageError` ("<doing> failed: ..."), or `conflict` when given and a
+        constraint refused the write; the block's own exceptions pass through."""
+        try:
+            async with self.engine.begin() as connection:
+                yield connection
+        except IntegrityError as exc:
+            if conflict is None:
+                raise StorageError(f"{doing} failed: {exc}") from exc
+            raise conflict from exc
+        except SQLAlchemyError as exc:
+            raise StorageError(f"{doing} failed: {exc}") from exc

@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, insert, select
-from sqlalchemy.exc import SQLAlchemyError
 
 from storage.database import EngineStore
-from storage.errors import InvalidRequest, StorageError
+from storage.errors import InvalidRequest
 from storage.models import routing_examples_table
 from storage.messages import as_utc, utcnow
 
@@ -76,18 +75,15 @@ class ExampleStore(EngineStore):
         now = utcnow()
         table = routing_examples_table
         stored = []
-        try:
-            async with self.engine.begin() as connection:
-                for example in examples:
-                    result = await connection.execute(
-                        insert(table).values(agent_type=example.agent_type, text=example.text,
-                                             source=example.source, task_id=example.task_id,
-                                             created_at=now).returning(table.c.id))
-                    stored.append(StoredExample(int(result.scalar_one()), example.agent_type,
-                                                example.text, example.source, now,
-                                                example.task_id))
-        except SQLAlchemyError as exc:
-            raise StorageError(f"storing routing examples failed: {exc}") from exc
+        async with self._transaction("storing routing examples") as connection:
+            for example in examples:
+                result = await connection.execute(
+                    insert(table).values(agent_type=example.agent_type, text=example.text,
+                                         source=example.source, task_id=example.task_id,
+                                         created_at=now).returning(table.c.id))
+                stored.append(StoredExample(int(result.scalar_one()), example.agent_type,
+                                            example.text, example.source, now,
+                                            example.task_id))
         return stored
 
     async def all(self) -> list[StoredExample]:
@@ -101,11 +97,8 @@ class ExampleStore(EngineStore):
         if not ids:
             return 0
         table = routing_examples_table
-        try:
-            async with self.engine.begin() as connection:
-                result = await connection.execute(delete(table).where(table.c.id.in_(list(ids))))
-        except SQLAlchemyError as exc:
-            raise StorageError(f"removing routing examples failed: {exc}") from exc
+        async with self._transaction("removing routing examples") as connection:
+            result = await connection.execute(delete(table).where(table.c.id.in_(list(ids))))
         return int(result.rowcount or 0)
 
     async def prune(self, agent_type: str, source: str, keep: int) -> list[int]:

@@ -14,10 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
-from sqlalchemy.exc import SQLAlchemyError
 
 from storage.database import EngineStore
-from storage.errors import InvalidRequest, NotFound, StorageError
+from storage.errors import InvalidRequest, NotFound
 from storage.messages import InboxMessage, as_utc, new_task_id, utcnow
 from storage.models import messages_table
 
@@ -96,11 +95,8 @@ class InboxStore(EngineStore):
         row = {"id": message.id, "tenant": tenant, "recipient": recipient, "sender": sender,
                "task_id": task_id, "subject": subject, "body": body,
                "created_at": message.created_at, "acked_at": None}
-        try:
-            async with self.engine.begin() as connection:
-                await connection.execute(insert(messages_table), row)
-        except SQLAlchemyError as exc:
-            raise StorageError(f"posting a message to {recipient!r} failed: {exc}") from exc
+        async with self._transaction(f"posting a message to {recipient!r}") as connection:
+            await connection.execute(insert(messages_table), row)
         return message
 
     async def list(
@@ -135,17 +131,14 @@ class InboxStore(EngineStore):
         """Mark a message read and return it; `NotFound` if there is no such message. Acking
         an acknowledged message changes nothing."""
         table = messages_table
-        try:
-            async with self.engine.begin() as connection:
-                await connection.execute(
-                    update(table)
-                    .where(table.c.id == message_id, table.c.acked_at.is_(None))
-                    .values(acked_at=utcnow())
-                )
-                row = (await connection.execute(
-                    select(table).where(table.c.id == message_id))).first()
-        except SQLAlchemyError as exc:
-            raise StorageError(f"acknowledging message {message_id!r} failed: {exc}") from exc
+        async with self._transaction(f"acknowledging message {message_id!r}") as connection:
+            await connection.execute(
+                update(table)
+                .where(table.c.id == message_id, table.c.acked_at.is_(None))
+                .values(acked_at=utcnow())
+            )
+            row = (await connection.execute(
+                select(table).where(table.c.id == message_id))).first()
         if row is None:
             raise NotFound(f"no inbox message with id {message_id!r}",
                            {"message_id": message_id})

@@ -16,11 +16,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, tuple_, update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.database import EngineStore
-from storage.errors import InvalidRequest, NotFound, StorageError
+from storage.errors import InvalidRequest, NotFound
 from storage.messages import (
     as_utc,
     Attempt,
@@ -127,11 +126,8 @@ class TaskStore(EngineStore):
         return the events written, with the ids storage gave them, in order (else [])."""
         if not len(batch):
             return []
-        try:
-            async with self.engine.begin() as connection:
-                return await self._apply(connection, batch, events)
-        except SQLAlchemyError as exc:
-            raise StorageError(f"writing {len(batch)} records failed: {exc}") from exc
+        async with self._transaction(f"writing {len(batch)} records") as connection:
+            return await self._apply(connection, batch, events)
 
     async def _apply(self, connection: AsyncConnection, batch: WriteBatch,
                      want_events: bool) -> list[TaskEvent]:
