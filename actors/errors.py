@@ -4,7 +4,7 @@
     ├── AgentError
     │   ├── RetryableAgentError   transient trouble (a dependency timed out): the task is retried
     │   └── InvalidTaskInput      the task is malformed for this agent: it fails at once, not retried
-    ├── QueueFull                 the orchestrator's bounded queue is full: retry after a while
+    ├── QueueFull                 the queue, or a tenant's quota of it, is full: retry later
     ├── PlatformUnavailable       no orchestrator answers at the configured Ray address
     ├── ReplicaLost               (internal) a replica died under a call
     │   └── CallFailed            (internal) the actor is alive but its method raised
@@ -17,9 +17,7 @@ platform cannot tell a bug from a transient failure; the error's type and messag
 
 from __future__ import annotations
 
-from typing import Any
-
-from storage.errors import YmeraError
+from storage.errors import RetryAfter, YmeraError
 
 
 class AgentError(YmeraError):
@@ -37,15 +35,8 @@ class InvalidTaskInput(AgentError):
     retryable = False
 
 
-class QueueFull(YmeraError):
+class QueueFull(RetryAfter, YmeraError):
     code = "queue_full"
-
-    def __init__(
-        self, message: str, details: dict[str, Any] | None = None, retry_after_s: float = 1.0
-    ) -> None:
-        super().__init__(message, details)
-        self.args = (message, details, retry_after_s)
-        self.retry_after_s = retry_after_s
 
 
 class PlatformUnavailable(YmeraError):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage.errors import YmeraError
+from storage.errors import RetryAfter, YmeraError
 
 
 class Unauthenticated(YmeraError):
@@ -26,17 +26,10 @@ class Forbidden(YmeraError):
     code = "forbidden"
 
 
-class RateLimited(YmeraError):
+class RateLimited(RetryAfter, YmeraError):
     """Too many requests from one caller; `retry_after_s` says when the next one may succeed."""
 
     code = "rate_limited"
-
-    def __init__(
-        self, message: str, details: dict[str, Any] | None = None, retry_after_s: float = 1.0
-    ) -> None:
-        super().__init__(message, details)
-        self.args = (message, details, retry_after_s)
-        self.retry_after_s = retry_after_s
 
 
 class PayloadTooLarge(YmeraError):

@@ -17,6 +17,9 @@ own branch in its own `errors.py`; `serve_apps` maps codes to HTTP statuses in o
     ├── PlatformUnavailable       the orchestrator cannot be reached        (actors.errors)
     ├── NoConfidentRoute          nobody should take this task              (ml.errors)
     └── EmbeddingModelUnavailable the bundled embedding model cannot load   (ml.errors)
+
+`RetryAfter` is a mixin, not a branch: the errors that pass with time (`QueueFull`,
+`RateLimited`) carry a `retry_after_s` through it.
 """
 
 from __future__ import annotations
@@ -36,6 +39,18 @@ class YmeraError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class RetryAfter:
+    """Mixin of the platform errors that pass with time (back-pressure, rate limits), before
+    `YmeraError` in their bases: `retry_after_s` says when the next try may succeed."""
+
+    def __init__(
+        self, message: str, details: dict[str, Any] | None = None, retry_after_s: float = 1.0
+    ) -> None:
+        super().__init__(message, details)
+        self.args = (message, details, retry_after_s)
+        self.retry_after_s = retry_after_s
 
 
 class InvalidRequest(YmeraError):
