@@ -27,13 +27,10 @@ def create_user(database_url: str, tenant: str, username: str, role: str,
     async def run() -> dict[str, Any]:
         from storage.auth_store import AuthStore
 
-        store = await AuthStore.open(database_url)
-        try:
+        async with await AuthStore.open(database_url) as store:
             user = await store.create_user(tenant, username, password_hash, role)
             await store.audit(tenant, CLI_ACTOR, "user_created", target=user.id,
                               details={"username": username, "role": role})
-        finally:
-            await store.close()
         return {"id": user.id, "tenant": user.tenant, "username": user.username,
                 "role": user.role}
 
@@ -53,13 +50,10 @@ def create_key(database_url: str, tenant: str, name: str, role: str,
     async def run() -> dict[str, Any]:
         from storage.auth_store import AuthStore
 
-        store = await AuthStore.open(database_url)
-        try:
+        async with await AuthStore.open(database_url) as store:
             record = await store.create_api_key(tenant, name, role, hashed, expires_at=expires)
             await store.audit(tenant, CLI_ACTOR, "key_created", target=record.id,
                               details={"name": name, "role": role})
-        finally:
-            await store.close()
         return {"id": record.id, "tenant": record.tenant, "name": record.name,
                 "role": record.role, "expires_at": expires.isoformat() if expires else None,
                 "key": key_text(record.id, secret)}

@@ -240,13 +240,10 @@ def _free_port() -> int:
 
 
 async def _create_key(database_url: str) -> str:
-    store = await AuthStore.open(database_url)
-    try:
+    async with await AuthStore.open(database_url) as store:
         secret, hashed = new_key_secret()
         record = await store.create_api_key(TENANT, "bench", "submitter", hashed)
         return key_text(record.id, secret)
-    finally:
-        await store.close()
 
 
 def _actor_options(database_url: str) -> dict[str, Any]:

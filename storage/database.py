@@ -112,7 +112,8 @@ async def ensure_schema_current(engine: AsyncEngine) -> None:
 
 class EngineStore:
     """Base of the stores: one async engine, opened only on a database at the latest schema,
-    with reads and transactions whose failures become `StorageError`."""
+    with reads and transactions whose failures become `StorageError`. A store is also an
+    async context manager that closes it: `async with await TaskStore.open(url) as store:`."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -130,6 +131,12 @@ class EngineStore:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     async def _fetch(self, statement: Any) -> list[Any]:
         try:

@@ -53,14 +53,11 @@ def _free_port() -> int:
 
 
 async def _create_users(database_url: str) -> None:
-    store = await AuthStore.open(database_url)
-    try:
+    async with await AuthStore.open(database_url) as store:
         password_hash = hash_password(PASSWORD)
         for tenant in TENANTS:
             for role in ("submitter", "admin"):
                 await store.create_user(tenant, f"{role}@{tenant}", password_hash, role)
-    finally:
-        await store.close()
 
 
 @pytest.fixture(scope="module")

@@ -35,11 +35,8 @@ def _free_port() -> int:
 
 
 async def _create_user(database_url: str) -> None:
-    store = await AuthStore.open(database_url)
-    try:
+    async with await AuthStore.open(database_url) as store:
         await store.create_user("acme", "viewer@acme", hash_password(PASSWORD), "viewer")
-    finally:
-        await store.close()
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,5 @@ async def database_url(empty_database_url: str) -> str:
 
 @pytest.fixture
 async def store(database_url: str) -> AsyncIterator[TaskStore]:
-    task_store = await TaskStore.open(database_url)
-    try:
+    async with await TaskStore.open(database_url) as task_store:
         yield task_store
-    finally:
-        await task_store.close()

@@ -15,11 +15,8 @@ from storage.messages import utcnow
 
 @pytest.fixture
 async def auth(database_url: str) -> AsyncIterator[AuthStore]:
-    store = await AuthStore.open(database_url)
-    try:
+    async with await AuthStore.open(database_url) as store:
         yield store
-    finally:
-        await store.close()
 
 
 # Users

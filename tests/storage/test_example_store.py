@@ -12,11 +12,8 @@ from storage.example_store import ExampleStore, NewExample
 
 @pytest.fixture
 async def examples(database_url: str) -> AsyncIterator[ExampleStore]:
-    store = await ExampleStore.open(database_url)
-    try:
+    async with await ExampleStore.open(database_url) as store:
         yield store
-    finally:
-        await store.close()
 
 
 async def test_added_examples_are_read_back_in_order_with_everything_given(

@@ -12,11 +12,8 @@ from storage.inbox import MAX_BODY_BYTES, InboxStore
 
 @pytest.fixture
 async def inbox(database_url: str) -> AsyncIterator[InboxStore]:
-    store = await InboxStore.open(database_url)
-    try:
+    async with await InboxStore.open(database_url) as store:
         yield store
-    finally:
-        await store.close()
 
 
 async def test_a_posted_message_is_listed_with_everything_it_was_posted_with(
