@@ -27,9 +27,28 @@ down: install
 status: install
 	$(BIN)/ymera status
 
+# prometheus and promtool (Debian/Ubuntu package `prometheus`), which the monitoring tests run.
+# Installed when missing and this runs as root with apt-get; the package's own service (which
+# listens on 0.0.0.0:9090) is then stopped and disabled where systemd runs.
+.PHONY: prometheus
+prometheus:
+	@if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "Installing the prometheus package (prometheus, promtool) for the monitoring tests"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
+	    || { apt-get update -qq >/dev/null && \
+	         apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; } \
+	  && { systemctl disable --now prometheus >/dev/null 2>&1 || true; } \
+	  || echo "Could not install the prometheus package; the monitoring tests skip without it, and fail under CI=true."; \
+	else \
+	  echo "prometheus/promtool not found: install the 'prometheus' package (sudo apt-get install -y --no-install-recommends prometheus); the monitoring tests skip without it, and fail under CI=true."; \
+	fi
+
 # Tests that share one Ray cluster run first; tests that start and stop Ray themselves run
 # after, in their own pytest process.
-test: install
+test: install prometheus
 	$(BIN)/python -m pytest -m "not restarts_ray" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m restarts_ray $(PYTEST_ARGS)
 
@@ -37,6 +56,7 @@ bench: install
 	$(BIN)/ymera bench core --json
 	$(BIN)/ymera bench router --json
 	$(BIN)/ymera bench batch --json
+	$(BIN)/ymera bench scale --json
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -16,12 +16,34 @@ from ml.config import RouterConfig
 
 @dataclasses.dataclass(frozen=True)
 class PoolConfig:
-    """Overrides for one agent type's pool; None keeps what the agent type declares."""
+    """Overrides for one agent type's pool; None keeps what the agent type declares.
+
+    A pool autoscales between `min_replicas` and `max_replicas` (see `actors.autoscaler`):
+    `min_replicas` defaults to `replicas` (or the agent type's declared count) and
+    `max_replicas` to `min_replicas`, so a pool given only `replicas` keeps exactly that many.
+    `target_backlog` is how many tasks (queued plus running) one replica should carry before
+    the pool grows; it defaults to the pool's concurrency. `resources` are custom Ray resources
+    each replica needs (for example `{"ml": 1}`), replacing what the agent type declares.
+    """
 
     replicas: int | None = None
     num_cpus: float | None = None
     memory_mb: int | None = None
     concurrency: int | None = None
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    target_backlog: int | None = None
+    resources: dict[str, float] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoscaleConfig:
+    """How quickly autoscaled pools follow their backlog: a pool grows once its backlog has
+    wanted more replicas for `upscale_delay_s`, and shrinks once it has wanted fewer for
+    `downscale_delay_s` (the idle period). Both are checked every `health_interval_s`."""
+
+    upscale_delay_s: float = 0.0
+    downscale_delay_s: float = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +58,8 @@ class OrchestratorConfig:
     retry: RetryPolicy = RetryPolicy()
     queue_max: int = 10_000
     tenant_queue_max: int | None = None  # None: a tenant may fill the whole queue
+    autoscale: AutoscaleConfig = AutoscaleConfig()
+    replica_start_timeout_s: float = 600.0  # a replica may wait this long for a node
     health_interval_s: float = 2.0
     health_timeout_s: float = 5.0
     max_payload_bytes: int = 1_000_000
@@ -43,6 +67,10 @@ class OrchestratorConfig:
     agent_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     router: RouterConfig = RouterConfig()
     redis_url: str | None = None  # committed task events are published there (API streams)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
+    log_format: str = "auto"  # auto | json | text (see actors/logs.py)
+    log_level: str = "INFO"
 
     def pool(self, agent_type: str) -> PoolConfig:
         return self.pools.get(agent_type, PoolConfig())

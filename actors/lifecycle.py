@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ from typing import Any
 
 from actors.config import OrchestratorConfig
 from actors.idempotency import IdempotencyLookup
+from actors.metrics import OrchestratorMetrics
 from actors.store_writer import StoreWriter
 from storage.messages import (
     AgentResult,
@@ -54,12 +56,16 @@ class LiveTask:
     learnable: bool = False  # routed semantically: its success may teach the router
     route_confidence: float = 0.0
     tenant: str = "default"
+    cpu_s: float = 0.0  # totals over its attempts so far (cost accounting)
+    wall_s: float = 0.0
+    attempt_started: float = 0.0  # time.monotonic() when the current attempt began
     done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     @classmethod
     def from_task(cls, task: Task) -> LiveTask:
         live = cls(task.id, task.agent_type, task.description, task.payload, task.priority,
-                   task.attempts, task.max_attempts, task.timeout_s, tenant=task.tenant)
+                   task.attempts, task.max_attempts, task.timeout_s, tenant=task.tenant,
+                   cpu_s=task.cpu_s, wall_s=task.wall_s)
         route = task.route or {}
         live.learnable = route.get("method") == RouteMethod.SEMANTIC.value
         live.route_confidence = float(route.get("confidence") or 0.0)
@@ -73,14 +79,25 @@ def _event(task_id: str, kind: str, at, attempt: int | None = None,
 
 RECENT_TENANTS = 100_000
 
+log = logging.getLogger("ymera.lifecycle")
+
+
+def log_fields(live: LiveTask, attempt: int | None = None) -> dict[str, Any]:
+    """The structured-log fields of a line about `live` (see `actors.logs`)."""
+    return {"task_id": live.id, "attempt": attempt if attempt is not None else live.attempts,
+            "agent_type": live.agent_type, "tenant": live.tenant}
+
 
 class Lifecycle:
-    """`on_commit` receives the events of every committed write (see `StoreWriter`)."""
+    """`on_commit` receives the events of every committed write (see `StoreWriter`);
+    `metrics` counts each transition as it is recorded."""
 
     def __init__(self, store: TaskStore, config: OrchestratorConfig,
-                 on_commit: Callable[[list[TaskEvent]], None] | None = None) -> None:
+                 on_commit: Callable[[list[TaskEvent]], None] | None = None,
+                 metrics: OrchestratorMetrics | None = None) -> None:
         self.store = store
         self.config = config
+        self.metrics = metrics or OrchestratorMetrics()
         self.writer = StoreWriter(store, config.write_batch_max, on_commit)
         self.key_lookup = IdempotencyLookup(store)
         self.writer.start()
@@ -195,6 +212,8 @@ class Lifecycle:
         await self.writer.write(batch)
         for live in created:
             self._track(live)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("queued", extra=log_fields(live))
         return [(live, task_from_row(SimpleNamespace(**row)))
                 for live, row in zip(created, batch.new_tasks)]
 
@@ -236,6 +255,7 @@ class Lifecycle:
             attempt = live.attempts + 1
             live.attempts = attempt
             live.replica = replica
+            live.attempt_started = time.monotonic()
             self._set_status(live, TaskStatus.RUNNING)
             numbers.append(attempt)
             writes.new_attempts.append({
@@ -245,6 +265,8 @@ class Lifecycle:
             writes.task_updates.append({"id": live.id, "status": TaskStatus.RUNNING.value,
                                         "attempts": attempt, "updated_at": now})
             writes.events.append(_event(live.id, "started", now, attempt, {"replica": replica}))
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("attempt started on %s", replica, extra=log_fields(live, attempt))
         self.writer.stage(writes)
         return numbers
 
@@ -266,27 +288,41 @@ class Lifecycle:
             outcome = AttemptOutcome.ERROR
         else:
             outcome = AttemptOutcome.FAILED
+        wall_s = result.duration_s if result else time.monotonic() - live.attempt_started
+        cpu_s = result.cpu_s if result else 0.0
+        live.wall_s += wall_s
+        live.cpu_s += cpu_s
+        self.metrics.attempt_finished(live.agent_type, live.tenant, outcome.value, wall_s, cpu_s)
         batch.attempt_updates.append({
             "task_id": live.id, "number": attempt, "outcome": outcome.value, "finished_at": now,
-            "duration_s": result.duration_s if result else None,
+            "duration_s": wall_s, "cpu_s": cpu_s if result else None,
             "error": error.to_json() if error and not ok else None})
+        cost = {"cpu_s": live.cpu_s, "wall_s": live.wall_s}
 
         if ok:
             self._terminal_writes(batch, live, TaskStatus.SUCCEEDED, now, result=result.result,
-                                  fence=attempt)
+                                  fence=attempt, cost=cost)
         elif outcome is AttemptOutcome.CANCELLED:
-            self._terminal_writes(batch, live, TaskStatus.CANCELLED, now, error=error, fence=attempt)
+            self._terminal_writes(batch, live, TaskStatus.CANCELLED, now, error=error,
+                                  fence=attempt, cost=cost)
         elif outcome is AttemptOutcome.FAILED:
-            self._terminal_writes(batch, live, TaskStatus.FAILED, now, error=error, fence=attempt)
+            self._terminal_writes(batch, live, TaskStatus.FAILED, now, error=error,
+                                  fence=attempt, cost=cost)
         elif attempt >= live.max_attempts:
             batch.events.append(_event(live.id, f"attempt_{outcome.value}", now, attempt,
                                        {"error": error.to_json() if error else None}))
-            self._terminal_writes(batch, live, TaskStatus.DEAD, now, error=error, fence=attempt)
+            self._terminal_writes(batch, live, TaskStatus.DEAD, now, error=error,
+                                  fence=attempt, cost=cost)
         else:
             delay = self.config.retry.delay_after(attempt)
             self._set_status(live, TaskStatus.QUEUED)
+            self.metrics.retry_scheduled(live.agent_type, outcome.value)
+            log.info("attempt %d ended %s (%s); retry in %.2fs", attempt, outcome.value,
+                     error.message if error else "no error", delay,
+                     extra=log_fields(live, attempt))
             batch.task_updates.append({"id": live.id, "fence_attempt": attempt,
-                                       "status": TaskStatus.QUEUED.value, "updated_at": now})
+                                       "status": TaskStatus.QUEUED.value, "updated_at": now,
+                                       **cost})
             batch.events.append(_event(live.id, "retry_scheduled", now, attempt, {
                 "outcome": outcome.value, "delay_s": round(delay, 3),
                 "error": error.to_json() if error else None}))
@@ -298,12 +334,18 @@ class Lifecycle:
 
     def _terminal_writes(self, batch: WriteBatch, live: LiveTask, status: TaskStatus, now,
                          *, result: Any = None, error: TaskError | None = None,
-                         fence: int | None = None) -> None:
+                         fence: int | None = None, cost: dict[str, float] | None = None) -> None:
         update = {"id": live.id, "status": status.value, "result": result,
                   "error": error.to_json() if error else None, "finished_at": now,
-                  "updated_at": now}
+                  "updated_at": now, **(cost or {})}
         if fence is not None:
             update["fence_attempt"] = fence
+        self.metrics.task_finished(live.agent_type, live.tenant, status.value)
+        level = logging.DEBUG if status in (TaskStatus.SUCCEEDED, TaskStatus.CANCELLED) \
+            else logging.WARNING
+        if log.isEnabledFor(level):  # most tasks succeed: no log fields built for them at INFO
+            log.log(level, "%s%s", status.value,
+                    f": {error.code}: {error.message}" if error else "", extra=log_fields(live))
         batch.task_updates.append(update)
         data = {"error": error.to_json()} if error else None
         batch.events.append(_event(live.id, status.value, now, live.attempts or None, data))

@@ -42,7 +42,9 @@ from actors.errors import (
     ReplicaLost,
 )
 from actors.lifecycle import Lifecycle, LiveTask
-from actors.pools import AgentPool, PoolManager, Replica
+from actors.logs import configure_logging
+from actors.metrics import NO_ROUTE, OrchestratorMetrics
+from actors.pools import MAX_REPLICAS, AgentPool, PoolManager, Replica
 from actors.registry import load_agent_types
 from actors.routing_stage import MAX_DECISION_ERRORS, RouterClient, RoutingStage
 from actors.task_queue import TaskQueue
@@ -71,6 +73,7 @@ STARTUP_WAIT_S = 60.0
 MAX_DISPATCH_BATCH = 32
 MAX_SUBMISSION = 10_000
 STORE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
+DEAD_LETTER_REFRESH_S = 10.0
 CANDIDATES_REPORTED = 3
 
 
@@ -87,8 +90,10 @@ class Orchestrator:
             from actors.ray_backend import RayBackend
 
             backend = RayBackend(config.namespace)
+        configure_logging(config.log_format, config.log_level)
         self.config = config
         self.backend = backend
+        self.metrics = OrchestratorMetrics()
         self.agent_types = load_agent_types(config.agent_modules)
         fallback = config.router.fallback_agent_type
         if fallback is not None and fallback not in self.agent_types:
@@ -100,7 +105,7 @@ class Orchestrator:
             self.routing = RoutingStage(
                 RouterClient(backend, handle, config.router.decision_timeout_s),
                 self._decided, self._load, config.router.batch_max)
-        self.pools = PoolManager(backend, self.agent_types, config)
+        self.pools = PoolManager(backend, self.agent_types, config, self.metrics)
         self.pools.on_change = self._wake
         self.queues = {name: TaskQueue() for name in self.agent_types}
         self.lifecycle: Lifecycle | None = None
@@ -113,6 +118,7 @@ class Orchestrator:
         self._reserved = 0
         self._reserved_by_tenant: collections.Counter[str] = collections.Counter()
         self._inbox_store: Any = None
+        self._dead_letters = 0
         self.publisher: Any = None
         self._background: set[asyncio.Task] = set()
         self._spawn(self._start(), "startup")
@@ -136,18 +142,55 @@ class Orchestrator:
                                             self.config.namespace, self._tenant_of)
             on_commit = self.publisher.committed
             self._spawn(self.publisher.run(), "event-publisher")
-        self.lifecycle = Lifecycle(store, self.config, on_commit)
+        self.lifecycle = Lifecycle(store, self.config, on_commit, self.metrics)
+        self._serve_metrics()
         self.pools.attach()
         requeued = await self.lifecycle.reconcile(self.agent_types)
         for live in requeued:
             await self._enqueue(live)
         self._spawn(self._control_loop(), "control-loop")
         self._spawn(self._dispatch_loop(), "dispatch-loop")
+        self._spawn(self._count_dead_letters(), "dead-letter-gauge")
         if self.routing is not None:
             self._spawn(self.routing.run(), "routing")
             self._spawn(self.routing.run_learning(), "learning")
         self._ready.set()
         log.info("orchestrator ready: %d tasks resumed from storage", len(requeued))
+
+    def _serve_metrics(self) -> None:
+        """Serve the metrics endpoint when configured; a port in use costs the endpoint, not
+        the orchestrator."""
+        self.metrics.watch(self._gauges, asyncio.get_running_loop())
+        if self.config.metrics_port is None:
+            return
+        try:
+            self.metrics.serve(self.config.metrics_host, self.config.metrics_port)
+        except OSError as exc:
+            log.error("cannot serve metrics on %s:%s (%s); Prometheus will see this target "
+                      "down", self.config.metrics_host, self.config.metrics_port, exc)
+
+    def _gauges(self) -> dict[str, dict[tuple[str, ...], float]]:
+        """The gauges of `actors.metrics.GAUGES`, from the live state (on the event loop)."""
+        pools = self.pools.pools
+        return {
+            "ymera_queue_depth": {(name,): len(queue) for name, queue in self.queues.items()},
+            "ymera_tasks_running": {(name,): sum(r.in_flight for r in pool.replicas.values())
+                                    for name, pool in pools.items()},
+            "ymera_routing_backlog": {(): len(self.routing) if self.routing is not None else 0},
+            "ymera_replicas_desired": {(name,): pool.desired for name, pool in pools.items()},
+            "ymera_replicas_alive": {(name,): pool.live_count() for name, pool in pools.items()},
+            "ymera_dead_letters": {(): self._dead_letters},
+        }
+
+    async def _count_dead_letters(self) -> None:
+        """Refresh the dead-letter gauge from storage, every `DEAD_LETTER_REFRESH_S`."""
+        while True:
+            try:
+                store = (await self._wait_ready()).store
+                self._dead_letters = await store.count_with_status(TaskStatus.DEAD)
+            except Exception as exc:
+                log.warning("cannot count dead letters (%s)", exc)
+            await asyncio.sleep(DEAD_LETTER_REFRESH_S)
 
     async def _open_store(self) -> TaskStore:
         failures = 0
@@ -228,18 +271,24 @@ class Orchestrator:
             await lifecycle.cancelled_while_queued(live)
             return
         if decision is None:
+            self.metrics.routed(NO_ROUTE, "error", confident=False)
             await lifecycle.unroutable(live, None, TaskError(
                 "router_error", f"the router failed on this task {MAX_DECISION_ERRORS} times: "
                 f"{error}", False, "RouterError"))
             return
         fallback = self.config.router.fallback_agent_type
-        if not (decision.routed and decision.agent_type in self.queues):
+        confident = decision.routed and decision.agent_type in self.queues
+        if not confident:
             if fallback is None:
+                self.metrics.routed(NO_ROUTE, NO_ROUTE, decision.confidence, confident=False)
                 await lifecycle.unroutable(live, decision, self._no_route_error(decision))
                 return
             decision = dataclasses.replace(
                 decision, agent_type=fallback, method=RouteMethod.FALLBACK, routed=True,
                 reason=f"fallback to {fallback}: {decision.reason}")
+        self.metrics.routed(decision.agent_type, decision.method.value, decision.confidence,
+                            confident)
+        self.metrics.task_submitted(decision.agent_type, live.tenant)
         lifecycle.routed(live, decision)
         self.queues[decision.agent_type].push(live.id, live.priority)
         self._wake()
@@ -257,7 +306,8 @@ class Orchestrator:
     async def _control_loop(self) -> None:
         while True:
             try:
-                await self.pools.update()
+                await self.pools.update(
+                    {agent_type: len(queue) for agent_type, queue in self.queues.items()})
             except Exception:
                 log.exception("pool supervision step failed")
             self._wake()
@@ -314,7 +364,7 @@ class Orchestrator:
         attempts = self.lifecycle.attempts_started(batch, replica.name)
         replica.in_flight += len(batch)
         agent_tasks = [AgentTask(live.id, attempt, live.agent_type, live.description,
-                                 live.payload, live.timeout_s)
+                                 live.payload, live.timeout_s, live.tenant)
                        for live, attempt in zip(batch, attempts)]
         call = self.backend.call(replica.handle, "run_many", agent_tasks, name=replica.name)
         for live in batch:
@@ -436,6 +486,9 @@ class Orchestrator:
             for index, (live, task) in zip(creating, created):
                 ids[index] = live.id
                 committed[live.id] = task
+                if live.agent_type is not None:
+                    self.metrics.routed(live.agent_type, RouteMethod.REQUESTED.value)
+                    self.metrics.task_submitted(live.agent_type, live.tenant)
                 request = checked[index]
                 if request.idempotency_key:
                     owned[(request.tenant, request.idempotency_key)].set_result(live.id)
@@ -609,6 +662,8 @@ class Orchestrator:
         return {
             "accepting": self.accepting,
             "uptime_s": time.time() - self.started_at,
+            "metrics_address": self.metrics.address,
+            "dead_letters": self._dead_letters,
             "storage": lifecycle.store.dialect,
             "queue_max": self.config.queue_max,
             "queued": {name: len(queue) for name, queue in self.queues.items()},
@@ -696,21 +751,40 @@ class Orchestrator:
             self.backend.kill(self.routing.router.handle)
         killed = 0
         for pool in self.pools.pools.values():
-            pool.desired = 0
+            pool.set_bounds(0, 0)
             for replica in list(pool.replicas.values()):
                 self.backend.kill(replica.handle)
                 killed += 1
             pool.replicas.clear()
         return killed
 
-    async def scale(self, agent_type: str, replicas: int) -> dict[str, Any]:
-        """Set how many replicas a pool keeps."""
+    async def scale(self, agent_type: str, replicas: int | None = None, *,
+                    min_replicas: int | None = None, max_replicas: int | None = None
+                    ) -> dict[str, Any]:
+        """Pin a pool at `replicas`, or let it autoscale between `min_replicas` and
+        `max_replicas` (either may be left as it is). Surplus replicas drain first."""
         pool = self.pools.pools.get(agent_type)
         if pool is None:
             raise NotFound(f"no agent type {agent_type!r}")
-        if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= 256:
-            raise InvalidRequest("replicas must be an integer from 0 to 256")
-        pool.desired = replicas
+        for name, value in (("replicas", replicas), ("min_replicas", min_replicas),
+                            ("max_replicas", max_replicas)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not 0 <= value <= MAX_REPLICAS):
+                raise InvalidRequest(f"{name} must be an integer from 0 to {MAX_REPLICAS}")
+        if replicas is not None:
+            if min_replicas is not None or max_replicas is not None:
+                raise InvalidRequest("give either replicas (a fixed size) or "
+                                     "min_replicas/max_replicas (autoscaling bounds), not both")
+            low = high = replicas
+        elif min_replicas is None and max_replicas is None:
+            raise InvalidRequest("give replicas, or min_replicas and/or max_replicas")
+        else:
+            low = pool.min_replicas if min_replicas is None else min_replicas
+            high = pool.max_replicas if max_replicas is None else max_replicas
+            if low > high:
+                raise InvalidRequest(f"min_replicas ({low}) is above max_replicas ({high})")
+        self.pools.set_size(agent_type, low, high)
+        log.info("pool %s set to %d..%d replicas by hand", agent_type, low, high)
         await self.pools.update()
         return pool.snapshot()
 

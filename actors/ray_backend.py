@@ -102,7 +102,8 @@ class RayBackend:
                      database_url: str) -> Any:
         """The namespace's router actor, started if there is none. Ray restarts it forever;
         calls are not retried by Ray (the orchestrator retries decisions itself). With an
-        embedded SQLite database it runs on the head node, where the file is."""
+        embedded SQLite database it runs on the head node, where the file is; otherwise on a
+        node with the custom resources it asks for (`ml`, see `ml.config.ML_RESOURCE`)."""
         options: dict[str, Any] = {
             "name": ROUTER_NAME,
             "namespace": self.namespace,
@@ -115,6 +116,8 @@ class RayBackend:
         }
         if database_url.startswith("sqlite"):
             options["resources"] = dict(HEAD_NODE)
+        elif config.resources:
+            options["resources"] = dict(config.resources)
         from ml.router_service import RouterService  # torch and faiss stay out of this process
 
         return _actor_class(RouterService).options(**options).remote(

@@ -1,8 +1,11 @@
 """One replica of an agent type: the Ray actor that hosts an agent and runs its attempts.
 
 A replica never lets an agent's exception escape: every attempt comes back as an `AgentResult`
-that says whether it succeeded, and if not, why and whether another attempt may help. Only the
-replica's own death (crash, kill, OOM, node loss) reaches the orchestrator as an actor error.
+that says whether it succeeded, and if not, why and whether another attempt may help, with its
+wall time and the CPU time the agent used for it (see `actors.cpu_meter` for what that counts).
+Only the replica's own death (crash, kill, OOM, node loss) reaches the orchestrator as an actor
+error. Everything logged during an attempt carries its task, attempt, agent type, tenant and
+replica (`actors.logs.log_context`).
 """
 
 from __future__ import annotations
@@ -10,11 +13,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 from typing import Any
 
+from actors import cpu_meter
 from actors.agent import Agent, require_payload_within
+from actors.cpu_meter import CpuMeter, metered
 from actors.errors import AgentError
+from actors.logs import configure_logging, log_context
 from storage.messages import AgentContext, AgentResult, AgentTask, TaskError
 
 
@@ -41,11 +48,21 @@ def _json_error(value: Any) -> TaskError | None:
     return None
 
 
+def _ray_node_id() -> str | None:
+    """The Ray node this process runs on, when it runs inside Ray (this module does not
+    import Ray itself, so that it can be used without)."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    return ray.get_runtime_context().get_node_id()
+
+
 class AgentReplica:
     """Hosts one agent instance; safe to call concurrently up to the agent's concurrency."""
 
     def __init__(self, agent_class: type[Agent], context: AgentContext,
                  max_payload_bytes: int) -> None:
+        configure_logging(context.log_format, context.log_level)
         self.agent = agent_class()
         self.agent.context = context
         self.replica = context.replica
@@ -53,6 +70,7 @@ class AgentReplica:
         self.in_flight = 0
         self.completed = 0
         self.started_at = time.time()
+        self.node_id = _ray_node_id()
         self._setup_done = False
         self._setup_lock = asyncio.Lock()
         self._running: dict[str, asyncio.Task] = {}
@@ -67,8 +85,9 @@ class AgentReplica:
 
     async def health(self) -> dict[str, Any]:
         await self.agent.health()
-        return {"replica": self.replica, "pid": os.getpid(), "in_flight": self.in_flight,
-                "completed": self.completed, "uptime_s": time.time() - self.started_at}
+        return {"replica": self.replica, "pid": os.getpid(), "node_id": self.node_id,
+                "in_flight": self.in_flight, "completed": self.completed,
+                "uptime_s": time.time() - self.started_at}
 
     async def run_many(self, tasks: list[AgentTask]) -> list[AgentResult]:
         """Run several attempts concurrently; one result each, in order. The orchestrator
@@ -84,6 +103,12 @@ class AgentReplica:
         return True
 
     async def run(self, task: AgentTask) -> AgentResult:
+        cpu_meter.install(asyncio.get_running_loop())
+        with log_context(task_id=task.task_id, attempt=task.attempt, agent_type=task.agent_type,
+                         tenant=task.tenant, replica=self.replica):
+            return await self._attempt(task, CpuMeter())
+
+    async def _attempt(self, task: AgentTask, meter: CpuMeter) -> AgentResult:
         started = time.perf_counter()
         self.in_flight += 1
         self._running[task.task_id] = asyncio.current_task()
@@ -91,11 +116,12 @@ class AgentReplica:
             if not self._setup_done:
                 await self.ready()
             require_payload_within(task.payload, self.max_payload_bytes)
-            value = await asyncio.wait_for(self.agent.run(task), timeout=task.timeout_s)
+            value = await asyncio.wait_for(metered(self.agent.run(task), meter),
+                                           timeout=task.timeout_s)
             error = _json_error(value)
             if error is None:
                 return AgentResult(task.task_id, task.attempt, self.replica, True, value,
-                                   duration_s=time.perf_counter() - started)
+                                   duration_s=time.perf_counter() - started, cpu_s=meter.cpu_s)
         except asyncio.TimeoutError:
             error = TaskError("timeout", f"the agent took longer than {task.timeout_s:g}s",
                               True, "TimeoutError")
@@ -108,4 +134,4 @@ class AgentReplica:
             self.in_flight -= 1
             self.completed += 1
         return AgentResult(task.task_id, task.attempt, self.replica, False, error=error,
-                           duration_s=time.perf_counter() - started)
+                           duration_s=time.perf_counter() - started, cpu_s=meter.cpu_s)

@@ -121,8 +121,12 @@ class Client:
         """Acknowledge an inbox message; acknowledging twice keeps the first time."""
         return self._call("ack_message", message_id)
 
-    def scale(self, agent_type: str, replicas: int) -> dict[str, Any]:
-        return self._call("scale", agent_type, replicas)
+    def scale(self, agent_type: str, replicas: int | None = None, *,
+              min_replicas: int | None = None, max_replicas: int | None = None
+              ) -> dict[str, Any]:
+        """Pin a pool at `replicas`, or set its autoscaling bounds; returns the pool."""
+        return self._call("scale", agent_type, replicas, min_replicas=min_replicas,
+                          max_replicas=max_replicas)
 
     def feedback(self, task_id: str, agent_type: str) -> dict[str, Any]:
         """Teach the router that this task should have gone to `agent_type`:

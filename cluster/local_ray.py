@@ -9,6 +9,7 @@ started it, so `ymera down` stops only a cluster it started.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -39,21 +40,39 @@ def head_is_running(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start_head(state_dir: Path, port: int, dashboard_port: int, num_cpus: int | None) -> str:
+def start_head(state_dir: Path, port: int, dashboard_port: int, num_cpus: int | None,
+               metrics_port: int | None = None,
+               resources: dict[str, float] | None = None) -> str:
     """Start a local head unless one already answers on `port`; returns its address."""
     address = f"127.0.0.1:{port}"
     if head_is_running(port):
         return address
+    _ensure_auth_token()
     command = [*_ray_command(), "start", "--head", f"--port={port}",
                "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
                f"--dashboard-port={dashboard_port}", "--disable-usage-stats"]
+    if metrics_port:
+        command.append(f"--metrics-export-port={metrics_port}")
     if num_cpus:
         command.append(f"--num-cpus={num_cpus}")
+    if resources:
+        command.append(f"--resources={json.dumps(resources)}")
     result = subprocess.run(command, env=ray_env(), capture_output=True, text=True, timeout=180)
     if result.returncode != 0:
         raise RuntimeError(f"`{' '.join(command)}` failed:\n{result.stderr or result.stdout}")
     (state_dir / MARKER).write_text(address)
     return address
+
+
+def _ensure_auth_token() -> None:
+    """Make the token a new token-auth cluster needs, unless one is given or saved already.
+    (`ray start` makes one itself only when RAY_AUTH_MODE is unset, and `ymera` sets it.)"""
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    if (Path.home() / ".ray" / "auth_token").exists():
+        return
+    subprocess.run([*_ray_command(), "get-auth-token", "--generate"], env=ray_env(),
+                   capture_output=True, check=True, timeout=60)
 
 
 def stop_head(state_dir: Path) -> bool:

@@ -35,16 +35,20 @@ def up(settings: Settings) -> Started:
     migrate(settings.resolved_database_url)
     started_ray = settings.ray_address is None
     address = settings.ray_address or start_head(
-        settings.state_path, settings.ray_port, settings.dashboard_port, settings.num_cpus)
+        settings.state_path, settings.ray_port, settings.dashboard_port, settings.num_cpus,
+        settings.ray_metrics_port, settings.head_resources)
     connect_ray(address, settings.namespace)
     orchestrator = start_orchestrator(settings.orchestrator_config())
     _wait_ready(orchestrator)
     api_url = None
     if settings.api_enabled:
-        from serve_apps.deployment import deploy_api
+        from serve_apps.deployment import ApiScaling, deploy_api
 
+        scaling = ApiScaling(settings.api_replicas,
+                             settings.api_max_replicas or settings.api_replicas,
+                             target_ongoing_requests=settings.api_target_ongoing_requests)
         api_url = deploy_api(settings.api_config(), host=settings.api_host,
-                             port=settings.api_port, replicas=settings.api_replicas)
+                             port=settings.api_port, scaling=scaling)
     return Started(
         ray_address=address,
         started_ray=started_ray,

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from actors.config import OrchestratorConfig, PoolConfig
+from actors.config import AutoscaleConfig, OrchestratorConfig, PoolConfig
 from actors.retry import RetryPolicy
-from ml.config import RouterConfig
+from ml.config import ML_RESOURCE, RouterConfig
 
 if TYPE_CHECKING:
     from serve_apps.api_config import ApiConfig
@@ -26,12 +26,30 @@ JWT_SECRET_FILE = "jwt-secret"
 
 
 class PoolSettings(BaseModel):
+    """One agent type's pool (see `actors.config.PoolConfig`): `replicas` fixes its size;
+    `min_replicas`/`max_replicas` let it autoscale on its backlog, `target_backlog` tasks per
+    replica; `resources` are the custom Ray resources each replica needs."""
+
     model_config = {"extra": "forbid"}
 
     replicas: int | None = Field(default=None, ge=0, le=256)
     num_cpus: float | None = Field(default=None, ge=0)
     memory_mb: int | None = Field(default=None, gt=0)
     concurrency: int | None = Field(default=None, ge=1, le=1000)
+    min_replicas: int | None = Field(default=None, ge=0, le=256)
+    max_replicas: int | None = Field(default=None, ge=0, le=256)
+    target_backlog: int | None = Field(default=None, ge=1, le=100_000)
+    resources: dict[str, float] | None = None
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> PoolSettings:
+        low = self.min_replicas if self.min_replicas is not None else self.replicas
+        if low is not None and self.max_replicas is not None and low > self.max_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) is below min_replicas "
+                             f"or replicas ({low})")
+        if any(amount <= 0 for amount in (self.resources or {}).values()):
+            raise ValueError("every custom resource amount must be above 0")
+        return self
 
 
 class Settings(BaseSettings):
@@ -49,7 +67,24 @@ class Settings(BaseSettings):
     ray_port: int = Field(default=6380, ge=1024, le=65535,
                           description="GCS port of a local head (6379 is Redis's).")
     dashboard_port: int = Field(default=8265, ge=1024, le=65535)
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Where the orchestrator serves its Prometheus metrics "
+        "(0.0.0.0 on a cluster's head node, for a Prometheus elsewhere).")
+    metrics_port: int = Field(
+        default=9464, ge=0, le=65535, description="Port of the orchestrator's metrics endpoint "
+        "(0 = any free port, shown by `ymera status`).")
+    ray_metrics_port: int = Field(
+        default=8080, ge=1024, le=65535, description="Metrics port of a local head started by "
+        "`ymera up` (Ray's own and the API's metrics).")
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="auto = text on a terminal, JSON lines otherwise (actors "
+        "always write to files, so JSON).")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
     num_cpus: int | None = Field(default=None, ge=1, description="CPUs of a local head.")
+    head_resources: dict[str, float] = Field(
+        default_factory=lambda: {"ml": 8.0}, description="Custom resources a local head "
+        "advertises: `ml` lets the router and the ML agents, which ask for it, run on one "
+        "machine.")
     agent_modules: list[str] = Field(default_factory=list)
     default_replicas: int | None = Field(
         default=None, ge=0, le=256, description="Replicas per type; unset = each type's own.")
@@ -65,6 +100,15 @@ class Settings(BaseSettings):
         default=5_000, ge=1, description="Tasks one tenant may have waiting; more is QueueFull "
         "for that tenant only (at least queue_max: no per-tenant quota).")
     health_interval_s: float = Field(default=2.0, gt=0)
+    pool_upscale_delay_s: float = Field(
+        default=0.0, ge=0, description="How long a pool's backlog must want more replicas "
+        "before the pool grows.")
+    pool_downscale_delay_s: float = Field(
+        default=60.0, ge=0, description="How long a pool's backlog must want fewer replicas "
+        "(the idle period) before surplus replicas drain and stop.")
+    replica_start_timeout_s: float = Field(
+        default=600.0, gt=0, description="How long a new replica may take to start, including "
+        "waiting for the Ray autoscaler to add a node that has its resources.")
     health_timeout_s: float = Field(default=5.0, gt=0)
     max_payload_bytes: int = Field(default=1_000_000, ge=1024)
     webhook_secret: SecretStr | None = Field(
@@ -86,6 +130,9 @@ class Settings(BaseSettings):
         default=True, description="Learn examples from tasks that succeed on confident routes.")
     router_learn_min_confidence: float = Field(default=0.8, ge=0, le=1)
     router_max_learned_per_type: int = Field(default=1000, ge=0, le=100_000)
+    router_resources: dict[str, float] = Field(
+        default_factory=lambda: dict(ML_RESOURCE), description="Custom Ray resources the "
+        "router asks for (with PostgreSQL; on SQLite it runs on the head).")
     jwt_secret: SecretStr | None = Field(
         default=None, description="HS256 signing key of the API's tokens (32+ bytes); unset = "
         "generated into the state directory (mode 0600) on first use.")
@@ -96,13 +143,21 @@ class Settings(BaseSettings):
     api_enabled: bool = Field(default=True, description="`ymera up` deploys the HTTP API.")
     api_host: str = Field(default="127.0.0.1", description="Where Serve's HTTP proxy listens.")
     api_port: int = Field(default=8000, ge=1024, le=65535)
-    api_replicas: int = Field(default=1, ge=1, le=64)
+    api_replicas: int = Field(default=1, ge=1, le=64,
+                              description="API replicas (the fewest, when autoscaling).")
+    api_max_replicas: int | None = Field(
+        default=None, ge=1, le=64, description="Most API replicas: above api_replicas, Serve "
+        "autoscales between the two; unset = a fixed api_replicas.")
+    api_target_ongoing_requests: float = Field(
+        default=32.0, gt=0, le=100, description="Ongoing requests per API replica Serve aims "
+        "at when autoscaling.")
     api_auth_cache_s: float = Field(
         default=5.0, ge=0, le=300, description="How long an API replica may use a user or API "
         "key it read; a revocation made on another replica applies within this. 0 = read on "
         "every request.")
 
-    @field_validator("ray_port", "dashboard_port", "api_port")
+    @field_validator("ray_port", "dashboard_port", "api_port", "metrics_port",
+                     "ray_metrics_port")
     @classmethod
     def _not_reserved(cls, port: int) -> int:
         if port in RESERVED_PORTS:
@@ -113,6 +168,16 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.task_timeout_s > self.max_task_timeout_s:
             raise ValueError("task_timeout_s cannot exceed max_task_timeout_s")
+        if self.api_max_replicas is not None and self.api_max_replicas < self.api_replicas:
+            raise ValueError("api_max_replicas cannot be below api_replicas")
+        ports = {"ray_port": self.ray_port, "dashboard_port": self.dashboard_port,
+                 "api_port": self.api_port, "ray_metrics_port": self.ray_metrics_port,
+                 "metrics_port": self.metrics_port}
+        taken: dict[int, str] = {}
+        for name, port in ports.items():
+            if port and port in taken:
+                raise ValueError(f"{name} and {taken[port]} are both {port}; give each its own")
+            taken[port] = name
         return self
 
     @property
@@ -138,11 +203,17 @@ class Settings(BaseSettings):
             tenant_queue_max=(self.tenant_queue_max
                               if self.tenant_queue_max < self.queue_max else None),
             health_interval_s=self.health_interval_s,
+            autoscale=AutoscaleConfig(self.pool_upscale_delay_s, self.pool_downscale_delay_s),
+            replica_start_timeout_s=self.replica_start_timeout_s,
             health_timeout_s=self.health_timeout_s,
             max_payload_bytes=self.max_payload_bytes,
             agent_settings=self.agent_settings(),
             router=self.router_config(),
             redis_url=self.redis_url,
+            metrics_host=self.metrics_host,
+            metrics_port=self.metrics_port,
+            log_format=self.log_format,
+            log_level=self.log_level,
         )
 
     def router_config(self) -> RouterConfig:
@@ -161,6 +232,7 @@ class Settings(BaseSettings):
             learn=self.router_learn,
             learn_min_confidence=self.router_learn_min_confidence,
             max_learned_per_type=self.router_max_learned_per_type,
+            resources=dict(self.router_resources),
         )
 
     def signing_secret(self) -> str:
@@ -185,7 +257,8 @@ class Settings(BaseSettings):
                          database_url=self.resolved_database_url, redis_url=self.redis_url,
                          issuer=self.jwt_issuer, audience=self.jwt_audience,
                          cors_origins=tuple(self.cors_origins),
-                         auth_cache_s=self.api_auth_cache_s)
+                         auth_cache_s=self.api_auth_cache_s,
+                         log_format=self.log_format, log_level=self.log_level)
 
     def agent_settings(self) -> dict[str, object]:
         """The settings agents see (through `AgentContext.settings`)."""

@@ -11,6 +11,13 @@ import dataclasses
 from ml.decision import RoutingPolicy
 
 
+# The custom Ray resource of the nodes meant for machine-learning work (the memory-heavy
+# `ml_worker` type of cluster.yaml). The router and the learning and text-analysis agents ask
+# for one unit each, so they are placed there, and the autoscaler adds such a node when they
+# wait. A local head started by `ymera up` advertises some (`YMERA_HEAD_RESOURCES`).
+ML_RESOURCE = {"ml": 1.0}
+
+
 @dataclasses.dataclass(frozen=True)
 class RouterConfig:
     """`enabled` false means tasks must name their agent type. `min_similarity` and
@@ -30,6 +37,9 @@ class RouterConfig:
     decision_timeout_s: float = 120.0
     batch_max: int = 64
     num_cpus: float = 0.0  # like the orchestrator: scheduled anywhere; Ray gives it one torch thread
+    # Custom resources the router asks for (it needs the embedding model's memory); ignored
+    # with the embedded SQLite database, whose file pins the router to the head node.
+    resources: dict[str, float] = dataclasses.field(default_factory=lambda: dict(ML_RESOURCE))
 
     def policy(self) -> RoutingPolicy:
         fitted = {name: value for name, value in (("min_similarity", self.min_similarity),

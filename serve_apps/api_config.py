@@ -12,10 +12,12 @@ import dataclasses
 import re
 from typing import Final
 
+from actors.logs import FORMATS as LOG_FORMATS
 from serve_apps.rate_limit import RateLimit
 from serve_apps.tokens import check_signing_secret
 
 DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024 + 64 * 1024  # 1 MiB payloads plus their envelope
+_LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?")
 
 
@@ -23,7 +25,8 @@ _ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?")
 class ApiConfig:
     """Everything the ingress needs to know. `redis_url=None` means in-process equivalents
     (one node only: rate limits are then per API replica). `auth_cache_s`: how long a replica
-    may use a user or API key record it read (see `serve_apps.credential_cache`)."""
+    may use a user or API key record it read (see `serve_apps.credential_cache`).
+    `log_format`/`log_level`: how each replica process logs (see `actors.logs`)."""
 
     jwt_secret: str = dataclasses.field(repr=False)
     namespace: str = "ymera"
@@ -39,6 +42,8 @@ class ApiConfig:
     tenant_rate_limit: RateLimit = RateLimit(requests=1200, per_s=60.0)
     wait_max_s: float = 30.0
     auth_cache_s: float = 5.0
+    log_format: str = "auto"
+    log_level: str = "INFO"
 
     def __post_init__(self) -> None:
         check_signing_secret(self.jwt_secret)
@@ -53,6 +58,11 @@ class ApiConfig:
             raise ValueError("auth_cache_s must be between 0 and 300 seconds")
         if not 0 < self.wait_max_s <= 300:
             raise ValueError("wait_max_s must be above 0 and at most 300 seconds")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+        if not isinstance(self.log_level, str) or self.log_level.upper() not in _LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
+        object.__setattr__(self, "log_level", self.log_level.upper())
         if isinstance(self.cors_origins, str):
             raise ValueError("cors_origins must be a sequence of origins, not one string")
         object.__setattr__(self, "cors_origins", tuple(self.cors_origins))

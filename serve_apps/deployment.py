@@ -1,6 +1,7 @@
 """The HTTP API as a Ray Serve application: `create_app` behind Serve's HTTP proxy.
 
     url = deploy_api(settings.api_config(), port=8000, replicas=2)   # "http://127.0.0.1:8000"
+    url = deploy_api(settings.api_config(), scaling=ApiScaling(1, 8, target_ongoing_requests=32))
     shutdown_api()
 
 or, from a Serve config file naming `app_builder`:
@@ -21,6 +22,8 @@ Guarantees:
 - with `redis_url` the replicas share one rate-limit budget; without it each replica keeps its
   own, so a caller's effective limit is the configured one times the number of replicas;
 - on an SQLite database the replicas run on the head node, next to the file;
+- with `ApiScaling(min, max)` and `max > min`, Serve autoscales the replicas between `min` and
+  `max` on ongoing requests per replica; otherwise it runs exactly `min` of them;
 - every response carries one `X-Request-ID`, the id the app used. Serve's HTTP proxy always
   forwards a request id to the app (the caller's, else one it makes) and echoes it on the
   response, so the app does not add it again (`create_app(..., behind_proxy=True)`). Only
@@ -45,6 +48,7 @@ from ray.serve import Application
 
 from actors.deploy import find_orchestrator
 from actors.errors import PlatformUnavailable
+from actors.logs import configure_logging
 from serve_apps.api_config import ApiConfig
 from serve_apps.app import create_app
 from serve_apps.platform_port import ActorPort
@@ -53,11 +57,58 @@ from storage.auth_store import AuthStore
 
 DEFAULT_APP_NAME: Final = "ymera-api"
 MAX_ONGOING_REQUESTS: Final = 100
+TARGET_ONGOING_REQUESTS: Final = 32.0
+UPSCALE_DELAY_S: Final = 30.0
+DOWNSCALE_DELAY_S: Final = 600.0
 READY_TIMEOUT_S: Final = 60.0
 HEAD_NODE_RESOURCE: Final = {"node:__internal_head__": 0.001}
 _SECRET_ARGS: Final = ("jwt_secret", "jwt_secret_file")
 _RATE_LIMIT_ARGS: Final = ("key_rate_limit", "tenant_rate_limit")
 _CONFIG_ARGS: Final = frozenset(f.name for f in dataclasses.fields(ApiConfig)) - {"jwt_secret"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiScaling:
+    """How many API replicas Serve runs: exactly `min_replicas` when `max_replicas` equals it,
+    else between the two, adding replicas when the ongoing requests per replica stay above
+    `target_ongoing_requests` for `upscale_delay_s` and removing them when they stay below it
+    for `downscale_delay_s`. A replica accepts at most `MAX_ONGOING_REQUESTS` at once, so the
+    target must not exceed that."""
+
+    min_replicas: int = 1
+    max_replicas: int = 1
+    target_ongoing_requests: float = TARGET_ONGOING_REQUESTS
+    upscale_delay_s: float = UPSCALE_DELAY_S
+    downscale_delay_s: float = DOWNSCALE_DELAY_S
+
+    def __post_init__(self) -> None:
+        if self.min_replicas < 1:
+            raise ValueError(f"min_replicas must be at least 1, not {self.min_replicas}")
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) must be at least "
+                             f"min_replicas ({self.min_replicas})")
+        if not 0 < self.target_ongoing_requests <= MAX_ONGOING_REQUESTS:
+            raise ValueError(f"target_ongoing_requests must be in (0, {MAX_ONGOING_REQUESTS}], "
+                             f"not {self.target_ongoing_requests}")
+        if self.upscale_delay_s < 0 or self.downscale_delay_s < 0:
+            raise ValueError("upscale_delay_s and downscale_delay_s must not be negative")
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.max_replicas > self.min_replicas
+
+    def deployment_options(self) -> dict[str, Any]:
+        """The Serve deployment options: `autoscaling_config` when autoscaled, else
+        `num_replicas`."""
+        if not self.autoscaled:
+            return {"num_replicas": self.min_replicas}
+        return {"autoscaling_config": {
+            "min_replicas": self.min_replicas,
+            "max_replicas": self.max_replicas,
+            "target_ongoing_requests": self.target_ongoing_requests,
+            "upscale_delay_s": self.upscale_delay_s,
+            "downscale_delay_s": self.downscale_delay_s,
+        }}
 
 
 class LazyActorPort:
@@ -84,9 +135,11 @@ class LazyActorPort:
 @serve.ingress()
 class ApiIngress:
     """One API replica: the whole `create_app` application over this replica's own auth store,
-    limiter and orchestrator port, which it closes when Serve stops it."""
+    limiter and orchestrator port, which it closes when Serve stops it. Its process logs as
+    `config.log_format` at `config.log_level` (see `actors.logs`)."""
 
     async def __init__(self, config: ApiConfig) -> None:
+        configure_logging(config.log_format, config.log_level)
         self.config = config
         self.auth_store = await AuthStore.open(config.database_url)
         self.limiter: RateLimiter = (RedisRateLimiter(config.redis_url, config.namespace)
@@ -101,28 +154,37 @@ class ApiIngress:
         await self.auth_store.close()
 
 
-def build_api(config: ApiConfig, replicas: int = 1) -> Application:
-    """The API as a Serve application of `replicas` replicas (not yet deployed)."""
-    if replicas < 1:
-        raise ValueError(f"replicas must be at least 1, not {replicas}")
+def build_api(config: ApiConfig, replicas: int | None = 1,
+              scaling: ApiScaling | None = None) -> Application:
+    """The API as a Serve application (not yet deployed) scaled by `scaling`, else by a fixed
+    `replicas`; with neither, the replica count is left to a Serve config file's
+    `deployments` entry (`num_replicas` or `autoscaling_config`)."""
+    if scaling is None and replicas is not None:
+        if replicas < 1:
+            raise ValueError(f"replicas must be at least 1, not {replicas}")
+        scaling = ApiScaling(replicas, replicas)
     actor_options: dict[str, Any] = {"num_cpus": 0}
     if config.database_url.startswith("sqlite"):
         actor_options["resources"] = dict(HEAD_NODE_RESOURCE)
-    return ApiIngress.options(num_replicas=replicas,
-                              ray_actor_options=actor_options).bind(config)
+    replica_options = scaling.deployment_options() if scaling is not None else {}
+    return ApiIngress.options(max_ongoing_requests=MAX_ONGOING_REQUESTS,
+                              ray_actor_options=actor_options, **replica_options).bind(config)
 
 
 def deploy_api(config: ApiConfig, *, host: str = "127.0.0.1", port: int = 8000,
-               replicas: int = 1, name: str = DEFAULT_APP_NAME,
-               timeout_s: float = READY_TIMEOUT_S) -> str:
+               replicas: int = 1, scaling: ApiScaling | None = None,
+               name: str = DEFAULT_APP_NAME, timeout_s: float = READY_TIMEOUT_S) -> str:
     """Deploy (or update) the API as application `name` at the root of Serve's HTTP proxy,
     starting the proxy on `host:port` when Serve is not running yet; returns the base URL
     once `/health` answers through it. Needs a connected Ray driver (`ray.init`).
 
+    `scaling`, when given, sets the replica count (fixed or autoscaled); else it is a fixed
+    `replicas`. An autoscaled API returns once its first `min_replicas` answer.
+
     Serve's HTTP options are fixed for the life of a Serve instance: if one already runs on
     another port, it keeps that port and this times out naming the one that did not answer."""
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_api(config, replicas), name=name, route_prefix="/", blocking=False)
+    serve.run(build_api(config, replicas, scaling), name=name, route_prefix="/", blocking=False)
     url = f"http://{_reachable_host(host)}:{port}"
     _wait_healthy(url, timeout_s)
     return url
@@ -141,10 +203,13 @@ def app_builder(args: dict[str, Any]) -> Application:
 
     `args` are `ApiConfig`'s fields (the rate limits as `{requests, per_s}`), the signing
     secret as exactly one of `jwt_secret` or `jwt_secret_file` (a file holding it; `~` is
-    expanded), and `replicas`. A leading `~` in an SQLite database path is expanded too.
-    Paths are resolved where Serve builds the application, normally the head node."""
+    expanded), and optionally `replicas`, a fixed count. Without `replicas` the config file's
+    `deployments` entry for `ApiIngress` sets the count (`autoscaling_config` or
+    `num_replicas`; Serve's default is one). A leading `~` in an SQLite database path is
+    expanded too. Paths are resolved where Serve builds the application, normally the head
+    node."""
     options = dict(args or {})
-    replicas = int(options.pop("replicas", 1))
+    replicas = int(options.pop("replicas")) if "replicas" in options else None
     secret = _signing_secret(options.pop("jwt_secret", None), options.pop("jwt_secret_file", None))
     unknown = sorted(set(options) - _CONFIG_ARGS)
     if unknown:

@@ -2,10 +2,12 @@
 security headers.
 
 - `RequestContextMiddleware` gives every request an id (a sane incoming `X-Request-ID`, else a
-  new one), echoes it on every response, exposes it to log records (`RequestIdFilter`) and to
-  error envelopes (`current_request_id`), logs one access line per request, and is the last
-  line of defence: an exception nothing else handled is logged with the id and answered with
-  the generic 500 envelope, never a traceback.
+  new one), echoes it on every response, puts it in the log context (`actors.logs`) for the
+  whole request, so every log line of the request carries it, and gives it to error envelopes
+  (`current_request_id`); it logs one access line per request, records the request in the API
+  metrics (`serve_apps.metrics`: the matched route's template, else `unmatched`), and is the
+  last line of defence: an exception nothing else handled is logged with the id and answered
+  with the generic 500 envelope, never a traceback.
 - `BodyLimitMiddleware` refuses a body above the limit with the 413 envelope, whether it says
   so in `Content-Length` or streams more than it declared; the app never sees such a body.
 - `NulGuardMiddleware` refuses a path or query string holding a NUL character with the 400
@@ -16,7 +18,6 @@ security headers.
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import re
@@ -26,8 +27,10 @@ from typing import Any, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from actors.logs import LogContextFilter, current_log_context, log_context
 from serve_apps import http_errors
 from serve_apps.errors import PayloadTooLarge
+from serve_apps.metrics import UNMATCHED, api_metrics
 from storage.errors import InvalidRequest
 
 REQUEST_ID_HEADER: Final = "x-request-id"
@@ -36,26 +39,12 @@ API_CSP: Final = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 
 logger = logging.getLogger("serve_apps.api")
-_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "ymera_request_id", default=None)
+logger.addFilter(LogContextFilter())  # the request id on this logger's records, handler or not
 
 
 def current_request_id() -> str | None:
     """The id of the request being served in this context, or None outside a request."""
-    return _request_id.get()
-
-
-class RequestIdFilter(logging.Filter):
-    """Adds `request_id` to every record it sees ("-" outside a request); attach it to a
-    handler to put the id on every log line of the process."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "request_id"):
-            record.request_id = current_request_id() or "-"
-        return True
-
-
-logger.addFilter(RequestIdFilter())
+    return current_log_context().get("request_id")
 
 
 async def send_envelope(send: Send, exc: BaseException, request_id: str | None) -> None:
@@ -85,7 +74,6 @@ class RequestContextMiddleware:
         request_id = incoming if kept else uuid.uuid4().hex
         echo = self.echo_kept_id or not kept
         scope.setdefault("state", {})["request_id"] = request_id
-        token = _request_id.set(request_id)
         started = time.monotonic()
         status = {"code": 500, "sent": False}
 
@@ -99,17 +87,35 @@ class RequestContextMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception as exc:
-            logger.exception("unhandled error serving %s %s", scope["method"], scope["path"])
-            if status["sent"]:
-                raise
-            await send_envelope(send_with_id, exc, request_id)
-        finally:
-            logger.info("%s %s %s %.1fms", scope["method"], scope["path"], status["code"],
-                        (time.monotonic() - started) * 1000)
-            _request_id.reset(token)
+        with log_context(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception as exc:
+                logger.exception("unhandled error serving %s %s", scope["method"], scope["path"])
+                if status["sent"]:
+                    raise
+                await send_envelope(send_with_id, exc, request_id)
+            finally:
+                elapsed_s = time.monotonic() - started
+                api_metrics().record_request(route_template(scope), scope["method"],
+                                             status["code"], elapsed_s)
+                logger.info("%s %s %s %.1fms", scope["method"], scope["path"], status["code"],
+                            elapsed_s * 1000)
+
+
+def route_template(scope: Scope) -> str:
+    """The whole path template of the route that matched this request (known once routing
+    ran, prefixes of included routers included), else `UNMATCHED`: never the raw path."""
+    # FastAPI >= 0.13x keeps an included router's own route in scope["route"] (its path has no
+    # prefix) and the route as included, with its whole template, in its effective context.
+    fastapi_state = scope.get("fastapi")
+    included = (fastapi_state.get("effective_route_context")
+                if isinstance(fastapi_state, dict) else None)
+    for source in (included, scope.get("route")):
+        template = getattr(source, "path_format", None) or getattr(source, "path", None)
+        if isinstance(template, str) and template:
+            return template
+    return UNMATCHED
 
 
 class NulGuardMiddleware:

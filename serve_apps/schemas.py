@@ -1,4 +1,4 @@
-"""Request bodies of the HTTP API: strict pydantic models.
+"""Request bodies of the HTTP API (strict pydantic models) and the shapes of its task answers.
 
 Guarantees: every body model rejects unknown fields (`extra="forbid"`) and values of the wrong
 type (no silent coercion of strings to numbers); the ingress turns each failure into the
@@ -94,7 +94,12 @@ class RouteBody(StrictBody):
 
 
 class ScaleBody(StrictBody):
-    replicas: int = Field(ge=0, le=256)
+    """Either `replicas` (pin the pool at that size) or `min_replicas` and/or `max_replicas`
+    (autoscaling bounds)."""
+
+    replicas: int | None = Field(default=None, ge=0, le=256)
+    min_replicas: int | None = Field(default=None, ge=0, le=256)
+    max_replicas: int | None = Field(default=None, ge=0, le=256)
 
 
 class ErrorDetail(BaseModel):
@@ -113,3 +118,60 @@ class ErrorEnvelope(BaseModel):
 class Readiness(BaseModel):
     status: str
     checks: dict[str, str]
+
+
+class TaskErrorOut(BaseModel):
+    code: str
+    message: str
+    retryable: bool
+    error_type: str
+    details: dict[str, Any]
+
+
+class TaskOut(BaseModel):
+    """A task as the API shows it (`storage.messages.Task.to_json`). `cpu_s` and `wall_s` are
+    its cost so far: CPU and wall seconds summed over its finished attempts."""
+
+    id: str
+    description: str
+    payload: dict[str, Any]
+    status: str
+    agent_type: str | None
+    tenant: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    timeout_s: float
+    created_at: str
+    updated_at: str
+    idempotency_key: str | None
+    batch_id: str | None
+    route: dict[str, Any] | None
+    result: Any
+    error: TaskErrorOut | None
+    finished_at: str | None
+    cpu_s: float
+    wall_s: float
+
+
+class TaskPageOut(BaseModel):
+    tasks: list[TaskOut]
+    next_cursor: str | None
+
+
+class AttemptOut(BaseModel):
+    """One attempt of a task. `duration_s` (wall) and `cpu_s` are its cost, null while it runs
+    or when it was not measured (an attempt lost with its replica)."""
+
+    number: int
+    replica: str
+    outcome: str
+    started_at: str
+    finished_at: str | None
+    duration_s: float | None
+    cpu_s: float | None
+    error: TaskErrorOut | None
+
+
+class AttemptsOut(BaseModel):
+    attempts: list[AttemptOut]

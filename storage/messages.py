@@ -152,11 +152,13 @@ class AgentTask:
     description: str
     payload: JSON
     timeout_s: float
+    tenant: str = "default"
 
 
 @dataclasses.dataclass(frozen=True)
 class AgentResult:
-    """What a replica returns for one attempt: a JSON result, or the error that ended it."""
+    """What a replica returns for one attempt: a JSON result, or the error that ended it, with the
+    attempt's wall time (`duration_s`) and the CPU time it used in the replica (`cpu_s`)."""
 
     task_id: str
     attempt: int
@@ -165,11 +167,13 @@ class AgentResult:
     result: Any = None
     error: TaskError | None = None
     duration_s: float = 0.0
+    cpu_s: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
 class Attempt:
-    """One recorded attempt of a task (the dead-letter history is a list of these)."""
+    """One recorded attempt of a task (the dead-letter history is a list of these). `duration_s`
+    (wall) and `cpu_s` are its cost, None while it runs or when it was never measured."""
 
     task_id: str
     number: int
@@ -178,11 +182,14 @@ class Attempt:
     outcome: AttemptOutcome = AttemptOutcome.RUNNING
     finished_at: datetime | None = None
     error: TaskError | None = None
+    duration_s: float | None = None
+    cpu_s: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """A task as stored: the request, its routing, where its lifecycle stands, and its outcome."""
+    """A task as stored: the request, its routing, where its lifecycle stands, and its outcome.
+    `cpu_s` and `wall_s` are its cost: totals over all its finished attempts."""
 
     id: str
     description: str
@@ -202,6 +209,8 @@ class Task:
     result: Any = None
     error: TaskError | None = None
     finished_at: datetime | None = None
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
 
     def to_json(self) -> JSON:
         data = dataclasses.asdict(self)
@@ -237,12 +246,15 @@ class Resources:
 @dataclasses.dataclass(frozen=True)
 class AgentContext:
     """What a replica tells its agent about where it runs. `settings` holds the platform's
-    agent-facing settings (for example webhook signing and SSRF allowances)."""
+    agent-facing settings (for example webhook signing and SSRF allowances); `log_format` and
+    `log_level` are how its process logs (see `actors.logs.configure_logging`)."""
 
     replica: str
     namespace: str
     database_url: str
     settings: JSON = dataclasses.field(default_factory=dict)
+    log_format: str = "auto"
+    log_level: str = "INFO"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,6 +57,8 @@ class TaskRow(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    cpu_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    wall_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
     __table_args__ = (
         Index("ix_tasks_tenant_idempotency_key", "tenant", "idempotency_key", unique=True),
@@ -79,6 +81,7 @@ class AttemptRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
     duration_s: Mapped[float | None] = mapped_column(Float)
     error: Mapped[Any | None] = mapped_column(JsonColumn)
+    cpu_s: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (Index("ix_task_attempts_started", "started_at"),)
 

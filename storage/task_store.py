@@ -75,6 +75,8 @@ def _in_utc(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def task_from_row(row: Any) -> Task:
+    """The `Task` a tasks row (or a row about to be inserted) holds. A new row's cost, when it
+    does not name it, is zero (the columns' default)."""
     return Task(
         id=row.id, description=row.description, payload=row.payload,
         status=TaskStatus(row.status), agent_type=row.agent_type, tenant=row.tenant,
@@ -83,6 +85,7 @@ def task_from_row(row: Any) -> Task:
         updated_at=_aware(row.updated_at), idempotency_key=row.idempotency_key,
         batch_id=row.batch_id, route=row.route, result=row.result,
         error=TaskError.from_json(row.error), finished_at=_aware(row.finished_at),
+        cpu_s=getattr(row, "cpu_s", None) or 0.0, wall_s=getattr(row, "wall_s", None) or 0.0,
     )
 
 
@@ -252,6 +255,7 @@ class TaskStore(EngineStore):
                 task_id=row.task_id, number=row.number, replica=row.replica,
                 started_at=_aware(row.started_at), outcome=AttemptOutcome(row.outcome),
                 finished_at=_aware(row.finished_at), error=TaskError.from_json(row.error),
+                duration_s=row.duration_s, cpu_s=row.cpu_s,
             )
             for row in rows
         ]
@@ -289,6 +293,12 @@ class TaskStore(EngineStore):
         rows = await self._fetch(select(func.max(events_table.c.id)))
         return rows[0][0] or 0
 
+    async def count_with_status(self, status: TaskStatus) -> int:
+        """How many tasks have `status` (read from the status index)."""
+        rows = await self._fetch(select(func.count()).select_from(tasks_table)
+                                 .where(tasks_table.c.status == status.value))
+        return rows[0][0]
+
     async def count_by_status(self) -> dict[str, int]:
         rows = await self._fetch(
             select(tasks_table.c.status, func.count()).group_by(tasks_table.c.status)
@@ -304,7 +314,8 @@ class TaskStore(EngineStore):
         `cancelled`, their total `finished`, and `success_rate` = succeeded / finished, None
         when none finished). Attempt counts cover attempts started since then: `attempts`,
         `retried` (ended in error, timeout or lost: the outcomes that earn another attempt),
-        `lost` and `timeouts`. Durations (`duration_mean_s`, `duration_p95_s`, None when no
+        `lost` and `timeouts`, and `cpu_s`, the CPU seconds those attempts used (0.0 when none
+        was measured). Durations (`duration_mean_s`, `duration_p95_s`, None when no
         attempt was timed) come from the most recent `MAX_DURATION_ROWS` finished attempts:
         the time the replica measured, else finished minus started; lost attempts are not
         timed, since their end is when the loss was noticed. `timed` says how many were used
@@ -321,7 +332,8 @@ class TaskStore(EngineStore):
         )
         joined = attempts_table.join(tasks_table, attempts_table.c.task_id == tasks_table.c.id)
         outcomes = await self._fetch(
-            select(tasks_table.c.agent_type, attempts_table.c.outcome, func.count())
+            select(tasks_table.c.agent_type, attempts_table.c.outcome, func.count(),
+                   func.sum(attempts_table.c.cpu_s))
             .select_from(joined)
             .where(attempts_table.c.started_at >= since, *scope)
             .group_by(tasks_table.c.agent_type, attempts_table.c.outcome)
@@ -343,8 +355,10 @@ class TaskStore(EngineStore):
         for agent_type, status, count in finished:
             counts.setdefault(agent_type, {})[status] = count
         attempt_counts: dict[str, dict[str, int]] = {}
-        for agent_type, outcome, count in outcomes:
+        cpu_seconds: dict[str, float] = {}
+        for agent_type, outcome, count, cpu_s in outcomes:
             attempt_counts.setdefault(agent_type, {})[outcome] = count
+            cpu_seconds[agent_type] = cpu_seconds.get(agent_type, 0.0) + (cpu_s or 0.0)
         durations: dict[str, list[float]] = {}
         for agent_type, duration_s, started_at, finished_at in timed:
             if duration_s is None:
@@ -368,6 +382,7 @@ class TaskStore(EngineStore):
                 "retried": sum(by_outcome.get(o.value, 0) for o in RETRIED_OUTCOMES),
                 "lost": by_outcome.get(AttemptOutcome.LOST.value, 0),
                 "timeouts": by_outcome.get(AttemptOutcome.TIMEOUT.value, 0),
+                "cpu_s": cpu_seconds.get(agent_type, 0.0),
                 "timed": len(timings),
                 "duration_mean_s": sum(timings) / len(timings) if timings else None,
                 "duration_p95_s": percentile(timings, 95),

@@ -40,6 +40,7 @@ from actors.agents.tables import (
     Cell, Row, Table, cell_key, column_kind, describe, kind_of, payload_table,
     read_table)
 from actors.errors import InvalidTaskInput
+from ml.config import ML_RESOURCE
 from storage.messages import AgentSpec, AgentTask, Resources
 
 TASKS = ("classification", "regression", "clustering")
@@ -743,7 +744,7 @@ class Learning(Agent):
             "classify the new animals below using the labelled measurements",
             "what's the relationship between advertising and sales? regression please",
         ),
-        resources=Resources(num_cpus=0.5, memory_mb=1024),
+        resources=Resources(num_cpus=0.5, memory_mb=1024, custom=dict(ML_RESOURCE)),
         concurrency=2,
         replicas=1,
     )

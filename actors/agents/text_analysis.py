@@ -38,6 +38,7 @@ import numpy as np
 
 from actors.agent import Agent, json_type
 from actors.errors import InvalidTaskInput
+from ml.config import ML_RESOURCE
 from ml import embeddings
 from storage.messages import AgentSpec, AgentTask, Resources
 
@@ -672,7 +673,7 @@ class TextAnalysis(Agent):
             "what's the overall sentiment of this comment thread",
             "summarise this transcript in 5 sentences",
         ),
-        resources=Resources(num_cpus=0.5, memory_mb=1536),
+        resources=Resources(num_cpus=0.5, memory_mb=1536, custom=dict(ML_RESOURCE)),
         concurrency=4,
         replicas=1,
     )

@@ -25,10 +25,12 @@ from typing import Annotated, Any, Final
 
 from fastapi import Depends, Request, Response
 
+from actors.logs import bind_log_context
 from serve_apps.api_config import ApiConfig
 from serve_apps.api_keys import check_key_usable, parse_api_key, secret_matches
 from serve_apps.credential_cache import CredentialCache
 from serve_apps.errors import Forbidden, RateLimited, Unauthenticated
+from serve_apps.metrics import api_metrics
 from serve_apps.permissions import Principal
 from serve_apps.platform_port import PlatformPort
 from serve_apps.rate_limit import RateLimit, RateLimiter
@@ -168,24 +170,27 @@ def required_permission(request: Request) -> str:
 async def authorize(request: Request, response: Response,
                     principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
     """The caller, allowed to use this route now (see the module's guarantees 2 and 3)."""
+    bind_log_context(tenant=principal.tenant)
     principal.require(required_permission(request))
     svc = services(request)
     own = await spend(request, svc.limiter, "caller", principal.subject,
-                       svc.config.key_rate_limit)
+                       svc.config.key_rate_limit, tenant=principal.tenant)
     await spend(request, svc.limiter, "tenant", principal.tenant,
-                 svc.config.tenant_rate_limit)
+                 svc.config.tenant_rate_limit, tenant=principal.tenant)
     response.headers.update(own)
     request.state.principal = principal
     return principal
 
 
 async def spend(request: Request, limiter: RateLimiter, scope: str, identity: str,
-                limit: RateLimit) -> dict[str, str]:
+                limit: RateLimit, tenant: str | None = None) -> dict[str, str]:
     """Spend one request of `identity`'s budget in `scope`: its `RateLimit-*` headers, or
-    `RateLimited` (its headers kept for the 429 response) when the budget is empty."""
+    `RateLimited` (its headers kept for the 429 response, the refusal counted for `tenant`,
+    when known, in `ymera_api_rate_limited_total`) when the budget is empty."""
     decision = await limiter.check(scope, identity, limit)
     headers = decision.headers()
     if not decision.allowed:
+        api_metrics().record_rate_limited(tenant)
         request.state.rate_limit_headers = headers
         raise RateLimited(f"rate limit of {limit.requests} requests per {limit.per_s:g}s "
                           f"for this {scope} exceeded", {"scope": scope},

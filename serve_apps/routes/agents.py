@@ -51,11 +51,13 @@ async def agent_stats(request: Request, caller: Caller,
                                                              caller.tenant)}
 
 
-@router.post("/agents/{agent_type}/scale", summary="Set how many replicas a pool keeps")
+@router.post("/agents/{agent_type}/scale",
+             summary="Pin a pool's size, or set its autoscaling bounds")
 async def scale(agent_type: str, body: ScaleBody, request: Request,
                 caller: Caller) -> dict[str, Any]:
     svc = services(request)
-    pool = await svc.port.call("scale", agent_type, body.replicas)
+    pool = await svc.port.call("scale", agent_type, body.replicas,
+                               min_replicas=body.min_replicas, max_replicas=body.max_replicas)
     await audit(request, caller.tenant, caller.subject, "pool_scaled", target=agent_type,
-                details={"replicas": body.replicas})
+                details=body.model_dump(exclude_none=True))
     return pool

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from serve_apps.permissions import Principal
 from serve_apps.routes.access import API_PREFIX, Caller, audit, authorize, services
-from serve_apps.schemas import FeedbackBody, TaskBody
+from serve_apps.schemas import AttemptsOut, FeedbackBody, TaskBody, TaskOut, TaskPageOut
 from storage.errors import InvalidRequest, NotFound
 from storage.messages import Task, TaskRequest
 
@@ -43,8 +43,8 @@ async def owned_task(request: Request, caller: Principal, task_id: str) -> Task:
     return task
 
 
-@router.post("/tasks", status_code=202, summary="Submit a task",
-             responses={200: {"model": dict[str, Any],
+@router.post("/tasks", status_code=202, summary="Submit a task", response_model=TaskOut,
+             responses={200: {"model": TaskOut,
                               "description": "The task finished within `wait`: as it ended"}})
 async def submit_task(
         body: TaskBody, request: Request, response: Response, caller: Caller,
@@ -68,7 +68,8 @@ async def submit_task(
     return task.to_json()
 
 
-@router.get("/tasks", summary="List the tenant's tasks, newest first")
+@router.get("/tasks", summary="List the tenant's tasks, newest first",
+            response_model=TaskPageOut)
 async def list_tasks(request: Request, caller: Caller, status: str | None = None,
                      agent_type: Annotated[str | None, Query(max_length=64)] = None,
                      batch_id: Annotated[str | None, Query(max_length=64)] = None,
@@ -79,12 +80,13 @@ async def list_tasks(request: Request, caller: Caller, status: str | None = None
     return {"tasks": [t.to_json() for t in page.tasks], "next_cursor": page.next_cursor}
 
 
-@router.get("/tasks/{task_id}", summary="One task")
+@router.get("/tasks/{task_id}", summary="One task", response_model=TaskOut)
 async def get_task(task_id: str, request: Request, caller: Caller) -> dict[str, Any]:
     return (await owned_task(request, caller, task_id)).to_json()
 
 
-@router.post("/tasks/{task_id}/cancel", summary="Cancel a queued or running task")
+@router.post("/tasks/{task_id}/cancel", summary="Cancel a queued or running task",
+             response_model=TaskOut)
 async def cancel_task(task_id: str, request: Request, caller: Caller) -> dict[str, Any]:
     await owned_task(request, caller, task_id)
     return (await services(request).port.call("cancel", task_id)).to_json()
@@ -97,7 +99,8 @@ async def task_feedback(task_id: str, body: FeedbackBody, request: Request,
     return await services(request).port.call("feedback", task_id, body.agent_type)
 
 
-@router.get("/tasks/{task_id}/attempts", summary="The task's attempt history")
+@router.get("/tasks/{task_id}/attempts", summary="The task's attempt history",
+            response_model=AttemptsOut)
 async def task_attempts(task_id: str, request: Request, caller: Caller) -> dict[str, Any]:
     await owned_task(request, caller, task_id)
     attempts = await services(request).port.call("attempts", task_id)
@@ -120,7 +123,7 @@ async def batch_status(batch_id: str, request: Request, caller: Caller) -> dict[
     return status.to_json()
 
 
-@router.get("/dead", summary="The tenant's dead-lettered tasks")
+@router.get("/dead", summary="The tenant's dead-lettered tasks", response_model=TaskPageOut)
 async def dead_tasks(request: Request, caller: Caller, limit: Limit = 100,
                      cursor: Cursor = None) -> dict[str, Any]:
     page = await services(request).port.call(
@@ -128,7 +131,8 @@ async def dead_tasks(request: Request, caller: Caller, limit: Limit = 100,
     return {"tasks": [t.to_json() for t in page.tasks], "next_cursor": page.next_cursor}
 
 
-@router.post("/tasks/{task_id}/requeue", summary="Give a dead task a fresh set of attempts")
+@router.post("/tasks/{task_id}/requeue", summary="Give a dead task a fresh set of attempts",
+             response_model=TaskOut)
 async def requeue_task(task_id: str, request: Request, caller: Caller) -> dict[str, Any]:
     svc = services(request)
     await owned_task(request, caller, task_id)
@@ -141,4 +145,5 @@ def _attempt_json(attempt: Any) -> dict[str, Any]:
     return {"number": attempt.number, "replica": attempt.replica,
             "outcome": attempt.outcome.value, "started_at": attempt.started_at.isoformat(),
             "finished_at": attempt.finished_at.isoformat() if attempt.finished_at else None,
+            "duration_s": attempt.duration_s, "cpu_s": attempt.cpu_s,
             "error": attempt.error.to_json() if attempt.error else None}

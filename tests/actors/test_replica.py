@@ -1,9 +1,15 @@
 """The replica's promises, without a cluster: every attempt comes back as a result, never an
-exception; payload limits hold whatever the agent; a cancelled attempt says so."""
+exception; payload limits hold whatever the agent; a cancelled attempt says so; every result
+carries the CPU time its attempt used; what an agent logs names its attempt."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+import logging
+
+import pytest
 
 from actors.agents import BUILTIN_AGENTS
 from actors.replica import AgentReplica
@@ -11,10 +17,15 @@ from storage.messages import AgentContext, AgentTask
 from tests.support.agents import Flaky, Sleeper
 
 CONTEXT = AgentContext("agent:test:0", "ymera-test", "sqlite://")
+pytestmark = pytest.mark.usefixtures("gc_paused")
+
+BURN_S = 0.2
+TOLERANCE_S = 0.08
 
 
-def task(payload, agent_type="calculator", timeout_s=5.0, task_id="t1", attempt=1):
-    return AgentTask(task_id, attempt, agent_type, "d", payload, timeout_s)
+def task(payload, agent_type="calculator", timeout_s=5.0, task_id="t1", attempt=1,
+         tenant="default"):
+    return AgentTask(task_id, attempt, agent_type, "d", payload, timeout_s, tenant)
 
 
 async def test_oversized_payload_is_refused_before_the_agent_runs():
@@ -48,3 +59,56 @@ async def test_timeouts_and_cancellation_are_reported_per_attempt():
     assert cancelled.error.code == "cancelled" and not cancelled.error.retryable
     assert done.ok and done.result["echo"] == 1
     assert (await replica.health())["in_flight"] == 0
+
+
+async def test_each_concurrent_attempt_is_charged_its_own_cpu_time():
+    replica = AgentReplica(Sleeper, CONTEXT, max_payload_bytes=10_000)
+
+    busy, idle = await replica.run_many([
+        task({"burn_s": BURN_S}, "sleeper", task_id="busy"),
+        task({"seconds": BURN_S}, "sleeper", task_id="idle")])
+
+    assert busy.ok and idle.ok
+    assert busy.cpu_s == pytest.approx(BURN_S, abs=TOLERANCE_S)
+    assert idle.cpu_s < 0.02
+    assert idle.duration_s >= BURN_S
+
+
+async def test_attempts_that_fail_still_report_the_cpu_they_used():
+    replica = AgentReplica(Sleeper, CONTEXT, max_payload_bytes=10_000)
+    timed_out = await replica.run(
+        task({"burn_s": BURN_S, "seconds": 5}, "sleeper", timeout_s=BURN_S + 0.3))
+    assert timed_out.error.code == "timeout"
+    assert timed_out.cpu_s == pytest.approx(BURN_S, abs=TOLERANCE_S)
+
+    running = asyncio.ensure_future(
+        replica.run(task({"burn_s": BURN_S, "seconds": 5}, "sleeper", task_id="c")))
+    await asyncio.sleep(BURN_S + 0.1)
+    assert await replica.cancel("c")
+    cancelled = await running
+    assert cancelled.error.code == "cancelled"
+    assert cancelled.cpu_s == pytest.approx(BURN_S, abs=TOLERANCE_S)
+
+    refused = await AgentReplica(Flaky, CONTEXT, max_payload_bytes=10_000).run(
+        task({"bad": True}, "flaky"))
+    assert not refused.ok and 0.0 <= refused.cpu_s < 0.05
+
+
+async def test_what_an_agent_logs_names_its_attempt(capsys):
+    context = dataclasses.replace(CONTEXT, log_format="json", log_level="INFO")
+    replica = AgentReplica(Sleeper, context, max_payload_bytes=10_000)
+
+    await replica.run_many([
+        task({"log": "from a"}, "sleeper", task_id="a", attempt=2, tenant="acme"),
+        task({"log": "from b"}, "sleeper", task_id="b")])
+    logging.getLogger("tests.sleeper").info("between attempts")
+
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()
+             if line.startswith("{")]
+    by_message = {line["message"]: line for line in lines}
+    assert {k: by_message["from a"].get(k) for k in
+            ("task_id", "attempt", "agent_type", "tenant", "replica")} == {
+        "task_id": "a", "attempt": 2, "agent_type": "sleeper", "tenant": "acme",
+        "replica": "agent:test:0"}
+    assert (by_message["from b"]["task_id"], by_message["from b"]["tenant"]) == ("b", "default")
+    assert "task_id" not in by_message["between attempts"]

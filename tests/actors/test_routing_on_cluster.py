@@ -57,6 +57,13 @@ def router_pid(client: Client) -> int:
     return ray.get(router.pid.remote(), timeout=120)
 
 
+def test_the_router_and_the_ml_agents_take_ml_capacity(routed):
+    # the router, one learning and one text_analysis replica ask for one unit each; the
+    # calculator and data_processor replicas ask for none (the cluster advertises 8)
+    wait_until(lambda: ray.available_resources().get("ml") == 8 - 3, 30,
+               what="three units of ml in use")
+
+
 def test_tasks_without_an_agent_type_reach_every_built_in_type_and_run(routed):
     ids = routed.submit_many([TaskRequest(description, payload)
                               for _, description, payload in CLEAR])

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.restarts_ray
 
@@ -33,6 +34,7 @@ def env(tmp_path_factory) -> dict[str, str]:
     state = tmp_path_factory.mktemp("state")
     values = {**os.environ, "YMERA_STATE_DIR": str(state), "YMERA_RAY_PORT": str(free_port()),
               "YMERA_DASHBOARD_PORT": str(free_port()), "YMERA_API_PORT": str(free_port()),
+              "YMERA_METRICS_PORT": str(free_port()), "YMERA_RAY_METRICS_PORT": str(free_port()),
               "YMERA_DATABASE_URL": "",
               "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     values.pop("YMERA_DATABASE_URL")
@@ -126,6 +128,43 @@ def test_status_reports_pools_at_strength(running, env):
     pools = {p["agent_type"]: p for p in status["pools"]}
     assert {"calculator", "data_processor"} <= set(pools)
     assert all(p["live"] == p["desired"] for p in pools.values())
+    assert status["problems"] == [] and status["metrics_address"] == (
+        f"127.0.0.1:{env['YMERA_METRICS_PORT']}")
+    text = ymera(env, "status").stdout
+    assert "health: ok" in text and "calculator" in text
+
+
+def test_scale_sets_autoscaling_bounds_or_pins_a_pool(running, env):
+    def status_line() -> str:
+        return next(line for line in ymera(env, "status").stdout.splitlines()
+                    if line.strip().startswith("calculator "))
+
+    bounds = json.loads(ymera(env, "scale", "calculator", "--min", "1", "--max", "3",
+                              "--json").stdout)
+    assert (bounds["min_replicas"], bounds["max_replicas"]) == (1, 3)
+    assert "autoscaling 1..3" in status_line()
+    refused = ymera(env, "scale", "calculator", "--min", "4", "--max", "2", check=False)
+    assert refused.returncode != 0
+    assert "min_replicas (4) is above max_replicas (2)" in refused.stderr + refused.stdout
+    assert "calculator: pinned at 1" in ymera(env, "scale", "calculator", "1").stdout
+    assert "autoscaling" not in status_line()
+
+
+def test_up_serves_the_orchestrator_metrics_and_the_api_metrics(running, env):
+    def scrape(port: str) -> str:
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+
+    samples = [s for family in text_string_to_metric_families(scrape(env["YMERA_METRICS_PORT"]))
+               for s in family.samples]
+    alive = [s for s in samples if s.name == "ymera_replicas_alive"
+             and s.labels["agent_type"] == "calculator"]
+    desired = {p["agent_type"]: p["desired"]
+               for p in json.loads(ymera(env, "status", "--json").stdout)["pools"]}
+    assert [s.value for s in alive] == [desired["calculator"]] and desired["calculator"] >= 1
+    succeeded = [s for s in samples if s.name == "ymera_tasks_finished_total"
+                 and s.labels["agent_type"] == "calculator" and s.labels["status"] == "succeeded"]
+    assert sum(s.value for s in succeeded) >= 1  # the earlier tests ran calculator tasks
+    assert "ray_ymera_api_requests_total{" in scrape(env["YMERA_RAY_METRICS_PORT"])
 
 
 def test_down_drains_and_stops_what_up_started(env, running):

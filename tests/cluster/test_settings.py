@@ -32,7 +32,10 @@ def test_a_tenant_quota_at_the_queue_bound_means_none(monkeypatch, tmp_path) -> 
 
 @pytest.mark.parametrize("name, value", [("TENANT_QUEUE_MAX", "0"),
                                          ("API_AUTH_CACHE_S", "-1"),
-                                         ("API_AUTH_CACHE_S", "301")])
+                                         ("API_AUTH_CACHE_S", "301"),
+                                         ("LOG_FORMAT", "xml"),
+                                         ("METRICS_PORT", "6379"),
+                                         ("API_MAX_REPLICAS", "0")])
 def test_out_of_range_settings_are_refused_by_name(monkeypatch, tmp_path, name, value) -> None:
     with pytest.raises(ValidationError, match=name.lower()):
         settings(monkeypatch, tmp_path, **{name: value})
@@ -42,3 +45,42 @@ def test_the_auth_cache_time_reaches_the_api(monkeypatch, tmp_path) -> None:
     api = settings(monkeypatch, tmp_path, JWT_SECRET=SECRET,
                    API_AUTH_CACHE_S="0").api_config()
     assert api.auth_cache_s == 0
+
+
+def test_observability_settings_reach_the_orchestrator_and_the_api(monkeypatch, tmp_path) -> None:
+    chosen = settings(monkeypatch, tmp_path, JWT_SECRET=SECRET, METRICS_HOST="0.0.0.0",
+                      METRICS_PORT="9999", LOG_FORMAT="json", LOG_LEVEL="DEBUG")
+    config = chosen.orchestrator_config()
+    assert (config.metrics_host, config.metrics_port) == ("0.0.0.0", 9999)
+    assert (config.log_format, config.log_level) == ("json", "DEBUG")
+    api = chosen.api_config()
+    assert (api.log_format, api.log_level) == ("json", "DEBUG")
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"METRICS_PORT": "8265"}, "metrics_port and dashboard_port are both 8265"),
+    ({"API_REPLICAS": "3", "API_MAX_REPLICAS": "2"}, "api_max_replicas cannot be below"),
+    ({"POOLS": '{"calculator": {"min_replicas": 3, "max_replicas": 2}}'},
+     r"max_replicas \(2\) is below min_replicas or replicas \(3\)"),
+    ({"POOLS": '{"calculator": {"replicas": 3, "max_replicas": 2}}'}, "is below min_replicas"),
+    ({"POOLS": '{"learning": {"resources": {"ml": 0}}}'}, "custom resource amount"),
+    ({"POOLS": '{"calculator": {"max_replica": 2}}'}, "max_replica"),
+])
+def test_inconsistent_settings_are_refused_with_the_reason(monkeypatch, tmp_path, env,
+                                                           message) -> None:
+    with pytest.raises(ValidationError, match=message):
+        settings(monkeypatch, tmp_path, **env)
+
+
+def test_pool_autoscaling_settings_reach_the_orchestrator(monkeypatch, tmp_path) -> None:
+    config = settings(
+        monkeypatch, tmp_path, POOL_UPSCALE_DELAY_S="5", POOL_DOWNSCALE_DELAY_S="120",
+        REPLICA_START_TIMEOUT_S="900",
+        POOLS='{"calculator": {"min_replicas": 1, "max_replicas": 8, "target_backlog": 4},'
+              ' "learning": {"resources": {"ml": 1}}}').orchestrator_config()
+    assert (config.autoscale.upscale_delay_s, config.autoscale.downscale_delay_s) == (5, 120)
+    assert config.replica_start_timeout_s == 900
+    calculator = config.pool("calculator")
+    assert (calculator.min_replicas, calculator.max_replicas, calculator.target_backlog) == (
+        1, 8, 4)
+    assert config.pool("learning").resources == {"ml": 1}

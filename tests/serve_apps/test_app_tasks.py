@@ -33,6 +33,25 @@ async def test_login_submit_wait_get(platform: Platform, client) -> None:
     assert events.status_code == 200 and events.json()["events"]
 
 
+@pytest.mark.usefixtures("gc_paused")
+async def test_a_task_and_its_attempts_show_what_they_cost(platform: Platform, client) -> None:
+    headers = platform.bearer("acme", "submitter")
+    submitted = await client.post(f"{API}/tasks?wait=5", headers=headers, json={
+        "description": "burn", "payload": {"burn_s": 0.2}, "agent_type": "sleeper"})
+    assert submitted.status_code == 200, submitted.text
+    task = submitted.json()
+
+    [attempt] = (await client.get(f"{API}/tasks/{task['id']}/attempts",
+                                  headers=headers)).json()["attempts"]
+    assert attempt["cpu_s"] == pytest.approx(0.2, abs=0.08)
+    assert attempt["duration_s"] >= attempt["cpu_s"] - 0.01
+    fetched = (await client.get(f"{API}/tasks/{task['id']}", headers=headers)).json()
+    assert (fetched["cpu_s"], fetched["wall_s"]) == (attempt["cpu_s"], attempt["duration_s"])
+    assert (task["cpu_s"], task["wall_s"]) == (fetched["cpu_s"], fetched["wall_s"])
+    listed = (await client.get(f"{API}/tasks", headers=headers)).json()["tasks"]
+    assert [t["cpu_s"] for t in listed if t["id"] == task["id"]] == [fetched["cpu_s"]]
+
+
 async def test_without_wait_answers_202_at_once(platform: Platform, client) -> None:
     response = await client.post(f"{API}/tasks", headers=platform.bearer("acme", "submitter"),
                                  json={"description": "slow", "agent_type": "sleeper",
@@ -114,6 +133,27 @@ async def test_requeue_and_scale_are_audited(platform: Platform, client) -> None
     actions = {(e.action, e.target) for e in events}
     assert ("task_requeued", task_id) in actions and ("pool_scaled", "sleeper") in actions
     assert all(e.request_id for e in events)
+
+
+async def test_operators_set_a_pools_autoscaling_bounds_over_http(platform: Platform,
+                                                                  client) -> None:
+    headers = platform.bearer("acme", "operator")
+    url = f"{API}/agents/sleeper/scale"
+
+    bounds = await client.post(url, headers=headers, json={"min_replicas": 1, "max_replicas": 3})
+    assert bounds.status_code == 200, bounds.text
+    assert (bounds.json()["min_replicas"], bounds.json()["max_replicas"]) == (1, 3)
+    for body, status in [({"replicas": 2, "max_replicas": 3}, 400),
+                         ({"min_replicas": 3, "max_replicas": 2}, 400), ({}, 400),
+                         ({"max_replicas": 257}, 400)]:
+        refused = await client.post(url, headers=headers, json=body)
+        assert refused.status_code == status, (body, refused.text)
+    pool = (await client.post(url, headers=headers, json={"max_replicas": 3})).json()
+    assert (pool["min_replicas"], pool["max_replicas"]) == (1, 3)  # the refusals changed nothing
+    events, _ = await platform.auth_store.list_audit("acme")
+    assert [e.details for e in events if e.action == "pool_scaled"][-2:] in (
+        [{"min_replicas": 1, "max_replicas": 3}, {"max_replicas": 3}],
+        [{"max_replicas": 3}, {"min_replicas": 1, "max_replicas": 3}])
 
 
 async def test_agents_view_and_route_without_router(platform: Platform, client) -> None:

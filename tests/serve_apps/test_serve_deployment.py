@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -235,3 +236,42 @@ def test_nul_characters_are_refused_on_postgresql(deployed_api: DeployedApi) -> 
             response = http.request(method, path, json=body, headers=acme)
             assert response.status_code == 400, (path, response.text)
             assert response.json()["error"]["code"] == "invalid_request"
+
+
+def _api_samples(metrics_url: str) -> list[tuple[str, dict[str, str], float]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(metrics_url, timeout=5).text
+    return [(sample.name, sample.labels, sample.value)
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples if sample.name.startswith("ray_ymera_api_")]
+
+
+@pytest.mark.cluster
+def test_request_metrics_reach_the_node_metrics_endpoint(deployed_api: DeployedApi) -> None:
+    import ray
+
+    node = ray.nodes()[0]
+    metrics_url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+    route = f"{API}/tasks/{{task_id}}"
+    with httpx.Client(base_url=deployed_api.url, timeout=30) as http:
+        acme = _login(http, "acme")
+        for number in range(3):
+            missing = http.get(f"{API}/tasks/no-such-task-{number}", headers=acme)
+            assert missing.status_code == 404, missing.text
+    answered: dict[str, float] = {}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        answered = {}
+        for name, labels, value in _api_samples(metrics_url):
+            if (labels.get("route") == route and labels.get("method") == "GET"
+                    and labels.get("application") == APP_NAME):
+                answered[f"{name}/{labels.get('status', '')}"] = (
+                    answered.get(f"{name}/{labels.get('status', '')}", 0.0) + value)
+        if (answered.get("ray_ymera_api_requests_total/404", 0) >= 3
+                and answered.get("ray_ymera_api_request_duration_seconds_count/", 0) >= 3):
+            break
+        time.sleep(1)
+    assert answered.get("ray_ymera_api_requests_total/404", 0) >= 3, answered
+    assert answered.get("ray_ymera_api_request_duration_seconds_count/", 0) >= 3, answered
+    assert not any("no-such-task" in str(labels) for _, labels, _ in _api_samples(metrics_url))

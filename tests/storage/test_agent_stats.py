@@ -100,6 +100,26 @@ async def test_durations_use_the_measured_time_else_the_wall_time_and_skip_lost(
     assert stats["duration_p95_s"] == pytest.approx(31.0)
 
 
+async def test_cpu_seconds_sum_the_attempts_started_in_the_window(store: TaskStore) -> None:
+    calc = finished_task("calculator", TaskStatus.DEAD, attempts=3)
+    proc = finished_task("data_processor", TaskStatus.SUCCEEDED)
+    unmeasured = finished_task("translator", TaskStatus.SUCCEEDED)
+    await store_rows(store, [calc, proc, unmeasured], [
+        {**attempt(calc, 1, AttemptOutcome.ERROR, started_at=BEFORE, duration_s=1.0),
+         "cpu_s": 100.0},
+        {**attempt(calc, 2, AttemptOutcome.ERROR, duration_s=1.0), "cpu_s": 0.5},
+        {**attempt(calc, 3, AttemptOutcome.FAILED, duration_s=1.0), "cpu_s": 0.25},
+        {**attempt(proc, 1, AttemptOutcome.SUCCEEDED, duration_s=1.0), "cpu_s": 2.0},
+        attempt(unmeasured, 1, AttemptOutcome.SUCCEEDED, duration_s=1.0),
+    ])
+
+    stats = await store.agent_stats(SINCE)
+
+    assert stats["calculator"]["cpu_s"] == pytest.approx(0.75)
+    assert stats["data_processor"]["cpu_s"] == pytest.approx(2.0)
+    assert stats["translator"]["cpu_s"] == 0.0
+
+
 async def test_p95_over_many_attempts(store: TaskStore) -> None:
     tasks = [finished_task("calculator", TaskStatus.SUCCEEDED) for _ in range(100)]
     await store_rows(store, tasks, [

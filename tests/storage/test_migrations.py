@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-from storage.database import async_url, create_engine, head_revision, migrate_async
+from storage.database import (
+    _alembic_config, async_url, create_engine, head_revision, migrate_async,
+)
 from storage.errors import InvalidRequest, SchemaOutOfDate, StorageError
 from storage.models import Base
 from storage.messages import TaskStatus, new_task_id, utcnow
@@ -63,6 +68,37 @@ async def test_migrating_again_changes_nothing_and_keeps_the_data(database_url: 
         assert (await store.get_task(row["id"])).payload == {"keep": 1}
     finally:
         await store.close()
+
+
+def _upgrade(url: str, revision: str) -> None:
+    command.upgrade(_alembic_config(async_url(url)), revision)
+
+
+async def test_0005_gives_existing_tasks_and_attempts_no_cost(empty_database_url: str) -> None:
+    await asyncio.to_thread(_upgrade, empty_database_url, "0004")
+    task_id, now = new_task_id(), utcnow()
+    engine = create_engine(empty_database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text(
+                "INSERT INTO tasks (id, tenant, description, payload, status, priority, attempts,"
+                " max_attempts, timeout_s, created_at, updated_at)"
+                " VALUES (:id, 'default', 'from before', '{}', 'succeeded', 0, 1, 3, 30.0,"
+                " :now, :now)"), {"id": task_id, "now": now})
+            await connection.execute(text(
+                "INSERT INTO task_attempts (task_id, number, replica, outcome, started_at,"
+                " finished_at, duration_s) VALUES (:id, 1, 'calculator-0', 'succeeded', :now,"
+                " :now, 0.5)"), {"id": task_id, "now": now})
+    finally:
+        await engine.dispose()
+
+    await migrate_async(empty_database_url)
+
+    async with await TaskStore.open(empty_database_url) as store:
+        task = await store.get_task(task_id)
+        assert (task.description, task.cpu_s, task.wall_s) == ("from before", 0.0, 0.0)
+        [attempt] = await store.attempts(task_id)
+        assert (attempt.duration_s, attempt.cpu_s) == (0.5, None)
 
 
 async def test_the_store_refuses_a_database_that_was_never_migrated(

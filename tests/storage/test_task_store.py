@@ -233,6 +233,24 @@ async def test_updates_apply_in_the_order_they_were_added(
     assert (await store.get_task(task_id)).status is TaskStatus.SUCCEEDED
 
 
+async def test_a_task_costs_nothing_until_its_totals_are_written(store: TaskStore) -> None:
+    [task_id] = await submit(store, task_row(status=TaskStatus.RUNNING.value, attempts=2))
+    fresh = await store.get_task(task_id)
+    assert (fresh.cpu_s, fresh.wall_s) == (0.0, 0.0)
+    assert (fresh.to_json()["cpu_s"], fresh.to_json()["wall_s"]) == (0.0, 0.0)
+
+    await store.apply(WriteBatch(task_updates=[
+        {"id": task_id, "fence_attempt": 2, "cpu_s": 1.25, "wall_s": 3.5},
+        {"id": task_id, "fence_attempt": 1, "cpu_s": 99.0, "wall_s": 99.0},
+    ]))
+
+    task = await store.get_task(task_id)
+    assert (task.cpu_s, task.wall_s) == (1.25, 3.5)
+    assert (task.to_json()["cpu_s"], task.to_json()["wall_s"]) == (1.25, 3.5)
+    [listed] = (await store.list_tasks()).tasks
+    assert (listed.cpu_s, listed.wall_s) == (1.25, 3.5)
+
+
 async def test_attempts_and_events_come_back_in_order(store: TaskStore) -> None:
     [task_id] = await submit(store, task_row())
     [other_id] = await submit(store, task_row())
@@ -248,7 +266,7 @@ async def test_attempts_and_events_come_back_in_order(store: TaskStore) -> None:
         task_updates=[{"id": task_id, "attempts": 2}],
         attempt_updates=[{"task_id": task_id, "number": 1, "outcome": AttemptOutcome.TIMEOUT.value,
                           "finished_at": T0 + timedelta(seconds=31), "duration_s": 30.0,
-                          "error": timeout.to_json()}],
+                          "cpu_s": 0.75, "error": timeout.to_json()}],
         events=[
             event_row(task_id, "attempt_failed", attempt=1, at=T0 + timedelta(seconds=31),
                       data={"error": timeout.to_json()}),
@@ -259,7 +277,7 @@ async def test_attempts_and_events_come_back_in_order(store: TaskStore) -> None:
     assert await store.attempts(task_id) == [
         Attempt(task_id=task_id, number=1, replica="summarizer-1", started_at=T0,
                 outcome=AttemptOutcome.TIMEOUT, finished_at=T0 + timedelta(seconds=31),
-                error=timeout),
+                error=timeout, duration_s=30.0, cpu_s=0.75),
         Attempt(task_id=task_id, number=2, replica="summarizer-2",
                 started_at=T0 + timedelta(seconds=40)),
     ]

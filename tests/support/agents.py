@@ -5,6 +5,7 @@ exactly as a third-party agent would be."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from pathlib import Path
@@ -18,11 +19,17 @@ _SPEC = dict(capabilities=("testing",), examples=("test the platform",),
 
 
 class Sleeper(Agent):
-    """Sleeps `seconds` (cooperatively), then answers with the pid that ran the attempt."""
+    """Sleeps `seconds` (cooperatively), then answers with the pid that ran the attempt. On
+    request it also logs `log` and keeps a CPU busy for `burn_s`."""
 
     spec = AgentSpec(name="sleeper", description="sleeps on request", concurrency=16, **_SPEC)
 
     async def run(self, task: AgentTask) -> dict:
+        if "log" in task.payload:
+            logging.getLogger("tests.sleeper").info("%s", task.payload["log"])
+        burn_until = time.thread_time() + float(task.payload.get("burn_s", 0))
+        while time.thread_time() < burn_until:
+            pass
         await asyncio.sleep(float(task.payload.get("seconds", 0)))
         return {"pid": os.getpid(), "attempt": task.attempt, "echo": task.payload.get("echo")}
 

@@ -59,5 +59,6 @@ def vanish(orchestrator: Orchestrator) -> None:
     """Stop every coroutine of an orchestrator, as if its process were gone."""
     for task in list(orchestrator._background):
         task.cancel()
+    orchestrator.metrics.close()
     if orchestrator.lifecycle.writer._task:
         orchestrator.lifecycle.writer._task.cancel()
