@@ -36,9 +36,7 @@ async def started(tmp_path, redis_url: str, namespace: str) -> Orchestrator:
 
 async def stopped(orchestrator: Orchestrator) -> None:
     await orchestrator.lifecycle.writer.stop()
-    await orchestrator.lifecycle.store.close()
-    vanish(orchestrator)
-    await orchestrator.publisher.close()
+    await vanish(orchestrator)
 
 
 async def test_a_tenants_events_arrive_in_commit_order_with_their_storage_ids(tmp_path):

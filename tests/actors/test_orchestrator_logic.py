@@ -51,8 +51,7 @@ async def test_restart_reconciles_running_tasks_from_storage(orchestrator):
     while (await orchestrator.get(task_id)).status is not TaskStatus.RUNNING:
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.1)  # let the running write commit
-    for task in list(orchestrator._background):  # the old incarnation vanishes
-        task.cancel()
+    await vanish(orchestrator)  # the old incarnation's process is gone
     reborn = Orchestrator(orchestrator.config, backend=orchestrator.test_backend)
     await asyncio.wait_for(reborn.ready(), 10)
     task = await reborn.wait(task_id, 30)
@@ -61,8 +60,7 @@ async def test_restart_reconciles_running_tasks_from_storage(orchestrator):
         AttemptOutcome.LOST, AttemptOutcome.SUCCEEDED]
     assert len(reborn.pools.pools["sleeper"].replicas) == 2  # re-attached, not doubled
     await reborn.drain(5)
-    await reborn.lifecycle.store.close()
-    vanish(reborn)
+    await vanish(reborn)
 
 
 async def test_a_tenant_quota_bounds_its_waiting_tasks_only(tmp_path):

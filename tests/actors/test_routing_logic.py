@@ -96,8 +96,7 @@ class Platform:
 
     async def stop(self, orchestrator: Orchestrator) -> None:
         await orchestrator.lifecycle.writer.stop()
-        await orchestrator.lifecycle.store.close()
-        vanish(orchestrator)
+        await vanish(orchestrator)
         self.running.remove(orchestrator)
 
 

@@ -5,8 +5,8 @@ objects (`InProcessBackend`): for logic tests that need no Ray cluster.
         ...
 
 Defaults suit tests: the test agents, no replicas unless `pools` asks, fast health checks and
-retries, routing off. Afterwards the orchestrator drains (5 s at most) and every coroutine of
-it stops (`vanish`).
+retries, routing off. Afterwards the orchestrator drains (5 s at most), every coroutine of it
+stops and its storage is closed (`vanish`).
 """
 
 from __future__ import annotations
@@ -49,16 +49,29 @@ async def inprocess_orchestrator(tmp_path: Path, **overrides: Any
         yield orchestrator
     finally:
         await orchestrator.drain(5)
-        await orchestrator.lifecycle.store.close()
-        if orchestrator.publisher is not None:
-            await orchestrator.publisher.close()
-        vanish(orchestrator)
+        await vanish(orchestrator)
 
 
-def vanish(orchestrator: Orchestrator) -> None:
-    """Stop every coroutine of an orchestrator, as if its process were gone."""
-    for task in list(orchestrator._background):
+async def vanish(orchestrator: Orchestrator, timeout_s: float = 10.0) -> None:
+    """Stop every coroutine of an orchestrator and close its storage, as if its process were
+    gone (nothing more is drained or committed).
+
+    It waits for the cancelled coroutines to end before closing anything. A coroutine cancelled
+    in the middle of a query closes its database connection as it unwinds; cancelled a second
+    time there (as a test's event loop does to every task left when it closes), SQLAlchemy
+    stops aiosqlite's thread under the graceful close, which then waits forever."""
+    tasks = [*orchestrator._background, *orchestrator.pools._background]
+    lifecycle = getattr(orchestrator, "lifecycle", None)
+    if lifecycle is not None:
+        tasks += [t for t in (lifecycle.writer._task, lifecycle.key_lookup._drainer) if t]
+    for task in tasks:
         task.cancel()
+    _, pending = await asyncio.wait(tasks, timeout=timeout_s) if tasks else (set(), set())
     orchestrator.metrics.close()
-    if orchestrator.lifecycle.writer._task:
-        orchestrator.lifecycle.writer._task.cancel()
+    if pending:
+        raise AssertionError(f"still running {timeout_s}s after being cancelled: "
+                             f"{sorted(t.get_name() for t in pending)}")
+    if lifecycle is not None:
+        await lifecycle.store.close()
+    if orchestrator.publisher is not None:
+        await orchestrator.publisher.close()
