@@ -44,7 +44,7 @@ from actors.errors import (
 from actors.lifecycle import Lifecycle, LiveTask
 from actors.logs import configure_logging
 from actors.metrics import NO_ROUTE, OrchestratorMetrics
-from actors.pools import MAX_REPLICAS, AgentPool, PoolManager, Replica
+from actors.pools import AgentPool, PoolManager, Replica, requested_bounds
 from actors.registry import load_agent_types
 from actors.routing_stage import MAX_DECISION_ERRORS, RouterClient, RoutingStage
 from actors.task_queue import TaskQueue
@@ -52,6 +52,7 @@ from actors.validation import validate_request
 from ml.errors import NoConfidentRoute
 from ml.router import check_description, requested_route
 from storage.errors import Conflict, InvalidRequest, NotFound, StorageError
+from storage.pool_bounds import PoolBoundsStore
 from storage.messages import (
     AgentResult,
     AgentTask,
@@ -120,6 +121,7 @@ class Orchestrator:
         self._inbox_store: Any = None
         self._dead_letters = 0
         self.publisher: Any = None
+        self.pool_bounds: PoolBoundsStore | None = None  # opened with the task store
         self._background: set[asyncio.Task] = set()
         self._spawn(self._start(), "startup")
 
@@ -144,6 +146,8 @@ class Orchestrator:
             self._spawn(self.publisher.run(), "event-publisher")
         self.lifecycle = Lifecycle(store, self.config, on_commit, self.metrics)
         self._serve_metrics()
+        self.pool_bounds = PoolBoundsStore(store.engine)
+        self.pools.apply_operator_bounds(await self.pool_bounds.all())
         self.pools.attach()
         requeued = await self.lifecycle.reconcile(self.agent_types)
         for live in requeued:
@@ -759,32 +763,30 @@ class Orchestrator:
         return killed
 
     async def scale(self, agent_type: str, replicas: int | None = None, *,
-                    min_replicas: int | None = None, max_replicas: int | None = None
-                    ) -> dict[str, Any]:
+                    min_replicas: int | None = None, max_replicas: int | None = None,
+                    reset: bool = False) -> dict[str, Any]:
         """Pin a pool at `replicas`, or let it autoscale between `min_replicas` and
-        `max_replicas` (either may be left as it is). Surplus replicas drain first."""
+        `max_replicas` (either may be left as it is); `reset` gives it its configured bounds
+        again. What an operator sets is stored first, so it outlives this orchestrator.
+        Surplus replicas drain first."""
         pool = self.pools.pools.get(agent_type)
         if pool is None:
             raise NotFound(f"no agent type {agent_type!r}")
-        for name, value in (("replicas", replicas), ("min_replicas", min_replicas),
-                            ("max_replicas", max_replicas)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or not 0 <= value <= MAX_REPLICAS):
-                raise InvalidRequest(f"{name} must be an integer from 0 to {MAX_REPLICAS}")
-        if replicas is not None:
-            if min_replicas is not None or max_replicas is not None:
-                raise InvalidRequest("give either replicas (a fixed size) or "
-                                     "min_replicas/max_replicas (autoscaling bounds), not both")
-            low = high = replicas
-        elif min_replicas is None and max_replicas is None:
-            raise InvalidRequest("give replicas, or min_replicas and/or max_replicas")
+        if reset and (replicas, min_replicas, max_replicas) != (None, None, None):
+            raise InvalidRequest("reset gives the pool its configured bounds; "
+                                 "give it alone")
+        bounds = None if reset else requested_bounds(pool, replicas, min_replicas,
+                                                     max_replicas)
+        await self._wait_ready()
+        assert self.pool_bounds is not None
+        if bounds is None:
+            await self.pool_bounds.remove(agent_type)
+            self.pools.reset_size(agent_type)
         else:
-            low = pool.min_replicas if min_replicas is None else min_replicas
-            high = pool.max_replicas if max_replicas is None else max_replicas
-            if low > high:
-                raise InvalidRequest(f"min_replicas ({low}) is above max_replicas ({high})")
-        self.pools.set_size(agent_type, low, high)
-        log.info("pool %s set to %d..%d replicas by hand", agent_type, low, high)
+            await self.pool_bounds.put(agent_type, *bounds)
+            self.pools.set_size(agent_type, *bounds)
+        log.info("pool %s set to %d..%d replicas by %s", agent_type, pool.min_replicas,
+                 pool.max_replicas, "its configuration" if reset else "hand")
         await self.pools.update()
         return pool.snapshot()
 

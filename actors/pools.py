@@ -24,6 +24,7 @@ from actors.autoscaler import Autoscaler, wanted_replicas
 from actors.config import OrchestratorConfig, PoolConfig
 from actors.errors import CallTimedOut
 from actors.metrics import OrchestratorMetrics
+from storage.errors import InvalidRequest
 from storage.messages import AgentContext, Resources
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ class AgentPool:
         self.agent_type = agent_class.spec.name
         self.min_replicas = min_replicas
         self.max_replicas = max_replicas
+        self.configured_bounds = (min_replicas, max_replicas)
+        self.bounds_set_by = "config"  # or "operator" (`PoolManager.set_size`)
         self.desired = min_replicas
         self.resources = resources
         self.concurrency = concurrency
@@ -118,6 +121,7 @@ class AgentPool:
             "live": self.live_count(),
             "min_replicas": self.min_replicas,
             "max_replicas": self.max_replicas,
+            "bounds_set_by": self.bounds_set_by,
             "target_backlog": self.target_backlog,
             "concurrency": self.concurrency,
             "restarts": self.restarts,
@@ -140,6 +144,30 @@ def pool_bounds(override: PoolConfig, default_replicas: int | None,
                            declared_replicas) if v is not None)
     high = override.max_replicas if override.max_replicas is not None else low
     return low, max(low, high)
+
+
+def requested_bounds(pool: AgentPool, replicas: int | None, min_replicas: int | None,
+                     max_replicas: int | None) -> tuple[int, int]:
+    """The (min, max) an operator asks for: `replicas` pins the pool; `min_replicas` and/or
+    `max_replicas` change its bounds (the one not given stays). `InvalidRequest` says what is
+    wrong with a request."""
+    for name, value in (("replicas", replicas), ("min_replicas", min_replicas),
+                        ("max_replicas", max_replicas)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 0 <= value <= MAX_REPLICAS):
+            raise InvalidRequest(f"{name} must be an integer from 0 to {MAX_REPLICAS}")
+    if replicas is not None:
+        if min_replicas is not None or max_replicas is not None:
+            raise InvalidRequest("give either replicas (a fixed size) or "
+                                 "min_replicas/max_replicas (autoscaling bounds), not both")
+        return replicas, replicas
+    if min_replicas is None and max_replicas is None:
+        raise InvalidRequest("give replicas, or min_replicas and/or max_replicas")
+    low = pool.min_replicas if min_replicas is None else min_replicas
+    high = pool.max_replicas if max_replicas is None else max_replicas
+    if low > high:
+        raise InvalidRequest(f"min_replicas ({low}) is above max_replicas ({high})")
+    return low, high
 
 
 class PoolManager:
@@ -169,6 +197,17 @@ class PoolManager:
         self.on_change: Any = None
         self._starting: set[str] = set()
         self._background: set[asyncio.Task] = set()
+
+    def apply_operator_bounds(self, saved: Mapping[str, tuple[int, int]]) -> None:
+        """Give pools the bounds operators set before this orchestrator started (stored;
+        see `storage.pool_bounds`). Call before `attach`, which sizes pools within them."""
+        for agent_type, (low, high) in saved.items():
+            if agent_type not in self.pools:
+                log.warning("ignoring stored bounds of %s, an agent type not registered",
+                            agent_type)
+                continue
+            self.set_size(agent_type, low, high)
+            log.info("pool %s keeps the bounds an operator set: %d..%d", agent_type, low, high)
 
     def attach(self) -> None:
         """Adopt the replicas Ray still runs; kill those of unknown types. An autoscaled pool
@@ -246,7 +285,14 @@ class PoolManager:
         """Set a pool's bounds by hand (equal bounds pin its size)."""
         pool = self.pools[agent_type]
         pool.set_bounds(min_replicas, max_replicas)
+        pool.bounds_set_by = "operator"
         self.autoscaler.forget(agent_type)
+        return pool
+
+    def reset_size(self, agent_type: str) -> AgentPool:
+        """Give a pool its configured bounds again."""
+        pool = self.set_size(agent_type, *self.pools[agent_type].configured_bounds)
+        pool.bounds_set_by = "config"
         return pool
 
     async def _start(self, pool: AgentPool, replica: Replica) -> None:

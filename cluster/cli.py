@@ -159,11 +159,11 @@ def cmd_cancel(args: argparse.Namespace) -> None:
 
 def cmd_scale(args: argparse.Namespace) -> None:
     pool = _client().scale(args.agent_type, args.replicas, min_replicas=args.min,
-                           max_replicas=args.max)
+                           max_replicas=args.max, reset=args.reset)
     bounds = (f"pinned at {pool['min_replicas']}" if pool["min_replicas"] == pool["max_replicas"]
               else f"autoscaling {pool['min_replicas']}..{pool['max_replicas']}")
-    _print(args, pool, f"{pool['agent_type']}: {bounds}, {pool['desired']} desired, "
-                       f"{pool['live']} live")
+    _print(args, pool, f"{pool['agent_type']}: {bounds} (set by {pool['bounds_set_by']}), "
+                       f"{pool['desired']} desired, {pool['live']} live")
 
 
 def cmd_inbox(args: argparse.Namespace) -> None:
@@ -370,12 +370,15 @@ def parser() -> argparse.ArgumentParser:
     requeue.add_argument("task_id")
     cancel = add("cancel", cmd_cancel, "cancel a queued or running task")
     cancel.add_argument("task_id")
-    scale = add("scale", cmd_scale, "pin a pool's replica count, or set its autoscaling bounds")
+    scale = add("scale", cmd_scale, "pin a pool's replica count, or set its autoscaling bounds "
+                "(kept across restarts until --reset)")
     scale.add_argument("agent_type")
     scale.add_argument("replicas", type=int, nargs="?",
                        help="pin the pool at this many replicas (surplus ones drain first)")
     scale.add_argument("--min", type=int, help="autoscale: fewest replicas")
     scale.add_argument("--max", type=int, help="autoscale: most replicas")
+    scale.add_argument("--reset", action="store_true",
+                       help="give the pool its configured bounds again")
     inbox = add("inbox", cmd_inbox, "messages delivered to an agent type's inbox")
     inbox.add_argument("agent_type")
     inbox.add_argument("--all", action="store_true", help="include acknowledged messages")

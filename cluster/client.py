@@ -122,11 +122,13 @@ class Client:
         return self._call("ack_message", message_id)
 
     def scale(self, agent_type: str, replicas: int | None = None, *,
-              min_replicas: int | None = None, max_replicas: int | None = None
-              ) -> dict[str, Any]:
-        """Pin a pool at `replicas`, or set its autoscaling bounds; returns the pool."""
+              min_replicas: int | None = None, max_replicas: int | None = None,
+              reset: bool = False) -> dict[str, Any]:
+        """Pin a pool at `replicas`, or set its autoscaling bounds, or with `reset` give it
+        its configured bounds again; what is set outlives orchestrator restarts. Returns the
+        pool."""
         return self._call("scale", agent_type, replicas, min_replicas=min_replicas,
-                          max_replicas=max_replicas)
+                          max_replicas=max_replicas, reset=reset)
 
     def feedback(self, task_id: str, agent_type: str) -> dict[str, Any]:
         """Teach the router that this task should have gone to `agent_type`:

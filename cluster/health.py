@@ -62,6 +62,8 @@ def report(status: dict[str, Any], stats: dict[str, dict[str, Any]]) -> str:
             size += f" (+{pool['draining']} draining)"
         if pool.get("max_replicas", 0) > pool.get("min_replicas", 0):
             size += f" autoscaling {pool['min_replicas']}..{pool['max_replicas']}"
+        if pool.get("bounds_set_by") == "operator":
+            size += " (set by operator)"
         lines.append(f"  {name:<15} {size}  queued {status['queued'].get(name, 0)}  running "
                      f"{running}  restarts {pool['restarts']}  | {recent}")
     routing = status.get("routing", {})

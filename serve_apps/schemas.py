@@ -94,12 +94,14 @@ class RouteBody(StrictBody):
 
 
 class ScaleBody(StrictBody):
-    """Either `replicas` (pin the pool at that size) or `min_replicas` and/or `max_replicas`
-    (autoscaling bounds)."""
+    """Either `replicas` (pin the pool at that size), or `min_replicas` and/or `max_replicas`
+    (autoscaling bounds), or `reset` (the configured bounds again). What is set is kept
+    across orchestrator restarts until reset."""
 
     replicas: int | None = Field(default=None, ge=0, le=256)
     min_replicas: int | None = Field(default=None, ge=0, le=256)
     max_replicas: int | None = Field(default=None, ge=0, le=256)
+    reset: bool = False
 
 
 class ErrorDetail(BaseModel):

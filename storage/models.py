@@ -1,6 +1,6 @@
 """SQLAlchemy models of what the platform keeps: tasks, their attempts, their event log, the
-messages waiting in agents' inboxes, the routing examples the router learned, and the HTTP API's
-users, API keys, refresh tokens and audit log.
+messages waiting in agents' inboxes, the routing examples the router learned, the pool bounds
+operators set, and the HTTP API's users, API keys, refresh tokens and audit log.
 
 Table names live here and nowhere else. The schema is created and changed only by the Alembic
 migrations in `storage/migrations`; these models must match the latest migration (a test checks).
@@ -26,6 +26,7 @@ USERS = "users"
 API_KEYS = "api_keys"
 REFRESH_TOKENS = "refresh_tokens"
 AUDIT_EVENTS = "audit_events"
+POOL_BOUNDS = "pool_bounds"
 
 JsonColumn = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 EventId = BigInteger().with_variant(Integer(), "sqlite")
@@ -194,6 +195,18 @@ class AuditEventRow(Base):
     __table_args__ = (Index("ix_audit_events_tenant_id", "tenant", "id"),)
 
 
+class PoolBoundsRow(Base):
+    """The replica bounds an operator set for one agent type's pool (equal bounds pin it);
+    they replace the configured bounds until removed."""
+
+    __tablename__ = POOL_BOUNDS
+
+    agent_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    min_replicas: Mapped[int] = mapped_column(Integer)
+    max_replicas: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
 tasks_table = TaskRow.__table__
 attempts_table = AttemptRow.__table__
 events_table = EventRow.__table__
@@ -203,3 +216,4 @@ users_table = UserRow.__table__
 api_keys_table = ApiKeyRow.__table__
 refresh_tokens_table = RefreshTokenRow.__table__
 audit_events_table = AuditEventRow.__table__
+pool_bounds_table = PoolBoundsRow.__table__

@@ -52,12 +52,13 @@ async def agent_stats(request: Request, caller: Caller,
 
 
 @router.post("/agents/{agent_type}/scale",
-             summary="Pin a pool's size, or set its autoscaling bounds")
+             summary="Pin a pool's size, set its autoscaling bounds, or reset them")
 async def scale(agent_type: str, body: ScaleBody, request: Request,
                 caller: Caller) -> dict[str, Any]:
     svc = services(request)
     pool = await svc.port.call("scale", agent_type, body.replicas,
-                               min_replicas=body.min_replicas, max_replicas=body.max_replicas)
+                               min_replicas=body.min_replicas, max_replicas=body.max_replicas,
+                               reset=body.reset)
     await audit(request, caller.tenant, caller.subject, "pool_scaled", target=agent_type,
-                details=body.model_dump(exclude_none=True))
+                details=body.model_dump(exclude_defaults=True))
     return pool

@@ -13,7 +13,8 @@ import pytest
 from actors.config import AutoscaleConfig, PoolConfig
 from storage.errors import InvalidRequest, NotFound
 from storage.messages import AttemptOutcome, TaskRequest, TaskStatus
-from tests.support.inprocess_platform import inprocess_orchestrator
+from actors.orchestrator import Orchestrator
+from tests.support.inprocess_platform import inprocess_orchestrator, vanish
 
 IDLE_S = 1.0
 
@@ -153,6 +154,7 @@ async def test_operators_pin_a_pool_or_set_its_bounds(tmp_path):
     (("sleeper", -1), {}, "replicas must be an integer from 0 to 256"),
     (("sleeper",), {"max_replicas": 1000}, "max_replicas must be an integer"),
     (("sleeper", True), {}, "replicas must be an integer"),
+    (("sleeper", 1), {"reset": True}, "give it alone"),
 ])
 async def test_bad_scale_requests_say_why_and_change_nothing(tmp_path, args, kwargs, message):
     pools = {"sleeper": PoolConfig(min_replicas=1, max_replicas=2)}
@@ -161,9 +163,76 @@ async def test_bad_scale_requests_say_why_and_change_nothing(tmp_path, args, kwa
             await orchestrator.scale(*args, **kwargs)
         pool = orchestrator.pools.pools["sleeper"]
         assert (pool.min_replicas, pool.max_replicas, pool.desired) == (1, 2, 1)
+        assert pool.bounds_set_by == "config" and await orchestrator.pool_bounds.all() == {}
 
 
 async def test_scaling_an_unknown_agent_type_is_not_found(tmp_path):
     async with inprocess_orchestrator(tmp_path) as orchestrator:
         with pytest.raises(NotFound, match="no agent type 'nope'"):
             await orchestrator.scale("nope", 1)
+
+
+async def restarted(orchestrator) -> Orchestrator:
+    """A new orchestrator on the same database and replicas, the old one's process gone."""
+    await vanish(orchestrator)
+    reborn = Orchestrator(orchestrator.config, backend=orchestrator.test_backend)
+    await asyncio.wait_for(reborn.ready(), 10)
+    reborn.test_backend = orchestrator.test_backend
+    return reborn
+
+
+async def test_bounds_an_operator_set_outlive_the_orchestrator_until_reset(tmp_path):
+    pools = {"sleeper": PoolConfig(replicas=1)}
+    async with inprocess_orchestrator(tmp_path, pools=pools) as first:
+        pinned = await first.scale("sleeper", 3)
+        assert (pinned["desired"], pinned["bounds_set_by"]) == (3, "operator")
+        await eventually(lambda: first.pools.pools["sleeper"].live_count() == 3,
+                         what="three live replicas")
+        names = set(first.pools.pools["sleeper"].replicas)
+
+        second = await restarted(first)
+        try:
+            pool = second.pools.pools["sleeper"]
+            assert (pool.min_replicas, pool.max_replicas, pool.bounds_set_by) == (
+                3, 3, "operator")
+            assert set(pool.replicas) == names  # re-attached, none stopped or started
+            done = await second.wait(await second.submit(
+                TaskRequest("after", {"seconds": 0}, "sleeper")), 10)
+            assert done.status is TaskStatus.SUCCEEDED
+
+            reset = await second.scale("sleeper", reset=True)
+            assert (reset["min_replicas"], reset["max_replicas"], reset["desired"],
+                    reset["bounds_set_by"]) == (1, 1, 1, "config")
+            await eventually(lambda: len(pool.replicas) == 1, what="the pool back at one")
+        finally:
+            third = await restarted(second)
+        try:
+            pool = third.pools.pools["sleeper"]
+            assert (pool.min_replicas, pool.max_replicas, pool.bounds_set_by) == (
+                1, 1, "config")
+        finally:
+            await third.drain(5)
+            await vanish(third)
+
+
+async def test_a_restarted_orchestrator_keeps_the_replicas_its_pool_had_grown_to(tmp_path):
+    pools = {"sleeper": PoolConfig(min_replicas=1, max_replicas=3, target_backlog=1)}
+    async with inprocess_orchestrator(
+            tmp_path, pools=pools, autoscale=AutoscaleConfig(downscale_delay_s=IDLE_S)
+    ) as first:
+        ids = await first.submit_many(
+            [TaskRequest(f"{i}", {"seconds": 0.3}, "sleeper") for i in range(12)])
+        await eventually(lambda: first.pools.pools["sleeper"].live_count() == 3,
+                         what="three live replicas")
+        grown = set(first.pools.pools["sleeper"].replicas)
+        await first.wait_many(ids, 30)
+
+        reborn = await restarted(first)
+        try:
+            pool = reborn.pools.pools["sleeper"]
+            assert set(pool.replicas) == grown and pool.desired == 3
+            assert pool.bounds_set_by == "config"
+            await eventually(lambda: len(pool.replicas) == 1, what="the idle pool back at one")
+        finally:
+            await reborn.drain(5)
+            await vanish(reborn)

@@ -146,8 +146,11 @@ def test_scale_sets_autoscaling_bounds_or_pins_a_pool(running, env):
     refused = ymera(env, "scale", "calculator", "--min", "4", "--max", "2", check=False)
     assert refused.returncode != 0
     assert "min_replicas (4) is above max_replicas (2)" in refused.stderr + refused.stdout
-    assert "calculator: pinned at 1" in ymera(env, "scale", "calculator", "1").stdout
-    assert "autoscaling" not in status_line()
+    assert "calculator: pinned at 1 (set by operator)" in ymera(env, "scale", "calculator",
+                                                                  "1").stdout
+    assert "autoscaling" not in status_line() and "(set by operator)" in status_line()
+    assert "(set by config)" in ymera(env, "scale", "calculator", "--reset").stdout
+    assert "(set by operator)" not in status_line()
 
 
 def test_up_serves_the_orchestrator_metrics_and_the_api_metrics(running, env):

@@ -145,7 +145,7 @@ async def test_operators_set_a_pools_autoscaling_bounds_over_http(platform: Plat
     assert (bounds.json()["min_replicas"], bounds.json()["max_replicas"]) == (1, 3)
     for body, status in [({"replicas": 2, "max_replicas": 3}, 400),
                          ({"min_replicas": 3, "max_replicas": 2}, 400), ({}, 400),
-                         ({"max_replicas": 257}, 400)]:
+                         ({"max_replicas": 257}, 400), ({"reset": True, "replicas": 1}, 400)]:
         refused = await client.post(url, headers=headers, json=body)
         assert refused.status_code == status, (body, refused.text)
     pool = (await client.post(url, headers=headers, json={"max_replicas": 3})).json()
@@ -154,6 +154,9 @@ async def test_operators_set_a_pools_autoscaling_bounds_over_http(platform: Plat
     assert [e.details for e in events if e.action == "pool_scaled"][-2:] in (
         [{"min_replicas": 1, "max_replicas": 3}, {"max_replicas": 3}],
         [{"max_replicas": 3}, {"min_replicas": 1, "max_replicas": 3}])
+    assert pool["bounds_set_by"] == "operator"
+    reset = (await client.post(url, headers=headers, json={"reset": True})).json()
+    assert reset["bounds_set_by"] == "config"
 
 
 async def test_agents_view_and_route_without_router(platform: Platform, client) -> None:
