@@ -173,8 +173,8 @@ async def _admin(admin_url: str, statement: str) -> None:
 
 
 def run_core_benchmark(args: Any) -> dict[str, Any]:
-    ray.init(namespace="ymera-bench", include_dashboard=False, log_to_driver=False,
-             logging_level="WARNING")
+    ray.init(address="local", namespace="ymera-bench", include_dashboard=False,
+             log_to_driver=False, logging_level="WARNING")  # its own cluster, never a running one
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(),
                                           "memory_gb": round(psutil.virtual_memory().total / 2**30)}}
     try:

@@ -292,8 +292,8 @@ def measure(levels: Sequence[int], requests: int, duration_s: float | None,
             replicas: int) -> dict[str, Any]:
     """Start everything, measure every level, tear everything down; the report."""
     started = time.perf_counter()
-    ray.init(namespace="ymera-bench-api", include_dashboard=False, log_to_driver=False,
-             logging_level="WARNING")
+    ray.init(address="local", namespace="ymera-bench-api", include_dashboard=False,
+             log_to_driver=False, logging_level="WARNING")  # its own cluster, never a running one
     try:
         with tempfile.TemporaryDirectory() as state:
             database_url = f"sqlite:///{Path(state) / 'bench.db'}"

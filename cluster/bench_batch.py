@@ -127,8 +127,9 @@ def batch_job(job_server: str, state: Path, tasks: int) -> dict[str, Any]:
 
 def run_batch_benchmark(args: Any) -> dict[str, Any]:
     dashboard_port = _free_port()
-    ray.init(namespace="ymera-bench", include_dashboard=True, dashboard_host="127.0.0.1",
-             dashboard_port=dashboard_port, log_to_driver=False, logging_level="WARNING")
+    ray.init(address="local", namespace="ymera-bench", include_dashboard=True,  # its own cluster
+             dashboard_host="127.0.0.1", dashboard_port=dashboard_port, log_to_driver=False,
+             logging_level="WARNING")
     memory_gb = round(psutil.virtual_memory().total / 2**30)
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "memory_gb": memory_gb}}
     try:

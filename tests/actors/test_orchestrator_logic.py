@@ -9,9 +9,8 @@ import pytest
 
 from actors.config import PoolConfig
 from actors.errors import QueueFull
-from actors.orchestrator import Orchestrator
 from storage.messages import AttemptOutcome, TaskRequest, TaskStatus
-from tests.support.inprocess_platform import inprocess_orchestrator, vanish
+from tests.support.inprocess_platform import inprocess_orchestrator, restarted, vanish
 
 
 @pytest.fixture
@@ -51,9 +50,7 @@ async def test_restart_reconciles_running_tasks_from_storage(orchestrator):
     while (await orchestrator.get(task_id)).status is not TaskStatus.RUNNING:
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.1)  # let the running write commit
-    await vanish(orchestrator)  # the old incarnation's process is gone
-    reborn = Orchestrator(orchestrator.config, backend=orchestrator.test_backend)
-    await asyncio.wait_for(reborn.ready(), 10)
+    reborn = await restarted(orchestrator)  # the old incarnation's process is gone
     task = await reborn.wait(task_id, 30)
     assert task.status is TaskStatus.SUCCEEDED and task.attempts == 2
     assert [a.outcome for a in await reborn.attempts(task_id)] == [

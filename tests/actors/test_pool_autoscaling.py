@@ -13,8 +13,7 @@ import pytest
 from actors.config import AutoscaleConfig, PoolConfig
 from storage.errors import InvalidRequest, NotFound
 from storage.messages import AttemptOutcome, TaskRequest, TaskStatus
-from actors.orchestrator import Orchestrator
-from tests.support.inprocess_platform import inprocess_orchestrator, vanish
+from tests.support.inprocess_platform import inprocess_orchestrator, restarted, vanish
 
 IDLE_S = 1.0
 
@@ -170,15 +169,6 @@ async def test_scaling_an_unknown_agent_type_is_not_found(tmp_path):
     async with inprocess_orchestrator(tmp_path) as orchestrator:
         with pytest.raises(NotFound, match="no agent type 'nope'"):
             await orchestrator.scale("nope", 1)
-
-
-async def restarted(orchestrator) -> Orchestrator:
-    """A new orchestrator on the same database and replicas, the old one's process gone."""
-    await vanish(orchestrator)
-    reborn = Orchestrator(orchestrator.config, backend=orchestrator.test_backend)
-    await asyncio.wait_for(reborn.ready(), 10)
-    reborn.test_backend = orchestrator.test_backend
-    return reborn
 
 
 async def test_bounds_an_operator_set_outlive_the_orchestrator_until_reset(tmp_path):

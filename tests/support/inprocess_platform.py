@@ -42,14 +42,26 @@ async def inprocess_orchestrator(tmp_path: Path, **overrides: Any
     url = f"sqlite:///{tmp_path}/ymera.db"
     await migrate_async(url)
     backend = InProcessBackend()
-    orchestrator = Orchestrator(config_for_tests(url, **overrides), backend=backend)
-    await asyncio.wait_for(orchestrator.ready(), 10)
-    orchestrator.test_backend = backend
+    orchestrator = await started(config_for_tests(url, **overrides), backend)
     try:
         yield orchestrator
     finally:
         await orchestrator.drain(5)
         await vanish(orchestrator)
+
+
+async def started(config: OrchestratorConfig, backend: InProcessBackend) -> Orchestrator:
+    orchestrator = Orchestrator(config, backend=backend)
+    await asyncio.wait_for(orchestrator.ready(), 10)
+    orchestrator.test_backend = backend
+    return orchestrator
+
+
+async def restarted(orchestrator: Orchestrator) -> Orchestrator:
+    """The orchestrator that takes over when this one's process is gone: the same
+    configuration, database and replicas (the caller drains and vanishes it)."""
+    await vanish(orchestrator)
+    return await started(orchestrator.config, orchestrator.test_backend)
 
 
 async def vanish(orchestrator: Orchestrator, timeout_s: float = 10.0) -> None:
