@@ -25,7 +25,8 @@ ALERT_TESTS = PROMETHEUS_DIR / "alerts.test.yml"
 SCRAPE_CONFIGS = ("prometheus.local.yml", "prometheus.cluster.yml")
 DASHBOARD = ROOT / "cluster" / "grafana" / "ymera-dashboard.json"
 CATALOGUE = ROOT / "docs" / "metrics.md"
-EXPECTED_ALERTS = {"YmeraAgentTypeFailing", "YmeraDeadLettersGrowing", "YmeraQueueBacklogGrowing",
+EXPECTED_ALERTS = {"YmeraOrchestratorMetricsDown", "YmeraAgentTypeFailing",
+                   "YmeraDeadLettersGrowing", "YmeraQueueBacklogGrowing",
                    "YmeraReplicasBelowDesired", "YmeraApiLatencyHigh", "YmeraNoConfidentRouteHigh"}
 BUILT_IN_METRICS = {"up"}
 """Metrics the files may use that docs/metrics.md does not list: Prometheus's own."""
