@@ -9,7 +9,9 @@ Guarantees:
   same task id and runs the task once;
 - `wait` (0 < wait ≤ `wait_max_s`) bounds a synchronous answer: 200 with the finished task, or
   202 with the task as it stands; without `wait` the answer is 202 at once;
-- requeues are written to the audit log.
+- requeues are written to the audit log;
+- the request's log lines (its access line among them) carry the id of the task it submitted
+  or acted on, which joins a request id to the task's own log lines.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
+from actors.logs import bind_log_context
 from serve_apps.permissions import Principal
 from serve_apps.routes.access import API_PREFIX, Caller, audit, authorize, services
 from serve_apps.schemas import AttemptsOut, FeedbackBody, TaskBody, TaskOut, TaskPageOut
@@ -40,6 +43,7 @@ async def owned_task(request: Request, caller: Principal, task_id: str) -> Task:
         task = None
     if task is None or task.tenant != caller.tenant:
         raise NotFound(f"no task with id {task_id!r}", {"task_id": task_id})
+    bind_log_context(task_id=task.id, agent_type=task.agent_type)
     return task
 
 
@@ -62,6 +66,7 @@ async def submit_task(
         idempotency_key=idempotency_key or f"auto:{uuid.uuid4().hex}", tenant=caller.tenant,
         batch_id=body.batch_id)
     task = await svc.port.call("accept", task_request, wait)
+    bind_log_context(task_id=task.id, agent_type=task.agent_type)
     if task.status.is_terminal:
         response.status_code = 200
     response.headers["Location"] = f"{API_PREFIX}/tasks/{task.id}"

@@ -127,3 +127,25 @@ async def test_every_log_line_of_a_request_carries_its_id_and_tenant(
     assert "tenant" not in access["trace-metrics-2"]
     assert all(line.get("request_id") in ("trace-metrics-1", "trace-metrics-2")
                for line in lines if line["logger"].startswith("serve_apps"))
+
+
+async def test_a_requests_log_lines_name_the_task_it_submitted_or_read(
+        platform: Platform, client, json_logs: None, capsys) -> None:
+    headers = platform.bearer("acme", "submitter")
+    submitted = await client.post(f"{API}/tasks", headers={**headers, "X-Request-ID": "sub-1"},
+                                  json={"description": "echo", "agent_type": "sleeper"})
+    assert submitted.status_code in (200, 202), submitted.text
+    task_id = submitted.json()["id"]
+    read = await client.get(f"{API}/tasks/{task_id}", headers={**headers,
+                                                               "X-Request-ID": "read-1"})
+    assert read.status_code == 200
+    missing = await client.get(f"{API}/tasks/{'0' * 32}", headers={**headers,
+                                                                   "X-Request-ID": "miss-1"})
+    assert missing.status_code == 404
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()
+             if line.startswith("{")]
+    access = {line["request_id"]: line for line in lines if line["logger"] == "serve_apps.api"}
+    for request_id in ("sub-1", "read-1"):
+        assert (access[request_id]["task_id"], access[request_id]["agent_type"]) == (
+            task_id, "sleeper"), access[request_id]
+    assert "task_id" not in access["miss-1"]  # no task was found to name
