@@ -281,19 +281,18 @@ class PoolManager:
         self.metrics.pool_scaled(pool.agent_type, direction)
         pool.desired = size
 
-    def set_size(self, agent_type: str, min_replicas: int, max_replicas: int) -> AgentPool:
+    def set_size(self, agent_type: str, min_replicas: int, max_replicas: int,
+                 set_by: str = "operator") -> AgentPool:
         """Set a pool's bounds by hand (equal bounds pin its size)."""
         pool = self.pools[agent_type]
         pool.set_bounds(min_replicas, max_replicas)
-        pool.bounds_set_by = "operator"
+        pool.bounds_set_by = set_by
         self.autoscaler.forget(agent_type)
         return pool
 
     def reset_size(self, agent_type: str) -> AgentPool:
         """Give a pool its configured bounds again."""
-        pool = self.set_size(agent_type, *self.pools[agent_type].configured_bounds)
-        pool.bounds_set_by = "config"
-        return pool
+        return self.set_size(agent_type, *self.pools[agent_type].configured_bounds, "config")
 
     async def _start(self, pool: AgentPool, replica: Replica) -> None:
         try:
