@@ -2,7 +2,8 @@
 
 A task that names no agent type is committed as queued without one, then waits here, highest
 priority first, then oldest. The stage sends the router one batch at a time (up to `batch_max`
-descriptions, with each type's current load) and hands each decision to the orchestrator.
+descriptions, each with its task's tenant, with each type's current load) and hands each
+decision to the orchestrator.
 
 When the router is lost, restarting or slow, the batch keeps its place at the front of the line
 and the stage asks again after a backoff (0.5 s doubling to 5 s): the tasks stay queued, durable
@@ -12,7 +13,8 @@ cannot hold up the rest; a task the router fails on `MAX_DECISION_ERRORS` times 
 with the error (the orchestrator fails it with `router_error`).
 
 Tasks that succeeded on a confident semantic route are reported to the router in the background
-(`learned`), at most `LEARN_BATCH` at a time; learning is best effort and bounded.
+(`learned`, with their tenant, whose examples they become), at most `LEARN_BATCH` at a time;
+learning is best effort and bounded.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class RoutingStage:
         self._one_at_a_time: set[str] = set()
         self._errors: collections.Counter[str] = collections.Counter()
         self._wakeup = asyncio.Event()
-        self._learned: collections.deque[tuple[str, str, str, float]] = collections.deque(
+        self._learned: collections.deque[tuple[str, str, str, float, str]] = collections.deque(
             maxlen=LEARN_BACKLOG)
 
     def __len__(self) -> int:
@@ -96,7 +98,7 @@ class RoutingStage:
     def learned(self, live: LiveTask) -> None:
         """Report that `live` succeeded on its semantic route (sent in the background)."""
         self._learned.append((live.id, live.description, live.agent_type or "",
-                              live.route_confidence))
+                              live.route_confidence, live.tenant))
 
     def snapshot(self) -> dict[str, Any]:
         return {"waiting": len(self.live), "deciding": len(self.deciding),
@@ -143,7 +145,8 @@ class RoutingStage:
         self.deciding.update(live.id for live in batch)
         try:
             decisions = await self.router.call(
-                "decide_many", [live.description for live in batch], self.load())
+                "decide_many", [live.description for live in batch], self.load(),
+                [live.tenant for live in batch])
         except Exception as exc:  # lost, timed out, or the router raised: see `_failed`
             return await self._failed(batch, exc)
         finally:

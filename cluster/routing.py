@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.errors import InvalidRequest
+from storage.private_files import private_directory
 
 POLICY_FILE = "router-policy.json"
 BASELINES_FILE = "router-baselines.json"
@@ -37,7 +38,7 @@ def load_policy(state_dir: Path) -> Any:
 
 
 def save_policy(state_dir: Path, policy: Any) -> Path:
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(state_dir)
     path = state_dir / POLICY_FILE
     path.write_text(json.dumps({k: getattr(policy, k) for k in FITTED_FIELDS}, indent=2))
     return path
@@ -57,7 +58,7 @@ def load_baseline_thresholds(state_dir: Path) -> dict[str, dict[str, float]]:
 
 
 def save_baseline_thresholds(state_dir: Path, policies: dict[str, Any]) -> Path:
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(state_dir)
     path = state_dir / BASELINES_FILE
     stored = {**load_baseline_thresholds(state_dir),
               **{name: {k: getattr(policy, k) for k in FITTED_FIELDS}

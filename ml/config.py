@@ -32,6 +32,10 @@ class RouterConfig:
     learn: bool = True
     learn_min_confidence: float = 0.8
     max_learned_per_type: int = 1000
+    # How many tenants' stored examples the router keeps indexed in memory, counted in examples
+    # (plus one per tenant); the least recently used tenants beyond it are dropped and reloaded
+    # from storage on their next use (`ml.tenant_examples`).
+    tenant_cache_examples: int = 50_000
     stats_window_s: float = 3600.0
     stats_interval_s: float = 15.0
     decision_timeout_s: float = 120.0

@@ -119,17 +119,31 @@ class ExampleIndex:
             if self.embedder is None:
                 raise ValueError("this index has no embedder: pass the vectors of the texts")
             vectors = self.embedder.encode(list(texts))
+        keys = list(keys) if keys is not None else [None] * len(texts)
+        return self.add_examples([Example(text, agent_type, source, key)
+                                  for text, key in zip(texts, keys)], vectors)
+
+    def add_examples(self, examples: Sequence[Example], vectors: np.ndarray) -> int:
+        """Add `examples` (of any types and sources) with their unit `vectors`, one row each,
+        in one step; return how many were added."""
+        for example in examples:
+            if example.source not in SOURCES:
+                raise InvalidRequest(f"example source {example.source!r} must be one of "
+                                     f"{', '.join(SOURCES)}",
+                                     {"source": example.source, "sources": list(SOURCES)})
+            if not example.agent_type:
+                raise InvalidRequest("an example needs an agent type")
+        if not examples:
+            return 0
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.shape != (len(texts), self.dimension):
-            raise ValueError(f"expected vectors of shape {(len(texts), self.dimension)}, "
+        if vectors.shape != (len(examples), self.dimension):
+            raise ValueError(f"expected vectors of shape {(len(examples), self.dimension)}, "
                              f"got {vectors.shape}")
         with self._lock:
             self._faiss.add(vectors)
             self._vectors = np.vstack([self._vectors, vectors])
-            keys = list(keys) if keys is not None else [None] * len(texts)
-            self._examples.extend(Example(text, agent_type, source, key)
-                                  for text, key in zip(texts, keys))
-        return len(texts)
+            self._examples.extend(examples)
+        return len(examples)
 
     def remove_type(self, agent_type: str, sources: Collection[str] = SOURCES) -> int:
         """Drop the examples of `agent_type` (only those from `sources`, by default all);

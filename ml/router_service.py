@@ -1,18 +1,26 @@
 """The ML decision actor: the semantic router as a long-lived service that learns from outcomes.
 
 The orchestrator sends it the descriptions of tasks that name no agent type, a batch at a time,
-with each type's current load, and gets back one `RouteDecision` per task (`routed` false when no
-type is a confident match). It reports the tasks that succeeded on a confident semantic route,
-which become `learned` examples, and relays users' corrections, which become `feedback` examples
-(and replace learned or feedback examples of other types for nearly the same text). Every
+each with its tenant, with each type's current load, and gets back one `RouteDecision` per task
+(`routed` false when no type is a confident match). It reports the tasks that succeeded on a
+confident semantic route, which become `learned` examples of the task's tenant, and relays
+users' corrections, which become `feedback` examples of the task's tenant (and replace that
+tenant's learned or feedback examples of other types for nearly the same text). Every
 `stats_interval_s` it reads each type's recent success rate and latency from storage, so a type
 that keeps failing loses standing in close calls.
+
+Tenants share the agents' declared examples (and the out-of-scope phrases); learned and feedback
+examples belong to one tenant. A decision for a tenant searches the shared examples and that
+tenant's own only, so another tenant's examples neither sway it nor appear in its `nearest`;
+feedback replaces only its own tenant's examples. Each tenant's examples are indexed on first use
+and kept in an LRU cache bounded by `RouterConfig.tenant_cache_examples` (`ml.tenant_examples`).
 
 Fault-tolerance contract
 - Durable: learned and feedback examples, in storage (`storage.example_store`), committed before
   they join the index.
-- Rebuilt on (re)start: the index, from the agent types' declared examples plus every stored
-  example; the per-type statistics, from storage.
+- Rebuilt on (re)start: the shared index, from the agent types' declared examples; each
+  tenant's index, from its stored examples when it is next needed; the per-type statistics,
+  from storage.
 - Not kept: decisions in flight (the orchestrator retries them: a task is durable before it is
   routed) and learning reports not yet applied (learning is best effort).
 
@@ -33,10 +41,12 @@ from typing import TYPE_CHECKING, Any
 from ml.config import RouterConfig
 from ml.decision import TypeStats
 from ml.errors import EmbeddingModelUnavailable, RouterUnavailable
+from ml.example_index import Example, ExampleIndex
 from ml.router import check_description
 from ml.semantic_router import ROUTED_CHARS, SemanticRouter
+from ml.tenant_examples import TenantExamples
 from storage.errors import InvalidRequest, StorageError
-from storage.example_store import STORED_SOURCES, ExampleStore, NewExample, StoredExample
+from storage.example_store import ExampleStore, NewExample, StoredExample, check_tenant
 from storage.messages import RouteDecision, utcnow
 from storage.task_store import TaskStore
 
@@ -48,11 +58,14 @@ log = logging.getLogger("ymera.router")
 
 STORE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
 SAME_TEXT_SIMILARITY = 0.999
-LearningOutcome = tuple[str, str, str, float]  # task id, description, agent type, confidence
+DEFAULT_TENANT = "default"
+# task id, description, agent type, confidence, tenant
+LearningOutcome = tuple[str, str, str, float, str]
 
 
 class RouterService:
-    """Decides agent types for task descriptions and learns from what happened to them."""
+    """Decides agent types for task descriptions and learns from what happened to them, keeping
+    each tenant's learned and feedback examples apart from every other tenant's."""
 
     def __init__(self, agent_types: Mapping[str, type[Agent]], config: RouterConfig,
                  database_url: str, embedder: Embedder | None = None) -> None:
@@ -63,8 +76,11 @@ class RouterService:
         self.router: SemanticRouter | None = None
         self.examples: ExampleStore | None = None
         self.tasks: TaskStore | None = None
+        self.memory = TenantExamples(config.tenant_cache_examples)
         self._ready = asyncio.Event()
         self._start_error: BaseException | None = None
+        # Held while examples are written and while tenants are loaded from storage, so a load
+        # never misses an example being written.
         self._learning = asyncio.Lock()
         self._stats: dict[str, TypeStats] = {}
         self._background: set[asyncio.Task] = set()
@@ -88,9 +104,9 @@ class RouterService:
             return
         self.examples = await self._open(ExampleStore)
         self.tasks = await self._open(TaskStore)
-        stored = await self._load_stored()
         self._ready.set()
-        log.info("router ready: %d examples (%d from storage)", len(self.router.index), stored)
+        log.info("router ready: %d shared examples; tenants' examples load on first use",
+                 len(self.router.index))
         self._spawn(self._stats_loop(), "router-stats")
 
     async def _open(self, store_class: Any) -> Any:
@@ -104,21 +120,6 @@ class RouterService:
                 log.error("the router cannot open storage (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
 
-    async def _load_stored(self) -> int:
-        assert self.router is not None and self.examples is not None
-        known = [e for e in await self.examples.all() if e.agent_type in self.router.agent_types]
-        await asyncio.to_thread(self._index, known)
-        return len(known)
-
-    def _index(self, stored: Sequence[StoredExample]) -> None:
-        assert self.router is not None
-        if not stored:
-            return
-        vectors = self.router.embedder.encode([self.router.routing_text(e.text) for e in stored])
-        for position, example in enumerate(stored):
-            self.router.index.add([example.text], example.agent_type, example.source,
-                                  vectors=vectors[position:position + 1], keys=[example.id])
-
     async def _wait_ready(self) -> SemanticRouter:
         await self._ready.wait()
         if self.router is None:
@@ -126,124 +127,217 @@ class RouterService:
         return self.router
 
     async def ready(self) -> dict[str, Any]:
-        """Wait until the index is built; returns `describe()`."""
+        """Wait until the shared index is built; returns `describe()`."""
         await self._wait_ready()
         return await self.describe()
+
+    # ----------------------------------------------------------------- tenants' examples
+
+    async def _own(self, tenants: Sequence[str]) -> dict[str, ExampleIndex]:
+        """Each of `tenants`' own index, those not cached loaded from storage together."""
+        found = {tenant: self.memory.get(tenant) for tenant in dict.fromkeys(tenants)}
+        if all(index is not None for index in found.values()):
+            return found  # type: ignore[return-value]
+        async with self._learning:
+            return await self._own_locked(list(found))
+
+    async def _own_locked(self, tenants: Sequence[str]) -> dict[str, ExampleIndex]:
+        """`_own` for callers holding `_learning`: one storage read and one encoding call for
+        all the tenants not cached."""
+        router = self.router
+        assert router is not None and self.examples is not None
+        own = {tenant: self.memory.get(tenant) for tenant in dict.fromkeys(tenants)}
+        missing = [tenant for tenant, index in own.items() if index is None]
+        if missing:
+            stored = await self._read_stored(missing)
+            known = [e for tenant in missing for e in stored[tenant]
+                     if e.agent_type in router.agent_types]
+            loaded = {tenant: ExampleIndex(router.embedder) for tenant in missing}
+            await asyncio.to_thread(self._index, loaded, known)
+            for tenant in missing:
+                own[tenant] = loaded[tenant]
+                self.memory.put(tenant, loaded[tenant])
+        return own  # type: ignore[return-value]
+
+    async def _read_stored(self, tenants: Sequence[str]) -> dict[str, list[StoredExample]]:
+        """The tenants' stored examples, retried through a short storage outage (a decision
+        never goes ahead without its tenant's examples)."""
+        assert self.examples is not None
+        for delay in (*STORE_RETRY_DELAYS_S, None):
+            try:
+                return await self.examples.by_tenant(tenants)
+            except StorageError as exc:
+                if delay is None:
+                    raise
+                log.warning("reading %d tenants' routing examples failed (%s); retrying in "
+                            "%.1fs", len(tenants), exc, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _index(self, indexes: Mapping[str, ExampleIndex], stored: Sequence[StoredExample]) -> None:
+        """Encode `stored` in one call and add each tenant's examples to its index at once."""
+        assert self.router is not None
+        if not stored:
+            return
+        vectors = self.router.embedder.encode([self.router.routing_text(e.text) for e in stored])
+        rows: dict[str, list[int]] = {}
+        for position, example in enumerate(stored):
+            rows.setdefault(example.tenant, []).append(position)
+        for tenant, positions in rows.items():
+            indexes[tenant].add_examples(
+                [Example(stored[p].text, stored[p].agent_type, stored[p].source, stored[p].id)
+                 for p in positions], vectors[positions])
+
+    @staticmethod
+    def _tenants(tenants: str | Sequence[str], count: int) -> list[str]:
+        if isinstance(tenants, str):
+            return [check_tenant(tenants)] * count
+        tenants = list(tenants)
+        if len(tenants) != count:
+            raise InvalidRequest(f"{len(tenants)} tenants for {count} descriptions: give one "
+                                 "tenant, or one per description", {"field": "tenants"})
+        return [check_tenant(tenant) for tenant in tenants]
 
     # ----------------------------------------------------------------- deciding
 
     async def decide_many(self, descriptions: Sequence[str],
-                          load: Mapping[str, float] | None = None) -> list[RouteDecision]:
-        """One decision per description, in order. `load` is each type's busy fraction (0-1)."""
+                          load: Mapping[str, float] | None = None,
+                          tenants: str | Sequence[str] = DEFAULT_TENANT) -> list[RouteDecision]:
+        """One decision per description, in order. `load` is each type's busy fraction (0-1);
+        `tenants` is the tenant of every description, or one per description: each decision
+        sees the shared examples and its own tenant's examples only."""
         router = await self._wait_ready()
         for description in descriptions:
             check_description(description)
+        tenants = self._tenants(tenants, len(descriptions))
+        own = await self._own(tenants)
         if load is not None:
             router.update_signals(load=load)
-        decisions = await asyncio.to_thread(router.decide_many, list(descriptions))
+        decisions = await asyncio.to_thread(router.decide_many, list(descriptions), None,
+                                            [own[tenant] for tenant in tenants])
         return [decision.to_route_decision() for decision in decisions]
 
     # ----------------------------------------------------------------- learning
 
     async def learn(self, outcomes: Sequence[LearningOutcome]) -> int:
-        """Learn the confident routes of tasks that succeeded; returns how many examples were
-        added (near-duplicates of a type's examples are skipped)."""
+        """Learn the confident routes of tasks that succeeded, each as an example of its task's
+        tenant; returns how many examples were added (near-duplicates of a type's examples
+        that tenant already sees are skipped)."""
         router = await self._wait_ready()
+        for outcome in outcomes:
+            if len(outcome) != 5:
+                raise InvalidRequest("a learning outcome is (task id, description, agent type, "
+                                     "confidence, tenant)", {"field": "outcomes"})
+            check_tenant(outcome[4])
         if not self.config.learn:
             return 0
-        wanted = [(task_id, description[:ROUTED_CHARS], agent_type)
-                  for task_id, description, agent_type, confidence in outcomes
+        wanted = [(tenant, task_id, description[:ROUTED_CHARS], agent_type)
+                  for task_id, description, agent_type, confidence, tenant in outcomes
                   if confidence >= self.config.learn_min_confidence
                   and agent_type in router.agent_types and description.strip()]
         if not wanted:
             return 0
         async with self._learning:
-            fresh = await asyncio.to_thread(self._not_yet_known, wanted)
+            own = await self._own_locked([tenant for tenant, *_ in wanted])
+            fresh = await asyncio.to_thread(self._not_yet_known, wanted, own)
             if not fresh:
                 return 0
             assert self.examples is not None
             stored = await self.examples.add(
-                [NewExample(agent_type, text, "learned", task_id)
-                 for task_id, text, agent_type, _ in fresh])
-            for example, (_, _, _, vector) in zip(stored, fresh):
-                router.index.add([example.text], example.agent_type, "learned",
-                                 vectors=vector[None, :], keys=[example.id])
-            for agent_type in {example.agent_type for example in stored}:
-                await self._prune(agent_type, "learned")
+                [NewExample(agent_type, text, "learned", task_id, tenant)
+                 for tenant, task_id, text, agent_type, _ in fresh])
+            for example, (*_, vector) in zip(stored, fresh):
+                own[example.tenant].add([example.text], example.agent_type, "learned",
+                                        vectors=vector[None, :], keys=[example.id])
+            for tenant, agent_type in {(e.tenant, e.agent_type) for e in stored}:
+                await self._prune(own[tenant], tenant, agent_type, "learned")
+            self.memory.fit()
         return len(stored)
 
-    def _not_yet_known(self, wanted: list[tuple[str, str, str]]) -> list[tuple[str, str, str, Any]]:
+    def _not_yet_known(self, wanted: list[tuple[str, str, str, str]],
+                       own: Mapping[str, ExampleIndex]) -> list[tuple[str, str, str, str, Any]]:
         assert self.router is not None
         router = self.router
-        vectors = router.embedder.encode([router.routing_text(text) for _, text, _ in wanted])
+        vectors = router.embedder.encode([router.routing_text(text) for *_, text, _ in wanted])
         threshold = router.policy.duplicate_similarity
-        fresh: list[tuple[str, str, str, Any]] = []
-        for (task_id, text, agent_type), vector in zip(wanted, vectors):
-            nearest = router.index.nearest_of_type(vector, agent_type)
-            if nearest is not None and nearest.similarity >= threshold:
+        fresh: list[tuple[str, str, str, str, Any]] = []
+        for (tenant, task_id, text, agent_type), vector in zip(wanted, vectors):
+            nearest = [n for n in (router.index.nearest_of_type(vector, agent_type),
+                                   own[tenant].nearest_of_type(vector, agent_type))
+                       if n is not None]
+            if any(n.similarity >= threshold for n in nearest):
                 continue
-            if any(other == agent_type and float(vector @ kept) >= threshold
-                   for _, _, other, kept in fresh):
+            if any(other_tenant == tenant and other == agent_type
+                   and float(vector @ kept) >= threshold
+                   for other_tenant, _, _, other, kept in fresh):
                 continue
-            fresh.append((task_id, text, agent_type, vector))
+            fresh.append((tenant, task_id, text, agent_type, vector))
         return fresh
 
-    async def feedback(self, description: str, agent_type: str,
-                       task_id: str | None = None) -> dict[str, Any]:
-        """Record that `description` should go to `agent_type`: a `feedback` example, replacing
-        learned or feedback examples of other types for nearly the same text."""
+    async def feedback(self, description: str, agent_type: str, task_id: str | None = None,
+                       tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
+        """Record that `description` should go to `agent_type` for `tenant`: a `feedback`
+        example of that tenant, replacing that tenant's learned or feedback examples of other
+        types for nearly the same text (another tenant's examples are never touched)."""
         router = await self._wait_ready()
         check_description(description)
+        check_tenant(tenant)
         if agent_type not in router.agent_types:
             raise InvalidRequest(
                 f"unknown agent_type {agent_type!r}; known types: "
                 f"{', '.join(sorted(router.agent_types))}", {"agent_type": agent_type})
         text = description[:ROUTED_CHARS]
         async with self._learning:
+            own = (await self._own_locked([tenant]))[tenant]
             vector = (await asyncio.to_thread(
                 router.embedder.encode, [router.routing_text(text)]))[0]
-            near = router.index.near(vector, router.policy.duplicate_similarity)
+            near = own.near(vector, router.policy.duplicate_similarity)
             replaced = [example.key for example, _ in near
-                        if example.agent_type != agent_type and example.key is not None
-                        and example.source in STORED_SOURCES]
+                        if example.agent_type != agent_type and example.key is not None]
             assert self.examples is not None
             if replaced:
-                await self.examples.delete(replaced)
-                router.index.remove_keys(replaced)
+                await self.examples.delete(tenant, replaced)
+                own.remove_keys(replaced)
             known = any(example.agent_type == agent_type and similarity >= SAME_TEXT_SIMILARITY
-                        for example, similarity in near)
+                        for example, similarity in
+                        [*near, *router.index.near(vector, SAME_TEXT_SIMILARITY)])
             if not known:
                 (stored,) = await self.examples.add(
-                    [NewExample(agent_type, text, "feedback", task_id)])
-                router.index.add([text], agent_type, "feedback", vectors=vector[None, :],
-                                 keys=[stored.id])
-                await self._prune(agent_type, "feedback")
+                    [NewExample(agent_type, text, "feedback", task_id, tenant)])
+                own.add([text], agent_type, "feedback", vectors=vector[None, :],
+                        keys=[stored.id])
+                await self._prune(own, tenant, agent_type, "feedback")
+            self.memory.fit()
         return {"agent_type": agent_type, "added": not known, "replaced": len(replaced)}
 
-    async def _prune(self, agent_type: str, source: str) -> None:
-        assert self.examples is not None and self.router is not None
-        removed = await self.examples.prune(agent_type, source, self.config.max_learned_per_type)
+    async def _prune(self, own: ExampleIndex, tenant: str, agent_type: str, source: str) -> None:
+        assert self.examples is not None
+        removed = await self.examples.prune(tenant, agent_type, source,
+                                            self.config.max_learned_per_type)
         if removed:
-            self.router.index.remove_keys(removed)
+            own.remove_keys(removed)
 
     # ----------------------------------------------------------------- agent types
 
     async def add_type(self, agent_class: type[Agent]) -> int:
-        """Register an agent type while serving (or refresh its declared examples), with the
-        examples stored for it; returns how many examples it now has."""
+        """Register an agent type while serving (or refresh its declared examples); returns
+        how many declared examples it now has. Tenants' examples are indexed again on their
+        next use (the agent-name mask changed, and examples kept for this type return)."""
         router = await self._wait_ready()
-        name = agent_class.spec.name
-        await asyncio.to_thread(router.add_type, agent_class)
-        assert self.examples is not None
-        stored = [e for e in await self.examples.all() if e.agent_type == name]
-        router.index.remove_keys([e.id for e in stored])
-        await asyncio.to_thread(self._index, stored)
-        return len(router.index.examples(name))
+        async with self._learning:
+            await asyncio.to_thread(router.add_type, agent_class)
+            self.memory.clear()
+        return len(router.index.examples(agent_class.spec.name))
 
     async def remove_type(self, name: str) -> int:
-        """Stop routing to `name`; its stored examples stay for when it comes back."""
+        """Stop routing to `name`; returns how many of its declared examples went. Its stored
+        examples stay for when it comes back."""
         router = await self._wait_ready()
-        return router.remove_type(name)
+        async with self._learning:
+            removed = router.remove_type(name)
+            for _, index in self.memory.items():
+                index.remove_type(name)
+        return removed
 
     # ----------------------------------------------------------------- signals and state
 
@@ -269,22 +363,28 @@ class RouterService:
         router.update_signals(stats=self._stats)
         return self._stats
 
-    async def describe(self) -> dict[str, Any]:
-        """What the router knows: its examples by type and source, policy and statistics."""
+    async def describe(self, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
+        """What the router knows for `tenant`: the shared examples and that tenant's own by
+        type and source (no other tenant's counts), policy and statistics."""
         router = await self._wait_ready()
+        check_tenant(tenant)
+        own = (await self._own([tenant]))[tenant]
         counts: dict[str, dict[str, int]] = {name: {} for name in sorted(router.agent_types)}
-        for example in router.index.examples():
+        for example in [*router.index.examples(), *own.examples()]:
             by_source = counts.setdefault(example.agent_type, {})
             by_source[example.source] = by_source.get(example.source, 0) + 1
-        return {"agent_types": sorted(router.agent_types), "examples": counts,
+        return {"tenant": tenant, "agent_types": sorted(router.agent_types), "examples": counts,
                 "policy": router.policy.to_json(),
                 "stats": {t: dataclasses.asdict(s) for t, s in self._stats.items()}}
 
-    async def stored_examples(self, agent_type: str | None = None) -> list[dict[str, Any]]:
-        """The learned and feedback examples in the index, oldest first."""
-        router = await self._wait_ready()
+    async def stored_examples(self, agent_type: str | None = None,
+                              tenant: str = DEFAULT_TENANT) -> list[dict[str, Any]]:
+        """`tenant`'s learned and feedback examples in its index, oldest first."""
+        await self._wait_ready()
+        check_tenant(tenant)
+        own = (await self._own([tenant]))[tenant]
         return [{"id": e.key, "agent_type": e.agent_type, "text": e.text, "source": e.source}
-                for e in router.index.examples(agent_type) if e.key is not None]
+                for e in own.examples(agent_type) if e.key is not None]
 
     async def pid(self) -> int:
         return os.getpid()

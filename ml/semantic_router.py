@@ -23,6 +23,11 @@ to is left out while that type is registered.
 
 Agent types and learned examples are added and removed while the router serves (no restart).
 Its state lives in this process; persisting learned examples is the caller's business.
+
+Tenants: `index` holds what every tenant shares (declared examples, out-of-scope phrases). A
+tenant's own learned and feedback examples live in an index of their own that the caller passes
+with each description (`decide_many(..., own=...)`); a decision searches the shared index and
+its own tenant's index only, so one tenant's examples never vote in, or explain, another's.
 """
 
 from __future__ import annotations
@@ -185,12 +190,16 @@ class SemanticRouter:
             )
         return decision.to_route_decision()
 
-    def decide_many(self, descriptions: Sequence[str],
-                    policy: RoutingPolicy | None = None) -> list[Decision]:
+    def decide_many(self, descriptions: Sequence[str], policy: RoutingPolicy | None = None,
+                    own: Sequence[ExampleIndex | None] | None = None) -> list[Decision]:
         """The decision for each description, embedded in one batch. CPU-bound: from async
-        code, call it through `asyncio.to_thread`. `policy` overrides the router's."""
+        code, call it through `asyncio.to_thread`. `policy` overrides the router's. `own`, one
+        entry per description, is the index of that description's tenant's own examples
+        (searched with the shared index; None for none): nothing else is searched."""
         if isinstance(descriptions, str):
             raise TypeError("decide_many takes a sequence of descriptions, not one string")
+        if own is not None and len(own) != len(descriptions):
+            raise ValueError("own needs one entry per description")
         policy = policy or self.policy
         if not descriptions:
             return []
@@ -199,12 +208,28 @@ class SemanticRouter:
         k = policy.k if policy.out_of_scope_examples else policy.k + len(self._out_of_scope_kept)
         if not policy.lexical_weight:
             return [decide(neighbours, stats, load, policy)
-                    for neighbours in self.index.search(vectors, k)]
+                    for neighbours in self.search(vectors, k, own)]
         lexical = self._lexical
         return [decide(self._with_word_overlap(lexical, description, neighbours,
                                                policy.lexical_weight, k), stats, load, policy)
                 for description, neighbours in zip(
-                    descriptions, self.index.search(vectors, max(k, LEXICAL_CANDIDATES)))]
+                    descriptions, self.search(vectors, max(k, LEXICAL_CANDIDATES), own))]
+
+    def search(self, vectors: np.ndarray, k: int,
+               own: Sequence[ExampleIndex | None] | None = None) -> list[list[Neighbour]]:
+        """The `k` nearest examples of each query row among the shared examples and, for row
+        `i`, those of `own[i]`, most similar first. Rows with the same own index are searched
+        in one call."""
+        found = self.index.search(vectors, k)
+        groups: dict[int, tuple[ExampleIndex, list[int]]] = {}
+        for row, index in enumerate(own or ()):
+            if index is not None and len(index):
+                groups.setdefault(id(index), (index, []))[1].append(row)
+        for index, rows in groups.values():
+            for row, extra in zip(rows, index.search(vectors[rows], k)):
+                found[row] = sorted(found[row] + extra, key=lambda n: n.similarity,
+                                    reverse=True)[:k]
+        return found
 
     def add_example(self, text: str, agent_type: str, source: str = "learned") -> bool:
         """Learn that `text` belongs to `agent_type`. False when it was skipped as a

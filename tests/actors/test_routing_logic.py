@@ -30,6 +30,7 @@ class ScriptedRouter:
 
     def __init__(self, agent_types, config, database_url) -> None:
         self.calls: list[list[str]] = []
+        self.tenants: list[list[str]] = []
         self.lose_next = 0
         self.gate: asyncio.Event | None = None
         self.learned: list[tuple] = []
@@ -38,8 +39,9 @@ class ScriptedRouter:
     async def ready(self) -> dict:
         return {}
 
-    async def decide_many(self, descriptions, load) -> list[RouteDecision]:
+    async def decide_many(self, descriptions, load, tenants) -> list[RouteDecision]:
         self.calls.append(list(descriptions))
+        self.tenants.append(list(tenants))
         assert set(load) >= {"sleeper", "flaky"}
         if self.gate is not None:
             await self.gate.wait()
@@ -64,12 +66,12 @@ class ScriptedRouter:
         self.learned.extend(outcomes)
         return len(outcomes)
 
-    async def feedback(self, description, agent_type, task_id) -> dict:
-        self.feedback_calls.append((description, agent_type, task_id))
+    async def feedback(self, description, agent_type, task_id, tenant) -> dict:
+        self.feedback_calls.append((description, agent_type, task_id, tenant))
         return {"agent_type": agent_type, "added": True, "replaced": 0}
 
-    async def describe(self) -> dict:
-        return {"examples": {"sleeper": {"declared": 1}}}
+    async def describe(self, tenant) -> dict:
+        return {"tenant": tenant, "examples": {"sleeper": {"declared": 1}}}
 
 
 class Platform:
@@ -218,10 +220,10 @@ async def test_tasks_waiting_for_a_route_are_routed_after_an_orchestrator_restar
     assert [len(await second.attempts(t)) for t in ids] == [1] * 3
 
 
-async def test_confident_successes_are_reported_to_the_router(platform):
+async def test_confident_successes_are_reported_to_the_router_with_their_tenant(platform):
     orchestrator = await platform.start()
 
-    routed = await orchestrator.submit(TaskRequest("sleep and succeed"))
+    routed = await orchestrator.submit(TaskRequest("sleep and succeed", tenant="acme"))
     named = await orchestrator.submit(TaskRequest("sleep, named", agent_type="sleeper"))
     await orchestrator.wait_many([routed, named], 10)
     for _ in range(50):
@@ -229,12 +231,26 @@ async def test_confident_successes_are_reported_to_the_router(platform):
             break
         await asyncio.sleep(0.1)
 
-    assert platform.router.learned == [(routed, "sleep and succeed", "sleeper", 0.9)]
+    assert platform.router.learned == [(routed, "sleep and succeed", "sleeper", 0.9, "acme")]
 
 
-async def test_feedback_reaches_the_router_and_is_noted_on_the_task(platform):
+async def test_each_task_waiting_for_a_route_is_decided_for_its_own_tenant(platform):
     orchestrator = await platform.start()
-    task_id = await orchestrator.submit(TaskRequest("sleep please", agent_type="sleeper"))
+    platform.router.gate = asyncio.Event()
+    ids = [await orchestrator.submit(TaskRequest(f"sleep {i}", {}, tenant=tenant))
+           for i, tenant in enumerate(["acme", "globex", "acme"])]
+    platform.router.gate.set()
+    await orchestrator.wait_many(ids, 10)
+
+    decided = {d: t for calls, tenants in zip(platform.router.calls, platform.router.tenants)
+               for d, t in zip(calls, tenants)}
+    assert decided == {"sleep 0": "acme", "sleep 1": "globex", "sleep 2": "acme"}
+
+
+async def test_feedback_reaches_the_router_for_the_tasks_tenant_and_is_noted(platform):
+    orchestrator = await platform.start()
+    task_id = await orchestrator.submit(TaskRequest("sleep please", agent_type="sleeper",
+                                                    tenant="acme"))
     await orchestrator.wait(task_id, 10)
 
     outcome = await orchestrator.feedback(task_id, "flaky")
@@ -243,20 +259,24 @@ async def test_feedback_reaches_the_router_and_is_noted_on_the_task(platform):
     events = await orchestrator.events(task_id)
 
     assert outcome == {"agent_type": "flaky", "added": True, "replaced": 0}
-    assert platform.router.feedback_calls == [("sleep please", "flaky", task_id)]
+    assert platform.router.feedback_calls == [("sleep please", "flaky", task_id, "acme")]
     assert events[-1].kind == "feedback" and events[-1].data["routed_to"] == "sleeper"
-    assert (await orchestrator.router_state())["waiting"] == 0
+    state = await orchestrator.router_state("acme")
+    assert state["waiting"] == 0 and state["tenant"] == "acme"
 
 
-async def test_a_route_preview_runs_nothing(platform):
+async def test_a_route_preview_runs_nothing_and_is_decided_for_the_callers_tenant(platform):
     orchestrator = await platform.start()
 
-    decision = await orchestrator.route("sleep on it")
+    decision = await orchestrator.route("sleep on it", "acme")
 
     assert decision.agent_type == "sleeper" and decision.routed
+    assert platform.router.tenants[-1] == ["acme"]
     assert (await orchestrator.list_tasks()).tasks == []
     with pytest.raises(InvalidRequest, match="non-empty"):
         await orchestrator.route("  ")
+    with pytest.raises(InvalidRequest, match="tenant"):
+        await orchestrator.route("sleep on it", "")
 
 
 async def test_with_routing_off_a_task_must_name_its_type(platform):

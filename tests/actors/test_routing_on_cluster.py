@@ -114,6 +114,11 @@ def test_feedback_changes_later_decisions_and_survives_a_router_restart(routed):
     assert second.agent_type == "monitoring" and second.status is TaskStatus.SUCCEEDED
     assert second.route["nearest"][0]["source"] == "feedback"
     assert routed.events(first.id)[-1].kind == "feedback"
+    other = routed.wait(routed.submit(text, {"topic": "pools"}, tenant="globex"), 60)
+    assert other.agent_type == first.agent_type  # another tenant's feedback does not move it
+    assert all(n["source"] == "declared" for n in other.route["nearest"])
+    assert routed.route(text, "globex").agent_type == first.agent_type
+    assert routed.router_state("globex")["examples"]["monitoring"].get("feedback") is None
 
     old_pid = router_pid(routed)
     os.kill(old_pid, signal.SIGKILL)

@@ -111,12 +111,12 @@ async def test_confident_successes_are_learned_once_and_kept(sqlite_url: str) ->
     try:
         text = "work out the compound interest on 5,000 at 4% for 7 years"
         added = await service.learn([
-            ("a" * 32, text, "calculator", 0.95),
-            ("b" * 32, text + " ", "calculator", 0.95),  # the same text twice in one report
-            ("c" * 32, "compute the mean of 3, 9 and 12", "calculator", 0.2),  # not confident
-            ("d" * 32, "whatever this is", "no_such_type", 0.99),
+            ("a" * 32, text, "calculator", 0.95, "default"),
+            ("b" * 32, text + " ", "calculator", 0.95, "default"),  # the same text twice
+            ("c" * 32, "compute the mean of 3, 9 and 12", "calculator", 0.2, "default"),
+            ("d" * 32, "whatever this is", "no_such_type", 0.99, "default"),
         ])
-        again = await service.learn([("e" * 32, text.upper(), "calculator", 0.99)])
+        again = await service.learn([("e" * 32, text.upper(), "calculator", 0.99, "default")])
         stored = await service.stored_examples()
     finally:
         await service.close()
@@ -135,7 +135,8 @@ async def test_confident_successes_are_learned_once_and_kept(sqlite_url: str) ->
 async def test_learning_can_be_switched_off(sqlite_url: str) -> None:
     service = await started(sqlite_url, RouterConfig(learn=False, stats_interval_s=3600.0))
     try:
-        assert await service.learn([("a" * 32, "sum 4 and 5", "calculator", 1.0)]) == 0
+        assert await service.learn(
+            [("a" * 32, "sum 4 and 5", "calculator", 1.0, "default")]) == 0
         assert await service.stored_examples() == []
     finally:
         await service.close()
@@ -145,7 +146,7 @@ async def test_feedback_replaces_what_was_learned_for_another_type(
     service: RouterService,
 ) -> None:
     text = "check the totals of every invoice line against the header"
-    assert await service.learn([("a" * 32, text, "calculator", 0.99)]) == 1
+    assert await service.learn([("a" * 32, text, "calculator", 0.99, "default")]) == 1
 
     outcome = await service.feedback(text, "validation")
     repeated = await service.feedback(text, "validation")
@@ -163,7 +164,8 @@ async def test_learned_examples_are_bounded_per_type_oldest_first(sqlite_url: st
         texts = ["add up 12 and 30", "what is the square root of 1764",
                  "convert 98.6 fahrenheit to celsius"]
         for index, text in enumerate(texts):
-            assert await service.learn([(f"{index:032d}", text, "calculator", 0.99)]) == 1
+            assert await service.learn([(f"{index:032d}", text, "calculator", 0.99,
+                                         "default")]) == 1
         kept = [e["text"] for e in await service.stored_examples("calculator")]
     finally:
         await service.close()
