@@ -63,6 +63,7 @@ class OrchestratorConfig:
     health_interval_s: float = 2.0
     health_timeout_s: float = 5.0
     max_payload_bytes: int = 1_000_000
+    max_payload_depth: int = 64  # JSON nesting of payloads and results (storage.storable)
     write_batch_max: int = 2000
     agent_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     router: RouterConfig = RouterConfig()

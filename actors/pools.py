@@ -371,7 +371,7 @@ class PoolManager:
             pool.next_number += 1
             context = AgentContext(name, self.config.namespace, self.config.database_url,
                                    dict(self.config.agent_settings), self.config.log_format,
-                                   self.config.log_level)
+                                   self.config.log_level, self.config.max_payload_depth)
             handle = self.backend.create_replica(
                 name, pool.agent_class, pool.resources, pool.concurrency, context,
                 self.config.max_payload_bytes,

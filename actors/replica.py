@@ -4,8 +4,10 @@ A replica never lets an agent's exception escape: every attempt comes back as an
 that says whether it succeeded, and if not, why and whether another attempt may help, with its
 wall time and the CPU time the agent used for it (see `actors.cpu_meter` for what that counts).
 Only the replica's own death (crash, kill, OOM, node loss) reaches the orchestrator as an actor
-error. Everything logged during an attempt carries its task, attempt, agent type, tenant and
-replica (`actors.logs.log_context`).
+error. A result that is not JSON, or that nests deeper than `AgentContext.max_result_depth`,
+fails its attempt (`invalid_result`, never retried) and is never recorded. Everything logged
+during an attempt carries its task, attempt, agent type, tenant and replica
+(`actors.logs.log_context`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from actors.cpu_meter import CpuMeter, metered
 from actors.errors import AgentError
 from actors.logs import configure_logging, log_context
 from storage.messages import AgentContext, AgentResult, AgentTask, TaskError
+from storage.storable import MAX_DEPTH_CEILING, depth_excess, unreadable_marker
 
 
 def error_of(exc: BaseException) -> TaskError:
@@ -33,13 +36,21 @@ def error_of(exc: BaseException) -> TaskError:
 
 
 def _json_safe(details: dict[str, Any]) -> dict[str, Any]:
+    if depth_excess(details, MAX_DEPTH_CEILING) is not None:
+        return unreadable_marker()
     try:
         return json.loads(json.dumps(details, default=str))
     except (TypeError, ValueError):
         return {}
 
 
-def _json_error(value: Any) -> TaskError | None:
+def _json_error(value: Any, max_depth: int) -> TaskError | None:
+    """Why the agent's result cannot be recorded (not JSON, or nested deeper than the limit,
+    which would make every page showing the task fail), or None."""
+    if (too_deep := depth_excess(value, max_depth, "result")) is not None:
+        return TaskError("invalid_result", f"the agent returned a result nested deeper than "
+                         f"{max_depth} levels at {too_deep}", False, "ValueError",
+                         {"path": too_deep, "limit": max_depth})
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -118,7 +129,7 @@ class AgentReplica:
             require_payload_within(task.payload, self.max_payload_bytes)
             value = await asyncio.wait_for(metered(self.agent.run(task), meter),
                                            timeout=task.timeout_s)
-            error = _json_error(value)
+            error = _json_error(value, self.agent.context.max_result_depth)
             if error is None:
                 return AgentResult(task.task_id, task.attempt, self.replica, True, value,
                                    duration_s=time.perf_counter() - started, cpu_s=meter.cpu_s)

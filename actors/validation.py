@@ -1,4 +1,8 @@
-"""Checks a submitted task before anything is stored: every rule, one clear message each."""
+"""Checks a submitted task before anything is stored: every rule, one clear message each.
+
+Every way in (HTTP, the Python client, batch lines) comes through here, so every limit holds
+for all of them: among them the payload's size and its nesting depth (the path where the depth
+limit is crossed is named)."""
 
 from __future__ import annotations
 
@@ -12,16 +16,16 @@ from actors.config import OrchestratorConfig
 from ml.router import MAX_DESCRIPTION_CHARS
 from storage.errors import InvalidRequest
 from storage.messages import TaskRequest
-from storage.storable import nul_location
+from storage.storable import depth_excess, nul_location
 
 MAX_ATTEMPTS_LIMIT = 20
 PRIORITY_RANGE = (-100, 100)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}\Z")
 
 
-def _fail(index: int | None, field: str, message: str, value: Any = None) -> InvalidRequest:
+def _fail(index: int | None, field: str, message: str, **more: Any) -> InvalidRequest:
     where = f"task {index}: " if index is not None else ""
-    details: dict[str, Any] = {"field": field}
+    details: dict[str, Any] = {"field": field, **more}
     if index is not None:
         details["index"] = index
     return InvalidRequest(f"{where}{field} {message}", details)
@@ -51,6 +55,9 @@ def validate_request(request: Any, config: OrchestratorConfig, index: int | None
                     f"{MAX_DESCRIPTION_CHARS}")
     if not isinstance(request.payload, dict):
         raise _fail(index, "payload", f"must be a JSON object, not {type(request.payload).__name__}")
+    if (too_deep := depth_excess(request.payload, config.max_payload_depth)) is not None:
+        raise _fail(index, "payload", f"is nested deeper than {config.max_payload_depth} levels "
+                    f"at {too_deep}", path=too_deep, limit=config.max_payload_depth)
     try:
         size = len(json.dumps(request.payload, allow_nan=False, separators=(",", ":")))
     except (TypeError, ValueError) as exc:

@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     client = Client.connect(args.address, settings.namespace)
     with open_input(args.input) as stream, open_output(args.output) as results:
         lines = read_batch(stream, batch_id=batch_id, tenant=args.tenant,
-                           max_payload_bytes=settings.max_payload_bytes)
+                           max_payload_bytes=settings.max_payload_bytes,
+                           max_payload_depth=settings.max_payload_depth)
         runner = BatchRun(client, options, results, scan.lines,
                           report=lambda text: print(text, flush=True))
         return asyncio.run(runner.run(lines))

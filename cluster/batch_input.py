@@ -3,7 +3,8 @@
 A line is a JSON object with a `description` and, optionally, `payload`, `agent_type`,
 `priority`, `timeout_s` and `max_attempts` (the fields of `TaskRequest` a submitter chooses).
 Every line gets a verdict here: a task request, a blank line to skip, or a bad line with a
-`TaskError` that names what is wrong. A bad line never stops a batch.
+`TaskError` that names what is wrong. A bad line never stops a batch. A line's nesting is
+measured before it is parsed, so a line too deep for Python's JSON parser is a bad line too.
 
 Local paths need nothing extra. Other URIs (`s3://`, `gs://`, `azure://`, `http(s)://`, ...) are
 read and written through smart_open, imported only when such a URI is used; the cloud clients
@@ -24,6 +25,7 @@ from typing import IO
 
 from storage.errors import InvalidRequest
 from storage.messages import TaskError, TaskRequest
+from storage.storable import DEFAULT_MAX_DEPTH, text_depth_excess
 
 LINE_FIELDS = frozenset({"description", "payload", "agent_type", "priority", "timeout_s",
                          "max_attempts"})
@@ -169,10 +171,10 @@ def _bad(number: int, code: str, message: str, **details: object) -> BatchLine:
 
 
 def parse_line(number: int, raw: bytes | None, *, batch_id: str, tenant: str,
-               max_payload_bytes: int) -> BatchLine:
-    """The verdict on one line. Checks what can be checked without the platform (JSON, the
-    fields, the description, the payload's size); the orchestrator checks the rest when the
-    task is submitted, and its refusal is reported for that line the same way."""
+               max_payload_bytes: int, max_payload_depth: int = DEFAULT_MAX_DEPTH) -> BatchLine:
+    """The verdict on one line. Checks what can be checked without the platform (nesting,
+    JSON, the fields, the description, the payload's size); the orchestrator checks the rest
+    when the task is submitted, and its refusal is reported for that line the same way."""
     if raw is None:
         return _bad(number, "line_too_long", "the line is longer than "
                     f"{max_line_bytes(max_payload_bytes)} bytes", field="payload")
@@ -182,6 +184,12 @@ def parse_line(number: int, raw: bytes | None, *, batch_id: str, tenant: str,
         return _bad(number, "invalid_json", f"not UTF-8: {exc}")
     if not text.strip():
         return BatchLine(number)
+    too_deep = text_depth_excess(text, max_payload_depth + 1)  # +1: the line's own level
+    if too_deep is not None:
+        field = too_deep.split(".", 1)[0].split("[", 1)[0] or "payload"
+        return _bad(number, "invalid_task", f"{field} is nested deeper than {max_payload_depth} "
+                    f"levels at {too_deep}", field=field, path=too_deep,
+                    limit=max_payload_depth)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -216,10 +224,11 @@ def parse_line(number: int, raw: bytes | None, *, batch_id: str, tenant: str,
         batch_id=batch_id, **fields))
 
 
-def read_batch(stream: IO[bytes], *, batch_id: str, tenant: str,
-               max_payload_bytes: int) -> Iterator[BatchLine]:
+def read_batch(stream: IO[bytes], *, batch_id: str, tenant: str, max_payload_bytes: int,
+               max_payload_depth: int = DEFAULT_MAX_DEPTH) -> Iterator[BatchLine]:
     """Every line of `stream`, in order, with its verdict."""
     limit = max_line_bytes(max_payload_bytes)
     for number, raw in raw_lines(stream, limit):
         yield parse_line(number, raw, batch_id=batch_id, tenant=tenant,
-                         max_payload_bytes=max_payload_bytes)
+                         max_payload_bytes=max_payload_bytes,
+                         max_payload_depth=max_payload_depth)

@@ -9,7 +9,10 @@ security headers.
   last line of defence: an exception nothing else handled is logged with the id and answered
   with the generic 500 envelope, never a traceback.
 - `BodyLimitMiddleware` refuses a body above the limit with the 413 envelope, whether it says
-  so in `Content-Length` or streams more than it declared; the app never sees such a body.
+  so in `Content-Length` or streams more than it declared, and a JSON body nested deeper than
+  `max_depth` below its top level with the 400 envelope naming the path (measured without
+  parsing, so a body too deep for Python's parser is refused the same way); the app never sees
+  such a body.
 - `NulGuardMiddleware` refuses a path or query string holding a NUL character with the 400
   envelope (bodies are checked by `schemas.StrictBody`).
 - `SecurityHeadersMiddleware` adds `nosniff`, `DENY` framing, `no-referrer`, `no-store` caching,
@@ -32,6 +35,7 @@ from serve_apps import http_errors
 from serve_apps.errors import PayloadTooLarge
 from serve_apps.metrics import UNMATCHED, api_metrics
 from storage.errors import InvalidRequest
+from storage.storable import DEFAULT_MAX_DEPTH, text_depth_excess
 
 REQUEST_ID_HEADER: Final = "x-request-id"
 DOCS_PATHS: Final = ("/docs", "/redoc", "/openapi.json")
@@ -136,11 +140,14 @@ class NulGuardMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Reads the whole body (at most `max_body_bytes`) before the app runs and replays it."""
+    """Reads the whole body (at most `max_body_bytes`, nested at most `max_depth` below its top
+    level when it is JSON) before the app runs and replays it."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int,
+                 max_depth: int = DEFAULT_MAX_DEPTH) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_depth = max_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -166,6 +173,11 @@ class BodyLimitMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if body and self._may_be_json(scope):
+            too_deep = text_depth_excess(body, self.max_depth + 1)  # +1: the body's own level
+            if too_deep is not None:
+                await send_envelope(send, self._too_deep(too_deep), request_id)
+                return
         replayed = False
 
         async def replay() -> Message:
@@ -176,6 +188,17 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    @staticmethod
+    def _may_be_json(scope: Scope) -> bool:
+        content_type = _header(scope, "content-type")
+        return content_type is None or "json" in content_type.lower()
+
+    def _too_deep(self, path: str) -> InvalidRequest:
+        field = path.split(".", 1)[0].split("[", 1)[0] or "body"
+        return InvalidRequest(
+            f"{field} is nested deeper than {self.max_depth} levels at {path}",
+            {"field": field, "path": path, "limit": self.max_depth})
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"request body exceeds {self.max_body_bytes} bytes",

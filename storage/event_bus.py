@@ -45,6 +45,7 @@ from redis.exceptions import RedisError
 from storage import redis_keys
 from storage.errors import InvalidRequest, StorageError
 from storage.messages import TaskEvent
+from storage.storable import readable
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,11 @@ LOCAL_MAX_PENDING = 1000
 
 
 def encode_event(event: TaskEvent) -> str:
-    """The compact JSON form of an event on the wire."""
+    """The compact JSON form of an event on the wire (data too deep to show is a marker,
+    see `storage.storable.readable`)."""
     return json.dumps(
         {"id": event.id, "task_id": event.task_id, "kind": event.kind,
-         "at": event.at.isoformat(), "attempt": event.attempt, "data": event.data},
+         "at": event.at.isoformat(), "attempt": event.attempt, "data": readable(event.data)},
         separators=(",", ":"),
     )
 

@@ -12,6 +12,8 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+from storage.storable import readable
+
 JSON = dict[str, Any]
 
 
@@ -135,7 +137,9 @@ class TaskError:
     details: JSON = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> JSON:
-        return dataclasses.asdict(self)
+        """As JSON; details too deep to show (stored before the depth limit) are a marker."""
+        return {"code": self.code, "message": self.message, "retryable": self.retryable,
+                "error_type": self.error_type, "details": readable(self.details)}
 
     @classmethod
     def from_json(cls, data: JSON | None) -> TaskError | None:
@@ -213,7 +217,11 @@ class Task:
     wall_s: float = 0.0
 
     def to_json(self) -> JSON:
-        data = dataclasses.asdict(self)
+        """As JSON. A payload, route or result too deep to show (stored before the depth limit
+        existed) is `storage.storable.unreadable_marker`, so it never fails a page."""
+        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        for key in ("payload", "route", "result"):
+            data[key] = readable(data[key])
         data["status"] = self.status.value
         data["error"] = self.error.to_json() if self.error else None
         for key in ("created_at", "updated_at", "finished_at"):
@@ -247,7 +255,8 @@ class Resources:
 class AgentContext:
     """What a replica tells its agent about where it runs. `settings` holds the platform's
     agent-facing settings (for example webhook signing and SSRF allowances); `log_format` and
-    `log_level` are how its process logs (see `actors.logs.configure_logging`)."""
+    `log_level` are how its process logs (see `actors.logs.configure_logging`);
+    `max_result_depth` how deep a result may nest (deeper fails the attempt)."""
 
     replica: str
     namespace: str
@@ -255,6 +264,7 @@ class AgentContext:
     settings: JSON = dataclasses.field(default_factory=dict)
     log_format: str = "auto"
     log_level: str = "INFO"
+    max_result_depth: int = 64
 
 
 @dataclasses.dataclass(frozen=True)

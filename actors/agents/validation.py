@@ -15,6 +15,10 @@ that draft's metaschema first. A "$ref" is followed only within the schema or to
 metaschemas, never fetched from the network. "format" is asserted for the formats the library can
 check without extras (email, ipv4, ipv6, date, uuid, regex, ...) unless "check_formats" is false.
 
+Every pattern a task gives (schema `pattern`, `patternProperties`, `format: regex`, a rule's
+`regex`) runs on RE2 (`actors.agents.patterns`): linear time whatever the pattern; one RE2
+cannot take (a backreference, lookaround) is refused naming its field.
+
 Quality checks: not_null fails null and blank-text cells; every other check skips nulls, so its
 `checked` count is the non-null cells. `unique` fails every cell whose value occurs more than once.
 `pattern` searches (anchor with ^...$) and `length` measures cells as text, numbers included;
@@ -31,7 +35,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import referencing
 import referencing.exceptions
 from jsonschema import validators
 from jsonschema.exceptions import SchemaError, ValidationError
@@ -41,6 +44,8 @@ from actors.agents.tables import (
     Cell, Table, cell_key, describe, is_scalar, payload_table,
     unknown_column)
 from actors.agents.operations import OperationChooser
+from actors.agents.patterns import CompiledPattern, compile_pattern
+from actors.agents.schema_patterns import SchemaPatterns, re2_format_checker, re2_validator
 from actors.errors import InvalidTaskInput
 from storage.messages import AgentSpec, AgentTask, Resources
 
@@ -85,8 +90,6 @@ _DESCRIBED = {operation: re.compile(pattern, re.IGNORECASE) for operation, patte
                r"|\ballowed values\b|\bout of range\b|\bdata checks?\b",
 }.items()}
 _HINTED_BY = {"schema": ("schema", "document", "records"), "quality": ("rules",)}
-# A group ending in a quantifier and quantified again, like (a+)+: exponential backtracking.
-_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*(?:[+*]|,\})\)(?:[+*]|\{\d*,)")
 
 
 def _invalid(message: str, **details: Any) -> InvalidTaskInput:
@@ -137,7 +140,8 @@ def _clipped(message: str) -> str:
 
 def _checked_schema(validator_class: Any, schema: Any) -> None:
     try:
-        validator_class.check_schema(schema)
+        validator_class.check_schema(
+            schema, format_checker=re2_format_checker(validator_class.FORMAT_CHECKER))
     except SchemaError as exc:
         path = _pointer(exc.path)
         raise _invalid(
@@ -147,16 +151,13 @@ def _checked_schema(validator_class: Any, schema: Any) -> None:
 
 
 def _errors_of(validator: Any, instance: Any) -> Iterator[ValidationError]:
-    """The instance's validation errors; an unresolvable "$ref" or a bad pattern is the task's
-    fault, reported as such."""
+    """The instance's validation errors; an unresolvable "$ref" is the task's fault, reported
+    as such."""
     try:
         yield from validator.iter_errors(instance)
     except referencing.exceptions.Unresolvable as exc:
         raise _invalid(f"the schema's $ref cannot be resolved ({exc}); references are followed "
                        "only within the schema, never fetched", field="schema") from exc
-    except re.error as exc:
-        raise _invalid(f"the schema holds a pattern that is not a valid regular expression: "
-                       f"{exc}", field="schema") from exc
 
 
 def validate_schema(payload: dict[str, Any]) -> dict[str, Any]:
@@ -167,6 +168,7 @@ def validate_schema(payload: dict[str, Any]) -> dict[str, Any]:
                        field="schema")
     schema = payload["schema"]
     validator_class = _validator_class(schema)
+    patterns = SchemaPatterns(schema)  # first: a pattern RE2 refuses is named where it is
     _checked_schema(validator_class, schema)
     check_formats = payload.get("check_formats", True)
     if not isinstance(check_formats, bool):
@@ -184,9 +186,7 @@ def validate_schema(payload: dict[str, Any]) -> dict[str, Any]:
                        field="records")
     instances = ([(None, payload["document"])] if given == ["document"]
                  else list(enumerate(payload["records"])))
-    validator = validator_class(
-        schema, registry=referencing.Registry(),
-        format_checker=validator_class.FORMAT_CHECKER if check_formats else None)
+    validator = re2_validator(validator_class, schema, patterns, check_formats)
     errors: list[dict[str, Any]] = []
     count = 0
     invalid_records: set[int] = set()
@@ -262,22 +262,15 @@ def _length_param(spec: dict[str, Any], key: str, where: str) -> int | None:
     return value
 
 
-def _compiled_pattern(regex: Any, where: str) -> re.Pattern[str]:
+def _compiled_pattern(regex: Any, where: str, field: str) -> CompiledPattern:
+    """The rule's pattern on RE2 (linear time); `field` names it, like `rules[2].regex`."""
     if not isinstance(regex, str) or not regex:
         raise _invalid(f"{where}: 'regex' must be a non-empty regular expression, got "
-                       f"{describe(regex)}", field="rules")
+                       f"{describe(regex)}", field=field)
     if len(regex) > MAX_PATTERN_LENGTH:
         raise _invalid(f"{where}: 'regex' is {len(regex)} characters; at most "
-                       f"{MAX_PATTERN_LENGTH}", field="rules", limit=MAX_PATTERN_LENGTH)
-    if _NESTED_QUANTIFIER.search(regex):
-        raise _invalid(f"{where}: 'regex' {regex!r} repeats a group that itself ends in a "
-                       "repetition, like (a+)+, which can take exponential time; rewrite it "
-                       "without the nested repetition", field="rules")
-    try:
-        return re.compile(regex)
-    except (re.error, RecursionError, OverflowError) as exc:
-        raise _invalid(f"{where}: 'regex' {regex!r} is not a valid regular expression: {exc}",
-                       field="rules") from exc
+                       f"{MAX_PATTERN_LENGTH}", field=field, limit=MAX_PATTERN_LENGTH)
+    return compile_pattern(regex, field)
 
 
 def _rule(index: int, spec: Any, table: Table) -> Rule:
@@ -296,8 +289,10 @@ def _rule(index: int, spec: Any, table: Table) -> Rule:
                        f"{', '.join(CHECKS)}", field="rules", rule=index, accepted=list(CHECKS))
     where = f"rule {index} ({column!r} {check})"
     spec = dict(spec)
+    pattern_field = f"rules[{index}].regex"
     if check == "pattern" and "pattern" in spec and "regex" not in spec:
         spec["regex"] = spec.pop("pattern")
+        pattern_field = f"rules[{index}].pattern"
     accepted = _PARAMETERS[check]
     unknown = [key for key in spec if key not in _RULE_KEYS and key not in accepted]
     if unknown:
@@ -309,12 +304,12 @@ def _rule(index: int, spec: Any, table: Table) -> Rule:
         raise _invalid(f"{where}: 'name' must be non-empty text, got {describe(name)}",
                        field="rules")
     params = {key: spec[key] for key in accepted if key in spec}
-    accepts = _acceptance(check, params, where, table)
+    accepts = _acceptance(check, params, where, table, pattern_field)
     return Rule(index, name, column, check, params, accepts)
 
 
-def _acceptance(check: str, params: dict[str, Any], where: str, table: Table
-                ) -> Callable[[Cell], bool]:
+def _acceptance(check: str, params: dict[str, Any], where: str, table: Table,
+                pattern_field: str) -> Callable[[Cell], bool]:
     """The per-cell test of a check, after its parameters are checked."""
     if check == "type":
         kind = params.get("type")
@@ -334,7 +329,7 @@ def _acceptance(check: str, params: dict[str, Any], where: str, table: Table
         return lambda v: (_is_number(v) and (low is None or v >= low)  # type: ignore[operator]
                           and (high is None or v <= high))  # type: ignore[operator]
     if check == "pattern":
-        compiled = _compiled_pattern(params.get("regex"), where)
+        compiled = _compiled_pattern(params.get("regex"), where, pattern_field)
         return lambda v: compiled.search(_as_text(v)) is not None
     if check == "allowed_values":
         values = params.get("values")

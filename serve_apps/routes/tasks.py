@@ -11,7 +11,9 @@ Guarantees:
   202 with the task as it stands; without `wait` the answer is 202 at once;
 - requeues are written to the audit log;
 - the request's log lines (its access line among them) carry the id of the task it submitted
-  or acted on, which joins a request id to the task's own log lines.
+  or acted on, which joins a request id to the task's own log lines;
+- a stored payload, route, result or error too deep to show (written before the depth limit
+  existed) is shown as a marker (`storage.storable.readable`): it never fails a page.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from serve_apps.routes.access import API_PREFIX, Caller, audit, authorize, servi
 from serve_apps.schemas import AttemptsOut, FeedbackBody, TaskBody, TaskOut, TaskPageOut
 from storage.errors import InvalidRequest, NotFound
 from storage.messages import Task, TaskRequest
+from storage.storable import readable
 
 router = APIRouter(tags=["tasks"], dependencies=[Depends(authorize)])
 
@@ -118,7 +121,8 @@ async def task_events(task_id: str, request: Request, caller: Caller,
     await owned_task(request, caller, task_id)
     events = await services(request).port.call("events", task_id, after_id)
     return {"events": [{"id": e.id, "task_id": e.task_id, "kind": e.kind,
-                        "at": e.at.isoformat(), "attempt": e.attempt, "data": e.data}
+                        "at": e.at.isoformat(), "attempt": e.attempt,
+                        "data": readable(e.data)}
                        for e in events]}
 
 

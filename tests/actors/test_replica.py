@@ -112,3 +112,15 @@ async def test_what_an_agent_logs_names_its_attempt(capsys):
         "replica": "agent:test:0"}
     assert (by_message["from b"]["task_id"], by_message["from b"]["tenant"]) == ("b", "default")
     assert "task_id" not in by_message["between attempts"]
+
+
+@pytest.mark.parametrize("levels", [65, 300, 2000])
+async def test_a_result_nested_too_deep_fails_the_attempt_for_good(levels):
+    replica = AgentReplica(Sleeper, CONTEXT, max_payload_bytes=10_000)
+    result = await replica.run(task({"nest": levels}, "sleeper"))
+    assert not result.ok and result.result is None
+    assert result.error.code == "invalid_result" and not result.error.retryable
+    assert "nested deeper than 64 levels at result.nested.n.n" in result.error.message
+    context = dataclasses.replace(CONTEXT, max_result_depth=10)
+    shallow = await AgentReplica(Sleeper, context, 10_000).run(task({"nest": 8}, "sleeper"))
+    assert shallow.ok and shallow.result["nested"]["n"]["n"]

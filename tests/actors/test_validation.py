@@ -48,3 +48,29 @@ def test_each_rule_names_the_field(change, message):
         validate_request(TaskRequest(**fields), CONFIG, index=3)
     assert str(info.value).startswith("task 3: ")
     assert info.value.details["index"] == 3
+
+
+def _nested(levels: int) -> object:
+    value: object = 1
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("levels", [65, 300, 5000])
+def test_a_payload_nested_too_deep_is_refused_naming_the_path(levels):
+    """The Python client and batch lines come through here: 5000 levels would break json."""
+    request = TaskRequest("deep", {"rows": [_nested(levels)]})
+    with pytest.raises(InvalidRequest) as caught:
+        validate_request(request, OrchestratorConfig(database_url="sqlite://"))
+    details = caught.value.details
+    assert details["field"] == "payload" and details["limit"] == 64
+    assert details["path"].startswith("payload.rows[0].a.a") and "levels)…" in details["path"]
+    assert "payload is nested deeper than 64 levels at payload.rows[0]" in str(caught.value)
+
+
+def test_the_depth_limit_is_the_configured_one():
+    config = OrchestratorConfig(database_url="sqlite://", max_payload_depth=3)
+    assert validate_request(TaskRequest("d", {"a": {"b": {"c": 1}}}), config)
+    with pytest.raises(InvalidRequest, match=r"deeper than 3 levels at payload\.a\.b\.c$"):
+        validate_request(TaskRequest("d", {"a": {"b": {"c": [1]}}}), config)

@@ -144,3 +144,15 @@ def test_a_batch_reads_from_a_uri_through_smart_open(tmp_path: Path):
         server.shutdown()
         server.server_close()
     assert lines[0].request.description == "a" and lines[1].error.code == "invalid_json"
+
+
+@pytest.mark.parametrize("levels", [65, 5000])
+def test_a_line_nested_too_deep_is_a_bad_line_naming_the_path(levels):
+    """Measured before parsing: 5000 levels would make json.loads itself fail."""
+    deep = "[" * levels + "]" * levels
+    first, second = verdicts(f'{{"description": "d", "payload": {{"x": {deep}}}}}\n'
+                             '{"description": "fine", "payload": {"x": [[1]]}}\n'.encode())
+    assert first.request is None and first.error.code == "invalid_task"
+    assert first.error.details["path"].startswith("payload.x[0][0]")
+    assert "payload is nested deeper than 64 levels at payload.x" in first.error.message
+    assert second.request is not None and second.request.payload == {"x": [[1]]}

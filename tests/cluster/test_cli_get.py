@@ -54,3 +54,21 @@ def test_get_as_json_carries_the_cost_fields(capsys) -> None:
     assert (value["cpu_s"], value["wall_s"]) == (0.75, 2.5)
     assert [(a["duration_s"], a["cpu_s"]) for a in value["attempt_history"]] == [
         (1.0, None), (1.5, 0.75)]
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_a_stored_task_too_deep_to_show_is_shown_with_a_marker(monkeypatch, capsys,
+                                                               as_json) -> None:
+    """A row written before the depth limit existed (5000 levels would break json.dumps)."""
+    deep: object = 1
+    for _ in range(5000):
+        deep = {"a": deep}
+    task = Task(id="t-2", description="old", payload=deep, status=TaskStatus.SUCCEEDED,
+                agent_type="calculator", tenant="default", priority=0, attempts=1,
+                max_attempts=1, timeout_s=30.0, created_at=T0, updated_at=T0, result=deep)
+    monkeypatch.setattr(FakeClient, "get", lambda self, task_id: task)
+    cli.cmd_get(argparse.Namespace(task_id="t-2", json=as_json))
+    out = capsys.readouterr().out
+    assert '"unreadable": "nested deeper than 128 levels"' in out
+    if as_json:
+        assert json.loads(out)["payload"] == {"unreadable": "nested deeper than 128 levels"}

@@ -20,7 +20,8 @@ _SPEC = dict(capabilities=("testing",), examples=("test the platform",),
 
 class Sleeper(Agent):
     """Sleeps `seconds` (cooperatively), then answers with the pid that ran the attempt. On
-    request it also logs `log` and keeps a CPU busy for `burn_s`."""
+    request it also logs `log`, keeps a CPU busy for `burn_s`, and answers a value nested
+    `nest` levels deep as `nested`."""
 
     spec = AgentSpec(name="sleeper", description="sleeps on request", concurrency=16, **_SPEC)
 
@@ -31,7 +32,13 @@ class Sleeper(Agent):
         while time.thread_time() < burn_until:
             pass
         await asyncio.sleep(float(task.payload.get("seconds", 0)))
-        return {"pid": os.getpid(), "attempt": task.attempt, "echo": task.payload.get("echo")}
+        answer = {"pid": os.getpid(), "attempt": task.attempt, "echo": task.payload.get("echo")}
+        if "nest" in task.payload:
+            nested: object = "bottom"
+            for _ in range(int(task.payload["nest"])):
+                nested = {"n": nested}
+            answer["nested"] = nested
+        return answer
 
 
 class Hanger(Agent):
