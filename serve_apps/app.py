@@ -14,7 +14,11 @@ Guarantees:
 - every error leaves as the one envelope of `http_errors`, with the request id: platform errors
   with their mapped status, FastAPI's validation failures as `invalid_request` (400) naming the
   field, unknown routes as `not_found`, a wrong method as `method_not_allowed` (405, with
-  `Allow`), anything unexpected as a logged, generic 500.
+  `Allow`), anything unexpected as a logged, generic 500;
+- a path with a trailing slash is not redirected (a redirect would be built from the
+  caller's `Host` header): it answers 404 like any unknown path;
+- the OpenAPI document declares the credentials (`securitySchemes`: a bearer JWT, an API key
+  in `X-API-Key` or `Authorization: ApiKey`) and each protected operation's `security`.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from starlette.routing import Match
 
 from serve_apps import http_errors
 from serve_apps.api_config import ApiConfig
+from serve_apps.client_address import ClientAddresses, TrustedProxies
 from serve_apps.credential_cache import CredentialCache
 from serve_apps.errors import MethodNotAllowed
+from serve_apps.login_throttle import LocalLoginThrottle, LoginThrottle, ThrottlePolicy
 from serve_apps.middleware import (
     BodyLimitMiddleware, NulGuardMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware,
     logger,
@@ -57,17 +63,27 @@ ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
 
 
 def create_app(config: ApiConfig, port: PlatformPort, auth_store: AuthStore,
-               limiter: RateLimiter, behind_proxy: bool = False) -> FastAPI:
+               limiter: RateLimiter, behind_proxy: bool = False,
+               login_throttle: LoginThrottle | None = None,
+               upstream_proxies: TrustedProxies | None = None) -> FastAPI:
     """The API application over `port` (the orchestrator), `auth_store` and `limiter`.
-    `behind_proxy`: a proxy (Ray Serve's) echoes the caller's `X-Request-ID` already."""
+    `behind_proxy`: a proxy (Ray Serve's) echoes the caller's `X-Request-ID` already.
+    `login_throttle`: shared per-account login state (default: in process, see
+    `login_throttle`); the caller closes one it gives. `upstream_proxies`: the hosts whose
+    `X-Forwarded-For` the ASGI server in front already applied to the peer (Serve's uvicorn;
+    see `client_address`)."""
     app = FastAPI(title="YMERA", version="1", summary="Multi-agent compute platform on Ray",
                   openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs",
-                  redoc_url=None)
+                  redoc_url=None, redirect_slashes=False)
     app.state.services = Services(
         config=config, port=port, auth_store=auth_store, limiter=limiter,
         tokens=TokenIssuer(config.jwt_secret, config.issuer, config.audience,
                            config.access_ttl_s, config.refresh_ttl_s),
-        credentials=CredentialCache(config.auth_cache_s))
+        credentials=CredentialCache(config.auth_cache_s),
+        addresses=ClientAddresses(TrustedProxies.parse(config.trusted_proxies),
+                                  upstream_proxies),
+        login_throttle=login_throttle or LocalLoginThrottle(throttle_policy(config)))
+    app.state.stream_slots = streams.StreamSlots(config.max_streams_per_caller)
     app.state.api_routes = []  # for the `Allow` header of a 405
     for router in (auth.public, auth.keys, tasks.router, streams.router, agents.router,
                    users.router, probes):
@@ -88,9 +104,16 @@ def create_app(config: ApiConfig, port: PlatformPort, auth_store: AuthStore,
             expose_headers=["X-Request-ID", "Retry-After", "RateLimit-Limit",
                             "RateLimit-Remaining", "RateLimit-Reset", "Location"])
     app.add_middleware(NulGuardMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.max_body_bytes,
+                       max_depth=config.max_payload_depth)
     app.add_middleware(RequestContextMiddleware, echo_kept_id=not behind_proxy)
     return app
+
+
+def throttle_policy(config: ApiConfig) -> ThrottlePolicy:
+    """The per-account login throttle `config` asks for."""
+    return ThrottlePolicy(free_failures=config.login_free_failures,
+                          max_delay_s=config.login_max_delay_s)
 
 
 def error_response(request: Request, exc: BaseException,

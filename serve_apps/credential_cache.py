@@ -10,8 +10,12 @@ Guarantees:
   role) takes effect on it at once (`forget`); on other replicas, within `ttl_s`;
 - nothing about the request is cached: the key's secret is checked against its stored hash and
   its expiry against the clock on every request;
-- a lookup that found nothing is not kept, so a key created elsewhere works at once;
-- at most `max_entries` records are kept, the oldest dropped first.
+- a lookup that found nothing is kept only when asked (`remember_missing`, used for API key
+  ids: they are random, so no caller can present one before it exists) and only for
+  `missing_ttl_s` (30 s), so the same unknown key id presented again and again costs one
+  storage read per `missing_ttl_s`, not one per request; a user id is never kept missing;
+- at most `max_entries` records and `max_entries` missing ids are kept, the oldest dropped
+  first.
 """
 
 from __future__ import annotations
@@ -23,28 +27,51 @@ from typing import Any, Final, TypeVar
 T = TypeVar("T")
 
 MAX_ENTRIES: Final = 10_000
+MISSING_TTL_S: Final = 30.0
 
 
 class CredentialCache:
     def __init__(self, ttl_s: float, max_entries: int = MAX_ENTRIES,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 missing_ttl_s: float = MISSING_TTL_S) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
+        self.missing_ttl_s = missing_ttl_s
         self._clock = clock
         self._records: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._missing: dict[tuple[str, str], float] = {}  # → when it was found missing
 
-    async def get(self, kind: str, ident: str, load: Callable[[], Awaitable[T | None]]
-                  ) -> T | None:
-        """The `kind` record `ident`, kept if read less than `ttl_s` ago, else `load()`ed."""
+    def holds(self, kind: str, ident: str) -> bool:
+        """Whether `get` would answer without a storage read (kept, or kept missing)."""
+        key, now = (kind, ident), self._clock()
+        kept = self._records.get(key)
+        if kept is not None and now - kept[0] < self.ttl_s:
+            return True
+        missed = self._missing.get(key)
+        return missed is not None and now - missed < self.missing_ttl_s
+
+    async def get(self, kind: str, ident: str, load: Callable[[], Awaitable[T | None]],
+                  remember_missing: bool = False) -> T | None:
+        """The `kind` record `ident`, kept if read less than `ttl_s` ago, else `load()`ed.
+        `remember_missing`: a record `load` did not find stays "none" for `missing_ttl_s`."""
         key = (kind, ident)
         kept = self._records.get(key)
         now = self._clock()
         if kept is not None and now - kept[0] < self.ttl_s:
             return kept[1]
+        missed = self._missing.get(key)
+        if missed is not None and now - missed < self.missing_ttl_s:
+            return None
         record = await load()
         if record is None:
             self._records.pop(key, None)
+            if remember_missing and self.missing_ttl_s > 0:
+                self._missing.pop(key, None)
+                self._missing[key] = now
+                while len(self._missing) > self.max_entries:
+                    del self._missing[next(iter(self._missing))]
         else:
+            self._missing.pop(key, None)
             self.put(kind, ident, record, read_at=now)
         return record
 
@@ -59,5 +86,6 @@ class CredentialCache:
             del self._records[next(iter(self._records))]
 
     def forget(self, kind: str, ident: str) -> None:
-        """Drop the record, so the next request reads it again."""
+        """Drop the record (or that it is missing), so the next request reads it again."""
         self._records.pop((kind, ident), None)
+        self._missing.pop((kind, ident), None)

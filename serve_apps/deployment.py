@@ -29,13 +29,21 @@ Guarantees:
   response, so the app does not add it again (`create_app(..., behind_proxy=True)`). Only
   when the caller's id is one the app refuses (see `middleware`) does the response carry
   both: the caller's, echoed by Serve, and then the app's, which its logs and error envelope
-  name.
+  name;
+- the caller address the API limits and audits is never taken from a header a caller chose:
+  Serve's HTTP proxy (uvicorn) replaces the peer of a request from the hosts it trusts
+  (`FORWARDED_ALLOW_IPS`, loopback by default) by a hop of its `X-Forwarded-For`; the app
+  undoes that and believes forwarded hops only from `trusted_proxies`
+  (see `serve_apps.client_address`);
+- Serve's proxy sends its own `server: uvicorn` header, which the application cannot remove
+  (Serve 2.60 does not let it be configured); strip it at the reverse proxy in front.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import time
 import urllib.error
 import urllib.request
@@ -50,7 +58,9 @@ from actors.deploy import find_orchestrator
 from actors.errors import PlatformUnavailable
 from actors.logs import configure_logging
 from serve_apps.api_config import ApiConfig
-from serve_apps.app import create_app
+from serve_apps.app import create_app, throttle_policy
+from serve_apps.client_address import UVICORN_DEFAULT_TRUST, TrustedProxies
+from serve_apps.login_throttle import LocalLoginThrottle, LoginThrottle, RedisLoginThrottle
 from serve_apps.platform_port import ActorPort
 from serve_apps.rate_limit import LocalRateLimiter, RateLimit, RateLimiter, RedisRateLimiter
 from storage.auth_store import AuthStore
@@ -63,7 +73,7 @@ DOWNSCALE_DELAY_S: Final = 600.0
 READY_TIMEOUT_S: Final = 60.0
 HEAD_NODE_RESOURCE: Final = {"node:__internal_head__": 0.001}
 _SECRET_ARGS: Final = ("jwt_secret", "jwt_secret_file")
-_RATE_LIMIT_ARGS: Final = ("key_rate_limit", "tenant_rate_limit")
+_RATE_LIMIT_ARGS: Final = ("key_rate_limit", "tenant_rate_limit", "failed_auth_rate_limit")
 _CONFIG_ARGS: Final = frozenset(f.name for f in dataclasses.fields(ApiConfig)) - {"jwt_secret"}
 
 
@@ -144,14 +154,36 @@ class ApiIngress:
         self.auth_store = await AuthStore.open(config.database_url)
         self.limiter: RateLimiter = (RedisRateLimiter(config.redis_url, config.namespace)
                                      if config.redis_url else LocalRateLimiter())
+        policy = throttle_policy(config)
+        self.login_throttle: LoginThrottle = (
+            RedisLoginThrottle(config.redis_url, config.namespace, policy)
+            if config.redis_url else LocalLoginThrottle(policy))
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_app(self.config, LazyActorPort(self.config.namespace), self.auth_store,
-                          self.limiter, behind_proxy=True)
+                          self.limiter, behind_proxy=True, login_throttle=self.login_throttle,
+                          upstream_proxies=serve_proxy_trust())
 
     async def __del__(self) -> None:
+        await self.login_throttle.close()
         await self.limiter.close()
         await self.auth_store.close()
+
+
+def serve_proxy_trust() -> TrustedProxies:
+    """The hosts whose `X-Forwarded-For` Serve's uvicorn applies to a request's peer: its
+    `FORWARDED_ALLOW_IPS` (read by uvicorn from the same cluster environment), else loopback.
+    An entry that is no address (uvicorn keeps such literals) cannot match a peer here."""
+    raw = os.environ.get("FORWARDED_ALLOW_IPS")
+    entries = raw.split(",") if raw is not None else list(UVICORN_DEFAULT_TRUST)
+    usable = []
+    for entry in (e.strip() for e in entries):
+        try:
+            TrustedProxies.parse([entry])
+        except ValueError:
+            continue
+        usable.append(entry)
+    return TrustedProxies.parse(usable)
 
 
 def build_api(config: ApiConfig, replicas: int | None = 1,

@@ -11,6 +11,8 @@ expire on their own once fully refilled. `LocalRateLimiter` runs the same step i
 single node without Redis. Times are whole microseconds, so a period is honoured to within
 `requests` microseconds.
 
+`check(..., spend=False)` asks without spending: whether one more request would be allowed now.
+
 When Redis fails, `check` raises `StorageError`: the limiter fails closed and the API decides
 what to answer (by default 503 with Retry-After, not an unmetered request).
 """
@@ -104,13 +106,14 @@ def gcra_step(tat_us: int | None, now_us: int, limit: RateLimit) -> tuple[int | 
     return new_tat, _decision(limit, True, remaining, new_tat - now_us, -1)
 
 
-# KEYS[1]: the budget's key. ARGV: interval_us, burst_us.
+# KEYS[1]: the budget's key. ARGV: interval_us, burst_us, spend (1, or 0 to only ask).
 # Returns {allowed (0/1), remaining, reset_us, retry_after_us (-1 when allowed)}.
 GCRA_SCRIPT = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local spend = tonumber(ARGV[3] or '1')
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local new_tat = tat + interval
@@ -119,6 +122,9 @@ if now < allow_at then
   return {0, 0, tat - now, allow_at - now}
 end
 local ttl = new_tat - now
+if spend == 0 then
+  return {1, math.floor((burst - ttl) / interval), ttl, -1}
+end
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil(ttl / 1000))
 return {1, math.floor((burst - ttl) / interval), ttl, -1}
 """
@@ -128,7 +134,8 @@ class RateLimiter(Protocol):
     """Decides whether `identity` (an API key id, a tenant) may make one more request in
     `scope` (for example "key" or "tenant"); each (scope, identity) has its own budget."""
 
-    async def check(self, scope: str, identity: str, limit: RateLimit) -> Decision: ...
+    async def check(self, scope: str, identity: str, limit: RateLimit,
+                    spend: bool = True) -> Decision: ...
     async def close(self) -> None: ...
 
 
@@ -144,12 +151,14 @@ class RedisRateLimiter:
                                       socket_timeout=COMMAND_TIMEOUT_S)
         self._script = self._client.register_script(GCRA_SCRIPT)  # EVALSHA, loads on NOSCRIPT
 
-    async def check(self, scope: str, identity: str, limit: RateLimit) -> Decision:
-        """Spend one request of the budget if there is one. Raises `StorageError` when Redis
-        cannot answer."""
+    async def check(self, scope: str, identity: str, limit: RateLimit,
+                    spend: bool = True) -> Decision:
+        """Spend one request of the budget if there is one (`spend=False`: only say whether
+        there is). Raises `StorageError` when Redis cannot answer."""
         key = redis_keys.rate_limit_key(self.namespace, scope, identity)
         try:
-            reply = await self._script(keys=[key], args=[limit.interval_us, limit.burst_us])
+            reply = await self._script(keys=[key], args=[limit.interval_us, limit.burst_us,
+                                                         int(spend)])
         except (RedisError, OSError) as exc:
             raise StorageError(
                 f"rate limiter could not reach Redis at {self.address}: {exc}",
@@ -170,14 +179,16 @@ class LocalRateLimiter:
         self._clock = clock or (lambda: time.monotonic_ns() // 1000)
         self._arrivals: dict[str, int] = {}
 
-    async def check(self, scope: str, identity: str, limit: RateLimit) -> Decision:
-        """Spend one request of the budget if there is one."""
+    async def check(self, scope: str, identity: str, limit: RateLimit,
+                    spend: bool = True) -> Decision:
+        """Spend one request of the budget if there is one (`spend=False`: only say whether
+        there is)."""
         key = redis_keys.rate_limit_key("local", scope, identity)  # same names, same validation
         now = self._clock()
         if len(self._arrivals) > LOCAL_SWEEP_THRESHOLD:
             self._arrivals = {k: tat for k, tat in self._arrivals.items() if tat > now}
         new_tat, decision = gcra_step(self._arrivals.get(key), now, limit)
-        if new_tat is not None:
+        if new_tat is not None and spend:
             self._arrivals[key] = new_tat
         return decision
 

@@ -4,7 +4,9 @@ This module stores and queries; it never hashes or checks a secret. Callers pass
 hashes in and compare them on the way out, so no plain secret ever reaches the database.
 
 Guarantees:
-- usernames are unique across all tenants; a taken name is `Conflict` and changes nothing;
+- usernames are unique within a tenant (another tenant may hold the same name, and creating
+  it there neither fails nor reveals that); a name taken in the tenant is `Conflict` and
+  changes nothing;
 - an API key is reachable for change only within its own tenant: another tenant's key looks
   exactly like a key that does not exist;
 - revoking (a key or a refresh token) is one-way, and the first `revoked_at` stands;
@@ -30,7 +32,7 @@ from storage.models import (
     api_keys_table, audit_events_table, refresh_tokens_table, users_table,
 )
 
-ROLES = ("admin", "operator", "submitter", "viewer")
+ROLES = ("platform_admin", "admin", "operator", "submitter", "viewer")
 MAX_PAGE = 1000
 MAX_DETAILS_BYTES = 16 * 1024
 _LENGTHS = {"tenant": 64, "username": 64, "password_hash": 255, "name": 100,
@@ -175,19 +177,23 @@ class AuthStore(EngineStore):
 
     async def create_user(self, tenant: str, username: str, password_hash: str,
                           role: str) -> User:
-        """Store a new, enabled user. `Conflict` if `username` is taken in any tenant."""
+        """Store a new, enabled user. `Conflict` if `username` is taken in `tenant`."""
         _check_text(tenant=tenant, username=username, password_hash=password_hash)
         _check_role(role)
         now = utcnow()
         user = User(secrets.token_hex(16), tenant, username, role, False, now, now,
                     password_hash)
-        taken = Conflict(f"username {username!r} is taken", {"username": username})
+        taken = Conflict(f"username {username!r} is taken in this tenant",
+                         {"field": "username", "username": username})
         async with self._transaction(f"creating user {username!r}", taken) as connection:
             await connection.execute(insert(users_table), dataclasses.asdict(user))
         return user
 
-    async def user_by_name(self, username: str) -> User | None:
-        rows = await self._fetch(select(users_table).where(users_table.c.username == username))
+    async def user_by_name(self, tenant: str, username: str) -> User | None:
+        """The user of `tenant` named `username`, or None."""
+        table = users_table
+        rows = await self._fetch(select(table).where(table.c.tenant == tenant,
+                                                     table.c.username == username))
         return _user(rows[0]) if rows else None
 
     async def user(self, user_id: str) -> User:

@@ -18,7 +18,10 @@ Guarantees:
   `?after_id=`) with the stored events of the tenant's tasks first; then, as the task stream,
   it follows the bus (reading storage again after a bus gap) or, without Redis, polls
   storage: each event once, in id order, nothing missed;
-- the bus subscription is closed when the stream ends or the client disconnects.
+- the bus subscription is closed when the stream ends or the client disconnects;
+- a caller (a user or an API key) holds at most `max_streams_per_caller` streams at once on one
+  API replica; one more answers 429 with `Retry-After` before anything is streamed, and a
+  stream's place is given back when it ends or its client leaves.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
+from serve_apps.errors import RateLimited
+from serve_apps.permissions import Principal
 from serve_apps.routes.access import Caller, Services, authorize, services
 from serve_apps.routes.tasks import owned_task
 from storage.errors import InvalidRequest, StorageError
@@ -46,6 +52,7 @@ POLL_S: Final = 0.5
 RESUBSCRIBE_DELAY_S: Final = 1.0
 TERMINAL_KINDS: Final = frozenset(status.value for status in TERMINAL_STATUSES)
 STREAM_HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+STREAM_RETRY_AFTER_S: Final = 5.0
 
 router = APIRouter(tags=["streams"], dependencies=[Depends(authorize)])
 
@@ -80,7 +87,7 @@ async def task_stream(task_id: str, request: Request, caller: Caller,
     start = resume_id(last_event_id, after_id)
     await owned_task(request, caller, task_id)
     svc = services(request)
-    return _sse_response(_events(svc, _task_feed(svc, task_id), start))
+    return _sse_response(request, caller, _events(svc, _task_feed(svc, task_id), start))
 
 
 @router.get("/stream", summary="Every event of the tenant's tasks as Server-Sent Events")
@@ -90,11 +97,62 @@ async def tenant_stream(request: Request, caller: Caller, after_id: AfterId = No
     svc = services(request)
     if not start:  # no resume point: from the newest event on, not the tenant's whole history
         start = await svc.port.call("last_event_id")
-    return _sse_response(_events(svc, _tenant_feed(svc, caller.tenant), start))
+    return _sse_response(request, caller, _events(svc, _tenant_feed(svc, caller.tenant), start))
 
 
-def _sse_response(body: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(body, media_type="text/event-stream", headers=STREAM_HEADERS)
+class StreamSlots:
+    """How many streams each caller, keyed by (tenant, subject), holds open on this replica."""
+
+    def __init__(self, per_caller: int) -> None:
+        self.per_caller = per_caller
+        self._open: dict[tuple[str, str], int] = {}
+
+    def take(self, caller: Principal) -> Callable[[], None]:
+        """A place for one more stream of `caller`, and the function that gives it back;
+        `RateLimited` when the caller holds `per_caller` already."""
+        key = (caller.tenant, caller.subject)
+        held = self._open.get(key, 0)
+        if held >= self.per_caller:
+            raise RateLimited(f"at most {self.per_caller} open event streams per caller; close "
+                              "one first", {"scope": "streams", "limit": self.per_caller},
+                              retry_after_s=STREAM_RETRY_AFTER_S)
+        self._open[key] = held + 1
+        given_back = False
+
+        def give_back() -> None:
+            nonlocal given_back
+            if given_back:
+                return
+            given_back = True
+            left = self._open.get(key, 1) - 1
+            if left > 0:
+                self._open[key] = left
+            else:
+                self._open.pop(key, None)
+        return give_back
+
+    def held(self, caller: Principal) -> int:
+        return self._open.get((caller.tenant, caller.subject), 0)
+
+
+class _SlotStreamingResponse(StreamingResponse):
+    """Gives its stream's place back when the response ends, however it ends."""
+
+    def __init__(self, body: AsyncIterator[str], give_back: Callable[[], None]) -> None:
+        super().__init__(body, media_type="text/event-stream", headers=STREAM_HEADERS)
+        self._give_back = give_back
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._give_back()
+
+
+def _sse_response(request: Request, caller: Principal,
+                  body: AsyncIterator[str]) -> StreamingResponse:
+    slots: StreamSlots = request.app.state.stream_slots
+    return _SlotStreamingResponse(body, slots.take(caller))
 
 
 @dataclasses.dataclass(frozen=True)

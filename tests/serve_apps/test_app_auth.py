@@ -61,14 +61,17 @@ async def test_each_role_is_allowed_exactly_its_permissions(platform: Platform, 
 
 async def test_login_failures_look_alike_and_are_audited(platform: Platform, client) -> None:
     wrong = await client.post(f"{API}/auth/token",
-                              json={"username": "admin@acme", "password": "wrong password!!"})
+                              json={"tenant": "acme", "username": "admin@acme",
+                                    "password": "wrong password!!"})
     unknown = await client.post(f"{API}/auth/token",
-                                json={"username": "nobody", "password": PASSWORD})
+                                json={"tenant": "acme", "username": "nobody",
+                                      "password": PASSWORD})
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.json()["error"]["message"] == unknown.json()["error"]["message"]
     assert wrong.headers["www-authenticate"] == "Bearer"
     ok = await client.post(f"{API}/auth/token",
-                           json={"username": "admin@acme", "password": PASSWORD})
+                           json={"tenant": "acme", "username": "admin@acme",
+                                 "password": PASSWORD})
     assert ok.status_code == 200
     events, _ = await platform.auth_store.list_audit("acme")
     assert [e.action for e in events] == ["login", "login_failed"]
@@ -79,14 +82,16 @@ async def test_disabled_user_cannot_log_in_or_use_a_token(platform: Platform, cl
     await platform.auth_store.set_disabled(platform.users[("acme", "viewer")].id, True)
     assert (await client.get(f"{API}/agents", headers=headers)).status_code == 401
     login = await client.post(f"{API}/auth/token",
-                              json={"username": "viewer@acme", "password": PASSWORD})
+                              json={"tenant": "acme", "username": "viewer@acme",
+                                    "password": PASSWORD})
     assert login.status_code == 401
 
 
 async def test_refresh_rotates_and_a_replay_revokes_the_family(platform: Platform,
                                                                client) -> None:
     login = (await client.post(f"{API}/auth/token",
-                               json={"username": "viewer@acme", "password": PASSWORD})).json()
+                               json={"tenant": "acme", "username": "viewer@acme",
+                                     "password": PASSWORD})).json()
     rotated = await client.post(f"{API}/auth/refresh",
                                 json={"refresh_token": login["refresh_token"]})
     assert rotated.status_code == 200, rotated.text

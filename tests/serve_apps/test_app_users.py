@@ -20,7 +20,8 @@ NEW_PASSWORD = "a long enough new password"
 
 async def _login(client, username: str, password: str = PASSWORD):
     return await client.post(f"{API}/auth/token",
-                             json={"username": username, "password": password})
+                             json={"tenant": "acme", "username": username,
+                                   "password": password})
 
 
 async def test_an_admin_creates_a_user_who_can_log_in(platform: Platform, client) -> None:
@@ -47,7 +48,9 @@ async def test_an_admin_creates_a_user_who_can_log_in(platform: Platform, client
 @pytest.mark.parametrize(("body", "status", "code"), [
     ({"username": "short@acme", "password": "too short", "role": "viewer"}, 400,
      "invalid_request"),
-    ({"username": "viewer@globex", "password": NEW_PASSWORD, "role": "viewer"}, 409, "conflict"),
+    ({"username": "viewer@acme", "password": NEW_PASSWORD, "role": "viewer"}, 409, "conflict"),
+    ({"username": "x@acme", "password": "aaaaaaaaaaaa", "role": "viewer"}, 400,
+     "invalid_request"),
     ({"username": "x@acme", "password": NEW_PASSWORD, "role": "root"}, 400, "invalid_request"),
     ({"username": "x@acme", "password": NEW_PASSWORD, "role": "viewer", "tenant": "globex"},
      400, "invalid_request"),

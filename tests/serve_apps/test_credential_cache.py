@@ -84,3 +84,27 @@ async def test_the_oldest_entries_go_first_beyond_the_bound() -> None:
     assert storage.reads == reads  # still kept
     await cache.get("key", "k0", storage.loader("k0"))
     assert storage.reads == reads + 1  # dropped as the oldest
+
+
+async def test_an_unknown_key_id_is_remembered_missing_for_a_short_while_only() -> None:
+    clock, storage = Clock(), Storage()
+    cache = CredentialCache(ttl_s=5, clock=clock, missing_ttl_s=30)
+    for _ in range(10):
+        assert await cache.get("key", "k9", storage.loader("k9"), remember_missing=True) is None
+    assert storage.reads == 1 and cache.holds("key", "k9")
+    clock.now += 30
+    assert not cache.holds("key", "k9")
+    storage.records["k9"] = "v9"
+    assert await cache.get("key", "k9", storage.loader("k9"), remember_missing=True) == "v9"
+    assert storage.reads == 2
+
+
+async def test_missing_ids_are_kept_within_the_bound_and_users_never() -> None:
+    clock, storage = Clock(), Storage()
+    cache = CredentialCache(ttl_s=5, max_entries=3, clock=clock)
+    for ident in ("a", "b", "c", "d"):
+        await cache.get("key", ident, storage.loader(ident), remember_missing=True)
+    assert [cache.holds("key", ident) for ident in "abcd"] == [False, True, True, True]
+    await cache.get("user", "u1", storage.loader("u1"))
+    await cache.get("user", "u1", storage.loader("u1"))
+    assert storage.reads == 6

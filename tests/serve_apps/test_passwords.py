@@ -46,9 +46,35 @@ def test_the_policy_refuses_and_names_the_rule(plain: Any, rule: str) -> None:
         assert plain not in caught.value.message
 
 
-@pytest.mark.parametrize("plain", ["x" * MIN_LENGTH, "x" * MAX_LENGTH])
-def test_the_policy_accepts_its_bounds(plain: str) -> None:
+STRONG_SHORTEST = "q7#Vm2!zLp9w"
+assert len(STRONG_SHORTEST) == MIN_LENGTH
+
+
+@pytest.mark.parametrize("plain", [STRONG_SHORTEST, (GOOD + " ") * (MAX_LENGTH // 22)
+                                   + "x" * (MAX_LENGTH % 22)])
+def test_the_policy_accepts_strong_passwords_at_its_length_bounds(plain: str) -> None:
+    assert len(plain) in (MIN_LENGTH, MAX_LENGTH)
     assert check_password_policy(plain) == plain
+
+
+@pytest.mark.parametrize("plain", ["aaaaaaaaaaaa", "password1234", "qwertyuiop12",
+                                   "x" * MAX_LENGTH])
+def test_a_long_enough_but_guessable_password_is_refused_with_advice(plain: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        check_password_policy(plain)
+    details = caught.value.details
+    assert details["field"] == "password" and details["rule"] == "strength"
+    assert details["score"] < details["min_score"] == 3
+    assert caught.value.message.startswith("password is too easy to guess")
+    assert details["warning"] or details["suggestions"]  # zxcvbn's own feedback is passed on
+
+
+def test_the_username_and_tenant_count_as_guessable_words() -> None:
+    plain = "jdoe@globexcorp"
+    assert check_password_policy(plain) == plain  # strong for someone else
+    with pytest.raises(InvalidRequest) as caught:
+        check_password_policy(plain, user_inputs=("jdoe", "globexcorp"))
+    assert caught.value.details["rule"] == "strength"
 
 
 def test_passwords_are_compared_after_unicode_normalisation() -> None:

@@ -87,6 +87,18 @@ async def test_identities_and_scopes_have_separate_budgets(
     assert (await limiter.check("tenant", "key-1", limit)).allowed
 
 
+async def test_asking_without_spending_leaves_the_budget_as_it_was(
+        replicas: tuple[RateLimiter, RateLimiter]) -> None:
+    limiter, _ = replicas
+    limit = RateLimit(requests=2, per_s=10.0)
+    asked = [await limiter.check("auth_failure", "10.0.0.1", limit, spend=False)
+             for _ in range(5)]
+    assert all(d.allowed for d in asked)
+    assert [d.allowed for d in await spend(limiter, 3, limit, "10.0.0.1", "auth_failure")] \
+        == [True, True, False]
+    assert not (await limiter.check("auth_failure", "10.0.0.1", limit, spend=False)).allowed
+
+
 async def test_decisions_carry_the_standard_headers(
         replicas: tuple[RateLimiter, RateLimiter]) -> None:
     limiter, _ = replicas

@@ -70,8 +70,8 @@ def deployed_api(ray_cluster, tmp_path_factory) -> Iterator[DeployedApi]:
         # limits that the schema run's few hundred calls stay inside
         config = ApiConfig(jwt_secret=SECRET, namespace=client.config.namespace,
                            database_url=client.config.database_url, redis_url=REDIS_URL,
-                           wait_max_s=5.0,
-                           key_rate_limit=GENEROUS, tenant_rate_limit=GENEROUS)
+                           wait_max_s=5.0, key_rate_limit=GENEROUS,
+                           tenant_rate_limit=GENEROUS, failed_auth_rate_limit=GENEROUS)
         url = deploy_api(config, port=_free_port(), replicas=2, name=APP_NAME)
         try:
             yield DeployedApi(url, client.config.namespace)
@@ -82,7 +82,8 @@ def deployed_api(ray_cluster, tmp_path_factory) -> Iterator[DeployedApi]:
 
 def _login(http: httpx.Client, tenant: str, role: str = "submitter") -> dict[str, str]:
     response = http.post(f"{API}/auth/token",
-                         json={"username": f"{role}@{tenant}", "password": PASSWORD})
+                         json={"tenant": tenant, "username": f"{role}@{tenant}",
+                               "password": PASSWORD})
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
@@ -130,6 +131,23 @@ def test_submit_wait_get_and_tenant_isolation(deployed_api: DeployedApi) -> None
         hidden = http.get(f"{API}/tasks/{task['id']}", headers=_login(http, "globex"))
         assert hidden.status_code == 404, hidden.text
         assert hidden.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.cluster
+def test_a_spoofed_forwarded_for_through_serves_proxy_changes_nothing(
+        deployed_api: DeployedApi) -> None:
+    # Serve's proxy (uvicorn) trusts loopback and would take the header's hop as the peer
+    with httpx.Client(base_url=deployed_api.url, timeout=30) as http:
+        spoofed = [f"198.51.100.{i}" for i in range(3)]
+        for hop in spoofed:
+            failed = http.post(f"{API}/auth/token", headers={"X-Forwarded-For": hop}, json={
+                "tenant": "globex", "username": "submitter@globex",
+                "password": "not the password"})
+            assert failed.status_code == 401, failed.text
+        audit = http.get(f"{API}/audit", headers=_login(http, "globex", "admin"))
+        assert audit.status_code == 200, audit.text
+    failures = [e for e in audit.json()["events"] if e["action"] == "login_failed"]
+    assert len(failures) == 3 and {e["client"] for e in failures} == {"127.0.0.1"}
 
 
 @pytest.mark.cluster

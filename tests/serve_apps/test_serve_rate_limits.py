@@ -60,7 +60,8 @@ def test_two_replicas_share_one_budget_per_caller(api_url: str) -> None:
     assert deployment.replica_states.get("RUNNING") == 2
     with httpx.Client(base_url=api_url, timeout=30) as http:
         login = http.post(f"{API}/auth/token",
-                          json={"username": "viewer@acme", "password": PASSWORD})
+                          json={"tenant": "acme", "username": "viewer@acme",
+                                "password": PASSWORD})
         assert login.status_code == 200, login.text
         headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
         answers = [http.get(f"{API}/tasks", headers=headers) for _ in range(3 * BUDGET)]

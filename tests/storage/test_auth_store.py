@@ -24,26 +24,38 @@ async def auth(database_url: str) -> AsyncIterator[AuthStore]:
 async def test_a_created_user_is_found_by_name_and_by_id(auth: AuthStore) -> None:
     created = await auth.create_user("acme", "alice", "argon2$hash", "operator")
 
-    assert await auth.user_by_name("alice") == created
+    assert await auth.user_by_name("acme", "alice") == created
     assert await auth.user(created.id) == created
     assert created.tenant == "acme" and created.role == "operator" and not created.disabled
     assert created.password_hash == "argon2$hash" and "argon2$hash" not in repr(created)
     assert len(created.id) == 32 and created.created_at.tzinfo == timezone.utc
-    assert await auth.user_by_name("bob") is None
+    assert await auth.user_by_name("acme", "bob") is None
+    assert await auth.user_by_name("globex", "alice") is None
     with pytest.raises(NotFound):
         await auth.user("0" * 32)
 
 
-async def test_a_taken_username_is_refused_in_any_tenant_and_nothing_changes(
+async def test_a_username_taken_in_the_tenant_is_refused_and_nothing_changes(
     auth: AuthStore,
 ) -> None:
     first = await auth.create_user("acme", "alice", "hash-1", "admin")
 
-    with pytest.raises(Conflict):
-        await auth.create_user("globex", "alice", "hash-2", "viewer")
+    with pytest.raises(Conflict) as caught:
+        await auth.create_user("acme", "alice", "hash-2", "viewer")
 
-    assert await auth.user_by_name("alice") == first
-    assert await auth.list_users("globex") == []
+    assert caught.value.details["field"] == "username"
+    assert await auth.user_by_name("acme", "alice") == first
+    assert await auth.list_users("acme") == [first]
+
+
+async def test_another_tenant_may_hold_the_same_username(auth: AuthStore) -> None:
+    first = await auth.create_user("acme", "alice", "hash-1", "admin")
+
+    second = await auth.create_user("globex", "alice", "hash-2", "viewer")
+
+    assert await auth.user_by_name("acme", "alice") == first
+    assert await auth.user_by_name("globex", "alice") == second
+    assert second.id != first.id
 
 
 async def test_role_changes_and_disabling_are_kept(auth: AuthStore) -> None:
@@ -88,7 +100,7 @@ async def test_a_role_outside_the_known_ones_is_never_set(auth: AuthStore) -> No
         await auth.set_role(user.id, "superuser")
 
     assert (await auth.user(user.id)).role == "viewer"
-    assert set(ROLES) == {"admin", "operator", "submitter", "viewer"}
+    assert set(ROLES) == {"platform_admin", "admin", "operator", "submitter", "viewer"}
 
 
 # API keys
