@@ -29,9 +29,10 @@ class Started:
 
 
 def up(settings: Settings) -> Started:
-    """Migrate storage, start or join Ray, deploy the orchestrator, wait for its pools, then
-    deploy the HTTP API on Ray Serve (unless switched off)."""
-    settings.state_path.mkdir(parents=True, exist_ok=True)
+    """Make the state directory private (0700), migrate storage, start or join Ray, deploy
+    the orchestrator, wait for its pools, then deploy the HTTP API on Ray Serve (unless
+    switched off)."""
+    settings.private_state_path()
     migrate(settings.resolved_database_url)
     started_ray = settings.ray_address is None
     address = settings.ray_address or start_head(

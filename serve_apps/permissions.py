@@ -1,11 +1,19 @@
-"""Who may do what: four roles, an explicit permission table, and the caller as a `Principal`.
+"""Who may do what: four tenant roles and one platform role, an explicit permission table,
+and the caller as a `Principal`.
 
-    role        may
-    viewer      read tasks and agents, ask the router where a task would go
-    submitter   viewer + submit, cancel and give feedback on tasks
-    operator    submitter + requeue dead tasks, read the dead-letter list, scale agent
-                pools, read the audit log
-    admin       everything, including API keys and users
+    role            may
+    viewer          read tasks and agents, ask the router where a task would go
+    submitter       viewer + submit, cancel and give feedback on tasks
+    operator        submitter + requeue dead tasks, read the dead-letter list, read the
+                    audit log
+    admin           everything within its tenant, including API keys and users
+    platform_admin  admin + platform-wide actions: scale the shared agent pools
+                    (`platform:scale`), read replica pids, node ids and the platform
+                    audit log (`platform:read`)
+
+Tenant roles act within their tenant only; what every tenant shares (pools, nodes) belongs to
+`platform_admin`, a role that only `ymera admin` on storage grants (`CLI_ONLY_ROLES`), never
+the HTTP API.
 
 `ROLE_PERMISSIONS` is the whole truth: each role's permissions are spelled out, not derived,
 so the table reads the same here, in the README and in an audit. Every check is deny-by-default:
@@ -20,12 +28,15 @@ from typing import Final
 
 from serve_apps.errors import Forbidden
 
-ROLES: Final = ("admin", "operator", "submitter", "viewer")
+ROLES: Final = ("platform_admin", "admin", "operator", "submitter", "viewer")
+CLI_ONLY_ROLES: Final = frozenset({"platform_admin"})
+"""Roles no HTTP caller can grant, to a user or a key: `ymera admin` on storage grants them."""
 
 ALL_PERMISSIONS: Final = frozenset({
     "tasks:submit", "tasks:read", "tasks:cancel", "tasks:feedback", "tasks:requeue",
-    "dead:read", "agents:read", "agents:scale", "route:query",
+    "dead:read", "agents:read", "route:query",
     "keys:manage", "users:manage", "audit:read",
+    "platform:scale", "platform:read",
 })
 
 ROLE_PERMISSIONS: Final[dict[str, frozenset[str]]] = {
@@ -39,13 +50,20 @@ ROLE_PERMISSIONS: Final[dict[str, frozenset[str]]] = {
     "operator": frozenset({
         "tasks:read", "agents:read", "route:query",
         "tasks:submit", "tasks:cancel", "tasks:feedback",
-        "tasks:requeue", "dead:read", "agents:scale", "audit:read",
+        "tasks:requeue", "dead:read", "audit:read",
     }),
     "admin": frozenset({
         "tasks:read", "agents:read", "route:query",
         "tasks:submit", "tasks:cancel", "tasks:feedback",
-        "tasks:requeue", "dead:read", "agents:scale", "audit:read",
+        "tasks:requeue", "dead:read", "audit:read",
         "keys:manage", "users:manage",
+    }),
+    "platform_admin": frozenset({
+        "tasks:read", "agents:read", "route:query",
+        "tasks:submit", "tasks:cancel", "tasks:feedback",
+        "tasks:requeue", "dead:read", "audit:read",
+        "keys:manage", "users:manage",
+        "platform:scale", "platform:read",
     }),
 }
 

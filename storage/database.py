@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from storage.errors import InvalidRequest, SchemaOutOfDate, StorageError, YmeraError
+from storage.private_files import private_sqlite_file
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _ASYNC_DRIVERS = {"postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg",
@@ -54,11 +55,12 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def create_engine(url: str | URL) -> AsyncEngine:
-    """An async engine for `url`. SQLite files get their folder, WAL and full fsync on commit."""
+    """An async engine for `url`. SQLite files get their folder, WAL and full fsync on commit,
+    and are readable by their owner only (`storage.private_files`)."""
     parsed = url if isinstance(url, URL) else async_url(url)
     if parsed.drivername.startswith("sqlite"):
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite_file(Path(parsed.database).expanduser())
         engine = create_async_engine(parsed, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine

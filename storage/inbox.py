@@ -1,7 +1,9 @@
 """Agent inboxes: messages posted to an agent type, kept until the recipient acknowledges them.
 
-An inbox is addressed by agent type (`recipient`), not by replica, so a message outlives the
-replica that was running when it arrived. Messages are read oldest first; acknowledging one hides
+An inbox is addressed by tenant and agent type (`recipient`), not by replica, so a message
+outlives the replica that was running when it arrived. Every read and ack names its tenant: a
+tenant lists and counts only its own messages, and another tenant's message is `NotFound`,
+exactly like one that does not exist. Messages are read oldest first; acknowledging one hides
 it from the default listing but keeps it, and acknowledging again changes nothing (the first
 `acked_at` stands), so a reader that crashes between reading and acking may safely ack again.
 """
@@ -103,16 +105,17 @@ class InboxStore(EngineStore):
         self,
         recipient: str,
         *,
+        tenant: str = "default",
         include_acked: bool = False,
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[InboxMessage], str | None]:
-        """`recipient`'s messages, oldest first, `limit` at a time, and the cursor of the next
-        page (None on the last). Acknowledged messages only with `include_acked`."""
+        """`tenant`'s messages to `recipient`, oldest first, `limit` at a time, and the cursor
+        of the next page (None on the last). Acknowledged messages only with `include_acked`."""
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}, not {limit}")
         table = messages_table
-        query = select(table).where(table.c.recipient == recipient)
+        query = select(table).where(table.c.tenant == tenant, table.c.recipient == recipient)
         if not include_acked:
             query = query.where(table.c.acked_at.is_(None))
         if cursor:
@@ -127,26 +130,27 @@ class InboxStore(EngineStore):
         next_cursor = _encode_cursor(messages[-1]) if len(rows) > limit else None
         return messages, next_cursor
 
-    async def ack(self, message_id: str) -> InboxMessage:
-        """Mark a message read and return it; `NotFound` if there is no such message. Acking
-        an acknowledged message changes nothing."""
+    async def ack(self, message_id: str, *, tenant: str = "default") -> InboxMessage:
+        """Mark `tenant`'s message read and return it; `NotFound` if `tenant` has no such
+        message (another tenant's included, which stays unread). Acking an acknowledged
+        message changes nothing."""
         table = messages_table
+        mine = (table.c.id == message_id, table.c.tenant == tenant)
         async with self._transaction(f"acknowledging message {message_id!r}") as connection:
             await connection.execute(
-                update(table)
-                .where(table.c.id == message_id, table.c.acked_at.is_(None))
-                .values(acked_at=utcnow())
+                update(table).where(*mine, table.c.acked_at.is_(None)).values(acked_at=utcnow())
             )
-            row = (await connection.execute(
-                select(table).where(table.c.id == message_id))).first()
+            row = (await connection.execute(select(table).where(*mine))).first()
         if row is None:
             raise NotFound(f"no inbox message with id {message_id!r}",
                            {"message_id": message_id})
         return message_from_row(row)
 
-    async def unacked_count(self, recipient: str) -> int:
+    async def unacked_count(self, recipient: str, *, tenant: str = "default") -> int:
+        """How many of `tenant`'s messages to `recipient` are not acknowledged."""
         rows = await self._fetch(
             select(func.count()).select_from(messages_table).where(
-                messages_table.c.recipient == recipient, messages_table.c.acked_at.is_(None))
+                messages_table.c.tenant == tenant, messages_table.c.recipient == recipient,
+                messages_table.c.acked_at.is_(None))
         )
         return int(rows[0][0])

@@ -299,10 +299,12 @@ class TaskStore(EngineStore):
                                  .where(tasks_table.c.status == status.value))
         return rows[0][0]
 
-    async def count_by_status(self) -> dict[str, int]:
-        rows = await self._fetch(
-            select(tasks_table.c.status, func.count()).group_by(tasks_table.c.status)
-        )
+    async def count_by_status(self, tenant: str | None = None) -> dict[str, int]:
+        """Tasks per status, of every tenant or, with `tenant`, of that tenant's only."""
+        query = select(tasks_table.c.status, func.count()).group_by(tasks_table.c.status)
+        if tenant is not None:
+            query = query.where(tasks_table.c.tenant == tenant)
+        rows = await self._fetch(query)
         return {status: count for status, count in rows}
 
     async def agent_stats(self, since: datetime, tenant: str | None = None

@@ -6,16 +6,18 @@
         → {"delivered": "webhook", "status": 200, "attempts": 1, "url": "…"}
 
 The form follows from the payload ("to_agent" or "url"; an explicit "delivery" of "inbox" or
-"webhook" may say so). Inbox messages are kept by `storage.inbox.InboxStore` until acknowledged.
+"webhook" may say so). Inbox messages are kept by `storage.inbox.InboxStore` until acknowledged,
+in the inbox of the task's own tenant: another tenant never lists or acks them.
 
 A webhook is the message as a JSON body, signed so receivers can tell it came from this platform
 and when: `X-Ymera-Signature: sha256=<hex>` is HMAC-SHA256, keyed with the operator's
 `YMERA_WEBHOOK_SECRET`, over `f"{X-Ymera-Timestamp}.{body}"`; receivers check it with
 `verify_signature`. Guarantees of a delivery:
 
-- it goes only to public addresses: the host is resolved once, every address is checked, and the
-  connection is pinned to the checked addresses (no second lookup to rebind), unless the operator
-  allows private networks; URLs with credentials and redirects are refused;
+- it goes only to public addresses (`actors.agents.webhook_addresses`): the host is resolved
+  once, every address is checked, IPv6 forms that carry a private IPv4 included, and the
+  connection is pinned to the checked addresses (no second lookup to rebind), unless the
+  operator allows private networks; URLs with credentials and redirects are refused;
 - connection errors, timeouts, 429 and 5xx are retried within the task, with exponential backoff
   (or the receiver's Retry-After, up to 10 s); when the attempts run out the agent raises
   `RetryableAgentError`, so the platform retries the task later;
@@ -28,18 +30,16 @@ import asyncio
 import email.utils
 import hashlib
 import hmac
-import ipaddress
 import json
 import re
-import socket
 import time
 from typing import Any
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from actors.agent import Agent, json_type
+from actors.agents.webhook_addresses import PinnedResolver, resolve_checked
 from actors.errors import InvalidTaskInput, RetryableAgentError
 from storage.errors import InvalidRequest, StorageError
 from storage.inbox import MAX_BODY_BYTES, InboxStore
@@ -58,7 +58,6 @@ RETRY_AFTER_MAX_S = 10.0
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MAX_ATTEMPTS = 3
 SENDER = "communication"
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def signature(secret: str | bytes, timestamp: str | int, body: bytes) -> str:
@@ -85,65 +84,6 @@ def verify_signature(secret: str | bytes, timestamp: str | int, body: bytes,
     if max_age_s is not None and abs(time.time() - stamp) > max_age_s:
         return False
     return hmac.compare_digest(signature(secret, stamp, body), header)
-
-
-def forbidden_kind(address: Address) -> str | None:
-    """Why `address` is no place for a webhook (loopback, private, …), or None if it is public."""
-    mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:
-        return forbidden_kind(mapped)
-    for kind in ("unspecified", "loopback", "link_local", "multicast", "private", "reserved"):
-        if getattr(address, f"is_{kind}"):
-            return kind.replace("_", "-")
-    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
-        return "site-local"
-    if not address.is_global:
-        return "non-public"
-    return None
-
-
-class PinnedResolver(AbstractResolver):
-    """Answers every lookup with addresses checked beforehand, so the connection goes where the
-    SSRF check looked and a second DNS answer cannot rebind it elsewhere."""
-
-    def __init__(self, addresses: list[ResolveResult]) -> None:
-        self.addresses = addresses
-
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        return [{**address, "hostname": host, "port": port} for address in self.addresses]
-
-    async def close(self) -> None:
-        pass
-
-
-async def resolve_checked(host: str, port: int, allow_private: bool) -> list[ResolveResult]:
-    """Every address `host` resolves to, refusing the lot if any one is not public (unless
-    `allow_private`)."""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        unknown = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
-        error = InvalidTaskInput if exc.errno in unknown else RetryableAgentError
-        raise error(f"webhook host {host!r} does not resolve: {exc.strerror}",
-                    {"field": "url", "host": host}) from exc
-    addresses: list[ResolveResult] = []
-    for family, _, proto, _, sockaddr in infos:
-        address = ipaddress.ip_address(sockaddr[0])
-        kind = forbidden_kind(address)
-        if kind and not allow_private:
-            raise InvalidTaskInput(
-                f"refusing to send a webhook to {host!r}: it resolves to {address}, a {kind} "
-                "address; only public addresses are allowed unless the operator sets "
-                "YMERA_WEBHOOK_ALLOW_PRIVATE_NETWORKS=true",
-                {"field": "url", "host": host, "address": str(address), "kind": kind})
-        addresses.append({"hostname": host, "host": str(sockaddr[0]), "port": port,
-                          "family": family, "proto": proto,
-                          "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV})
-    if not addresses:
-        raise RetryableAgentError(f"webhook host {host!r} resolved to no address",
-                                  {"host": host})
-    return addresses
 
 
 def _invalid(message: str, **details: Any) -> InvalidTaskInput:
@@ -360,7 +300,8 @@ class Communication(Agent):
             raise RuntimeError("the communication agent was not set up")
         try:
             message = await self.inbox.post(to_agent, payload["message"], sender=SENDER,
-                                            task_id=task.task_id, subject=subject)
+                                            task_id=task.task_id, subject=subject,
+                                            tenant=task.tenant)
         except InvalidRequest as exc:
             raise _invalid(exc.message, **exc.details) from exc
         except StorageError as exc:

@@ -1,8 +1,8 @@
-"""The `monitoring` agent: answers questions about the platform and the Ray cluster under it.
+"""The `monitoring` agent: answers a tenant's questions about the platform under its tasks.
 
 A task asks about one topic, named in payload "topic" or read from the words of its description:
 
-    nodes     the cluster's nodes: alive or not, address, resources; what is free cluster-wide
+    nodes     how many of the cluster's nodes are alive
     pools     each agent type's replicas: live against desired, attempts in flight, restarts
     queues    tasks waiting per agent type against the queue limit, and what is running
     failures  tasks finished in a window per agent type: outcomes, success rate, retries
@@ -15,9 +15,16 @@ failures and latency look (60 s to 7 days, default an hour, or what the descript
 "in the last 30 minutes", "today"). The answer is a JSON object with
 the figures and a one-sentence "summary".
 
-The facts come from the orchestrator (`status()`, `agent_stats(window_s)`) and from Ray's view of
-the cluster, gathered in `Monitoring.observe`, the only code here that touches Ray; everything else
-is pure, so it is tested with given facts.
+Every answer is the asking task's tenant's: task counts, outcomes, success rates, dead letters
+and latencies count that tenant's tasks only. What all tenants share (pools and their replica
+counts, queue lengths, the number of live nodes) is shown as it is; what identifies the machines
+and processes under them (node ids, addresses, resources, replica pids) is not: platform
+administrators read those on the Ray dashboard and in `GET /api/v1/agents`.
+
+The facts come from the orchestrator (`status()`, `agent_stats(window_s, tenant)`,
+`task_counts(tenant)`) and from Ray's view of the cluster, gathered in `Monitoring.observe`, the
+only code here that touches Ray; it keeps only the shared parts of `status()`
+(`shared_status`). Everything else is pure, so it is tested with given facts.
 """
 
 from __future__ import annotations
@@ -36,8 +43,6 @@ TOPICS = ("overview", "nodes", "pools", "queues", "failures", "latency")
 PAYLOAD_KEYS = ("topic", "agent_type", "window_s")
 DEFAULT_WINDOW_S = 3600.0
 WINDOW_RANGE_S = (60.0, 7 * 86400.0)
-HEAD_RESOURCE = "node:__internal_head__"
-GIB = 1024**3
 
 _TOPIC_WORDS = {
     "nodes": (r"\bnodes?\b", r"\bcpus?\b", r"\bgpus?\b", r"\bmemory\b", r"\bmachines?\b"),
@@ -55,7 +60,15 @@ _WINDOW_WORDS = re.compile(
 _UNIT_S = {"minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400, "today": 86400,
            "this week": 7 * 86400}
 _NEEDS_STATS = frozenset({"failures", "latency", "overview"})
+_NEEDS_COUNTS = frozenset({"failures", "overview"})
 _NEEDS_CLUSTER = frozenset({"nodes", "overview"})
+SHARED_STATUS = ("accepting", "uptime_s", "storage", "queue_max", "queued", "running",
+                 "pools", "agent_types")
+"""The parts of the orchestrator's `status()` every tenant shares; its platform-wide task
+counts and dead letters stay out."""
+SHARED_POOL = ("agent_type", "desired", "live", "min_replicas", "max_replicas", "concurrency",
+               "restarts", "queued", "draining")
+SHARED_REPLICA = ("ready", "in_flight", "draining")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,14 +83,26 @@ class Question:
 
 @dataclasses.dataclass(frozen=True)
 class Observation:
-    """What the platform and Ray said: the orchestrator's `status()` and `agent_stats()`, and
-    `ray.nodes()`, `ray.cluster_resources()`, `ray.available_resources()`."""
+    """What the platform and Ray said, for one tenant: the shared part of the orchestrator's
+    `status()` (`shared_status`), the tenant's `agent_stats()` and `task_counts()` (tasks per
+    status), and `ray.nodes()`."""
 
     status: dict[str, Any]
     stats: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     nodes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    total: dict[str, float] = dataclasses.field(default_factory=dict)
-    available: dict[str, float] = dataclasses.field(default_factory=dict)
+    task_counts: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def shared_status(status: dict[str, Any]) -> dict[str, Any]:
+    """The parts of `Orchestrator.status()` any tenant may see: pools (sizes and load, no
+    replica names or pids), queue lengths, whether the platform accepts tasks."""
+    shared = {key: status[key] for key in SHARED_STATUS if key in status}
+    shared["pools"] = [
+        {**{k: pool[k] for k in SHARED_POOL if k in pool},
+         "replicas": [{k: r[k] for k in SHARED_REPLICA if k in r}
+                      for r in pool.get("replicas", [])]}
+        for pool in status.get("pools", [])]
+    return shared
 
 
 # ----------------------------------------------------------------- reading the question
@@ -191,22 +216,13 @@ def answer(question: Question, observation: Observation) -> dict[str, Any]:
 
 
 def nodes_report(observation: Observation) -> dict[str, Any]:
-    nodes = [{"node_id": node.get("NodeID"), "address": node.get("NodeManagerAddress"),
-              "alive": bool(node.get("Alive")),
-              "head": HEAD_RESOURCE in node.get("Resources", {}),
-              "resources": _resources(node.get("Resources", {}))}
-             for node in observation.nodes]
-    alive = sum(1 for node in nodes if node["alive"])
-    total, available = _resources(observation.total), _resources(observation.available)
-    summary = (f"{alive} of {len(nodes)} node{_s(len(nodes))} alive; "
-               f"{_number(available.get('CPU', 0))} of {_number(total.get('CPU', 0))} CPUs free")
-    if "memory" in total:
-        summary += (f", {available.get('memory', 0) / GIB:.1f} of "
-                    f"{total['memory'] / GIB:.1f} GiB memory free")
-    if total.get("GPU"):
-        summary += f", {_number(available.get('GPU', 0))} of {_number(total['GPU'])} GPUs free"
-    return {"alive": alive, "nodes": nodes,
-            "cluster": {"total": total, "available": available}, "summary": summary + "."}
+    """How many nodes are alive: no node ids, addresses or resources, which are the
+    platform's (a platform administrator reads them on the Ray dashboard)."""
+    count = len(observation.nodes)
+    alive = sum(1 for node in observation.nodes if node.get("Alive"))
+    summary = (f"{alive} of {count} node{_s(count)} alive. Node addresses and resources are "
+               "shown to platform administrators only")
+    return {"alive": alive, "nodes": count, "summary": summary + "."}
 
 
 def pools_report(status: dict[str, Any], agent_type: str | None) -> dict[str, Any]:
@@ -215,7 +231,8 @@ def pools_report(status: dict[str, Any], agent_type: str | None) -> dict[str, An
         "healthy": pool["live"] >= pool["desired"],
         "in_flight": sum(r.get("in_flight", 0) for r in pool.get("replicas", [])),
         "concurrency": pool.get("concurrency"), "restarts": pool.get("restarts", 0),
-        "replicas": pool.get("replicas", []),
+        "replicas": [{k: r[k] for k in SHARED_REPLICA if k in r}
+                     for r in pool.get("replicas", [])],
     } for pool in status.get("pools", []) if agent_type in (None, pool["agent_type"])]
     short = [p for p in pools if not p["healthy"]]
     restarts = sum(p["restarts"] for p in pools)
@@ -289,7 +306,7 @@ def failures_report(observation: Observation, agent_type: str | None,
     if totals["retried"]:
         summary += (f"; {totals['retried']} attempt{_s(totals['retried'])} ended in an error, "
                     "timeout or loss")
-    dead_letters = observation.status.get("tasks", {}).get("dead", 0)
+    dead_letters = observation.task_counts.get("dead", 0)
     return {**totals, "success_rate": rate, "dead_letters": dead_letters, "agents": rows,
             "summary": summary + "."}
 
@@ -322,7 +339,7 @@ def latency_report(stats: dict[str, dict[str, Any]], agent_type: str | None,
 
 def _overview_line(topic: str, report: dict[str, Any], window: str) -> str:
     if topic == "nodes":
-        return f"{report['alive']} of {len(report['nodes'])} nodes alive"
+        return f"{report['alive']} of {report['nodes']} nodes alive"
     if topic == "pools":
         pools = report["pools"]
         healthy = sum(1 for p in pools if p["healthy"])
@@ -349,17 +366,8 @@ def describe_window(window_s: float) -> str:
     return f"{window_s:g} seconds"
 
 
-def _resources(resources: dict[str, float]) -> dict[str, float]:
-    """Ray's resource map without its per-node bookkeeping entries (`node:<ip>`)."""
-    return {k: v for k, v in sorted(resources.items()) if not k.startswith("node:")}
-
-
 def _s(count: int) -> str:
     return "" if count == 1 else "s"
-
-
-def _number(value: float) -> str:
-    return f"{value:.1f}".rstrip("0").rstrip(".")
 
 
 def _percent(rate: float | None) -> str:
@@ -444,10 +452,11 @@ class Monitoring(Agent):
 
     async def run(self, task: AgentTask) -> dict[str, Any]:
         question = read_question(task.payload, task.description or "")
-        return answer(question, await self.observe(question))
+        return answer(question, await self.observe(question, task.tenant))
 
-    async def observe(self, question: Question) -> Observation:
-        """Ask the orchestrator and Ray what `question` needs. The only method that calls Ray."""
+    async def observe(self, question: Question, tenant: str) -> Observation:
+        """Ask the orchestrator and Ray what `question` needs, for `tenant`: the shared part of
+        the platform's status and that tenant's figures. The only method that calls Ray."""
         import ray
         from ray.exceptions import RayError
 
@@ -459,18 +468,21 @@ class Monitoring(Agent):
         except ValueError as exc:
             raise RetryableAgentError(
                 f"no orchestrator is running in Ray namespace {namespace!r}") from exc
-        calls = [orchestrator.status.remote()]
-        if question.topic in _NEEDS_STATS:
-            calls.append(orchestrator.agent_stats.remote(question.window_s))
+        stats = (orchestrator.agent_stats.remote(question.window_s, tenant)
+                 if question.topic in _NEEDS_STATS else _nothing())
+        counts = (orchestrator.task_counts.remote(tenant)
+                  if question.topic in _NEEDS_COUNTS else _nothing())
         try:
-            status, *stats = await asyncio.gather(*calls)
+            status, stats, counts = await asyncio.gather(orchestrator.status.remote(), stats,
+                                                         counts)
         except RayError as exc:
             raise RetryableAgentError(
                 f"the orchestrator did not answer: {type(exc).__name__}: {exc}") from exc
-        observation = Observation(status=status, stats=stats[0] if stats else {})
-        if question.topic in _NEEDS_CLUSTER:
-            nodes, total, available = await asyncio.to_thread(
-                lambda: (ray.nodes(), ray.cluster_resources(), ray.available_resources()))
-            observation = dataclasses.replace(observation, nodes=nodes, total=total,
-                                              available=available)
-        return observation
+        nodes = (await asyncio.to_thread(ray.nodes)
+                 if question.topic in _NEEDS_CLUSTER else [])
+        return Observation(status=shared_status(status), stats=stats or {},
+                           nodes=nodes, task_counts=counts or {})
+
+
+async def _nothing() -> None:
+    return None

@@ -14,6 +14,7 @@ from aiohttp import web
 from actors.config import PoolConfig
 from actors.registry import load_agent_types
 from cluster.client import Client
+from storage.errors import NotFound
 from storage.messages import TaskStatus
 from tests.support.platform import run_platform
 
@@ -34,8 +35,9 @@ def catalog(ray_cluster, tmp_path_factory) -> Iterator[Client]:
                             agent_settings=settings)
 
 
-def run(client, description, payload, agent_type):
-    task = client.wait(client.submit(description, payload, agent_type=agent_type), 120)
+def run(client, description, payload, agent_type, tenant="default"):
+    task = client.wait(client.submit(description, payload, agent_type=agent_type,
+                                     tenant=tenant), 120)
     assert task.status is TaskStatus.SUCCEEDED, task.error
     return task.result
 
@@ -73,6 +75,31 @@ def test_monitoring_sees_the_pools(catalog):
     result = run(catalog, "how healthy are the agent pools?", {"topic": "pools"},
                  "monitoring")
     assert "communication" in json.dumps(result) and result["summary"]
+
+
+def test_monitoring_answers_with_the_asking_tenants_figures_only(catalog):
+    run(catalog, "what is 2 + 2", {"expression": "2 + 2"}, "calculator")  # the default tenant's
+
+    own = run(catalog, "give me an overview", {"topic": "overview"}, "monitoring",
+              tenant="monitored")
+    platform = run(catalog, "give me an overview", {"topic": "overview"}, "monitoring")
+
+    assert own["failures"]["finished"] == 0 and platform["failures"]["finished"] >= 1
+    assert own["nodes"]["alive"] >= 1 and "node_id" not in json.dumps(own)
+    assert '"pid"' not in json.dumps(own) and own["pools"]["pools"]
+
+
+def test_an_inbox_message_stays_in_its_tenant(catalog):
+    result = run(catalog, "tell the learning agent", {
+        "to_agent": "learning", "message": {"canary": "zephyr"}}, "communication",
+        tenant="acme")
+
+    assert [m.id for m in catalog.inbox("learning", tenant="acme")["messages"]] == [
+        result["message_id"]]
+    assert result["message_id"] not in [m.id for m in catalog.inbox("learning")["messages"]]
+    with pytest.raises(NotFound):
+        catalog.ack(result["message_id"])  # the default tenant's ack finds nothing
+    assert catalog.ack(result["message_id"], "acme").acked_at is not None
 
 
 def test_communication_delivers_to_an_inbox_and_to_a_webhook(catalog):

@@ -6,34 +6,46 @@ import itertools
 import pytest
 
 from serve_apps.errors import Forbidden
+from storage.auth_store import ROLES as STORED_ROLES
 from serve_apps.permissions import (
-    ALL_PERMISSIONS, ROLE_PERMISSIONS, ROLES, Principal, allows, permissions_of, require)
+    ALL_PERMISSIONS, CLI_ONLY_ROLES, ROLE_PERMISSIONS, ROLES, Principal, allows, permissions_of,
+    require,
+)
 
 # The table as the API's contract states it, written out independently of the module.
 READS = {"tasks:read", "agents:read", "route:query"}
 SUBMITS = {"tasks:submit", "tasks:cancel", "tasks:feedback"}
-OPERATES = {"tasks:requeue", "dead:read", "agents:scale", "audit:read"}
+OPERATES = {"tasks:requeue", "dead:read", "audit:read"}
 ADMINISTERS = {"keys:manage", "users:manage"}
+PLATFORM = {"platform:scale", "platform:read"}
 EXPECTED = {
     "viewer": READS,
     "submitter": READS | SUBMITS,
     "operator": READS | SUBMITS | OPERATES,
     "admin": READS | SUBMITS | OPERATES | ADMINISTERS,
+    "platform_admin": READS | SUBMITS | OPERATES | ADMINISTERS | PLATFORM,
 }
+TENANT_ROLES = ["viewer", "submitter", "operator", "admin"]
 TABLE = [(role, permission, permission in EXPECTED[role])
          for role, permission in itertools.product(sorted(EXPECTED), sorted(ALL_PERMISSIONS))]
 
 
 def test_the_table_names_every_role_and_permission() -> None:
-    assert set(ROLES) == set(ROLE_PERMISSIONS) == set(EXPECTED)
-    assert ALL_PERMISSIONS == EXPECTED["admin"] and len(ALL_PERMISSIONS) == 12
+    assert set(ROLES) == set(ROLE_PERMISSIONS) == set(EXPECTED) == set(STORED_ROLES)
+    assert ALL_PERMISSIONS == EXPECTED["platform_admin"] and len(ALL_PERMISSIONS) == 13
     assert set().union(*ROLE_PERMISSIONS.values()) == ALL_PERMISSIONS
 
 
 def test_each_role_includes_the_one_below() -> None:
-    order = ["viewer", "submitter", "operator", "admin"]
-    for lower, higher in itertools.pairwise(order):
+    for lower, higher in itertools.pairwise([*TENANT_ROLES, "platform_admin"]):
         assert permissions_of(lower) < permissions_of(higher)
+
+
+@pytest.mark.parametrize("role", TENANT_ROLES)
+def test_no_tenant_role_acts_on_what_every_tenant_shares(role: str) -> None:
+    # scaling a pool or reading its processes and nodes reaches past the caller's tenant
+    assert not permissions_of(role) & {"platform:scale", "platform:read"}
+    assert CLI_ONLY_ROLES == {"platform_admin"}
 
 
 @pytest.mark.parametrize(("role", "permission", "allowed"), TABLE)

@@ -23,7 +23,7 @@ async def test_a_posted_message_is_listed_with_everything_it_was_posted_with(
     posted = await inbox.post("learning", body, sender="communication", task_id="a" * 32,
                               subject="new data", tenant="acme")
 
-    messages, next_cursor = await inbox.list("learning")
+    messages, next_cursor = await inbox.list("learning", tenant="acme")
 
     assert messages == [posted] and next_cursor is None
     stored = messages[0]
@@ -32,7 +32,22 @@ async def test_a_posted_message_is_listed_with_everything_it_was_posted_with(
     assert stored.acked_at is None and stored.created_at.tzinfo is not None
     assert len(stored.id) == 32
     assert stored.to_json()["created_at"] == stored.created_at.isoformat()
-    assert (await inbox.list("monitoring"))[0] == []
+    assert (await inbox.list("monitoring", tenant="acme"))[0] == []
+
+
+async def test_a_tenant_lists_counts_and_acks_only_its_own_messages(inbox: InboxStore) -> None:
+    mine = await inbox.post("learning", {"n": 1}, tenant="acme")
+    theirs = await inbox.post("learning", {"canary": "zephyr"}, tenant="globex")
+
+    assert [m.id for m in (await inbox.list("learning", tenant="acme"))[0]] == [mine.id]
+    assert [m.id for m in (await inbox.list("learning", tenant="globex"))[0]] == [theirs.id]
+    assert (await inbox.list("learning"))[0] == []  # the default tenant has none
+    assert await inbox.unacked_count("learning", tenant="acme") == 1
+    with pytest.raises(NotFound):
+        await inbox.ack(theirs.id, tenant="acme")
+    (still,), _ = await inbox.list("learning", tenant="globex")
+    assert still.acked_at is None  # the refused ack changed nothing
+    assert (await inbox.ack(theirs.id, tenant="globex")).acked_at is not None
 
 
 async def test_messages_come_oldest_first_in_pages(inbox: InboxStore) -> None:

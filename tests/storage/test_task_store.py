@@ -374,6 +374,17 @@ async def test_unfinished_tasks_are_the_queued_and_running_ones_oldest_first(
         "queued": 2, "running": 2, "succeeded": 1, "failed": 1, "dead": 1, "cancelled": 1}
 
 
+async def test_counts_by_status_of_one_tenant_leave_the_others_out(store: TaskStore) -> None:
+    await submit(store, task_row(tenant="acme", status=TaskStatus.DEAD.value),
+                 task_row(tenant="globex", status=TaskStatus.DEAD.value),
+                 task_row(tenant="globex", status=TaskStatus.DEAD.value),
+                 task_row(tenant="globex"))
+
+    assert await store.count_by_status("acme") == {"dead": 1}
+    assert await store.count_by_status("initech") == {}
+    assert await store.count_by_status() == {"dead": 3, "queued": 1}
+
+
 async def test_an_empty_store_has_nothing(store: TaskStore) -> None:
     assert await store.unfinished_tasks() == []
     assert await store.count_by_status() == {}

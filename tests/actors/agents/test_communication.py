@@ -18,7 +18,8 @@ from aiohttp import web
 
 from actors.agent import Agent
 from actors.agents.communication import (
-    Communication, backoff_s, forbidden_kind, retry_after_s, signature, verify_signature)
+    Communication, backoff_s, retry_after_s, signature, verify_signature)
+from actors.agents.webhook_addresses import forbidden_kind
 from actors.errors import InvalidTaskInput, RetryableAgentError
 from storage.database import migrate_async
 from storage.inbox import InboxStore
@@ -95,9 +96,9 @@ async def receiver() -> AsyncIterator[Receiver]:
         await runner.cleanup()
 
 
-def task(payload: dict[str, Any], timeout_s: float = 10.0) -> AgentTask:
+def task(payload: dict[str, Any], timeout_s: float = 10.0, tenant: str = "default") -> AgentTask:
     return AgentTask(task_id="f" * 32, attempt=1, agent_type="communication",
-                     description="deliver", payload=payload, timeout_s=timeout_s)
+                     description="deliver", payload=payload, timeout_s=timeout_s, tenant=tenant)
 
 
 async def refusal(agent: Communication, payload: dict[str, Any]) -> str:
@@ -139,6 +140,19 @@ async def test_inbox_delivery_is_stored_listed_and_acked(make_agent: MakeAgent,
         assert await inbox.unacked_count("learning") == 0
     finally:
         await inbox.close()
+
+
+async def test_a_message_lands_in_its_tasks_tenants_inbox_only(make_agent: MakeAgent,
+                                                               database_url: str) -> None:
+    agent = await make_agent()
+    result = await agent.run(task({"to_agent": "learning", "message": {"canary": "zephyr"}},
+                                  tenant="acme"))
+
+    async with await InboxStore.open(database_url) as inbox:
+        (message,), _ = await inbox.list("learning", tenant="acme")
+        assert message.id == result["message_id"] and message.tenant == "acme"
+        assert (await inbox.list("learning", tenant="globex"))[0] == []
+        assert (await inbox.list("learning"))[0] == []  # nor the default tenant's
 
 
 async def test_a_webhook_failing_twice_is_delivered_on_the_third_attempt_signed(
@@ -267,6 +281,29 @@ async def test_private_addresses_are_refused_before_any_request(
 ])
 def test_which_addresses_count_as_private(address: str, kind: str | None) -> None:
     assert forbidden_kind(ipaddress.ip_address(address)) == kind
+
+
+@pytest.mark.parametrize(("address", "kind"), [
+    ("2002:7f00:1::", "6to4-embedded loopback"),  # 6to4 of 127.0.0.1
+    ("2002:c0a8:0101::1", "6to4-embedded private"),  # 6to4 of 192.168.1.1
+    ("2002:a9fe:a9fe::", "6to4-embedded link-local"),  # 6to4 of 169.254.169.254
+    # Teredo: the client is the last 32 bits XOR 0xffffffff (here 127.0.0.1 and 10.0.0.1)
+    ("2001:0:4136:e378:8000:63bf:80ff:fffe", "Teredo-embedded loopback"),
+    ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "Teredo-embedded private"),
+    ("64:ff9b::7f00:1", "NAT64-embedded loopback"),
+    ("64:ff9b::a9fe:a9fe", "NAT64-embedded link-local"),
+    ("64:ff9b:1::c0a8:101", "NAT64-embedded private"),
+    ("64:ff9b:1::808:808", "NAT64-local"),
+    ("::ffff:10.1.2.3", "private"),  # IPv4-mapped
+    ("::127.0.0.1", "IPv4-compatible-embedded loopback"),
+    ("::10.0.0.1", "IPv4-compatible-embedded private"),
+])
+def test_ipv6_forms_that_carry_a_private_ipv4_are_refused(address: str, kind: str) -> None:
+    assert forbidden_kind(ipaddress.ip_address(address)) == kind
+
+
+def test_a_6to4_address_of_a_public_ipv4_stays_allowed() -> None:
+    assert forbidden_kind(ipaddress.ip_address("2002:808:808::1")) is None  # 8.8.8.8
 
 
 async def test_without_a_secret_the_operator_is_told_what_to_set(make_agent: MakeAgent,

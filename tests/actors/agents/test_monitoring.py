@@ -74,8 +74,7 @@ NODES = [
 
 def observation(**overrides: Any) -> Observation:
     values = dict(status=status(), stats=stats(), nodes=NODES,
-                  total={"CPU": 8.0, "memory": 16 * GIB, "node:10.0.0.1": 1.0},
-                  available={"CPU": 3.5, "memory": 10 * GIB})
+                  task_counts={"succeeded": 9, "dead": 2, "queued": 1})
     values.update(overrides)
     return Observation(**values)
 
@@ -178,16 +177,12 @@ def test_unknown_payload_keys_and_agent_types_are_refused_with_the_options():
     assert "must be a string" in refusal(agent_type=7).message
 
 
-def test_nodes_report_lists_nodes_without_ray_bookkeeping_resources():
+def test_nodes_report_counts_live_nodes_without_naming_them():
     report = ask(topic="nodes")
 
-    assert report["topic"] == "nodes" and report["alive"] == 1
-    assert report["nodes"][0] == {"node_id": "aaa", "address": "10.0.0.1", "alive": True,
-                                  "head": True, "resources": {"CPU": 4.0, "memory": 8 * GIB}}
-    assert report["nodes"][1]["alive"] is False and report["nodes"][1]["head"] is False
-    assert report["cluster"]["total"] == {"CPU": 8.0, "memory": 16 * GIB}
-    assert report["summary"] == ("1 of 2 nodes alive; 3.5 of 8 CPUs free, "
-                                 "10.0 of 16.0 GiB memory free.")
+    assert report == {"topic": "nodes", "agent_type": None, "alive": 1, "nodes": 2,
+                      "summary": "1 of 2 nodes alive. Node addresses and resources are shown "
+                                 "to platform administrators only."}
 
 
 def test_pools_report_names_the_pools_below_strength():
@@ -273,7 +268,7 @@ def test_overview_has_every_part_and_one_sentence():
 
 def test_an_empty_platform_still_answers():
     quiet = observation(status=status(queued={}, running=0, pools=[], agent_types={}), stats={},
-                        nodes=[], total={}, available={})
+                        nodes=[], task_counts={})
 
     result = answer(Question("overview"), quiet)
 
@@ -295,10 +290,10 @@ class GivenFacts(Monitoring):
 
     def __init__(self, facts: Observation) -> None:
         self.facts = facts
-        self.asked: list[Question] = []
+        self.asked: list[tuple[Question, str]] = []
 
-    async def observe(self, question: Question) -> Observation:
-        self.asked.append(question)
+    async def observe(self, question: Question, tenant: str) -> Observation:
+        self.asked.append((question, tenant))
         return self.facts
 
 
@@ -306,11 +301,11 @@ def test_run_reads_the_task_and_answers_from_what_it_observed():
     agent = GivenFacts(observation())
     task = AgentTask(task_id="t", attempt=1, agent_type="monitoring",
                      description="Which agent type fails the most?",
-                     payload={"window_s": 600}, timeout_s=10)
+                     payload={"window_s": 600}, timeout_s=10, tenant="acme")
 
     result = asyncio.run(agent.run(task))
 
-    assert agent.asked == [Question("failures", None, 600.0, task.description)]
+    assert agent.asked == [(Question("failures", None, 600.0, task.description), "acme")]
     assert result["topic"] == "failures"
     assert result["summary"].startswith("In the last 10 minutes, 110 tasks finished")
 
@@ -323,3 +318,54 @@ def test_run_refuses_bad_input_before_observing():
     with pytest.raises(InvalidTaskInput):
         asyncio.run(agent.run(task))
     assert agent.asked == []
+
+
+class RemoteMethod:
+    """An actor method as `observe` calls it: `.remote(...)` gives something to await."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.calls: list[tuple[Any, ...]] = []
+
+    def remote(self, *args: Any) -> Any:
+        self.calls.append(args)
+
+        async def reply() -> Any:
+            return self.answer
+
+        return reply()
+
+
+class PlatformWideOrchestrator:
+    """Platform-wide facts: another tenant's 999 dead letters, replica pids and node ids."""
+
+    def __init__(self) -> None:
+        pools = [{**pool, "replicas": [{**r, "pid": 4242, "node_id": "f" * 56}
+                                       for r in pool["replicas"]]}
+                 for pool in status()["pools"]]
+        self.status = RemoteMethod(status(tasks={"dead": 999, "succeeded": 31337},
+                                          dead_letters=999, pools=pools,
+                                          metrics_address="10.0.0.1:9090"))
+        self.agent_stats = RemoteMethod(stats())
+        self.task_counts = RemoteMethod({"dead": 2, "succeeded": 9})
+
+
+def test_a_tenant_gets_its_own_figures_and_no_machine_or_process_details(monkeypatch):
+    import ray
+
+    orchestrator = PlatformWideOrchestrator()
+    monkeypatch.setattr(ray, "get_actor", lambda name, namespace: orchestrator)
+    monkeypatch.setattr(ray, "nodes", lambda: NODES)
+    task = AgentTask(task_id="t", attempt=1, agent_type="monitoring",
+                     description="give me an overview", payload={"window_s": 600},
+                     timeout_s=10, tenant="acme")
+
+    result = asyncio.run(Monitoring().run(task))
+
+    assert orchestrator.agent_stats.calls == [(600.0, "acme")]
+    assert orchestrator.task_counts.calls == [("acme",)]
+    assert result["failures"]["dead_letters"] == 2 and result["nodes"]["alive"] == 1
+    shown = json.dumps(result)
+    for secret in ("999", "31337", "4242", "f" * 56, "aaa", "bbb", "10.0.0.", "CPU", "memory"):
+        assert secret not in shown, secret
+    assert [p["live"] for p in result["pools"]["pools"]] == [2, 1]  # shared compute stays
