@@ -52,6 +52,7 @@ from actors.validation import validate_request
 from ml.errors import NoConfidentRoute
 from ml.router import check_description, requested_route
 from storage.errors import Conflict, InvalidRequest, NotFound, StorageError
+from storage.example_store import check_tenant
 from storage.pool_bounds import PoolBoundsStore
 from storage.messages import (
     AgentResult,
@@ -687,7 +688,8 @@ class Orchestrator:
 
     async def feedback(self, task_id: str, agent_type: str) -> dict[str, Any]:
         """Tell the router that task `task_id` should have gone to `agent_type`: its description
-        becomes a labelled example (stored; it outlives router restarts)."""
+        becomes a labelled example of the task's tenant (stored; it outlives router restarts),
+        replacing only that tenant's examples."""
         lifecycle = await self._wait_ready()
         if self.routing is None:
             raise Conflict("routing is switched off (YMERA_ROUTER_ENABLED=false): there is no "
@@ -697,27 +699,32 @@ class Orchestrator:
                 f"unknown agent_type {agent_type!r}; known types: "
                 f"{', '.join(sorted(self.agent_types))}", {"agent_type": agent_type})
         task = await lifecycle.store.get_task(task_id)
-        outcome = await self._ask_router("feedback", task.description, agent_type, task_id)
+        outcome = await self._ask_router("feedback", task.description, agent_type, task_id,
+                                         task.tenant)
         await lifecycle.feedback_recorded(task, outcome)
         return outcome
 
-    async def route(self, description: str) -> RouteDecision:
-        """Which agent type would take `description` now, and why; nothing is stored or run.
-        A decision with `routed` false is "no confident route"."""
+    async def route(self, description: str, tenant: str = "default") -> RouteDecision:
+        """Which agent type would take `description` of `tenant` now, and why (from the shared
+        examples and that tenant's own); nothing is stored or run. A decision with `routed`
+        false is "no confident route"."""
         await self._wait_ready()
         if self.routing is None:
             raise Conflict("routing is switched off (YMERA_ROUTER_ENABLED=false)")
         check_description(description)
-        (decision,) = await self._ask_router("decide_many", [description], self._load())
+        check_tenant(tenant)
+        (decision,) = await self._ask_router("decide_many", [description], self._load(),
+                                             [tenant])
         return decision
 
-    async def router_state(self) -> dict[str, Any]:
-        """What the router knows (examples per type and source, policy, statistics) and how
-        its line of waiting tasks stands."""
+    async def router_state(self, tenant: str = "default") -> dict[str, Any]:
+        """What the router knows for `tenant` (examples per type and source, that tenant's
+        own counted, policy, statistics) and how its line of waiting tasks stands."""
         await self._wait_ready()
         if self.routing is None:
             return {"enabled": False}
-        return {**self._routing_snapshot(), **await self._ask_router("describe")}
+        check_tenant(tenant)
+        return {**self._routing_snapshot(), **await self._ask_router("describe", tenant)}
 
     async def _ask_router(self, method: str, *args: Any) -> Any:
         assert self.routing is not None
@@ -799,16 +806,21 @@ class Orchestrator:
         store = (await self._wait_ready()).store
         return await store.agent_stats(utcnow() - timedelta(seconds=window_s), tenant)
 
+    async def task_counts(self, tenant: str) -> dict[str, int]:
+        """`tenant`'s tasks per status (what a tenant may know of the platform's counts)."""
+        return await (await self._wait_ready()).store.count_by_status(tenant)
+
     async def inbox(self, agent_type: str, include_acked: bool = False, limit: int = 50,
-                    cursor: str | None = None) -> dict[str, Any]:
-        """Messages delivered to `agent_type`'s inbox (by the communication agent), oldest
-        first."""
+                    cursor: str | None = None, tenant: str = "default") -> dict[str, Any]:
+        """`tenant`'s messages delivered to `agent_type`'s inbox (by the communication agent),
+        oldest first."""
         messages, next_cursor = await (await self._inbox()).list(
-            agent_type, include_acked=include_acked, limit=limit, cursor=cursor)
+            agent_type, tenant=tenant, include_acked=include_acked, limit=limit, cursor=cursor)
         return {"messages": messages, "next_cursor": next_cursor}
 
-    async def ack_message(self, message_id: str) -> Any:
-        return await (await self._inbox()).ack(message_id)
+    async def ack_message(self, message_id: str, tenant: str = "default") -> Any:
+        """Acknowledge `tenant`'s message; `NotFound` for another tenant's."""
+        return await (await self._inbox()).ack(message_id, tenant=tenant)
 
     async def _inbox(self) -> Any:
         await self._wait_ready()

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from cluster.ray_env import prepare_ray_environment
 from storage.errors import YmeraError
+from storage.storable import readable
 
 
 _ADDRESS: str | None = None
@@ -51,7 +52,7 @@ def _task_line(task) -> str:
     if task.error:
         outcome = f"  {task.error.code}: {task.error.message}"
     elif task.result is not None:
-        outcome = "  " + json.dumps(task.result, default=str)[:80]
+        outcome = "  " + json.dumps(readable(task.result), default=str)[:80]
     return (f"{task.id}  {task.status.value:<9}  {task.agent_type or '-':<15}  "
             f"attempts {task.attempts}/{task.max_attempts}{outcome}")
 
@@ -168,7 +169,7 @@ def cmd_scale(args: argparse.Namespace) -> None:
 
 def cmd_inbox(args: argparse.Namespace) -> None:
     page = _client().inbox(args.agent_type, include_acked=args.all, limit=args.limit,
-                           cursor=args.cursor)
+                           cursor=args.cursor, tenant=args.tenant)
     messages = page["messages"]
     lines = [f"{m.id}  {'acked' if m.acked_at else 'new  '}  from {m.sender or '-'}  "
              f"{m.subject or ''}  {json.dumps(m.body, default=str)[:80]}" for m in messages]
@@ -180,7 +181,7 @@ def cmd_inbox(args: argparse.Namespace) -> None:
 
 
 def cmd_ack(args: argparse.Namespace) -> None:
-    message = _client().ack(args.message_id)
+    message = _client().ack(args.message_id, args.tenant)
     _print(args, message.to_json(), f"{message.id} acknowledged at {message.acked_at}")
 
 
@@ -232,12 +233,13 @@ def cmd_feedback(args: argparse.Namespace) -> None:
 
 
 def cmd_router(args: argparse.Namespace) -> None:
-    state = _client().router_state()
+    state = _client().router_state(args.tenant)
     if not state.get("enabled"):
         _print(args, state, "routing is off: tasks must name their agent type")
         return
     lines = [f"{state['waiting']} tasks waiting for a route; fallback type: "
-             f"{state['fallback_agent_type'] or 'none'}", "examples (declared/learned/feedback):"]
+             f"{state['fallback_agent_type'] or 'none'}",
+             f"examples (declared, shared / learned, feedback of tenant {state['tenant']}):"]
     for name, counts in state["examples"].items():
         lines.append(f"  {name:<15} {counts.get('declared', 0):>4} {counts.get('learned', 0):>5} "
                      f"{counts.get('feedback', 0):>5}")
@@ -384,8 +386,10 @@ def parser() -> argparse.ArgumentParser:
     inbox.add_argument("--all", action="store_true", help="include acknowledged messages")
     inbox.add_argument("--limit", type=int, default=20)
     inbox.add_argument("--cursor")
+    inbox.add_argument("--tenant", default="default", help="whose messages to list")
     ack = add("ack", cmd_ack, "acknowledge an inbox message")
     ack.add_argument("message_id")
+    ack.add_argument("--tenant", default="default", help="the message's tenant")
     route = add("route", cmd_route, "which agent would take a task (in this process)")
     route.add_argument("description", nargs="?")
     route.add_argument("--eval", metavar="FILE", help="evaluate on labelled JSON Lines")
@@ -398,12 +402,16 @@ def parser() -> argparse.ArgumentParser:
                    "teach the router which agent type should have taken a task")
     feedback.add_argument("task_id")
     feedback.add_argument("agent_type")
-    add("router", cmd_router, "what the running router has learned")
+    router_state = add("router", cmd_router, "what the running router has learned for a tenant")
+    router_state.add_argument("--tenant", default="default",
+                              help="whose learned and feedback examples to count")
     admin = add("admin", cmd_admin, "bootstrap API users and keys (straight on storage)")
     admin.add_argument("action", choices=["create-user", "create-key"])
     admin.add_argument("--tenant", default="default")
     admin.add_argument("--role", default="admin",
-                       choices=["admin", "operator", "submitter", "viewer"])
+                       choices=["platform_admin", "admin", "operator", "submitter", "viewer"],
+                       help="platform_admin: also scale the shared pools and read platform "
+                            "details (granted only here, never over HTTP)")
     admin.add_argument("--username", help="create-user: the login name")
     admin.add_argument("--password-stdin", action="store_true",
                        help="create-user: read the password from standard input")

@@ -113,13 +113,15 @@ class Client:
         return self._call("agent_stats", window_s)
 
     def inbox(self, agent_type: str, *, include_acked: bool = False, limit: int = 50,
-              cursor: str | None = None) -> dict[str, Any]:
-        """Messages in an agent type's inbox, oldest first: {"messages", "next_cursor"}."""
-        return self._call("inbox", agent_type, include_acked, limit, cursor)
+              cursor: str | None = None, tenant: str = "default") -> dict[str, Any]:
+        """`tenant`'s messages in an agent type's inbox, oldest first:
+        {"messages", "next_cursor"}."""
+        return self._call("inbox", agent_type, include_acked, limit, cursor, tenant)
 
-    def ack(self, message_id: str) -> Any:
-        """Acknowledge an inbox message; acknowledging twice keeps the first time."""
-        return self._call("ack_message", message_id)
+    def ack(self, message_id: str, tenant: str = "default") -> Any:
+        """Acknowledge `tenant`'s inbox message (`NotFound` for another tenant's);
+        acknowledging twice keeps the first time."""
+        return self._call("ack_message", message_id, tenant)
 
     def scale(self, agent_type: str, replicas: int | None = None, *,
               min_replicas: int | None = None, max_replicas: int | None = None,
@@ -131,17 +133,19 @@ class Client:
                           max_replicas=max_replicas, reset=reset)
 
     def feedback(self, task_id: str, agent_type: str) -> dict[str, Any]:
-        """Teach the router that this task should have gone to `agent_type`:
-        {"agent_type", "added", "replaced"}."""
+        """Teach the router that this task should have gone to `agent_type`, for the task's
+        tenant only: {"agent_type", "added", "replaced"}."""
         return self._call("feedback", task_id, agent_type)
 
-    def route(self, description: str) -> Any:
-        """The `RouteDecision` the router would make for `description` (nothing is run)."""
-        return self._call("route", description)
+    def route(self, description: str, tenant: str = "default") -> Any:
+        """The `RouteDecision` the router would make for `description` of `tenant`, from the
+        shared examples and that tenant's own (nothing is run)."""
+        return self._call("route", description, tenant)
 
-    def router_state(self) -> dict[str, Any]:
-        """The router's examples per type and source, policy, statistics and waiting tasks."""
-        return self._call("router_state")
+    def router_state(self, tenant: str = "default") -> dict[str, Any]:
+        """The router's examples per type and source (shared ones and `tenant`'s own), policy,
+        statistics and waiting tasks."""
+        return self._call("router_state", tenant)
 
     def batch_status(self, batch_id: str, tenant: str = "default") -> BatchStatus:
         """Counts by status of the tasks of batch `batch_id` (`NotFound` when it has none)."""

@@ -111,6 +111,9 @@ class Settings(BaseSettings):
         "waiting for the Ray autoscaler to add a node that has its resources.")
     health_timeout_s: float = Field(default=5.0, gt=0)
     max_payload_bytes: int = Field(default=1_000_000, ge=1024)
+    max_payload_depth: int = Field(
+        default=64, ge=1, le=128, description="How deep JSON may nest in a task's payload, "
+        "an agent's result and a request body; deeper is refused naming the path.")
     webhook_secret: SecretStr | None = Field(
         default=None, description="HMAC-SHA256 key the communication agent signs webhooks with.")
     webhook_allow_private_networks: bool = Field(
@@ -130,6 +133,10 @@ class Settings(BaseSettings):
         default=True, description="Learn examples from tasks that succeed on confident routes.")
     router_learn_min_confidence: float = Field(default=0.8, ge=0, le=1)
     router_max_learned_per_type: int = Field(default=1000, ge=0, le=100_000)
+    router_tenant_cache_examples: int = Field(
+        default=50_000, ge=1, le=10_000_000,
+        description="Tenants' learned and feedback examples the router keeps indexed in memory "
+        "(plus one per tenant); the least recently used tenants beyond it reload from storage.")
     router_resources: dict[str, float] = Field(
         default_factory=lambda: dict(ML_RESOURCE), description="Custom Ray resources the "
         "router asks for (with PostgreSQL; on SQLite it runs on the head).")
@@ -155,6 +162,20 @@ class Settings(BaseSettings):
         default=5.0, ge=0, le=300, description="How long an API replica may use a user or API "
         "key it read; a revocation made on another replica applies within this. 0 = read on "
         "every request.")
+    api_trusted_proxies: list[str] = Field(
+        default_factory=list, description="Addresses or networks (CIDR) of the reverse "
+        "proxies whose X-Forwarded-For names the caller; none by default: the socket peer is "
+        "the caller.")
+    api_max_streams_per_caller: int = Field(
+        default=8, ge=1, le=1000, description="Event streams (SSE) one user or API key may "
+        "hold open at once on one API replica.")
+
+    @field_validator("api_trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, entries: list[str]) -> list[str]:
+        from serve_apps.client_address import TrustedProxies
+
+        return list(TrustedProxies.parse(entries).networks_text)  # ValueError names the entry
 
     @field_validator("ray_port", "dashboard_port", "api_port", "metrics_port",
                      "ray_metrics_port")
@@ -184,6 +205,13 @@ class Settings(BaseSettings):
     def state_path(self) -> Path:
         return self.state_dir.expanduser().resolve()
 
+    def private_state_path(self) -> Path:
+        """The state directory, created with mode 0700, or tightened to it if the group or
+        others may read it (it holds the database and the JWT signing secret)."""
+        from storage.private_files import private_directory
+
+        return private_directory(self.state_path)
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.state_path / 'ymera.db'}"
@@ -207,6 +235,7 @@ class Settings(BaseSettings):
             replica_start_timeout_s=self.replica_start_timeout_s,
             health_timeout_s=self.health_timeout_s,
             max_payload_bytes=self.max_payload_bytes,
+            max_payload_depth=self.max_payload_depth,
             agent_settings=self.agent_settings(),
             router=self.router_config(),
             redis_url=self.redis_url,
@@ -232,6 +261,7 @@ class Settings(BaseSettings):
             learn=self.router_learn,
             learn_min_confidence=self.router_learn_min_confidence,
             max_learned_per_type=self.router_max_learned_per_type,
+            tenant_cache_examples=self.router_tenant_cache_examples,
             resources=dict(self.router_resources),
         )
 
@@ -244,7 +274,7 @@ class Settings(BaseSettings):
 
         path = self.state_path / JWT_SECRET_FILE
         if not path.exists():
-            self.state_path.mkdir(parents=True, exist_ok=True)
+            self.private_state_path()
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(descriptor, "w") as file:
                 file.write(generate_signing_secret())
@@ -258,6 +288,9 @@ class Settings(BaseSettings):
                          issuer=self.jwt_issuer, audience=self.jwt_audience,
                          cors_origins=tuple(self.cors_origins),
                          auth_cache_s=self.api_auth_cache_s,
+                         max_payload_depth=self.max_payload_depth,
+                         trusted_proxies=tuple(self.api_trusted_proxies),
+                         max_streams_per_caller=self.api_max_streams_per_caller,
                          log_format=self.log_format, log_level=self.log_level)
 
     def agent_settings(self) -> dict[str, object]:

@@ -13,8 +13,10 @@ import re
 from typing import Final
 
 from actors.logs import FORMATS as LOG_FORMATS
+from serve_apps.client_address import TrustedProxies
 from serve_apps.rate_limit import RateLimit
 from serve_apps.tokens import check_signing_secret
+from storage.storable import MAX_DEPTH_CEILING
 
 DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024 + 64 * 1024  # 1 MiB payloads plus their envelope
 _LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -26,7 +28,14 @@ class ApiConfig:
     """Everything the ingress needs to know. `redis_url=None` means in-process equivalents
     (one node only: rate limits are then per API replica). `auth_cache_s`: how long a replica
     may use a user or API key record it read (see `serve_apps.credential_cache`).
-    `log_format`/`log_level`: how each replica process logs (see `actors.logs`)."""
+    `log_format`/`log_level`: how each replica process logs (see `actors.logs`).
+    `trusted_proxies`: the addresses and networks (CIDR) of the reverse proxies whose
+    `X-Forwarded-For` names the caller; none by default, so the socket peer is the caller
+    (see `serve_apps.client_address`). `failed_auth_rate_limit`: failed authentications
+    (any 401, failed logins) one client address may cause before it is answered 429.
+    `login_free_failures`/`login_max_delay_s`: an account's failed logins before each further
+    one makes it wait, twice as long each time, at most that long (`serve_apps.login_throttle`).
+    `max_streams_per_caller`: a caller's concurrent SSE streams on one replica."""
 
     jwt_secret: str = dataclasses.field(repr=False)
     namespace: str = "ymera"
@@ -37,9 +46,15 @@ class ApiConfig:
     access_ttl_s: int = 900
     refresh_ttl_s: int = 14 * 86400
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_payload_depth: int = 64  # JSON nesting of a body below its top level (storage.storable)
     cors_origins: tuple[str, ...] = ()
     key_rate_limit: RateLimit = RateLimit(requests=120, per_s=60.0)
     tenant_rate_limit: RateLimit = RateLimit(requests=1200, per_s=60.0)
+    failed_auth_rate_limit: RateLimit = RateLimit(requests=30, per_s=300.0)
+    trusted_proxies: tuple[str, ...] = ()
+    login_free_failures: int = 5
+    login_max_delay_s: float = 900.0
+    max_streams_per_caller: int = 8
     wait_max_s: float = 30.0
     auth_cache_s: float = 5.0
     log_format: str = "auto"
@@ -50,12 +65,21 @@ class ApiConfig:
         for name in ("issuer", "audience", "namespace", "database_url"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name} must be a non-empty string")
-        for name in ("access_ttl_s", "refresh_ttl_s", "max_body_bytes"):
+        for name in ("access_ttl_s", "refresh_ttl_s", "max_body_bytes", "login_free_failures",
+                     "max_streams_per_caller"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive whole number")
+        if not 1 <= self.max_payload_depth <= MAX_DEPTH_CEILING:
+            raise ValueError(f"max_payload_depth must be from 1 to {MAX_DEPTH_CEILING}")
         if not 0 <= self.auth_cache_s <= 300:
             raise ValueError("auth_cache_s must be between 0 and 300 seconds")
+        if not 1 <= self.login_max_delay_s <= 86400:
+            raise ValueError("login_max_delay_s must be between 1 and 86400 seconds")
+        if isinstance(self.trusted_proxies, str):
+            raise ValueError("trusted_proxies must be a sequence of addresses, not one string")
+        object.__setattr__(self, "trusted_proxies",
+                           TrustedProxies.parse(self.trusted_proxies).networks_text)
         if not 0 < self.wait_max_s <= 300:
             raise ValueError("wait_max_s must be above 0 and at most 300 seconds")
         if self.log_format not in LOG_FORMATS:

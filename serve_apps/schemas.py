@@ -2,7 +2,8 @@
 
 Guarantees: every body model rejects unknown fields (`extra="forbid"`) and values of the wrong
 type (no silent coercion of strings to numbers); the ingress turns each failure into the
-`invalid_request` envelope naming the field. Range rules the orchestrator owns (priority,
+`invalid_request` envelope naming the field. No body nests deeper than the depth limit
+(`serve_apps.middleware.BodyLimitMiddleware` refuses it before it is parsed). Range rules the orchestrator owns (priority,
 timeouts, attempts) are checked there, once, so both the API and the Python client share them.
 """
 
@@ -36,6 +37,7 @@ class StrictBody(BaseModel):
 
 
 class LoginBody(StrictBody):
+    tenant: str = Field(default="default", min_length=1, max_length=64)
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
 
@@ -132,7 +134,9 @@ class TaskErrorOut(BaseModel):
 
 class TaskOut(BaseModel):
     """A task as the API shows it (`storage.messages.Task.to_json`). `cpu_s` and `wall_s` are
-    its cost so far: CPU and wall seconds summed over its finished attempts."""
+    its cost so far: CPU and wall seconds summed over its finished attempts. A payload, route,
+    result or error `details` stored too deep to show (before the depth limit existed) is
+    `{"unreadable": "nested deeper than 128 levels"}`, so such a row never fails a page."""
 
     id: str
     description: str

@@ -112,7 +112,8 @@ class MessageRow(Base):
     acked_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
     __table_args__ = (
-        Index("ix_agent_messages_recipient_acked_created", "recipient", "acked_at", "created_at"),
+        Index("ix_agent_messages_tenant_recipient_acked_created", "tenant", "recipient",
+              "acked_at", "created_at"),
     )
 
 
@@ -120,6 +121,7 @@ class RoutingExampleRow(Base):
     __tablename__ = ROUTING_EXAMPLES
 
     id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(64))
     agent_type: Mapped[str] = mapped_column(String(64))
     text: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16))
@@ -127,7 +129,7 @@ class RoutingExampleRow(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp)
 
     __table_args__ = (
-        Index("ix_routing_examples_type_source", "agent_type", "source", "id"),
+        Index("ix_routing_examples_tenant_type_source", "tenant", "agent_type", "source", "id"),
     )
 
 
@@ -144,7 +146,7 @@ class UserRow(Base):
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
 
     __table_args__ = (
-        Index("ix_users_username", "username", unique=True),
+        Index("ix_users_tenant_username", "tenant", "username", unique=True),
         Index("ix_users_tenant", "tenant"),
     )
 

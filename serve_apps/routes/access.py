@@ -10,7 +10,9 @@ Guarantees of `authorize`, in this order, before the route's own work:
    `Authorization: ApiKey <ymk_…>` or `X-API-Key: <ymk_…>`; none, a malformed one, a token that
    does not verify, a disabled or deleted user, an unknown, wrong, revoked or expired key → 401
    (users and keys as this replica read them at most `auth_cache_s` ago, see
-   `serve_apps.credential_cache`);
+   `serve_apps.credential_cache`); each 401 spends one of the client address's
+   `failed_auth_rate_limit` budget, and once that is empty the answer is 429 instead, before
+   any storage read for a key this replica does not know;
 2. the caller's role grants the route's permission → else 403;
 3. one request is spent from the caller's budget and then from its tenant's → else 429 with
    `Retry-After` and the `RateLimit-*` headers of the budget that refused; on success the
@@ -23,13 +25,16 @@ import dataclasses
 from datetime import timedelta
 from typing import Annotated, Any, Final
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Request, Response, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from actors.logs import bind_log_context
 from serve_apps.api_config import ApiConfig
 from serve_apps.api_keys import check_key_usable, parse_api_key, secret_matches
+from serve_apps.client_address import ClientAddresses
 from serve_apps.credential_cache import CredentialCache
 from serve_apps.errors import Forbidden, RateLimited, Unauthenticated
+from serve_apps.login_throttle import LoginThrottle
 from serve_apps.metrics import api_metrics
 from serve_apps.permissions import Principal
 from serve_apps.platform_port import PlatformPort
@@ -61,7 +66,7 @@ ROUTE_PERMISSIONS: Final[dict[tuple[str, str], str]] = {
     ("POST", "/route"): "route:query",
     ("GET", "/agents"): "agents:read",
     ("GET", "/agents/stats"): "agents:read",
-    ("POST", "/agents/{agent_type}/scale"): "agents:scale",
+    ("POST", "/agents/{agent_type}/scale"): "platform:scale",
     ("POST", "/users"): "users:manage",
     ("GET", "/users"): "users:manage",
     ("POST", "/users/{user_id}/role"): "users:manage",
@@ -76,7 +81,14 @@ PUBLIC_ROUTES: Final = frozenset({
 })
 """Routes that take no credential: logging in, refreshing, and the probes."""
 
-ROLE_RANK: Final = {"viewer": 0, "submitter": 1, "operator": 2, "admin": 3}
+ROLE_RANK: Final = {"viewer": 0, "submitter": 1, "operator": 2, "admin": 3,
+                    "platform_admin": 4}
+"""Roles in order of power: a caller grants, and manages users of, roles up to its own rank
+(and never one of `permissions.CLI_ONLY_ROLES`)."""
+
+PLATFORM_AUDIT_TENANT: Final = "_platform"
+"""The audit log of platform-wide actions (scaling the shared pools): no tenant's, so its
+entries never name the tenant that acted; `GET /audit?scope=platform` reads it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +101,8 @@ class Services:
     limiter: RateLimiter
     tokens: TokenIssuer
     credentials: CredentialCache
+    addresses: ClientAddresses
+    login_throttle: LoginThrottle
 
 
 def services(request: Request) -> Services:
@@ -96,8 +110,41 @@ def services(request: Request) -> Services:
 
 
 def client_address(request: Request) -> str | None:
-    """The caller's address as the audit log and the login limit record it."""
-    return request.client.host[:64] if request.client else None
+    """The caller's address as the audit log and the login and failed-authentication limits
+    record it: the socket peer, or what trusted proxies say (`serve_apps.client_address`)."""
+    return services(request).addresses.of(request)
+
+
+FAILED_AUTH_SCOPE: Final = "auth_failure"
+
+# Declared for the OpenAPI document (`securitySchemes` and each operation's `security`);
+# `authenticate` reads the headers itself, so these never refuse anything on their own.
+BEARER_SCHEME: Final = HTTPBearer(
+    auto_error=False, scheme_name="bearer", bearerFormat="JWT",
+    description="An access token from `POST /auth/token`: `Authorization: Bearer <token>`.")
+API_KEY_SCHEME: Final = APIKeyHeader(
+    name="X-API-Key", auto_error=False, scheme_name="apiKey",
+    description="An API key `ymk_…` in `X-API-Key` (or as `Authorization: ApiKey <key>`).")
+API_KEY_AUTHORIZATION_SCHEME: Final = APIKeyHeader(
+    name="Authorization", auto_error=False, scheme_name="apiKeyAuthorization",
+    description="An API key as `Authorization: ApiKey ymk_…`.")
+
+
+async def failed_auth_allowed(request: Request, spend_one: bool) -> None:
+    """`RateLimited` when the client address has no failed-authentication budget left;
+    `spend_one` spends one of it (a failure), else this only asks."""
+    svc = services(request)
+    address = client_address(request) or "unknown"
+    decision = await svc.limiter.check(FAILED_AUTH_SCOPE, address,
+                                       svc.config.failed_auth_rate_limit, spend=spend_one)
+    if not decision.allowed:
+        api_metrics().record_rate_limited(None)
+        limit = svc.config.failed_auth_rate_limit
+        request.state.rate_limit_headers = decision.headers()
+        raise RateLimited(f"too many failed authentications from this address (at most "
+                          f"{limit.requests} per {limit.per_s:g}s); try again later",
+                          {"scope": FAILED_AUTH_SCOPE},
+                          retry_after_s=decision.retry_after_s or 1.0)
 
 
 async def audit(request: Request, tenant: str, actor: str, action: str,
@@ -108,21 +155,35 @@ async def audit(request: Request, tenant: str, actor: str, action: str,
         client=client_address(request), details=details)
 
 
-async def authenticate(request: Request) -> Principal:
+async def authenticate(
+        request: Request,
+        _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER_SCHEME)] = None,
+        _key: Annotated[str | None, Security(API_KEY_SCHEME)] = None,
+        _key_authorization: Annotated[str | None,
+                                      Security(API_KEY_AUTHORIZATION_SCHEME)] = None,
+) -> Principal:
     """The verified caller of this request (see the module's guarantee 1)."""
+    try:
+        return await _authenticate(request)
+    except Unauthenticated:
+        await failed_auth_allowed(request, spend_one=True)
+        raise
+
+
+async def _authenticate(request: Request) -> Principal:
     svc = services(request)
     authorization = request.headers.get("authorization")
     header_key = request.headers.get("x-api-key")
     if authorization and header_key:
         raise Unauthenticated("send one credential: Authorization or X-API-Key, not both")
     if header_key:
-        return await _key_principal(svc, header_key)
+        return await _key_principal(request, svc, header_key)
     if not authorization:
         raise Unauthenticated("credentials required: Authorization: Bearer <token> or "
                               "ApiKey <key>")
     scheme, _, credential = authorization.partition(" ")
     if scheme.lower() == "apikey":
-        return await _key_principal(svc, credential.strip())
+        return await _key_principal(request, svc, credential.strip())
     if scheme.lower() != "bearer" or not credential.strip():
         raise Unauthenticated("unsupported Authorization scheme; use Bearer or ApiKey")
     claims = svc.tokens.verify_access(credential.strip())
@@ -143,9 +204,12 @@ async def _user_or_none(svc: Services, user_id: str) -> User | None:
     return await svc.credentials.get("user", user_id, load)
 
 
-async def _key_principal(svc: Services, presented: str) -> Principal:
+async def _key_principal(request: Request, svc: Services, presented: str) -> Principal:
     key_id, secret = parse_api_key(presented)
-    record = await svc.credentials.get("key", key_id, lambda: svc.auth_store.api_key(key_id))
+    if not svc.credentials.holds("key", key_id):
+        await failed_auth_allowed(request, spend_one=False)  # no storage read once refused
+    record = await svc.credentials.get("key", key_id, lambda: svc.auth_store.api_key(key_id),
+                                       remember_missing=True)
     if record is None or not secret_matches(record.secret_hash, secret):
         raise Unauthenticated("invalid API key")
     now = utcnow()

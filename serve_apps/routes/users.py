@@ -3,9 +3,16 @@
 Guarantees:
 - every route works within the caller's tenant: another tenant's user answers 404, exactly
   like one that does not exist, and the audit log holds only the caller's tenant's events;
+  `scope=platform` reads the platform's log of shared actions (scaling pools), whose actor,
+  request id and address only a `platform:read` caller sees;
 - no response holds a password or a password hash;
-- a new user's password meets the policy of `serve_apps.passwords` (else 400 naming the rule);
-  a caller cannot create a user with, or grant, a role above its own (403);
+- a new user's password meets the policy of `serve_apps.passwords`, its username and tenant
+  counting as guessable words (else 400 naming the field, the rule and the estimator's advice);
+- usernames are unique within the tenant (a clash is a 409 `conflict`); another tenant's user
+  of the same name neither blocks the name nor is revealed;
+- a caller cannot create a user with, or grant, a role above its own, nor change, disable or
+  enable a user whose role is above its own (403); nobody grants `platform_admin` here (403:
+  only `ymera admin` on storage does);
 - a tenant keeps an enabled admin: demoting or disabling its last one is a 409 `conflict`;
 - disabling a user revokes its refresh tokens, and its access tokens stop working: at once on
   the replica that disabled it, within `auth_cache_s` (5 s by default) on the others, which
@@ -17,14 +24,17 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+import dataclasses
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from serve_apps.errors import Forbidden
 from serve_apps.passwords import hash_password
-from serve_apps.permissions import Principal
-from serve_apps.routes.access import ROLE_RANK, Caller, Services, audit, authorize, services
+from serve_apps.permissions import CLI_ONLY_ROLES, Principal
+from serve_apps.routes.access import (
+    PLATFORM_AUDIT_TENANT, ROLE_RANK, Caller, Services, audit, authorize, services,
+)
 from serve_apps.schemas import RoleBody, UserBody
 from storage.auth_store import AuditEvent, User
 from storage.errors import Conflict, NotFound
@@ -33,6 +43,10 @@ router = APIRouter(dependencies=[Depends(authorize)])
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Cursor = Annotated[str | None, Query(max_length=200)]
+AuditScope = Annotated[Literal["tenant", "platform"], Query(
+    description="tenant: your tenant's log; platform: platform-wide actions (scaling the "
+    "shared pools), whose actor only platform administrators see")]
+PLATFORM_ACTOR = "platform_admin"
 
 
 def _user_json(user: User) -> dict[str, Any]:
@@ -48,8 +62,18 @@ def _event_json(event: AuditEvent) -> dict[str, Any]:
 
 
 def _check_may_grant(caller: Principal, role: str) -> None:
+    if role in CLI_ONLY_ROLES:
+        raise Forbidden(f"the role {role!r} is granted only with `ymera admin` on storage, "
+                        "never over HTTP", {"role": role})
     if ROLE_RANK[role] > ROLE_RANK.get(caller.role, -1):
         raise Forbidden(f"a {caller.role} cannot grant the role {role!r}", {"role": role})
+
+
+def _check_may_manage(caller: Principal, user: User) -> None:
+    """`Forbidden` unless `user`'s role ranks no higher than the caller's."""
+    if ROLE_RANK.get(user.role, len(ROLE_RANK)) > ROLE_RANK.get(caller.role, -1):
+        raise Forbidden(f"a {caller.role} cannot manage a user with the role {user.role!r}",
+                        {"user_id": user.id, "role": user.role})
 
 
 async def _tenant_user(svc: Services, user_id: str, tenant: str) -> User:
@@ -79,7 +103,8 @@ async def _keep_an_admin(svc: Services, user: User, role: str, disabled: bool) -
 async def create_user(body: UserBody, request: Request, caller: Caller) -> dict[str, Any]:
     svc = services(request)
     _check_may_grant(caller, body.role)
-    password_hash = await asyncio.to_thread(hash_password, body.password)
+    password_hash = await asyncio.to_thread(hash_password, body.password,
+                                            (body.username, caller.tenant))
     user = await svc.auth_store.create_user(caller.tenant, body.username, password_hash,
                                             body.role)
     await audit(request, caller.tenant, caller.subject, "user_created", target=user.id,
@@ -99,6 +124,7 @@ async def change_role(user_id: str, body: RoleBody, request: Request,
     svc = services(request)
     _check_may_grant(caller, body.role)
     user = await _tenant_user(svc, user_id, caller.tenant)
+    _check_may_manage(caller, user)
     if user.role == body.role:
         return _user_json(user)
     await _keep_an_admin(svc, user, body.role, user.disabled)
@@ -114,6 +140,7 @@ async def change_role(user_id: str, body: RoleBody, request: Request,
 async def disable_user(user_id: str, request: Request, caller: Caller) -> dict[str, Any]:
     svc = services(request)
     user = await _tenant_user(svc, user_id, caller.tenant)
+    _check_may_manage(caller, user)
     await _keep_an_admin(svc, user, user.role, disabled=True)
     disabled = await svc.auth_store.set_disabled(user.id, True)
     svc.credentials.forget("user", user.id)
@@ -127,15 +154,27 @@ async def disable_user(user_id: str, request: Request, caller: Caller) -> dict[s
 async def enable_user(user_id: str, request: Request, caller: Caller) -> dict[str, Any]:
     svc = services(request)
     user = await _tenant_user(svc, user_id, caller.tenant)
+    _check_may_manage(caller, user)
     enabled = await svc.auth_store.set_disabled(user.id, False)
     svc.credentials.forget("user", user.id)
     await audit(request, caller.tenant, caller.subject, "user_enabled", target=user.id)
     return _user_json(enabled)
 
 
-@router.get("/audit", tags=["audit"], summary="Your tenant's audit log, newest first")
+@router.get("/audit", tags=["audit"],
+            summary="Your tenant's audit log, or with scope=platform the platform's, newest "
+            "first")
 async def audit_log(request: Request, caller: Caller, limit: Limit = 100,
-                    cursor: Cursor = None) -> dict[str, Any]:
+                    cursor: Cursor = None, scope: AuditScope = "tenant") -> dict[str, Any]:
+    tenant = PLATFORM_AUDIT_TENANT if scope == "platform" else caller.tenant
     events, next_cursor = await services(request).auth_store.list_audit(
-        caller.tenant, limit=limit, cursor=cursor)
+        tenant, limit=limit, cursor=cursor)
+    if scope == "platform" and not caller.can("platform:read"):
+        events = [_platform_event_for_tenants(e) for e in events]
     return {"events": [_event_json(e) for e in events], "next_cursor": next_cursor}
+
+
+def _platform_event_for_tenants(event: AuditEvent) -> AuditEvent:
+    """A platform action as a tenant may see it: what changed and when, not who (the acting
+    user, request and address belong to some tenant)."""
+    return dataclasses.replace(event, actor=PLATFORM_ACTOR, request_id=None, client=None)

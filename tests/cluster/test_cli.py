@@ -117,6 +117,8 @@ def test_a_task_without_a_type_is_routed_and_feedback_teaches_the_router(running
     assert "go to communication" in taught.stdout
     state = json.loads(ymera(env, "router", "--json").stdout)
     assert state["enabled"] and state["examples"]["communication"]["feedback"] == 1
+    other = json.loads(ymera(env, "router", "--tenant", "globex", "--json").stdout)
+    assert other["tenant"] == "globex" and "feedback" not in other["examples"]["communication"]
     again = json.loads(ymera(env, "submit", "book me a flight to Lisbon", "--payload",
                              '{"to_agent": "learning", "message": "hi"}', "--wait",
                              "--json").stdout)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import stat
+
 import pytest
 from pydantic import ValidationError
 
@@ -35,10 +37,17 @@ def test_a_tenant_quota_at_the_queue_bound_means_none(monkeypatch, tmp_path) -> 
                                          ("API_AUTH_CACHE_S", "301"),
                                          ("LOG_FORMAT", "xml"),
                                          ("METRICS_PORT", "6379"),
-                                         ("API_MAX_REPLICAS", "0")])
+                                         ("API_MAX_REPLICAS", "0"),
+                                         ("ROUTER_TENANT_CACHE_EXAMPLES", "0")])
 def test_out_of_range_settings_are_refused_by_name(monkeypatch, tmp_path, name, value) -> None:
     with pytest.raises(ValidationError, match=name.lower()):
         settings(monkeypatch, tmp_path, **{name: value})
+
+
+def test_the_routers_tenant_cache_bound_reaches_the_router(monkeypatch, tmp_path) -> None:
+    assert settings(monkeypatch, tmp_path).router_config().tenant_cache_examples == 50_000
+    config = settings(monkeypatch, tmp_path, ROUTER_TENANT_CACHE_EXAMPLES="1000").router_config()
+    assert config.tenant_cache_examples == 1000
 
 
 def test_the_auth_cache_time_reaches_the_api(monkeypatch, tmp_path) -> None:
@@ -84,3 +93,41 @@ def test_pool_autoscaling_settings_reach_the_orchestrator(monkeypatch, tmp_path)
     assert (calculator.min_replicas, calculator.max_replicas, calculator.target_backlog) == (
         1, 8, 4)
     assert config.pool("learning").resources == {"ml": 1}
+
+
+def test_the_state_directory_is_made_private_at_start(monkeypatch, tmp_path) -> None:
+    from cluster import platform
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)
+    configured = settings(monkeypatch, tmp_path)
+    configured = configured.model_copy(update={"state_dir": state})
+
+    class Stop(Exception):
+        pass
+
+    def migrate(url: str) -> None:
+        raise Stop  # what `up` does after making the state directory ready is not tested here
+
+    monkeypatch.setattr(platform, "migrate", migrate)
+    with pytest.raises(Stop):
+        platform.up(configured)
+
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    fresh = configured.model_copy(update={"state_dir": tmp_path / "new" / "state"})
+    fresh.signing_secret()
+    assert stat.S_IMODE(fresh.state_path.stat().st_mode) == 0o700
+    assert stat.S_IMODE((fresh.state_path / "jwt-secret").stat().st_mode) == 0o600
+
+
+def test_the_payload_depth_limit_reaches_the_orchestrator_and_the_api(monkeypatch,
+                                                                     tmp_path) -> None:
+    defaults = settings(monkeypatch, tmp_path, JWT_SECRET=SECRET)
+    assert defaults.orchestrator_config().max_payload_depth == 64
+    assert defaults.api_config().max_payload_depth == 64
+    chosen = settings(monkeypatch, tmp_path, JWT_SECRET=SECRET, MAX_PAYLOAD_DEPTH="20")
+    assert chosen.orchestrator_config().max_payload_depth == 20
+    assert chosen.api_config().max_payload_depth == 20
+    with pytest.raises(ValidationError, match="max_payload_depth"):
+        settings(monkeypatch, tmp_path, MAX_PAYLOAD_DEPTH="129")

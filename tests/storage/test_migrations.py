@@ -15,6 +15,7 @@ from storage.database import (
     _alembic_config, async_url, create_engine, head_revision, migrate_async,
 )
 from storage.errors import InvalidRequest, SchemaOutOfDate, StorageError
+from storage.example_store import ExampleStore, NewExample
 from storage.models import Base
 from storage.messages import TaskStatus, new_task_id, utcnow
 from storage.task_store import TaskStore, WriteBatch
@@ -101,6 +102,31 @@ async def test_0005_gives_existing_tasks_and_attempts_no_cost(empty_database_url
         assert (attempt.duration_s, attempt.cpu_s) == (0.5, None)
 
 
+async def test_0007_gives_existing_routing_examples_to_the_default_tenant(
+    empty_database_url: str,
+) -> None:
+    await asyncio.to_thread(_upgrade, empty_database_url, "0006")
+    engine = create_engine(empty_database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text(
+                "INSERT INTO routing_examples (agent_type, text, source, task_id, created_at)"
+                " VALUES ('validation', 'check the Zephyr invoice totals', 'feedback', NULL,"
+                " :now)"), {"now": utcnow()})
+    finally:
+        await engine.dispose()
+
+    await migrate_async(empty_database_url)
+
+    async with await ExampleStore.open(empty_database_url) as examples:
+        [kept] = await examples.all("default")
+        assert (kept.tenant, kept.agent_type, kept.text, kept.source) == (
+            "default", "validation", "check the Zephyr invoice totals", "feedback")
+        assert await examples.all("acme") == []
+        [added] = await examples.add([NewExample("calculator", "sum it", tenant="acme")])
+        assert await examples.all("acme") == [added]
+
+
 async def test_the_store_refuses_a_database_that_was_never_migrated(
     empty_database_url: str,
 ) -> None:
@@ -139,3 +165,46 @@ def test_async_url_gives_plain_urls_their_async_driver(url: str, expected: str) 
 def test_async_url_rejects_databases_it_does_not_support(url: str) -> None:
     with pytest.raises(InvalidRequest):
         async_url(url)
+
+
+async def test_0008_keeps_users_and_makes_names_unique_per_tenant(
+    empty_database_url: str,
+) -> None:
+    from storage.auth_store import AuthStore
+    from storage.errors import Conflict
+
+    await asyncio.to_thread(_upgrade, empty_database_url, "0007")
+    now = utcnow()
+    engine = create_engine(empty_database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text(
+                "INSERT INTO users (id, tenant, username, password_hash, role, disabled,"
+                " created_at, updated_at) VALUES ('u1', 'acme', 'alice', 'h', 'admin', false,"
+                " :now, :now)"), {"now": now})
+    finally:
+        await engine.dispose()
+
+    await migrate_async(empty_database_url)
+
+    async with await AuthStore.open(empty_database_url) as auth:
+        assert (await auth.user_by_name("acme", "alice")).id == "u1"
+        assert (await auth.create_user("globex", "alice", "h", "viewer")).tenant == "globex"
+        with pytest.raises(Conflict):
+            await auth.create_user("acme", "alice", "h", "viewer")
+
+
+async def test_0009_leads_the_inbox_index_with_the_tenant(empty_database_url: str) -> None:
+    def indexes(connection: Connection) -> dict[str, list[str]]:
+        return {i["name"]: i["column_names"]
+                for i in inspect(connection).get_indexes("agent_messages")}
+
+    await asyncio.to_thread(_upgrade, empty_database_url, "0008")
+    assert list(await _run_sync(empty_database_url, indexes)) == [
+        "ix_agent_messages_recipient_acked_created"]
+
+    await migrate_async(empty_database_url)
+
+    assert await _run_sync(empty_database_url, indexes) == {
+        "ix_agent_messages_tenant_recipient_acked_created": [
+            "tenant", "recipient", "acked_at", "created_at"]}
