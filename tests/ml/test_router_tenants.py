@@ -6,37 +6,19 @@ of tenants' examples stays within its bound, reloading evicted tenants from stor
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
-from actors.registry import load_agent_types
 from ml.config import RouterConfig
 from ml.router_service import RouterService
-from storage.database import migrate
 from storage.errors import InvalidRequest
 from storage.messages import new_task_id
-from tests.support.databases import DATABASE_KINDS, database_url_fixture
+from tests.ml.test_router_service import database_url, started  # noqa: F401 (a fixture)
 
-AGENT_TYPES = load_agent_types(())
-CONFIG = RouterConfig(stats_interval_s=3600.0)
 CANARY = "Zephyr-Holdings-7f3q"
 SECRET = f"tidy up the figures of the confidential {CANARY} invoice for the board"
 SIMILAR = "tidy up the figures of the confidential invoice for the board"
-
-
-@pytest.fixture(params=DATABASE_KINDS, ids=DATABASE_KINDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    for url in database_url_fixture(request.param, tmp_path):
-        migrate(url)
-        yield url
-
-
-async def started(url: str, config: RouterConfig = CONFIG) -> RouterService:
-    service = RouterService(AGENT_TYPES, config, url)
-    await service.ready()
-    return service
 
 
 @pytest.fixture
