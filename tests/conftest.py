@@ -61,8 +61,11 @@ def ray_cluster() -> Iterator[None]:
     started by `ymera up` does."""
     import ray
 
-    ray.init(num_cpus=CLUSTER_CPUS, resources={"ml": 8}, namespace=TEST_NAMESPACE,
-             include_dashboard=False, log_to_driver=False, logging_level="WARNING",
+    # address="local": a new cluster of the tests' own, even when a platform started by
+    # `ymera up` runs on this machine (a bare ray.init() would join that one)
+    ray.init(address="local", num_cpus=CLUSTER_CPUS, resources={"ml": 8},
+             namespace=TEST_NAMESPACE, include_dashboard=False, log_to_driver=False,
+             logging_level="WARNING",
              _metrics_export_port=free_port())
     try:
         yield
