@@ -17,12 +17,17 @@ stays blocked fails its health check and is replaced (its attempts are retried).
 
 `setup()` runs once per replica before it takes work (load models, open clients). An exception
 there costs the replica, not a task: the orchestrator replaces it.
+
+An agent that reports on the platform itself (the `monitoring` agent) asks `self.cluster`, a
+`ClusterFacts` port its replica sets (on Ray, answered by the orchestrator actor and Ray's node
+table, see `actors.cluster_facts`; in tests, a fake): agents never import Ray or the
+orchestrator. Agent authors import all of this from `actors.sdk`.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from actors.errors import InvalidTaskInput
 from storage.messages import AgentContext, AgentSpec, AgentTask
@@ -30,9 +35,32 @@ from storage.messages import AgentContext, AgentSpec, AgentTask
 MAX_PAYLOAD_BYTES = 1_000_000
 
 
+class ClusterFacts(Protocol):
+    """What an agent may learn about the platform under it. Every method raises
+    `RetryableAgentError` when the platform cannot answer now."""
+
+    async def status(self) -> dict[str, Any]:
+        """The orchestrator's `status()`: pools, queues, counts (platform-wide: an agent
+        answering a tenant keeps only what every tenant shares)."""
+        ...
+
+    async def agent_stats(self, window_s: float, tenant: str) -> dict[str, dict[str, Any]]:
+        """`tenant`'s outcomes and durations per agent type over the last `window_s`."""
+        ...
+
+    async def task_counts(self, tenant: str) -> dict[str, int]:
+        """`tenant`'s tasks per status."""
+        ...
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """The cluster's nodes as Ray describes them (`ray.nodes()`)."""
+        ...
+
+
 class Agent:
     spec: ClassVar[AgentSpec]
     context: AgentContext | None = None  # set by the hosting replica before `setup()`
+    cluster: ClusterFacts | None = None  # set by the hosting replica before `setup()`
 
     async def setup(self) -> None:
         """Prepare this replica. Runs once, before the first task."""
@@ -42,6 +70,12 @@ class Agent:
 
     async def health(self) -> None:
         """Raise if this replica can no longer take work. Must answer quickly."""
+
+
+def invalid(message: str, **details: Any) -> InvalidTaskInput:
+    """The error for a task that is wrong for this agent, with its details as keywords:
+    `raise invalid("payload 'rows' must be a list", field="rows")`."""
+    return InvalidTaskInput(message, details)
 
 
 def json_type(value: Any) -> str:

@@ -8,10 +8,14 @@ and passed to the orchestrator actor, which keeps it across restarts.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import math
+from typing import Any, ClassVar
 
 from actors.retry import RetryPolicy
 from ml.config import RouterConfig
+
+DEFAULT_NAMESPACE = "ymera"
+"""The Ray namespace the platform's named actors live in unless settings choose another."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +28,12 @@ class PoolConfig:
     `target_backlog` is how many tasks (queued plus running) one replica should carry before
     the pool grows; it defaults to the pool's concurrency. `resources` are custom Ray resources
     each replica needs (for example `{"ml": 1}`), replacing what the agent type declares.
+
+    This is also what settings parse `YMERA_POOLS` into (`cluster.settings`): a value out of its
+    range, bounds out of order or an unknown field is refused with a message naming the field.
     """
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
 
     replicas: int | None = None
     num_cpus: float | None = None
@@ -34,6 +43,24 @@ class PoolConfig:
     max_replicas: int | None = None
     target_backlog: int | None = None
     resources: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        for name, (low, high) in _POOL_RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and low <= value <= high):
+                bound = f"at least {low:g}" if high == math.inf else f"from {low:g} to {high:g}"
+                raise ValueError(f"{name} must be a number {bound}, got {value}")
+        low = self.min_replicas if self.min_replicas is not None else self.replicas
+        if low is not None and self.max_replicas is not None and low > self.max_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) is below min_replicas "
+                             f"or replicas ({low})")
+        if any(amount <= 0 for amount in (self.resources or {}).values()):
+            raise ValueError("every custom resource amount must be above 0")
+
+
+_POOL_RANGES = {"replicas": (0, 256), "num_cpus": (0, math.inf), "memory_mb": (1, math.inf),
+                "concurrency": (1, 1000), "min_replicas": (0, 256), "max_replicas": (0, 256),
+                "target_backlog": (1, 100_000)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +76,7 @@ class AutoscaleConfig:
 @dataclasses.dataclass(frozen=True)
 class OrchestratorConfig:
     database_url: str
-    namespace: str = "ymera"
+    namespace: str = DEFAULT_NAMESPACE
     agent_modules: tuple[str, ...] = ()
     default_replicas: int | None = None  # None: each agent type's declared `replicas`
     pools: dict[str, PoolConfig] = dataclasses.field(default_factory=dict)

@@ -1,6 +1,6 @@
 """Which agent types exist: the built-ins plus any the user names by import path.
 
-A third-party agent is any `actors.agent.Agent` subclass importable as `package.module:ClassName`.
+A third-party agent is any `actors.sdk.Agent` subclass importable as `package.module:ClassName`.
 It registers without editing the platform, either way:
 - its package declares an entry point in the `ymera.agents` group
   (`[project.entry-points."ymera.agents"] translator = "my_agents.translate:Translator"`);
@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from actors.agent import Agent
+from actors.agents import BUILTIN_AGENTS
 from storage.errors import InvalidRequest
+from storage.messages import AGENT_TYPE_NAME, AgentSpec
 
 ENTRY_POINT_GROUP = "ymera.agents"
-AGENT_NAME = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 
 
 def import_agent(path: str) -> type[Agent]:
@@ -31,10 +31,10 @@ def import_agent(path: str) -> type[Agent]:
     except (ImportError, AttributeError) as exc:
         raise InvalidRequest(f"cannot import agent {path!r}: {exc}") from exc
     if not (isinstance(agent_class, type) and issubclass(agent_class, Agent)):
-        raise InvalidRequest(f"{path!r} is not a subclass of actors.agent.Agent")
+        raise InvalidRequest(f"{path!r} is not a subclass of actors.sdk.Agent")
     if not hasattr(agent_class, "spec"):
         raise InvalidRequest(f"agent {path!r} declares no `spec`")
-    if not AGENT_NAME.match(agent_class.spec.name):
+    if not AGENT_TYPE_NAME.fullmatch(agent_class.spec.name):
         raise InvalidRequest(
             f"agent name {agent_class.spec.name!r} of {path!r} must be lowercase letters, "
             "digits and underscores, 2 to 64 long"
@@ -50,8 +50,6 @@ def entry_point_paths() -> list[str]:
 def load_agent_types(extra_paths: Iterable[str] = ()) -> dict[str, type[Agent]]:
     """Every agent type by name: built-ins, then installed `ymera.agents` entry points, then
     `extra_paths`; names must be unique."""
-    from actors.agents import BUILTIN_AGENTS
-
     agent_types: dict[str, type[Agent]] = dict(BUILTIN_AGENTS)
     for path in [*entry_point_paths(), *extra_paths]:
         agent_class = import_agent(path)
@@ -60,3 +58,9 @@ def load_agent_types(extra_paths: Iterable[str] = ()) -> dict[str, type[Agent]]:
             raise InvalidRequest(f"agent type {name!r} from {path!r} is already registered")
         agent_types[name] = agent_class
     return agent_types
+
+
+def agent_specs(agent_types: Mapping[str, type[Agent]]) -> dict[str, AgentSpec]:
+    """What each agent type declares, by name: what the router (`ml/`) is given, never the
+    agent classes themselves."""
+    return {name: agent_class.spec for name, agent_class in agent_types.items()}

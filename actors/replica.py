@@ -7,7 +7,8 @@ Only the replica's own death (crash, kill, OOM, node loss) reaches the orchestra
 error. A result that is not JSON, or that nests deeper than `AgentContext.max_result_depth`,
 fails its attempt (`invalid_result`, never retried) and is never recorded. Everything logged
 during an attempt carries its task, attempt, agent type, tenant and replica
-(`actors.logs.log_context`).
+(`actors.logs.log_context`). The agent gets its `ClusterFacts` port from the replica: the one
+given, or on Ray the namespace's (`actors.cluster_facts`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from typing import Any
 
 from actors import cpu_meter
-from actors.agent import Agent, require_payload_within
+from actors.agent import Agent, ClusterFacts, require_payload_within
 from actors.cpu_meter import CpuMeter, metered
 from actors.errors import AgentError
 from actors.logs import configure_logging, log_context
@@ -68,20 +69,31 @@ def _ray_node_id() -> str | None:
     return ray.get_runtime_context().get_node_id()
 
 
+def _ray_cluster_facts(namespace: str, node_id: str | None) -> ClusterFacts | None:
+    """The namespace's cluster facts when this replica runs inside Ray, else None."""
+    if node_id is None:
+        return None
+    from actors.cluster_facts import RayClusterFacts  # imports Ray, which this module does not
+
+    return RayClusterFacts(namespace)
+
+
 class AgentReplica:
     """Hosts one agent instance; safe to call concurrently up to the agent's concurrency."""
 
     def __init__(self, agent_class: type[Agent], context: AgentContext,
-                 max_payload_bytes: int) -> None:
+                 max_payload_bytes: int, cluster: ClusterFacts | None = None) -> None:
         configure_logging(context.log_format, context.log_level)
+        self.node_id = _ray_node_id()
         self.agent = agent_class()
         self.agent.context = context
+        self.agent.cluster = cluster if cluster is not None else _ray_cluster_facts(
+            context.namespace, self.node_id)
         self.replica = context.replica
         self.max_payload_bytes = max_payload_bytes
         self.in_flight = 0
         self.completed = 0
         self.started_at = time.time()
-        self.node_id = _ray_node_id()
         self._setup_done = False
         self._setup_lock = asyncio.Lock()
         self._running: dict[str, asyncio.Task] = {}

@@ -9,18 +9,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 from typing import Any
 
 from actors.config import OrchestratorConfig
 from ml.router import MAX_DESCRIPTION_CHARS
 from storage.errors import InvalidRequest
-from storage.messages import TaskRequest
+from storage.messages import NAME, TaskRequest
 from storage.storable import depth_excess, nul_location
 
 MAX_ATTEMPTS_LIMIT = 20
 PRIORITY_RANGE = (-100, 100)
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}\Z")
 
 
 def _fail(index: int | None, field: str, message: str, **more: Any) -> InvalidRequest:

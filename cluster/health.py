@@ -3,6 +3,8 @@
 It reads the numbers the metrics come from: the orchestrator's live state (`status()`: pools,
 queues, dead letters) and the stored outcomes of the last few minutes (`agent_stats`), and
 names each problem an operator should look at, the same ones the Prometheus alerts watch.
+What it prints stays small: each agent type's declared examples (dozens per type) are counted,
+and listed only on request (`ymera status --examples`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,26 @@ STATS_WINDOW_S = 300.0
 FAILURE_RATIO_BOUND = 0.2
 MIN_FINISHED_FOR_RATIO = 5
 QUEUE_FULL_WARNING = 0.8
+
+
+def status_view(status: dict[str, Any], examples: bool = False) -> dict[str, Any]:
+    """`status` as `ymera status --json` shows it: every agent type's declared `examples`
+    replaced by their `example_count`, unless `examples` asks for them. `status` is unchanged."""
+    if examples:
+        return status
+    return {**status, "agent_types": {
+        name: {**{k: v for k, v in spec.items() if k != "examples"},
+               "example_count": len(spec.get("examples", ()))}
+        for name, spec in status.get("agent_types", {}).items()}}
+
+
+def examples_report(status: dict[str, Any]) -> str:
+    """Every agent type's declared examples, as `ymera status --examples` prints them."""
+    lines = []
+    for name, spec in sorted(status.get("agent_types", {}).items()):
+        lines.append(f"{name} ({len(spec.get('examples', ()))} examples):")
+        lines += [f"  - {example}" for example in spec.get("examples", ())]
+    return "\n".join(lines)
 
 
 def problems(status: dict[str, Any], stats: dict[str, dict[str, Any]]) -> list[str]:

@@ -68,21 +68,22 @@ def save_baseline_thresholds(state_dir: Path, policies: dict[str, Any]) -> Path:
 
 
 def router(state_dir: Path, agent_modules: list[str]) -> Any:
-    from actors.registry import load_agent_types
+    from actors.registry import agent_specs, load_agent_types
     from ml.semantic_router import SemanticRouter
 
-    return SemanticRouter(load_agent_types(agent_modules), policy=load_policy(state_dir))
+    return SemanticRouter(agent_specs(load_agent_types(agent_modules)),
+                          policy=load_policy(state_dir))
 
 
 def baselines(state_dir: Path, agent_modules: list[str], main: Any,
               library: bool = False) -> list[Any]:
     """The baseline routers on `main`'s encoder and text preparation, with their stored
     thresholds (or their defaults)."""
-    from actors.registry import load_agent_types
+    from actors.registry import agent_specs, load_agent_types
     from ml.baseline import (CENTROID_POLICY, LIBRARY_POLICY, NearestCentroidRouter,
                              SemanticRouterLibrary)
 
-    agent_types = load_agent_types(agent_modules)
+    agent_types = agent_specs(load_agent_types(agent_modules))
     stored = load_baseline_thresholds(state_dir)
     chosen = [(NearestCentroidRouter, CENTROID_POLICY)]
     if library:

@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from actors.config import AutoscaleConfig, OrchestratorConfig, PoolConfig
+from actors.config import DEFAULT_NAMESPACE, AutoscaleConfig, OrchestratorConfig, PoolConfig
 from actors.retry import RetryPolicy
 from ml.config import ML_RESOURCE, RouterConfig
 
@@ -23,33 +23,6 @@ if TYPE_CHECKING:
 
 RESERVED_PORTS = {6379}
 JWT_SECRET_FILE = "jwt-secret"
-
-
-class PoolSettings(BaseModel):
-    """One agent type's pool (see `actors.config.PoolConfig`): `replicas` fixes its size;
-    `min_replicas`/`max_replicas` let it autoscale on its backlog, `target_backlog` tasks per
-    replica; `resources` are the custom Ray resources each replica needs."""
-
-    model_config = {"extra": "forbid"}
-
-    replicas: int | None = Field(default=None, ge=0, le=256)
-    num_cpus: float | None = Field(default=None, ge=0)
-    memory_mb: int | None = Field(default=None, gt=0)
-    concurrency: int | None = Field(default=None, ge=1, le=1000)
-    min_replicas: int | None = Field(default=None, ge=0, le=256)
-    max_replicas: int | None = Field(default=None, ge=0, le=256)
-    target_backlog: int | None = Field(default=None, ge=1, le=100_000)
-    resources: dict[str, float] | None = None
-
-    @model_validator(mode="after")
-    def _bounds_in_order(self) -> PoolSettings:
-        low = self.min_replicas if self.min_replicas is not None else self.replicas
-        if low is not None and self.max_replicas is not None and low > self.max_replicas:
-            raise ValueError(f"max_replicas ({self.max_replicas}) is below min_replicas "
-                             f"or replicas ({low})")
-        if any(amount <= 0 for amount in (self.resources or {}).values()):
-            raise ValueError("every custom resource amount must be above 0")
-        return self
 
 
 class Settings(BaseSettings):
@@ -63,7 +36,7 @@ class Settings(BaseSettings):
         default=None, description="Redis shared by API replicas; unset = in-process equivalents.")
     ray_address: str | None = Field(
         default=None, description="Ray cluster to join; unset = `ymera up` starts a local one.")
-    namespace: str = Field(default="ymera", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    namespace: str = Field(default=DEFAULT_NAMESPACE, pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     ray_port: int = Field(default=6380, ge=1024, le=65535,
                           description="GCS port of a local head (6379 is Redis's).")
     dashboard_port: int = Field(default=8265, ge=1024, le=65535)
@@ -88,7 +61,7 @@ class Settings(BaseSettings):
     agent_modules: list[str] = Field(default_factory=list)
     default_replicas: int | None = Field(
         default=None, ge=0, le=256, description="Replicas per type; unset = each type's own.")
-    pools: dict[str, PoolSettings] = Field(default_factory=dict)
+    pools: dict[str, PoolConfig] = Field(default_factory=dict)
     task_timeout_s: float = Field(default=300.0, gt=0)
     max_task_timeout_s: float = Field(default=3600.0, gt=0)
     retry_max_attempts: int = Field(default=3, ge=1, le=20)
@@ -222,7 +195,7 @@ class Settings(BaseSettings):
             namespace=self.namespace,
             agent_modules=tuple(self.agent_modules),
             default_replicas=self.default_replicas,
-            pools={name: PoolConfig(**pool.model_dump()) for name, pool in self.pools.items()},
+            pools=dict(self.pools),
             default_timeout_s=self.task_timeout_s,
             max_timeout_s=self.max_task_timeout_s,
             retry=RetryPolicy(self.retry_max_attempts, self.retry_backoff_base_s,

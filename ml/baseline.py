@@ -28,9 +28,9 @@ from ml.decision import Decision, RoutingPolicy
 from ml.example_index import declared_texts
 from ml.semantic_router import AgentNameMask, instruction_text
 from storage.errors import InvalidRequest
+from storage.messages import AgentSpec
 
 if TYPE_CHECKING:
-    from actors.agent import Agent
     from ml.embeddings import Embedder
 
 # "No route" thresholds fitted with `ml.evaluation.calibrate` on tests/data/routing_dev.jsonl
@@ -40,7 +40,7 @@ LIBRARY_POLICY = RoutingPolicy(min_similarity=0.335, min_confidence=0.0)
 LIBRARY_TOP_K = 5
 
 
-def _prepare_for(agent_types: Mapping[str, type[Agent]]) -> Callable[[str], str]:
+def _prepare_for(agent_types: Mapping[str, AgentSpec]) -> Callable[[str], str]:
     mask = AgentNameMask(agent_types)
     return lambda text: mask(instruction_text(text))
 
@@ -85,14 +85,14 @@ class NearestCentroidRouter:
 
     name = "nearest_centroid"
 
-    def __init__(self, agent_types: Mapping[str, type[Agent]], embedder: Embedder | None = None,
+    def __init__(self, agent_types: Mapping[str, AgentSpec], embedder: Embedder | None = None,
                  policy: RoutingPolicy = CENTROID_POLICY,
                  prepare: Callable[[str], str] | None = None) -> None:
         self.embedder = _shared_embedder(embedder)
         self.policy = policy
         self.prepare = prepare or _prepare_for(agent_types)
         self.agent_types = tuple(agent_types)
-        texts = {name: declared_texts(agent_class) for name, agent_class in agent_types.items()}
+        texts = {name: declared_texts(spec) for name, spec in agent_types.items()}
         vectors = self.embedder.encode([self.prepare(t) for group in texts.values() for t in group])
         centroids, start = [], 0
         for group in texts.values():
@@ -118,7 +118,7 @@ class SemanticRouterLibrary:
 
     name = "semantic_router_library"
 
-    def __init__(self, agent_types: Mapping[str, type[Agent]], embedder: Embedder | None = None,
+    def __init__(self, agent_types: Mapping[str, AgentSpec], embedder: Embedder | None = None,
                  policy: RoutingPolicy = LIBRARY_POLICY,
                  prepare: Callable[[str], str] | None = None, top_k: int = LIBRARY_TOP_K) -> None:
         try:
@@ -130,8 +130,8 @@ class SemanticRouterLibrary:
         self.embedder = _shared_embedder(embedder)
         self.policy = policy
         self.prepare = prepare or _prepare_for(agent_types)
-        routes = [Route(name=name, utterances=declared_texts(agent_class))
-                  for name, agent_class in agent_types.items()]
+        routes = [Route(name=name, utterances=declared_texts(spec))
+                  for name, spec in agent_types.items()]
         self.library_router = IndexedRouter(_library_encoder(self.embedder, self.prepare), routes,
                                             top_k=top_k, aggregation="mean")
 

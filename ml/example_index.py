@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from storage.errors import InvalidRequest
-from storage.messages import Neighbour
+from storage.messages import AgentSpec, Neighbour
 
 __all__ = ["SOURCES", "Example", "ExampleIndex", "Neighbour", "declared_texts"]
 
 if TYPE_CHECKING:
-    from actors.agent import Agent
     from ml.embeddings import Embedder
 
 SOURCES = ("declared", "learned", "feedback")
@@ -41,9 +40,9 @@ class Example:
     key: int | None = None  # the stored example's id, for examples kept in storage
 
 
-def declared_texts(agent_class: type[Agent]) -> list[str]:
+def declared_texts(spec: AgentSpec) -> list[str]:
     """What an agent type says about itself: its capability phrases, then its examples."""
-    return [*agent_class.spec.capabilities, *agent_class.spec.examples]
+    return [*spec.capabilities, *spec.examples]
 
 
 def _identity(text: str) -> str:
@@ -69,13 +68,13 @@ class ExampleIndex:
         self._lock = threading.RLock()
 
     @classmethod
-    def from_agent_types(cls, agent_types: Mapping[str, type[Agent]], embedder: Embedder,
+    def from_agent_types(cls, agent_types: Mapping[str, AgentSpec], embedder: Embedder,
                          prepare: Callable[[str], str] = _identity) -> ExampleIndex:
         """An index of every type's declared capabilities and examples, encoded in one call.
 
         `prepare` maps each text to what is embedded (the index still reports the original)."""
         index = cls(embedder)
-        texts = {name: declared_texts(agent_class) for name, agent_class in agent_types.items()}
+        texts = {name: declared_texts(spec) for name, spec in agent_types.items()}
         vectors = embedder.encode([prepare(text) for group in texts.values() for text in group])
         start = 0
         for name, group in texts.items():

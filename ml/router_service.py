@@ -47,11 +47,10 @@ from ml.semantic_router import ROUTED_CHARS, SemanticRouter
 from ml.tenant_examples import TenantExamples
 from storage.errors import InvalidRequest, StorageError
 from storage.example_store import ExampleStore, NewExample, StoredExample, check_tenant
-from storage.messages import RouteDecision, utcnow
+from storage.messages import AgentSpec, RouteDecision, utcnow
 from storage.task_store import TaskStore
 
 if TYPE_CHECKING:
-    from actors.agent import Agent
     from ml.embeddings import Embedder
 
 log = logging.getLogger("ymera.router")
@@ -67,7 +66,7 @@ class RouterService:
     """Decides agent types for task descriptions and learns from what happened to them, keeping
     each tenant's learned and feedback examples apart from every other tenant's."""
 
-    def __init__(self, agent_types: Mapping[str, type[Agent]], config: RouterConfig,
+    def __init__(self, agent_types: Mapping[str, AgentSpec], config: RouterConfig,
                  database_url: str, embedder: Embedder | None = None) -> None:
         self.config = config
         self.database_url = database_url
@@ -319,15 +318,15 @@ class RouterService:
 
     # ----------------------------------------------------------------- agent types
 
-    async def add_type(self, agent_class: type[Agent]) -> int:
+    async def add_type(self, spec: AgentSpec) -> int:
         """Register an agent type while serving (or refresh its declared examples); returns
         how many declared examples it now has. Tenants' examples are indexed again on their
         next use (the agent-name mask changed, and examples kept for this type return)."""
         router = await self._wait_ready()
         async with self._learning:
-            await asyncio.to_thread(router.add_type, agent_class)
+            await asyncio.to_thread(router.add_type, spec)
             self.memory.clear()
-        return len(router.index.examples(agent_class.spec.name))
+        return len(router.index.examples(spec.name))
 
     async def remove_type(self, name: str) -> int:
         """Stop routing to `name`; returns how many of its declared examples went. Its stored

@@ -47,10 +47,9 @@ from ml.lexical import LexicalScorer
 from ml.out_of_scope import CATEGORIES, CURATED_FOR, OUT_OF_SCOPE, phrases, unclaimed
 from ml.router import requested_route
 from storage.errors import InvalidRequest
-from storage.messages import RouteDecision
+from storage.messages import AgentSpec, RouteDecision
 
 if TYPE_CHECKING:
-    from actors.agent import Agent
     from ml.embeddings import Embedder
 
 CANDIDATES_REPORTED = 3
@@ -130,15 +129,15 @@ class AgentNameMask:
 class SemanticRouter:
     """Routes tasks to agent types by the meaning of their descriptions.
 
-    `agent_types` maps names to agent classes (as `actors.registry.load_agent_types` returns);
-    their declared capabilities and examples seed the index. `embedder` defaults to the
-    process's shared one. `out_of_scope` holds phrasings of tasks no agent does, by category
+    `agent_types` maps names to agent specs (`actors.registry.agent_specs`); their declared
+    capabilities and examples seed the index. `embedder` defaults to the process's shared one.
+    `out_of_scope` holds phrasings of tasks no agent does, by category
     (`ml.out_of_scope.CATEGORIES`); `policy.out_of_scope_examples` decides whether they count. Safe
     to use from several threads; `decide` runs its CPU work in a thread so it never blocks the
     caller's event loop.
     """
 
-    def __init__(self, agent_types: Mapping[str, type[Agent]], embedder: Embedder | None = None,
+    def __init__(self, agent_types: Mapping[str, AgentSpec], embedder: Embedder | None = None,
                  policy: RoutingPolicy = RoutingPolicy(), *,
                  out_of_scope: Mapping[str, tuple[str, ...]] = CATEGORIES) -> None:
         if embedder is None:
@@ -153,8 +152,8 @@ class SemanticRouter:
                                                    prepare=self.routing_text)
         self._stats: dict[str, TypeStats] = {}
         self._load: dict[str, float] = {}
-        self._declared = {name: self._encode(declared_texts(agent_class))
-                          for name, agent_class in self._agent_types.items()}
+        self._declared = {name: self._encode(declared_texts(spec))
+                          for name, spec in self._agent_types.items()}
         self._out_of_scope = phrases(dict(out_of_scope))
         self._out_of_scope_vectors = self._encode([text for _, text in self._out_of_scope])
         self._out_of_scope_kept: tuple[str, ...] = ()
@@ -249,14 +248,14 @@ class SemanticRouter:
         self.index.add([text], agent_type, source, vectors=vector)
         return True
 
-    def add_type(self, agent_class: type[Agent]) -> int:
+    def add_type(self, spec: AgentSpec) -> int:
         """Register an agent type (or refresh one's declared examples, keeping what was learned
         for it); returns how many declared examples it brought."""
-        name = agent_class.spec.name
-        self._agent_types = {**self._agent_types, name: agent_class}
+        name = spec.name
+        self._agent_types = {**self._agent_types, name: spec}
         self._mask = AgentNameMask(self._agent_types)
         self.index.remove_type(name, sources=("declared",))
-        texts = declared_texts(agent_class)
+        texts = declared_texts(spec)
         vectors = self._encode(texts)
         added = self.index.add(texts, name, "declared", vectors=vectors)
         self._declared = {**self._declared, name: vectors}
@@ -305,8 +304,8 @@ class SemanticRouter:
                          np.vstack(claiming) if claiming else np.zeros((0, 1), np.float32))
         kept = tuple(text for (_, text), stays in zip(self._out_of_scope, keep) if stays)
         self._lexical = LexicalScorer(
-            [text for agent_class in self._agent_types.values()
-             for text in declared_texts(agent_class)] + list(kept), prepare=self.routing_text)
+            [text for spec in self._agent_types.values()
+             for text in declared_texts(spec)] + list(kept), prepare=self.routing_text)
         if kept == self._out_of_scope_kept:
             return
         self.index.remove_type(OUT_OF_SCOPE)

@@ -14,9 +14,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from serve_apps.permissions import ROLES
+from storage.messages import NAME_PATTERN as _NAME
 from storage.storable import nul_location
 
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$"
 _USERNAME = r"^[A-Za-z0-9][A-Za-z0-9_.@+\-]{0,63}$"
 ROLE_PATTERN = "^(" + "|".join(ROLES) + ")$"
 

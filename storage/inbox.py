@@ -10,13 +10,12 @@ it from the default listing but keeps it, and acknowledging again changes nothin
 
 from __future__ import annotations
 
-import base64
 import json
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
 
+from storage.cursor import decode_cursor, encode_cursor
 from storage.database import EngineStore
 from storage.errors import InvalidRequest, NotFound
 from storage.messages import InboxMessage, as_utc, new_task_id, utcnow
@@ -59,19 +58,6 @@ def _check_fields(body: Any, fields: dict[str, str | None]) -> None:
         if len(value) > _LENGTHS[name]:
             raise InvalidRequest(f"message {name} is {len(value)} characters; at most "
                                  f"{_LENGTHS[name]}", {"field": name})
-
-
-def _encode_cursor(message: InboxMessage) -> str:
-    raw = json.dumps([message.created_at.isoformat(), message.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        created, message_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return as_utc(datetime.fromisoformat(created)), str(message_id)
-    except Exception as exc:
-        raise InvalidRequest(f"cursor {cursor!r} is not one this inbox issued") from exc
 
 
 class InboxStore(EngineStore):
@@ -119,7 +105,7 @@ class InboxStore(EngineStore):
         if not include_acked:
             query = query.where(table.c.acked_at.is_(None))
         if cursor:
-            created, message_id = _decode_cursor(cursor)
+            created, message_id = decode_cursor(cursor, "this inbox")
             query = query.where(or_(
                 table.c.created_at > created,
                 and_(table.c.created_at == created, table.c.id > message_id),
@@ -127,7 +113,8 @@ class InboxStore(EngineStore):
         query = query.order_by(table.c.created_at, table.c.id).limit(limit + 1)
         rows = await self._fetch(query)
         messages = [message_from_row(row) for row in rows[:limit]]
-        next_cursor = _encode_cursor(messages[-1]) if len(rows) > limit else None
+        last = messages[-1] if len(rows) > limit else None
+        next_cursor = encode_cursor(last.created_at, last.id) if last else None
         return messages, next_cursor
 
     async def ack(self, message_id: str, *, tenant: str = "default") -> InboxMessage:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -15,6 +16,16 @@ from typing import Any
 from storage.storable import readable
 
 JSON = dict[str, Any]
+
+AGENT_TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]{1,63}\Z")
+"""An agent type's name (`AgentSpec.name`, a message's recipient): lowercase letters, digits
+and underscores, starting with a letter, 2 to 64 long."""
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}"
+NAME = re.compile(rf"^{_NAME}\Z")
+"""A tenant, batch id or requested agent type: a letter or digit, then up to 63 of those or
+`_.:-`."""
+NAME_PATTERN = rf"^{_NAME}$"
+"""`NAME` for pydantic's `Field(pattern=...)` (whose `$` is the end of the text)."""
 
 
 class TaskStatus(str, enum.Enum):

@@ -14,6 +14,7 @@ from actors.agents.learning import Learning
 from actors.agents.monitoring import Monitoring
 from actors.agents.text_analysis import TextAnalysis
 from actors.agents.validation import Validation
+from storage.messages import AgentSpec
 
 BUILTIN_AGENTS: dict[str, type[Agent]] = {
     "calculator": Calculator,
@@ -25,5 +26,9 @@ BUILTIN_AGENTS: dict[str, type[Agent]] = {
     "communication": Communication,
 }
 
-__all__ = ["BUILTIN_AGENTS", "Calculator", "Communication", "DataProcessor", "Learning",
-           "Monitoring", "TextAnalysis", "Validation"]
+BUILTIN_SPECS: dict[str, AgentSpec] = {name: agent.spec
+                                        for name, agent in BUILTIN_AGENTS.items()}
+"""What each built-in type declares: what the router is given (`ml/` never sees agent classes)."""
+
+__all__ = ["BUILTIN_AGENTS", "BUILTIN_SPECS", "Calculator", "Communication", "DataProcessor",
+           "Learning", "Monitoring", "TextAnalysis", "Validation"]

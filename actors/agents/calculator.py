@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from actors.agent import Agent, json_type
+from actors.agent import Agent, invalid, json_type
 from actors.agents.expression import CONSTANTS, FUNCTIONS, Number, apply_function, evaluate
 from actors.errors import InvalidTaskInput
 from storage.messages import AgentSpec, AgentTask, Resources
@@ -153,10 +153,6 @@ def expression_from_description(description: str) -> str | None:
     return best or None
 
 
-def _invalid(message: str, **details: Any) -> InvalidTaskInput:
-    return InvalidTaskInput(message, details)
-
-
 def _preview(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -171,24 +167,24 @@ def _with_context(exc: InvalidTaskInput, prefix: str, suffix: str,
 def evaluate_one(expression: Any) -> dict[str, Any]:
     """Payload {"expression": "2*(3+4)"}."""
     if not isinstance(expression, str):
-        raise _invalid(f"payload 'expression' must be a string like \"2*(3+4)\", got "
-                       f"{json_type(expression)}", field="expression")
+        raise invalid(f"payload 'expression' must be a string like \"2*(3+4)\", got "
+                      f"{json_type(expression)}", field="expression")
     return {"expression": expression, "value": evaluate(expression)}
 
 
 def evaluate_many(expressions: Any) -> dict[str, Any]:
     """Payload {"expressions": [...]}: every value, or the first error, named by its index."""
     if not isinstance(expressions, list):
-        raise _invalid(f"payload 'expressions' must be a list of strings, got "
-                       f"{json_type(expressions)}", field="expressions")
+        raise invalid(f"payload 'expressions' must be a list of strings, got "
+                      f"{json_type(expressions)}", field="expressions")
     if len(expressions) > MAX_EXPRESSIONS:
-        raise _invalid(f"payload 'expressions' has {len(expressions)} items; at most "
-                       f"{MAX_EXPRESSIONS}", field="expressions", limit=MAX_EXPRESSIONS)
+        raise invalid(f"payload 'expressions' has {len(expressions)} items; at most "
+                      f"{MAX_EXPRESSIONS}", field="expressions", limit=MAX_EXPRESSIONS)
     values: list[Number] = []
     for index, expression in enumerate(expressions):
         if not isinstance(expression, str):
-            raise _invalid(f"payload 'expressions'[{index}] must be a string, got "
-                           f"{json_type(expression)}", field="expressions", index=index)
+            raise invalid(f"payload 'expressions'[{index}] must be a string, got "
+                          f"{json_type(expression)}", field="expressions", index=index)
         try:
             values.append(evaluate(expression))
         except InvalidTaskInput as exc:
@@ -201,24 +197,24 @@ def _operation_from(description: str) -> str:
              if re.search(pattern, description, re.IGNORECASE)]
     if len(named) != 1:
         mentioned = f" (the description mentions {', '.join(named)})" if named else ""
-        raise _invalid(f"payload 'numbers' needs an 'operation': one of "
-                       f"{', '.join(NUMBER_OPERATIONS)}{mentioned}", field="operation",
-                       accepted=list(NUMBER_OPERATIONS))
+        raise invalid(f"payload 'numbers' needs an 'operation': one of "
+                      f"{', '.join(NUMBER_OPERATIONS)}{mentioned}", field="operation",
+                      accepted=list(NUMBER_OPERATIONS))
     return named[0]
 
 
 def _number_list(value: Any) -> list[Number]:
     if not isinstance(value, list):
-        raise _invalid(f"payload 'numbers' must be a list of numbers, got {json_type(value)}",
-                       field="numbers")
+        raise invalid(f"payload 'numbers' must be a list of numbers, got {json_type(value)}",
+                      field="numbers")
     for index, number in enumerate(value):
         if isinstance(number, bool) or not isinstance(number, (int, float)):
-            raise _invalid(f"payload 'numbers'[{index}] is {json_type(number)} "
-                           f"({_preview(number)}); every item must be a JSON number, not a "
-                           "string or boolean", field="numbers", index=index)
+            raise invalid(f"payload 'numbers'[{index}] is {json_type(number)} "
+                          f"({_preview(number)}); every item must be a JSON number, not a "
+                          "string or boolean", field="numbers", index=index)
         if isinstance(number, float) and not math.isfinite(number):
-            raise _invalid(f"payload 'numbers'[{index}] is not a finite number",
-                           field="numbers", index=index)
+            raise invalid(f"payload 'numbers'[{index}] is not a finite number",
+                          field="numbers", index=index)
     return value
 
 
@@ -230,15 +226,15 @@ def compute_over_numbers(payload: dict[str, Any], description: str) -> dict[str,
     if operation is None:
         operation = _operation_from(description)
     if not isinstance(operation, str) or operation.strip().lower() not in NUMBER_OPERATIONS:
-        raise _invalid(f"unknown operation {_preview(operation)}; accepted: "
-                       f"{', '.join(NUMBER_OPERATIONS)}", field="operation",
-                       accepted=list(NUMBER_OPERATIONS))
+        raise invalid(f"unknown operation {_preview(operation)}; accepted: "
+                      f"{', '.join(NUMBER_OPERATIONS)}", field="operation",
+                      accepted=list(NUMBER_OPERATIONS))
     operation = operation.strip().lower()
     minimum = FUNCTIONS[operation].min_args
     if len(numbers) < minimum:
-        raise _invalid(f"operation {operation!r} needs at least {minimum} "
-                       f"number{'s' if minimum > 1 else ''} in payload 'numbers', got "
-                       f"{len(numbers)}", field="numbers")
+        raise invalid(f"operation {operation!r} needs at least {minimum} "
+                      f"number{'s' if minimum > 1 else ''} in payload 'numbers', got "
+                      f"{len(numbers)}", field="numbers")
     value = apply_function(operation, numbers)
     return {"operation": operation, "value": value, "count": len(numbers)}
 
@@ -247,9 +243,9 @@ def evaluate_description(description: str) -> dict[str, Any]:
     """A task with only a description: the computation written in it, and its value."""
     expression = expression_from_description(description)
     if expression is None:
-        raise _invalid("no arithmetic expression was found in the description; pass one in "
-                       "payload 'expression' (for example {\"expression\": \"2*(3+4)\"}), or a "
-                       "list of 'numbers' with an 'operation'", field="description")
+        raise invalid("no arithmetic expression was found in the description; pass one in "
+                      "payload 'expression' (for example {\"expression\": \"2*(3+4)\"}), or a "
+                      "list of 'numbers' with an 'operation'", field="description")
     try:
         value = evaluate(expression)
     except InvalidTaskInput as exc:
@@ -341,9 +337,9 @@ class Calculator(Agent):
         payload = task.payload
         forms = [key for key in ("expression", "expressions", "numbers") if key in payload]
         if len(forms) > 1:
-            raise _invalid(f"payload gives {' and '.join(map(repr, forms))}; give only one of "
-                           "'expression', 'expressions' or 'numbers' (with 'operation')",
-                           fields=forms)
+            raise invalid(f"payload gives {' and '.join(map(repr, forms))}; give only one of "
+                          "'expression', 'expressions' or 'numbers' (with 'operation')",
+                          fields=forms)
         if "expression" in payload:
             return evaluate_one(payload["expression"])
         if "expressions" in payload:
@@ -351,6 +347,6 @@ class Calculator(Agent):
         if "numbers" in payload:
             return compute_over_numbers(payload, task.description or "")
         if "operation" in payload:
-            raise _invalid("payload 'operation' needs a list of 'numbers' to work on",
-                           field="numbers")
+            raise invalid("payload 'operation' needs a list of 'numbers' to work on",
+                          field="numbers")
         return evaluate_description(task.description or "")

@@ -38,14 +38,13 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from actors.agent import Agent, json_type
+from actors.agent import Agent, invalid, json_type
 from actors.agents.webhook_addresses import PinnedResolver, resolve_checked
 from actors.errors import InvalidTaskInput, RetryableAgentError
 from storage.errors import InvalidRequest, StorageError
 from storage.inbox import MAX_BODY_BYTES, InboxStore
-from storage.messages import AgentSpec, AgentTask, Resources
+from storage.messages import AGENT_TYPE_NAME, AgentSpec, AgentTask, Resources
 
-AGENT_NAME = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
 RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", "transfer-encoding",
                               "connection"})
@@ -86,29 +85,25 @@ def verify_signature(secret: str | bytes, timestamp: str | int, body: bytes,
     return hmac.compare_digest(signature(secret, stamp, body), header)
 
 
-def _invalid(message: str, **details: Any) -> InvalidTaskInput:
-    return InvalidTaskInput(message, details)
-
-
 def webhook_target(url: Any) -> URL:
     """The webhook URL, parsed by the parser aiohttp itself uses (so the host checked is the host
     connected to); `InvalidTaskInput` for anything but a plain http(s) URL with a host."""
     if not isinstance(url, str) or not url.strip():
-        raise _invalid(f"payload 'url' must be an http(s) URL string, got {json_type(url)}",
-                       field="url")
+        raise invalid(f"payload 'url' must be an http(s) URL string, got {json_type(url)}",
+                      field="url")
     try:
         target = URL(url.strip())
         port = target.port
     except ValueError as exc:
-        raise _invalid(f"payload 'url' is not a valid URL: {exc}", field="url") from exc
+        raise invalid(f"payload 'url' is not a valid URL: {exc}", field="url") from exc
     if target.scheme not in ("http", "https"):
-        raise _invalid(f"webhook URL must start with https:// or http://, not "
-                       f"{target.scheme or 'nothing'!r}", field="url")
+        raise invalid(f"webhook URL must start with https:// or http://, not "
+                      f"{target.scheme or 'nothing'!r}", field="url")
     if target.user is not None or target.password is not None:
-        raise _invalid("webhook URL must not carry credentials (user:password@); put a token "
-                       "in payload 'headers' instead", field="url")
+        raise invalid("webhook URL must not carry credentials (user:password@); put a token "
+                      "in payload 'headers' instead", field="url")
     if not target.raw_host or port is None:
-        raise _invalid("webhook URL has no host", field="url")
+        raise invalid("webhook URL has no host", field="url")
     return target
 
 
@@ -118,38 +113,38 @@ def extra_headers(headers: Any) -> dict[str, str]:
     if headers is None:
         return {}
     if not isinstance(headers, dict):
-        raise _invalid(f"payload 'headers' must be an object of strings, got "
-                       f"{json_type(headers)}", field="headers")
+        raise invalid(f"payload 'headers' must be an object of strings, got "
+                      f"{json_type(headers)}", field="headers")
     if len(headers) > MAX_HEADERS:
-        raise _invalid(f"payload 'headers' has {len(headers)} entries; at most {MAX_HEADERS}",
-                       field="headers")
+        raise invalid(f"payload 'headers' has {len(headers)} entries; at most {MAX_HEADERS}",
+                      field="headers")
     for name, value in headers.items():
         lowered = name.lower()
         if not HEADER_NAME.match(name):
-            raise _invalid(f"header name {name!r} is not a valid HTTP header name",
-                           field="headers")
+            raise invalid(f"header name {name!r} is not a valid HTTP header name",
+                          field="headers")
         if lowered in RESERVED_HEADERS or lowered.startswith("x-ymera-"):
-            raise _invalid(f"header {name!r} is set by the platform and cannot be overridden",
-                           field="headers")
+            raise invalid(f"header {name!r} is set by the platform and cannot be overridden",
+                          field="headers")
         if (not isinstance(value, str) or len(value) > MAX_HEADER_VALUE
                 or any(c in value for c in "\r\n\0")):
-            raise _invalid(f"header {name!r} must be a single-line string of at most "
-                           f"{MAX_HEADER_VALUE} characters", field="headers")
+            raise invalid(f"header {name!r} must be a single-line string of at most "
+                          f"{MAX_HEADER_VALUE} characters", field="headers")
     return dict(headers)
 
 
 def encoded_message(payload: dict[str, Any]) -> bytes:
     if "message" not in payload or payload["message"] is None:
-        raise _invalid("payload 'message' is required: the JSON value to deliver",
-                       field="message")
+        raise invalid("payload 'message' is required: the JSON value to deliver",
+                      field="message")
     try:
         body = json.dumps(payload["message"], separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False).encode()
     except (TypeError, ValueError) as exc:
-        raise _invalid(f"payload 'message' is not plain JSON: {exc}", field="message") from exc
+        raise invalid(f"payload 'message' is not plain JSON: {exc}", field="message") from exc
     if len(body) > MAX_BODY_BYTES:
-        raise _invalid(f"payload 'message' is {len(body)} bytes; at most {MAX_BODY_BYTES}",
-                       field="message", size=len(body), limit=MAX_BODY_BYTES)
+        raise invalid(f"payload 'message' is {len(body)} bytes; at most {MAX_BODY_BYTES}",
+                      field="message", size=len(body), limit=MAX_BODY_BYTES)
     return body
 
 
@@ -270,31 +265,31 @@ class Communication(Agent):
     def _delivery(payload: dict[str, Any]) -> str:
         stated = payload.get("delivery")
         if stated is not None and stated not in ("inbox", "webhook"):
-            raise _invalid(f"payload 'delivery' must be \"inbox\" or \"webhook\", not "
-                           f"{stated!r}", field="delivery")
+            raise invalid(f"payload 'delivery' must be \"inbox\" or \"webhook\", not "
+                          f"{stated!r}", field="delivery")
         forms = [form for form, key in (("inbox", "to_agent"), ("webhook", "url"))
                  if key in payload]
         if stated is None and len(forms) > 1:
-            raise _invalid("payload gives both 'to_agent' and 'url'; give one (or say which "
-                           "with 'delivery')", fields=["to_agent", "url"])
+            raise invalid("payload gives both 'to_agent' and 'url'; give one (or say which "
+                          "with 'delivery')", fields=["to_agent", "url"])
         if stated is None and not forms:
-            raise _invalid("payload needs 'to_agent' (the agent type whose inbox gets the "
-                           "message) or 'url' (a webhook to POST it to), plus 'message'",
-                           fields=["to_agent", "url"])
+            raise invalid("payload needs 'to_agent' (the agent type whose inbox gets the "
+                          "message) or 'url' (a webhook to POST it to), plus 'message'",
+                          fields=["to_agent", "url"])
         return stated or forms[0]
 
     async def deliver_to_inbox(self, task: AgentTask) -> dict[str, Any]:
         payload = task.payload
         to_agent = payload.get("to_agent")
-        if not isinstance(to_agent, str) or not AGENT_NAME.match(to_agent):
-            raise _invalid(f"payload 'to_agent' must name an agent type (lowercase letters, "
-                           f"digits and _, like \"learning\"), got {to_agent!r}",
-                           field="to_agent")
+        if not isinstance(to_agent, str) or not AGENT_TYPE_NAME.fullmatch(to_agent):
+            raise invalid(f"payload 'to_agent' must name an agent type (lowercase letters, "
+                          f"digits and _, like \"learning\"), got {to_agent!r}",
+                          field="to_agent")
         subject = payload.get("subject")
         if subject is not None and (not isinstance(subject, str) or not subject
                                     or len(subject) > MAX_SUBJECT):
-            raise _invalid(f"payload 'subject' must be a non-empty string of at most "
-                           f"{MAX_SUBJECT} characters", field="subject")
+            raise invalid(f"payload 'subject' must be a non-empty string of at most "
+                          f"{MAX_SUBJECT} characters", field="subject")
         encoded_message(payload)
         if self.inbox is None:
             raise RuntimeError("the communication agent was not set up")
@@ -303,7 +298,7 @@ class Communication(Agent):
                                             task_id=task.task_id, subject=subject,
                                             tenant=task.tenant)
         except InvalidRequest as exc:
-            raise _invalid(exc.message, **exc.details) from exc
+            raise invalid(exc.message, **exc.details) from exc
         except StorageError as exc:
             raise RetryableAgentError(f"the inbox could not be written: {exc.message}") from exc
         return {"delivered": "inbox", "message_id": message.id, "to_agent": to_agent}
@@ -311,14 +306,14 @@ class Communication(Agent):
     async def deliver_to_webhook(self, task: AgentTask) -> dict[str, Any]:
         payload = task.payload
         if "url" not in payload:
-            raise _invalid("payload 'url' is required for webhook delivery", field="url")
+            raise invalid("payload 'url' is required for webhook delivery", field="url")
         target = webhook_target(payload["url"])
         body = encoded_message(payload)
         headers = extra_headers(payload.get("headers"))
         secret = self.settings.get("webhook_secret")
         if not secret:
-            raise _invalid("webhooks are signed, and no signing secret is configured: the "
-                           "operator must set YMERA_WEBHOOK_SECRET", setting="webhook_secret")
+            raise invalid("webhooks are signed, and no signing secret is configured: the "
+                          "operator must set YMERA_WEBHOOK_SECRET", setting="webhook_secret")
         allow_private = bool(self.settings.get("webhook_allow_private_networks", False))
         addresses = await resolve_checked(target.raw_host, target.port, allow_private)
         connector = aiohttp.TCPConnector(resolver=PinnedResolver(addresses),
@@ -373,13 +368,13 @@ class Communication(Agent):
         status = response.status
         if 300 <= status < 400:
             location = response.headers.get("Location")
-            return _invalid(f"webhook {url} answered {status} redirecting to {location!r}; "
-                            "redirects are not followed: use the final URL", status=status,
-                            location=location)
+            return invalid(f"webhook {url} answered {status} redirecting to {location!r}; "
+                           "redirects are not followed: use the final URL", status=status,
+                           location=location)
         try:
             excerpt = (await response.content.read(200)).decode(errors="replace").strip()
         except (aiohttp.ClientError, asyncio.TimeoutError):
             excerpt = ""
-        return _invalid(f"webhook {url} refused the delivery with HTTP {status} "
-                        f"{response.reason or ''}".rstrip() + (f": {excerpt}" if excerpt else ""),
-                        status=status)
+        return invalid(f"webhook {url} refused the delivery with HTTP {status} "
+                       f"{response.reason or ''}".rstrip() + (f": {excerpt}" if excerpt else ""),
+                       status=status)

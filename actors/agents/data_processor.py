@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from actors.agent import Agent
+from actors.agent import Agent, invalid
 from actors.agents.tables import (
     MAX_COLUMNS, MAX_ROWS, Cell, Row, Table, cell_key, column_kind, csv_table, describe, is_scalar,
     kind_of, read_table, rows_table, sort_rows)
@@ -82,10 +82,6 @@ _DESCENDING = re.compile(r"\b(?:desc|descending|decreasing|reversed?|(?:highest|
                          r"most|newest|latest) first)\b", re.IGNORECASE)
 
 
-def _invalid(message: str, **details: Any) -> InvalidTaskInput:
-    return InvalidTaskInput(message, details)
-
-
 OPERATION_CHOOSER = OperationChooser(OPERATIONS, _OPERATION_ALIASES, _DESCRIBED, _HINTED_BY)
 
 
@@ -93,10 +89,10 @@ def input_table(payload: dict[str, Any]) -> Table:
     """The table in payload "rows" or "csv" (exactly one of them)."""
     given = [key for key in ("rows", "csv") if key in payload]
     if len(given) == 2:
-        raise _invalid("payload gives both 'rows' and 'csv'; give one table", field="rows")
+        raise invalid("payload gives both 'rows' and 'csv'; give one table", field="rows")
     if not given:
-        raise _invalid("no table given: pass payload 'rows' (a list of objects) or 'csv' (text "
-                       "whose first line names the columns)", field="rows")
+        raise invalid("no table given: pass payload 'rows' (a list of objects) or 'csv' (text "
+                      "whose first line names the columns)", field="rows")
     if given[0] == "rows":
         return rows_table(payload["rows"], "rows")
     return csv_table(payload["csv"], "csv")
@@ -106,16 +102,16 @@ def _names(value: Any, key: str) -> list[str]:
     names = [value] if isinstance(value, str) else value
     if (not isinstance(names, list) or not names
             or not all(isinstance(name, str) and name for name in names)):
-        raise _invalid(f"payload {key!r} must be a column name or a non-empty list of column "
-                       f"names, got {describe(value)}", field=key)
+        raise invalid(f"payload {key!r} must be a column name or a non-empty list of column "
+                      f"names, got {describe(value)}", field=key)
     _require_at_most(len(names), MAX_COLUMNS, key)
     return names
 
 
 def _require_at_most(count: int, limit: int, key: str) -> None:
     if count > limit:
-        raise _invalid(f"payload {key!r} has {count} entries; at most {limit}", field=key,
-                       limit=limit)
+        raise invalid(f"payload {key!r} has {count} entries; at most {limit}", field=key,
+                      limit=limit)
 
 
 def _columns(payload: dict[str, Any], key: str, table: Table) -> list[str] | None:
@@ -139,15 +135,15 @@ def _column_after(word: str, description: str, columns: Sequence[str]) -> list[s
 def _flag(payload: dict[str, Any], key: str, default: bool = False) -> bool:
     value = payload.get(key, default)
     if not isinstance(value, bool):
-        raise _invalid(f"payload {key!r} must be true or false, got {describe(value)}", field=key)
+        raise invalid(f"payload {key!r} must be true or false, got {describe(value)}", field=key)
     return value
 
 
 def _limit(payload: dict[str, Any]) -> int:
     limit = payload.get("limit", DEFAULT_LIMIT)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_LIMIT:
-        raise _invalid(f"payload 'limit' must be a whole number from 0 to {MAX_LIMIT}, got "
-                       f"{describe(limit)}", field="limit")
+        raise invalid(f"payload 'limit' must be a whole number from 0 to {MAX_LIMIT}, got "
+                      f"{describe(limit)}", field="limit")
     return limit
 
 
@@ -172,8 +168,8 @@ def _number_statistics(numbers: list[int | float], column: str) -> dict[str, Any
         mean = math.fsum(ordered) / len(ordered)
         squares = math.fsum((number - mean) ** 2 for number in ordered)
     except OverflowError as exc:
-        raise _invalid(f"column {column!r} holds numbers too large to summarise",
-                       column=column) from exc
+        raise invalid(f"column {column!r} holds numbers too large to summarise",
+                      column=column) from exc
     return {"min": ordered[0], "max": ordered[-1], "mean": mean, "median": _median(ordered),
             "stdev": math.sqrt(squares / (len(ordered) - 1)) if len(ordered) > 1 else None,
             "sum": _total(ordered)}
@@ -233,7 +229,7 @@ class Condition:
         return _COMPARE[operator](cell, self.value)
 
     def _mismatch(self, cell: Cell, table: Table, row: int) -> InvalidTaskInput:
-        return _invalid(
+        return invalid(
             f"filter condition {self.index}: {table.label(row)} column {self.column!r} holds "
             f"{describe(cell)}, which cannot be compared with {describe(self.value)} using "
             f"{self.operator!r}", row=row, column=self.column, condition=self.index)
@@ -250,33 +246,33 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
 def _condition(index: int, spec: Any, table: Table) -> Condition:
     where = f"filter condition {index}"
     if not isinstance(spec, dict) or not isinstance(spec.get("column"), str):
-        raise _invalid(f"{where} must be an object with a 'column', an 'op' and a 'value', like "
-                       '{"column": "price", "op": ">", "value": 10}', condition=index)
+        raise invalid(f"{where} must be an object with a 'column', an 'op' and a 'value', like "
+                      '{"column": "price", "op": ">", "value": 10}', condition=index)
     column = spec["column"]
     table.require_columns([column], where)
     operator = spec.get("op", "==")
     if isinstance(operator, str):
         operator = _OPERATOR_ALIASES.get(operator.strip().lower(), operator.strip().lower())
     if operator not in FILTER_OPERATORS:
-        raise _invalid(f"{where} has unknown op {operator!r}; accepted: "
-                       f"{', '.join(FILTER_OPERATORS)}", condition=index,
-                       accepted=list(FILTER_OPERATORS))
+        raise invalid(f"{where} has unknown op {operator!r}; accepted: "
+                      f"{', '.join(FILTER_OPERATORS)}", condition=index,
+                      accepted=list(FILTER_OPERATORS))
     if operator in ("is_null", "not_null"):
         return Condition(index, column, operator, None)
     if "value" not in spec:
-        raise _invalid(f"{where} ({column!r} {operator}) needs a 'value'", condition=index)
+        raise invalid(f"{where} ({column!r} {operator}) needs a 'value'", condition=index)
     value = spec["value"]
     if operator in ("in", "not_in"):
         if not isinstance(value, list) or not all(is_scalar(item) for item in value):
-            raise _invalid(f"{where} ({operator}) needs 'value' to be a list of scalars, got "
-                           f"{describe(value)}", condition=index)
+            raise invalid(f"{where} ({operator}) needs 'value' to be a list of scalars, got "
+                          f"{describe(value)}", condition=index)
         return Condition(index, column, operator, value, frozenset(cell_key(v) for v in value))
     if operator in _TEXT_MATCHES and not isinstance(value, str):
-        raise _invalid(f"{where} ({operator}) needs a text 'value', got {describe(value)}",
-                       condition=index)
+        raise invalid(f"{where} ({operator}) needs a text 'value', got {describe(value)}",
+                      condition=index)
     if not is_scalar(value) or (operator in _ORDERED and value is None):
-        raise _invalid(f"{where} ({operator}) cannot compare with {describe(value)}; use a "
-                       "string, number or boolean", condition=index)
+        raise invalid(f"{where} ({operator}) cannot compare with {describe(value)}; use a "
+                      "string, number or boolean", condition=index)
     return Condition(index, column, operator, value)
 
 
@@ -284,11 +280,11 @@ def filter_rows(table: Table, payload: dict[str, Any], limit: int) -> dict[str, 
     """The rows meeting every condition in "where" (or any of them, with "any": true)."""
     where = payload.get("where")
     if where is None:
-        raise _invalid("filter needs payload 'where': a list of conditions like "
-                       '{"column": "price", "op": ">", "value": 10}', field="where")
+        raise invalid("filter needs payload 'where': a list of conditions like "
+                      '{"column": "price", "op": ">", "value": 10}', field="where")
     specs = [where] if isinstance(where, dict) else where
     if not isinstance(specs, list) or not specs:
-        raise _invalid("payload 'where' must be a non-empty list of conditions", field="where")
+        raise invalid("payload 'where' must be a non-empty list of conditions", field="where")
     _require_at_most(len(specs), MAX_CONDITIONS, "where")
     conditions = [_condition(index, spec, table) for index, spec in enumerate(specs)]
     combine = any if _flag(payload, "any") else all
@@ -310,12 +306,12 @@ def _sort_keys(by: Any, table: Table, descending: bool) -> list[tuple[str, bool]
         elif isinstance(item, str):
             column, direction = item, descending
         else:
-            raise _invalid("each entry of payload 'by' must be a column name, '-name' for "
-                           'descending, or {"column": name, "descending": true}', field="by")
+            raise invalid("each entry of payload 'by' must be a column name, '-name' for "
+                          'descending, or {"column": name, "descending": true}', field="by")
         table.require_columns([column], "payload 'by'")
         keys.append((column, direction))
     if not keys:
-        raise _invalid("payload 'by' names no column", field="by")
+        raise invalid("payload 'by' names no column", field="by")
     return keys
 
 
@@ -328,8 +324,8 @@ def sort_table(table: Table, payload: dict[str, Any], limit: int, description: s
         by = _column_after("by", description, table.columns)
         descending = descending or bool(_DESCENDING.search(description))
         if not by:
-            raise _invalid("sort needs payload 'by': a column name, '-name' for descending, or a "
-                           "list of them", field="by")
+            raise invalid("sort needs payload 'by': a column name, '-name' for descending, or a "
+                          "list of them", field="by")
     keys = _sort_keys(by, table, descending)
     for column, _ in keys:
         column_kind(table, column, "sorted")
@@ -374,7 +370,7 @@ class Aggregate:
     def _require_kind(self, present: list[tuple[int, Cell]], kind: str, table: Table) -> None:
         for index, value in present:
             if kind_of(value) != kind:
-                raise _invalid(
+                raise invalid(
                     f"aggregate {self.name!r} ({self.function} of {self.column!r}) needs {kind} "
                     f"values, but {table.label(index)} holds {describe(value)}",
                     column=self.column, row=index)
@@ -383,19 +379,19 @@ class Aggregate:
 def _aggregate(name: Any, function: Any, column: Any, table: Table) -> Aggregate:
     where = f"aggregate {name!r}"
     if not isinstance(name, str) or not name:
-        raise _invalid(f"{where} needs a name", field="aggregates")
+        raise invalid(f"{where} needs a name", field="aggregates")
     function = function.strip().lower() if isinstance(function, str) else function
     function = _FUNCTION_ALIASES.get(function, function)
     if function not in AGGREGATE_FUNCTIONS:
-        raise _invalid(f"{where} has unknown fn {function!r}; accepted: "
-                       f"{', '.join(AGGREGATE_FUNCTIONS)}", field="aggregates",
-                       accepted=list(AGGREGATE_FUNCTIONS))
+        raise invalid(f"{where} has unknown fn {function!r}; accepted: "
+                      f"{', '.join(AGGREGATE_FUNCTIONS)}", field="aggregates",
+                      accepted=list(AGGREGATE_FUNCTIONS))
     if column is None and function != "count":
-        raise _invalid(f"{where} ({function}) needs a 'column'", field="aggregates")
+        raise invalid(f"{where} ({function}) needs a 'column'", field="aggregates")
     if column is not None:
         if not isinstance(column, str):
-            raise _invalid(f"{where} has a non-text 'column' {describe(column)}",
-                           field="aggregates")
+            raise invalid(f"{where} has a non-text 'column' {describe(column)}",
+                          field="aggregates")
         table.require_columns([column], where)
     return Aggregate(name, function, column)
 
@@ -412,9 +408,9 @@ def _aggregates(spec: Any, table: Table) -> list[Aggregate]:
     elif isinstance(spec, dict) and spec:
         pairs = list(spec.items())
     else:
-        raise _invalid("payload 'aggregates' must map output names to "
-                       '{"column": ..., "fn": ...} (or a column to a function name, like '
-                       '{"price": "sum"})', field="aggregates")
+        raise invalid("payload 'aggregates' must map output names to "
+                      '{"column": ..., "fn": ...} (or a column to a function name, like '
+                      '{"price": "sum"})', field="aggregates")
     aggregates: list[Aggregate] = []
     for name, item in pairs:
         if isinstance(item, str):
@@ -426,13 +422,13 @@ def _aggregates(spec: Any, table: Table) -> list[Aggregate]:
         elif isinstance(item, dict):
             aggregates.append(_aggregate(name, item.get("fn"), item.get("column"), table))
         else:
-            raise _invalid(f"aggregate {name!r} must be a function name or an object with "
-                           f"'column' and 'fn', got {describe(item)}", field="aggregates")
+            raise invalid(f"aggregate {name!r} must be a function name or an object with "
+                          f"'column' and 'fn', got {describe(item)}", field="aggregates")
     _require_at_most(len(aggregates), MAX_COLUMNS, "aggregates")
     counts = Counter(aggregate.name for aggregate in aggregates)
     repeated = next((name for name, count in counts.items() if count > 1), None)
     if repeated is not None:
-        raise _invalid(f"aggregate name {repeated!r} is used twice", field="aggregates")
+        raise invalid(f"aggregate name {repeated!r} is used twice", field="aggregates")
     return aggregates
 
 
@@ -441,15 +437,15 @@ def group_rows(table: Table, payload: dict[str, Any], limit: int, description: s
     """One row per distinct value of the "by" columns, with its aggregates; sorted by group."""
     by = _columns(payload, "by", table) or _column_after("by", description, table.columns)
     if not by:
-        raise _invalid("group_by needs payload 'by': the column or columns to group on",
-                       field="by")
+        raise invalid("group_by needs payload 'by': the column or columns to group on",
+                      field="by")
     for column in by:
         column_kind(table, column, "grouped")
     aggregates = _aggregates(payload.get("aggregates"), table)
     clash = next((a.name for a in aggregates if a.name in by), None)
     if clash is not None:
-        raise _invalid(f"aggregate name {clash!r} is also a group column; name it differently",
-                       field="aggregates")
+        raise invalid(f"aggregate name {clash!r} is also a group column; name it differently",
+                      field="aggregates")
     groups: dict[tuple[tuple[str, Cell], ...], list[int]] = {}
     for index, row in enumerate(table.rows):
         groups.setdefault(tuple(cell_key(row[column]) for column in by), []).append(index)
@@ -471,8 +467,8 @@ def dedupe_rows(table: Table, payload: dict[str, Any], limit: int, description: 
     subset = subset or list(table.columns)
     keep = payload.get("keep", "first")
     if keep not in ("first", "last"):
-        raise _invalid(f"payload 'keep' must be \"first\" or \"last\", got {describe(keep)}",
-                       field="keep")
+        raise invalid(f"payload 'keep' must be \"first\" or \"last\", got {describe(keep)}",
+                      field="keep")
     order = range(len(table.rows)) if keep == "first" else range(len(table.rows) - 1, -1, -1)
     seen: set[tuple[tuple[str, Cell], ...]] = set()
     kept: list[int] = []
@@ -495,8 +491,8 @@ def _join_side(payload: dict[str, Any], sources: Sequence[str], side: str) -> Ta
     given = [key for key in sources if key in payload]
     if len(given) != 1:
         problem = "needs" if not given else f"got several {side} tables ({', '.join(given)}); give"
-        raise _invalid(f"join {problem} one {side} table: payload "
-                       f"{' or '.join(repr(key) for key in sources)}", field=side)
+        raise invalid(f"join {problem} one {side} table: payload "
+                      f"{' or '.join(repr(key) for key in sources)}", field=side)
     key = given[0]
     if key.endswith("rows"):
         return rows_table(payload[key], key)
@@ -509,14 +505,14 @@ def _join_keys(payload: dict[str, Any], left: Table, right: Table, description: 
                ) -> tuple[list[str], list[str]]:
     if "on" in payload:
         if "left_on" in payload or "right_on" in payload:
-            raise _invalid("give payload 'on', or 'left_on' with 'right_on', not both", field="on")
+            raise invalid("give payload 'on', or 'left_on' with 'right_on', not both", field="on")
         left_on = right_on = _names(payload["on"], "on")
     elif "left_on" in payload or "right_on" in payload:
         left_on = _names(payload.get("left_on"), "left_on")
         right_on = _names(payload.get("right_on"), "right_on")
         if len(left_on) != len(right_on):
-            raise _invalid(f"payload 'left_on' names {len(left_on)} columns but 'right_on' names "
-                           f"{len(right_on)}; they pair up one to one", field="left_on")
+            raise invalid(f"payload 'left_on' names {len(left_on)} columns but 'right_on' names "
+                          f"{len(right_on)}; they pair up one to one", field="left_on")
     else:
         shared = [column for column in left.columns if column in right.columns]
         if len(shared) > 1:
@@ -524,17 +520,17 @@ def _join_keys(payload: dict[str, Any], left: Table, right: Table, description: 
         if len(shared) != 1:
             found = f"both tables have {', '.join(map(repr, shared))}" if shared else (
                 "the tables share no column name")
-            raise _invalid(f"join needs payload 'on' naming the key column(s) ({found}), or "
-                           "'left_on' and 'right_on'", field="on")
+            raise invalid(f"join needs payload 'on' naming the key column(s) ({found}), or "
+                          "'left_on' and 'right_on'", field="on")
         left_on = right_on = shared
     left.require_columns(left_on, "the left join key")
     right.require_columns(right_on, "the right join key")
     for left_key, right_key in zip(left_on, right_on):
         kinds = (column_kind(left, left_key, "joined"), column_kind(right, right_key, "joined"))
         if "null" not in kinds and kinds[0] != kinds[1]:
-            raise _invalid(f"join key {left_key!r} holds {kinds[0]} values on the left but "
-                           f"{right_key!r} holds {kinds[1]} values on the right; they never match",
-                           column=left_key)
+            raise invalid(f"join key {left_key!r} holds {kinds[0]} values on the left but "
+                          f"{right_key!r} holds {kinds[1]} values on the right; they never match",
+                          column=left_key)
     return left_on, right_on
 
 
@@ -553,8 +549,8 @@ def join_tables(payload: dict[str, Any], limit: int, description: str = "") -> d
     default = described.group(1).lower().replace("full", "outer") if described else "inner"
     how = payload.get("how", default)
     if how not in JOIN_KINDS:
-        raise _invalid(f"payload 'how' must be one of {', '.join(JOIN_KINDS)}, got "
-                       f"{describe(how)}", field="how")
+        raise invalid(f"payload 'how' must be one of {', '.join(JOIN_KINDS)}, got "
+                      f"{describe(how)}", field="how")
     left_on, right_on = _join_keys(payload, left, right, description)
     merged = [left_key for left_key, right_key in zip(left_on, right_on) if left_key == right_key]
     right_kept = [column for column in right.columns if column not in merged]
@@ -563,11 +559,11 @@ def join_tables(payload: dict[str, Any], limit: int, description: str = "") -> d
     right_names = {c: f"{c}_right" if c in clashes else c for c in right_kept}
     columns = [*left_names.values(), *right_names.values()]
     if len(set(columns)) != len(columns):
-        raise _invalid("the joined table's column names collide even after adding _left/_right; "
-                       "rename the clashing columns first", field="on")
+        raise invalid("the joined table's column names collide even after adding _left/_right; "
+                      "rename the clashing columns first", field="on")
     if len(columns) > MAX_COLUMNS:
-        raise _invalid(f"the joined table would have {len(columns)} columns; at most "
-                       f"{MAX_COLUMNS}", field="on", limit=MAX_COLUMNS)
+        raise invalid(f"the joined table would have {len(columns)} columns; at most "
+                      f"{MAX_COLUMNS}", field="on", limit=MAX_COLUMNS)
 
     def joined(left_row: Row | None, right_row: Row | None) -> Row:
         row = {left_names[c]: None if left_row is None else left_row[c] for c in left.columns}
@@ -604,8 +600,8 @@ def join_tables(payload: dict[str, Any], limit: int, description: str = "") -> d
 
 def _require_join_size(count: int) -> None:
     if count > MAX_ROWS:
-        raise _invalid(f"the join produces more than {MAX_ROWS} rows; join on a more specific "
-                       "key", field="on", limit=MAX_ROWS)
+        raise invalid(f"the join produces more than {MAX_ROWS} rows; join on a more specific "
+                      "key", field="on", limit=MAX_ROWS)
 
 
 def process(payload: dict[str, Any], description: str = "") -> dict[str, Any]:

@@ -35,11 +35,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.agent import Agent
+from actors.agent import Agent, invalid
 from actors.agents.tables import (
     Cell, Row, Table, cell_key, column_kind, describe, kind_of, payload_table,
     read_table)
-from actors.errors import InvalidTaskInput
 from ml.config import ML_RESOURCE
 from storage.messages import AgentSpec, AgentTask, Resources
 
@@ -82,10 +81,6 @@ _DEVELOPER_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, FutureWarn
 _FIT_LOCK = threading.Lock()
 
 
-def _invalid(message: str, **details: Any) -> InvalidTaskInput:
-    return InvalidTaskInput(message, details)
-
-
 def _name(value: Any, aliases: dict[str, str]) -> Any:
     if not isinstance(value, str):
         return value
@@ -110,8 +105,8 @@ def _plain(value: Any) -> Any:
 def _input_table(payload: dict[str, Any]) -> Table:
     table = payload_table(payload, "learning")
     if len(table.rows) > MAX_TRAINING_ROWS:
-        raise _invalid(f"{table.source} has {len(table.rows)} rows; at most {MAX_TRAINING_ROWS} "
-                       "can be trained on", field=table.source, limit=MAX_TRAINING_ROWS)
+        raise invalid(f"{table.source} has {len(table.rows)} rows; at most {MAX_TRAINING_ROWS} "
+                      "can be trained on", field=table.source, limit=MAX_TRAINING_ROWS)
     return table
 
 
@@ -120,12 +115,12 @@ def _target(payload: dict[str, Any], table: Table) -> str | None:
     if target is None:
         return None
     if not isinstance(target, str) or not target:
-        raise _invalid(f"payload 'target' must be a column name, got {describe(target)}",
-                       field="target")
+        raise invalid(f"payload 'target' must be a column name, got {describe(target)}",
+                      field="target")
     if target not in table.columns:
-        raise _invalid(f"target column {target!r} is not in {table.source}; available columns: "
-                       f"{', '.join(map(repr, table.columns))}", field="target",
-                       column=target, available=list(table.columns))
+        raise invalid(f"target column {target!r} is not in {table.source}; available columns: "
+                      f"{', '.join(map(repr, table.columns))}", field="target",
+                      column=target, available=list(table.columns))
     return target
 
 
@@ -143,8 +138,8 @@ def choose_task(payload: dict[str, Any], description: str, table: Table, target:
     if payload.get("task") is not None:
         task = _name(payload["task"], _TASK_ALIASES)
         if task not in TASKS:
-            raise _invalid(f"unknown task {payload['task']!r}; accepted: {', '.join(TASKS)}",
-                           field="task", accepted=list(TASKS))
+            raise invalid(f"unknown task {payload['task']!r}; accepted: {', '.join(TASKS)}",
+                          field="task", accepted=list(TASKS))
         return task, "set by payload 'task'"
     model = _name(payload.get("model"), _MODEL_ALIASES)
     if model in _TASK_OF_MODEL:
@@ -172,8 +167,8 @@ def _model(payload: dict[str, Any], task: str) -> str:
         return MODELS[task][0]
     model = _name(named, _MODEL_ALIASES)
     if model not in MODELS[task]:
-        raise _invalid(f"unknown model {named!r} for {task}; accepted: "
-                       f"{', '.join(MODELS[task])}", field="model", accepted=list(MODELS[task]))
+        raise invalid(f"unknown model {named!r} for {task}; accepted: "
+                      f"{', '.join(MODELS[task])}", field="model", accepted=list(MODELS[task]))
     return model
 
 
@@ -184,22 +179,22 @@ def _feature_columns(payload: dict[str, Any], table: Table, target: str | None) 
     else:
         if (not isinstance(named, list) or not named
                 or not all(isinstance(name, str) and name for name in named)):
-            raise _invalid(f"payload 'features' must be a non-empty list of column names, got "
-                           f"{describe(named)}", field="features")
+            raise invalid(f"payload 'features' must be a non-empty list of column names, got "
+                          f"{describe(named)}", field="features")
         missing = [name for name in named if name not in table.columns]
         if missing:
-            raise _invalid(f"feature column {missing[0]!r} is not in {table.source}; available "
-                           f"columns: {', '.join(map(repr, table.columns))}", field="features",
-                           column=missing[0])
+            raise invalid(f"feature column {missing[0]!r} is not in {table.source}; available "
+                          f"columns: {', '.join(map(repr, table.columns))}", field="features",
+                          column=missing[0])
         if target in named:
-            raise _invalid(f"the target {target!r} cannot also be a feature", field="features")
+            raise invalid(f"the target {target!r} cannot also be a feature", field="features")
         columns = list(dict.fromkeys(named))
     if not columns:
-        raise _invalid("there are no feature columns to learn from besides the target",
-                       field="features")
+        raise invalid("there are no feature columns to learn from besides the target",
+                      field="features")
     if len(columns) > MAX_FEATURES:
-        raise _invalid(f"{len(columns)} feature columns; at most {MAX_FEATURES}",
-                       field="features", limit=MAX_FEATURES)
+        raise invalid(f"{len(columns)} feature columns; at most {MAX_FEATURES}",
+                      field="features", limit=MAX_FEATURES)
     return columns
 
 
@@ -243,8 +238,8 @@ def _feature(table: Table, column: str, rows: Sequence[Row], warnings_: list[str
     kind = column_kind(table, column, "used as a feature")
     present = [row[column] for row in rows if row[column] is not None]
     if not present:
-        raise _invalid(f"feature column {column!r} has no values (every row is null); drop it "
-                       "from 'features'", field="features", column=column)
+        raise invalid(f"feature column {column!r} has no values (every row is null); drop it "
+                      "from 'features'", field="features", column=column)
     if kind == "number":
         return Feature(column, kind)
     counts = Counter(cell_key(value) for value in present)
@@ -269,9 +264,9 @@ def _matrix(features: Sequence[Feature], rows: Sequence[Row], table: Table) -> A
         for position, feature in enumerate(features):
             value = row.get(feature.column)
             if value is not None and kind_of(value) != feature.kind:
-                raise _invalid(f"{table.label(index)} column {feature.column!r} holds "
-                               f"{describe(value)}, but the feature holds {feature.kind} values",
-                               row=index, column=feature.column)
+                raise invalid(f"{table.label(index)} column {feature.column!r} holds "
+                              f"{describe(value)}, but the feature holds {feature.kind} values",
+                              row=index, column=feature.column)
             matrix[index, position] = feature.encode(value)
     return matrix
 
@@ -358,11 +353,11 @@ def _clusters(payload: dict[str, Any], rows: int) -> int:
     value = payload.get("n_clusters", DEFAULT_CLUSTERS)
     if (isinstance(value, bool) or not isinstance(value, int)
             or not MIN_CLUSTERS <= value <= MAX_CLUSTERS):
-        raise _invalid(f"payload 'n_clusters' must be a whole number from {MIN_CLUSTERS} to "
-                       f"{MAX_CLUSTERS}, got {describe(value)}", field="n_clusters")
+        raise invalid(f"payload 'n_clusters' must be a whole number from {MIN_CLUSTERS} to "
+                      f"{MAX_CLUSTERS}, got {describe(value)}", field="n_clusters")
     if value >= rows:
-        raise _invalid(f"{value} clusters need at least {value + 1} rows; got {rows}",
-                       field="n_clusters")
+        raise invalid(f"{value} clusters need at least {value + 1} rows; got {rows}",
+                      field="n_clusters")
     return value
 
 
@@ -373,8 +368,8 @@ def define_problem(payload: dict[str, Any], description: str) -> Problem:
     task, reason = choose_task(payload, description, table, target)
     model = _model(payload, task)
     if task != "clustering" and target is None:
-        raise _invalid(f"{task} needs payload 'target' naming the column to predict; columns: "
-                       f"{', '.join(map(repr, table.columns))}", field="target")
+        raise invalid(f"{task} needs payload 'target' naming the column to predict; columns: "
+                      f"{', '.join(map(repr, table.columns))}", field="target")
     columns = _feature_columns(payload, table, target)
     notes: list[str] = []
     rows = table.rows if target is None or task == "clustering" else [
@@ -383,14 +378,14 @@ def define_problem(payload: dict[str, Any], description: str) -> Problem:
         notes.append(f"dropped {len(table.rows) - len(rows)} rows without a value in the target "
                      f"column {target!r}")
     if len(rows) < MIN_ROWS:
-        raise _invalid(f"learning needs at least {MIN_ROWS} rows"
-                       f"{' with a target value' if target and task != 'clustering' else ''}; "
-                       f"got {len(rows)}", field=table.source, rows=len(rows))
+        raise invalid(f"learning needs at least {MIN_ROWS} rows"
+                      f"{' with a target value' if target and task != 'clustering' else ''}; "
+                      f"got {len(rows)}", field=table.source, rows=len(rows))
     features = [_feature(table, column, rows, notes) for column in columns]
     width = sum(1 if feature.numeric else len(feature.categories) for feature in features)
     if width * len(rows) > MAX_ENCODED_CELLS:
-        raise _invalid(f"{len(rows)} rows of {width} encoded features exceed {MAX_ENCODED_CELLS} "
-                       "cells; use fewer rows or features", field="features")
+        raise invalid(f"{len(rows)} rows of {width} encoded features exceed {MAX_ENCODED_CELLS} "
+                      "cells; use fewer rows or features", field="features")
     features.sort(key=lambda feature: not feature.numeric)  # the preparation's column order
     clusters = _clusters(payload, len(rows)) if task == "clustering" else 0
     return Problem(table, task, reason, model, target, features, rows, clusters, notes)
@@ -406,12 +401,12 @@ def _classes(problem: Problem) -> tuple[list[Cell], Any]:
     counts = Counter(cell_key(row[target]) for row in problem.rows)
     if len(counts) < 2:
         (_, only), = counts
-        raise _invalid(f"the target {target!r} has only one class ({describe(only)}) in its "
-                       f"{len(problem.rows)} rows; classification needs at least two",
-                       field="target", column=target)
+        raise invalid(f"the target {target!r} has only one class ({describe(only)}) in its "
+                      f"{len(problem.rows)} rows; classification needs at least two",
+                      field="target", column=target)
     if len(counts) > MAX_CLASSES:
-        raise _invalid(f"the target {target!r} has {len(counts)} classes; at most {MAX_CLASSES}"
-                       " (for a numeric target, set task 'regression')", field="target")
+        raise invalid(f"the target {target!r} has {len(counts)} classes; at most {MAX_CLASSES}"
+                      " (for a numeric target, set task 'regression')", field="target")
     keys = sorted(counts)
     index = {key: position for position, key in enumerate(keys)}
     labels = np.array([index[cell_key(row[target])] for row in problem.rows])
@@ -426,14 +421,14 @@ def _numeric_target(problem: Problem) -> Any:
     kind = column_kind(problem.table, target, "used as the target")
     if kind != "number":
         first = next(i for i, row in enumerate(problem.table.rows) if row[target] is not None)
-        raise _invalid(f"regression needs a numeric target, but {target!r} holds {kind} values "
-                       f"({problem.table.label(first)} holds "
-                       f"{describe(problem.table.rows[first][target])}); set task "
-                       "'classification' to predict categories", field="target", column=target)
+        raise invalid(f"regression needs a numeric target, but {target!r} holds {kind} values "
+                      f"({problem.table.label(first)} holds "
+                      f"{describe(problem.table.rows[first][target])}); set task "
+                      "'classification' to predict categories", field="target", column=target)
     values = np.array([float(row[target]) for row in problem.rows])  # type: ignore[arg-type]
     if len(set(values.tolist())) < 2:
-        raise _invalid(f"the target {target!r} has the same value in every row; there is "
-                       "nothing to learn", field="target", column=target)
+        raise invalid(f"the target {target!r} has the same value in every row; there is "
+                      "nothing to learn", field="target", column=target)
     return values
 
 
@@ -599,9 +594,9 @@ def _predictions(problem: Problem, payload: dict[str, Any], fitted: Any,
     table = read_table(payload["predict"], "predict")
     missing = [f.column for f in problem.features if f.column not in table.columns]
     if missing:
-        raise _invalid(f"predict rows lack feature column {missing[0]!r}; the model was trained "
-                       f"on: {', '.join(repr(f.column) for f in problem.features)}",
-                       field="predict", column=missing[0])
+        raise invalid(f"predict rows lack feature column {missing[0]!r}; the model was trained "
+                      f"on: {', '.join(repr(f.column) for f in problem.features)}",
+                      field="predict", column=missing[0])
     if not table.rows:
         return {"predictions": []}
     x = _matrix(problem.features, table.rows, table)

@@ -21,10 +21,11 @@ counts, queue lengths, the number of live nodes) is shown as it is; what identif
 and processes under them (node ids, addresses, resources, replica pids) is not: platform
 administrators read those on the Ray dashboard and in `GET /api/v1/agents`.
 
-The facts come from the orchestrator (`status()`, `agent_stats(window_s, tenant)`,
-`task_counts(tenant)`) and from Ray's view of the cluster, gathered in `Monitoring.observe`, the
-only code here that touches Ray; it keeps only the shared parts of `status()`
-(`shared_status`). Everything else is pure, so it is tested with given facts.
+The facts come through the `ClusterFacts` port the replica gives the agent (`self.cluster`:
+the orchestrator's `status()`, `agent_stats(window_s, tenant)`, `task_counts(tenant)`, and the
+cluster's nodes), gathered in `Monitoring.observe`, which keeps only the shared parts of
+`status()` (`shared_status`). The agent never touches Ray; everything else is pure, so it is
+tested with given facts.
 """
 
 from __future__ import annotations
@@ -83,9 +84,9 @@ class Question:
 
 @dataclasses.dataclass(frozen=True)
 class Observation:
-    """What the platform and Ray said, for one tenant: the shared part of the orchestrator's
+    """What the platform said, for one tenant: the shared part of the orchestrator's
     `status()` (`shared_status`), the tenant's `agent_stats()` and `task_counts()` (tasks per
-    status), and `ray.nodes()`."""
+    status), and the cluster's nodes."""
 
     status: dict[str, Any]
     stats: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
@@ -455,31 +456,17 @@ class Monitoring(Agent):
         return answer(question, await self.observe(question, task.tenant))
 
     async def observe(self, question: Question, tenant: str) -> Observation:
-        """Ask the orchestrator and Ray what `question` needs, for `tenant`: the shared part of
-        the platform's status and that tenant's figures. The only method that calls Ray."""
-        import ray
-        from ray.exceptions import RayError
-
-        from actors.deploy import ORCHESTRATOR_NAME
-
-        namespace = self.context.namespace if self.context else "ymera"
-        try:
-            orchestrator = ray.get_actor(ORCHESTRATOR_NAME, namespace=namespace)
-        except ValueError as exc:
-            raise RetryableAgentError(
-                f"no orchestrator is running in Ray namespace {namespace!r}") from exc
-        stats = (orchestrator.agent_stats.remote(question.window_s, tenant)
+        """Ask the platform (`self.cluster`, set by the replica) what `question` needs, for
+        `tenant`: the shared part of the platform's status and that tenant's figures."""
+        cluster = self.cluster
+        if cluster is None:
+            raise RetryableAgentError("this replica was given no way to ask about the cluster")
+        stats = (cluster.agent_stats(question.window_s, tenant)
                  if question.topic in _NEEDS_STATS else _nothing())
-        counts = (orchestrator.task_counts.remote(tenant)
+        counts = (cluster.task_counts(tenant)
                   if question.topic in _NEEDS_COUNTS else _nothing())
-        try:
-            status, stats, counts = await asyncio.gather(orchestrator.status.remote(), stats,
-                                                         counts)
-        except RayError as exc:
-            raise RetryableAgentError(
-                f"the orchestrator did not answer: {type(exc).__name__}: {exc}") from exc
-        nodes = (await asyncio.to_thread(ray.nodes)
-                 if question.topic in _NEEDS_CLUSTER else [])
+        status, stats, counts = await asyncio.gather(cluster.status(), stats, counts)
+        nodes = await cluster.nodes() if question.topic in _NEEDS_CLUSTER else []
         return Observation(status=shared_status(status), stats=stats or {},
                            nodes=nodes, task_counts=counts or {})
 

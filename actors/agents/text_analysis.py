@@ -36,8 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from actors.agent import Agent, json_type
-from actors.errors import InvalidTaskInput
+from actors.agent import Agent, invalid, json_type
 from ml.config import ML_RESOURCE
 from ml import embeddings
 from storage.messages import AgentSpec, AgentTask, Resources
@@ -178,10 +177,6 @@ _QUOTED = re.compile(r"\"([^\"]+)\"|“([^”]+)”")
 Embed = Callable[[Sequence[str]], np.ndarray]
 
 
-def _invalid(message: str, **details: Any) -> InvalidTaskInput:
-    return InvalidTaskInput(message, details)
-
-
 def _preview(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -212,9 +207,9 @@ def choose_operation(payload: dict[str, Any], instruction: str, description: str
         key = named.strip().lower().replace(" ", "_") if isinstance(named, str) else None
         operation = _OPERATION_ALIASES.get(key, key) if key else None
         if operation not in OPERATIONS:
-            raise _invalid(f"unknown operation {_preview(named)}; accepted: "
-                           f"{', '.join(OPERATIONS)}", field="operation",
-                           accepted=list(OPERATIONS))
+            raise invalid(f"unknown operation {_preview(named)}; accepted: "
+                          f"{', '.join(OPERATIONS)}", field="operation",
+                          accepted=list(OPERATIONS))
         return operation
     described = _described(instruction) or _described(description)
     if "near_duplicates" in described:
@@ -224,8 +219,8 @@ def choose_operation(payload: dict[str, Any], instruction: str, description: str
         if len(candidates) == 1:
             return candidates.pop()
     mentioned = f" (the description mentions {', '.join(sorted(described))})" if described else ""
-    raise _invalid(f"cannot tell which analysis to run{mentioned}; set payload 'operation' to one "
-                   f"of: {', '.join(OPERATIONS)}", field="operation", accepted=list(OPERATIONS))
+    raise invalid(f"cannot tell which analysis to run{mentioned}; set payload 'operation' to one "
+                  f"of: {', '.join(OPERATIONS)}", field="operation", accepted=list(OPERATIONS))
 
 
 def _checked_text(value: Any, field: str, limit: int, index: int | None = None) -> str:
@@ -233,23 +228,23 @@ def _checked_text(value: Any, field: str, limit: int, index: int | None = None) 
     details: dict[str, Any] = {"field": field} if index is None else {"field": field,
                                                                       "index": index}
     if not isinstance(value, str):
-        raise _invalid(f"{where} must be a string, got {json_type(value)}", **details)
+        raise invalid(f"{where} must be a string, got {json_type(value)}", **details)
     if len(value) > limit:
-        raise _invalid(f"{where} has {len(value)} characters; at most {limit}", limit=limit,
-                       **details)
+        raise invalid(f"{where} has {len(value)} characters; at most {limit}", limit=limit,
+                      **details)
     if not _WORD.search(value):
         problem = "is empty" if not value.strip() else "has no words"
-        raise _invalid(f"{where} {problem}; give text to analyse", **details)
+        raise invalid(f"{where} {problem}; give text to analyse", **details)
     return value
 
 
 def _checked_texts(value: Any, minimum: int) -> list[str]:
     if not isinstance(value, list):
-        raise _invalid(f"payload 'texts' must be a list of strings, got {json_type(value)}",
-                       field="texts")
+        raise invalid(f"payload 'texts' must be a list of strings, got {json_type(value)}",
+                      field="texts")
     if not minimum <= len(value) <= MAX_TEXTS:
-        raise _invalid(f"payload 'texts' has {len(value)} items; give {minimum} to {MAX_TEXTS}",
-                       field="texts", minimum=minimum, limit=MAX_TEXTS)
+        raise invalid(f"payload 'texts' has {len(value)} items; give {minimum} to {MAX_TEXTS}",
+                      field="texts", minimum=minimum, limit=MAX_TEXTS)
     return [_checked_text(item, "texts", MAX_ITEM_CHARS, index) for index, item in enumerate(value)]
 
 
@@ -257,13 +252,13 @@ def single_texts(payload: dict[str, Any], quoted: list[str], operation: str) -> 
     """The texts a single-text operation reads: payload "texts", or "text" (or the one text the
     description quotes) as a list of one."""
     if "text" in payload and "texts" in payload:
-        raise _invalid("payload gives both 'text' and 'texts'; give one", fields=["text", "texts"])
+        raise invalid("payload gives both 'text' and 'texts'; give one", fields=["text", "texts"])
     if "texts" in payload:
         return _checked_texts(payload["texts"], 1)
     if "text" not in payload and len(quoted) != 1:
-        raise _invalid(f"{operation} needs the text to analyse in payload 'text' (a string), or "
-                       f"several in 'texts' (a list of strings), for example "
-                       f"{{\"operation\": \"{operation}\", \"text\": \"...\"}}", field="text")
+        raise invalid(f"{operation} needs the text to analyse in payload 'text' (a string), or "
+                      f"several in 'texts' (a list of strings), for example "
+                      f"{{\"operation\": \"{operation}\", \"text\": \"...\"}}", field="text")
     text = payload["text"] if "text" in payload else quoted[0]
     return [_checked_text(text, "text", MAX_TEXT_CHARS)]
 
@@ -272,18 +267,18 @@ def compared_texts(payload: dict[str, Any], quoted: list[str], operation: str) -
     """The list of texts that similarity and near-duplicate detection compare."""
     pair = [key for key in ("a", "b") if key in payload]
     if "texts" in payload and pair:
-        raise _invalid("payload gives both 'texts' and 'a'/'b'; give one", field="texts")
+        raise invalid("payload gives both 'texts' and 'a'/'b'; give one", field="texts")
     if pair:
         if len(pair) == 1:
-            raise _invalid("payload 'a' needs 'b' (and 'b' needs 'a'): the two texts to compare",
-                           field="b" if pair == ["a"] else "a")
+            raise invalid("payload 'a' needs 'b' (and 'b' needs 'a'): the two texts to compare",
+                          field="b" if pair == ["a"] else "a")
         return [_checked_text(payload[key], key, MAX_ITEM_CHARS) for key in pair]
     if "texts" in payload:
         return _checked_texts(payload["texts"], 2)
     if len(quoted) >= 2 and "text" not in payload:
         return _checked_texts(quoted, 2)
-    raise _invalid(f"{operation} needs payload 'texts': a list of 2 to {MAX_TEXTS} strings"
-                   + (" (or 'a' and 'b')" if operation == "similarity" else ""), field="texts")
+    raise invalid(f"{operation} needs payload 'texts': a list of 2 to {MAX_TEXTS} strings"
+                  + (" (or 'a' and 'b')" if operation == "similarity" else ""), field="texts")
 
 
 def _whole_number(payload: dict[str, Any], key: str, found: re.Match[str] | None, default: int,
@@ -297,15 +292,15 @@ def _whole_number(payload: dict[str, Any], key: str, found: re.Match[str] | None
         return default
     value = payload[key]
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
-        raise _invalid(f"payload {key!r} must be a whole number from 1 to {maximum}, got "
-                       f"{json_type(value)} ({_preview(value)})", field=key)
+        raise invalid(f"payload {key!r} must be a whole number from 1 to {maximum}, got "
+                      f"{json_type(value)} ({_preview(value)})", field=key)
     return value
 
 
 def _flag(payload: dict[str, Any], key: str) -> bool:
     value = payload.get(key, False)
     if not isinstance(value, bool):
-        raise _invalid(f"payload {key!r} must be true or false, got {json_type(value)}", field=key)
+        raise invalid(f"payload {key!r} must be true or false, got {json_type(value)}", field=key)
     return value
 
 
@@ -313,8 +308,8 @@ def _threshold(payload: dict[str, Any]) -> float:
     value = payload.get("threshold", DEFAULT_THRESHOLD)
     if (isinstance(value, bool) or not isinstance(value, (int, float))
             or not 0.0 <= value <= 1.0):  # NaN fails this too
-        raise _invalid(f"payload 'threshold' must be a number from 0 to 1 (a cosine similarity), "
-                       f"got {json_type(value)} ({_preview(value)})", field="threshold")
+        raise invalid(f"payload 'threshold' must be a number from 0 to 1 (a cosine similarity), "
+                      f"got {json_type(value)} ({_preview(value)})", field="threshold")
     return float(value)
 
 
@@ -323,8 +318,8 @@ def _method(payload: dict[str, Any]) -> str:
     aliases = {"embedding": "centrality", "embeddings": "centrality", "tf": "frequency"}
     method = aliases.get(value, value) if isinstance(value, str) else None
     if method not in SUMMARY_METHODS:
-        raise _invalid(f"payload 'method' must be one of {', '.join(SUMMARY_METHODS)}, got "
-                       f"{_preview(value)}", field="method", accepted=list(SUMMARY_METHODS))
+        raise invalid(f"payload 'method' must be one of {', '.join(SUMMARY_METHODS)}, got "
+                      f"{_preview(value)}", field="method", accepted=list(SUMMARY_METHODS))
     return method
 
 

@@ -39,14 +39,13 @@ import referencing.exceptions
 from jsonschema import validators
 from jsonschema.exceptions import SchemaError, ValidationError
 
-from actors.agent import Agent
+from actors.agent import Agent, invalid
 from actors.agents.tables import (
     Cell, Table, cell_key, describe, is_scalar, payload_table,
     unknown_column)
 from actors.agents.operations import OperationChooser
 from actors.agents.patterns import CompiledPattern, compile_pattern
 from actors.agents.schema_patterns import SchemaPatterns, re2_format_checker, re2_validator
-from actors.errors import InvalidTaskInput
 from storage.messages import AgentSpec, AgentTask, Resources
 
 OPERATIONS = ("schema", "quality")
@@ -92,10 +91,6 @@ _DESCRIBED = {operation: re.compile(pattern, re.IGNORECASE) for operation, patte
 _HINTED_BY = {"schema": ("schema", "document", "records"), "quality": ("rules",)}
 
 
-def _invalid(message: str, **details: Any) -> InvalidTaskInput:
-    return InvalidTaskInput(message, details)
-
-
 OPERATION_CHOOSER = OperationChooser(
     OPERATIONS, _OPERATION_ALIASES, _DESCRIBED, _HINTED_BY,
     "schema (payload 'schema' with 'document' or 'records'), quality (payload 'rules' with "
@@ -105,8 +100,8 @@ OPERATION_CHOOSER = OperationChooser(
 def _bounded_count(payload: dict[str, Any], key: str, default: int) -> int:
     value = payload.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REPORTED:
-        raise _invalid(f"payload {key!r} must be a whole number from 0 to {MAX_REPORTED}, got "
-                       f"{describe(value)}", field=key)
+        raise invalid(f"payload {key!r} must be a whole number from 0 to {MAX_REPORTED}, got "
+                      f"{describe(value)}", field=key)
     return value
 
 
@@ -114,16 +109,16 @@ def _bounded_count(payload: dict[str, Any], key: str, default: int) -> int:
 
 def _validator_class(schema: Any) -> type:
     if not isinstance(schema, (dict, bool)):
-        raise _invalid(f"payload 'schema' must be a JSON Schema (an object or a boolean), got "
-                       f"{describe(schema)}", field="schema")
+        raise invalid(f"payload 'schema' must be a JSON Schema (an object or a boolean), got "
+                      f"{describe(schema)}", field="schema")
     if isinstance(schema, bool) or "$schema" not in schema:
         return validators.Draft202012Validator
     named = schema["$schema"]
     found = validators.validator_for(schema, default=None) if isinstance(named, str) else None
     if found not in DRAFTS:
         known = ", ".join(cls.META_SCHEMA["$schema"] for cls in DRAFTS)
-        raise _invalid(f"schema '$schema' {named!r} names no draft this agent knows; use one of: "
-                       f"{known} (or leave '$schema' out for Draft 2020-12)", field="schema")
+        raise invalid(f"schema '$schema' {named!r} names no draft this agent knows; use one of: "
+                      f"{known} (or leave '$schema' out for Draft 2020-12)", field="schema")
     return found
 
 
@@ -144,7 +139,7 @@ def _checked_schema(validator_class: Any, schema: Any) -> None:
             schema, format_checker=re2_format_checker(validator_class.FORMAT_CHECKER))
     except SchemaError as exc:
         path = _pointer(exc.path)
-        raise _invalid(
+        raise invalid(
             f"payload 'schema' is not a valid {DRAFTS[validator_class]} JSON Schema: at "
             f"{path or 'its root'}: {_clipped(exc.message)}",
             field="schema", path=path, validator=exc.validator) from exc
@@ -156,34 +151,34 @@ def _errors_of(validator: Any, instance: Any) -> Iterator[ValidationError]:
     try:
         yield from validator.iter_errors(instance)
     except referencing.exceptions.Unresolvable as exc:
-        raise _invalid(f"the schema's $ref cannot be resolved ({exc}); references are followed "
-                       "only within the schema, never fetched", field="schema") from exc
+        raise invalid(f"the schema's $ref cannot be resolved ({exc}); references are followed "
+                      "only within the schema, never fetched", field="schema") from exc
 
 
 def validate_schema(payload: dict[str, Any]) -> dict[str, Any]:
     """Every error of the document (or of each record) against payload "schema"; the first
     "max_errors" of them are listed, all of them are counted."""
     if "schema" not in payload:
-        raise _invalid("schema validation needs payload 'schema': a JSON Schema object",
-                       field="schema")
+        raise invalid("schema validation needs payload 'schema': a JSON Schema object",
+                      field="schema")
     schema = payload["schema"]
     validator_class = _validator_class(schema)
     patterns = SchemaPatterns(schema)  # first: a pattern RE2 refuses is named where it is
     _checked_schema(validator_class, schema)
     check_formats = payload.get("check_formats", True)
     if not isinstance(check_formats, bool):
-        raise _invalid(f"payload 'check_formats' must be true or false, got "
-                       f"{describe(check_formats)}", field="check_formats")
+        raise invalid(f"payload 'check_formats' must be true or false, got "
+                      f"{describe(check_formats)}", field="check_formats")
     max_errors = _bounded_count(payload, "max_errors", DEFAULT_MAX_ERRORS)
     given = [key for key in ("document", "records") if key in payload]
     if len(given) != 1:
         problem = "gives both" if given else "needs one of"
-        raise _invalid(f"schema validation {problem} payload 'document' (one JSON value) and "
-                       "'records' (a list, each validated on its own); give exactly one",
-                       field="document")
+        raise invalid(f"schema validation {problem} payload 'document' (one JSON value) and "
+                      "'records' (a list, each validated on its own); give exactly one",
+                      field="document")
     if given == ["records"] and not isinstance(payload["records"], list):
-        raise _invalid(f"payload 'records' must be a list, got {describe(payload['records'])}",
-                       field="records")
+        raise invalid(f"payload 'records' must be a list, got {describe(payload['records'])}",
+                      field="records")
     instances = ([(None, payload["document"])] if given == ["document"]
                  else list(enumerate(payload["records"])))
     validator = re2_validator(validator_class, schema, patterns, check_formats)
@@ -250,34 +245,34 @@ class Rule:
 def _number_param(spec: dict[str, Any], key: str, where: str) -> int | float | None:
     value = spec.get(key)
     if value is not None and not (_is_number(value) and is_scalar(value)):
-        raise _invalid(f"{where}: {key!r} must be a number, got {describe(value)}", field="rules")
+        raise invalid(f"{where}: {key!r} must be a number, got {describe(value)}", field="rules")
     return value
 
 
 def _length_param(spec: dict[str, Any], key: str, where: str) -> int | None:
     value = spec.get(key)
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise _invalid(f"{where}: {key!r} must be a whole number >= 0, got {describe(value)}",
-                       field="rules")
+        raise invalid(f"{where}: {key!r} must be a whole number >= 0, got {describe(value)}",
+                      field="rules")
     return value
 
 
 def _compiled_pattern(regex: Any, where: str, field: str) -> CompiledPattern:
     """The rule's pattern on RE2 (linear time); `field` names it, like `rules[2].regex`."""
     if not isinstance(regex, str) or not regex:
-        raise _invalid(f"{where}: 'regex' must be a non-empty regular expression, got "
-                       f"{describe(regex)}", field=field)
+        raise invalid(f"{where}: 'regex' must be a non-empty regular expression, got "
+                      f"{describe(regex)}", field=field)
     if len(regex) > MAX_PATTERN_LENGTH:
-        raise _invalid(f"{where}: 'regex' is {len(regex)} characters; at most "
-                       f"{MAX_PATTERN_LENGTH}", field=field, limit=MAX_PATTERN_LENGTH)
+        raise invalid(f"{where}: 'regex' is {len(regex)} characters; at most "
+                      f"{MAX_PATTERN_LENGTH}", field=field, limit=MAX_PATTERN_LENGTH)
     return compile_pattern(regex, field)
 
 
 def _rule(index: int, spec: Any, table: Table) -> Rule:
     where = f"rule {index}"
     if not isinstance(spec, dict) or not isinstance(spec.get("column"), str):
-        raise _invalid(f"{where} must be an object with a 'column' and a 'check', like "
-                       '{"column": "age", "check": "range", "min": 0}', field="rules", rule=index)
+        raise invalid(f"{where} must be an object with a 'column' and a 'check', like "
+                      '{"column": "age", "check": "range", "min": 0}', field="rules", rule=index)
     column = spec["column"]
     if column not in table.columns:
         raise unknown_column(column, table, where)
@@ -285,8 +280,8 @@ def _rule(index: int, spec: Any, table: Table) -> Rule:
     check = re.sub(r"[\s-]+", "_", named.strip().lower()) if isinstance(named, str) else named
     check = _CHECK_ALIASES.get(check, check) if isinstance(check, str) else None
     if check not in CHECKS:
-        raise _invalid(f"{where} ({column!r}) has unknown check {named!r}; accepted: "
-                       f"{', '.join(CHECKS)}", field="rules", rule=index, accepted=list(CHECKS))
+        raise invalid(f"{where} ({column!r}) has unknown check {named!r}; accepted: "
+                      f"{', '.join(CHECKS)}", field="rules", rule=index, accepted=list(CHECKS))
     where = f"rule {index} ({column!r} {check})"
     spec = dict(spec)
     pattern_field = f"rules[{index}].regex"
@@ -297,12 +292,12 @@ def _rule(index: int, spec: Any, table: Table) -> Rule:
     unknown = [key for key in spec if key not in _RULE_KEYS and key not in accepted]
     if unknown:
         takes = f"takes {', '.join(map(repr, accepted))}" if accepted else "takes no parameters"
-        raise _invalid(f"{where} has unknown parameter {unknown[0]!r}; this check {takes} "
-                       "besides 'column', 'check' and 'name'", field="rules", rule=index)
+        raise invalid(f"{where} has unknown parameter {unknown[0]!r}; this check {takes} "
+                      "besides 'column', 'check' and 'name'", field="rules", rule=index)
     name = spec.get("name", f"{column} {check}")
     if not isinstance(name, str) or not name:
-        raise _invalid(f"{where}: 'name' must be non-empty text, got {describe(name)}",
-                       field="rules")
+        raise invalid(f"{where}: 'name' must be non-empty text, got {describe(name)}",
+                      field="rules")
     params = {key: spec[key] for key in accepted if key in spec}
     accepts = _acceptance(check, params, where, table, pattern_field)
     return Rule(index, name, column, check, params, accepts)
@@ -315,17 +310,17 @@ def _acceptance(check: str, params: dict[str, Any], where: str, table: Table,
         kind = params.get("type")
         kind = _TYPE_ALIASES.get(kind, kind) if isinstance(kind, str) else kind
         if kind not in VALUE_TYPES:
-            raise _invalid(f"{where}: 'type' must be one of {', '.join(VALUE_TYPES)}, got "
-                           f"{describe(params.get('type'))}", field="rules",
-                           accepted=list(VALUE_TYPES))
+            raise invalid(f"{where}: 'type' must be one of {', '.join(VALUE_TYPES)}, got "
+                          f"{describe(params.get('type'))}", field="rules",
+                          accepted=list(VALUE_TYPES))
         params["type"] = kind
         return _type_test(kind, table.lines is not None)
     if check == "range":
         low, high = _number_param(params, "min", where), _number_param(params, "max", where)
         if low is None and high is None:
-            raise _invalid(f"{where} needs 'min', 'max' or both", field="rules")
+            raise invalid(f"{where} needs 'min', 'max' or both", field="rules")
         if low is not None and high is not None and low > high:
-            raise _invalid(f"{where}: 'min' {low} is above 'max' {high}", field="rules")
+            raise invalid(f"{where}: 'min' {low} is above 'max' {high}", field="rules")
         return lambda v: (_is_number(v) and (low is None or v >= low)  # type: ignore[operator]
                           and (high is None or v <= high))  # type: ignore[operator]
     if check == "pattern":
@@ -335,21 +330,21 @@ def _acceptance(check: str, params: dict[str, Any], where: str, table: Table,
         values = params.get("values")
         if (not isinstance(values, list) or not values
                 or not all(is_scalar(value) for value in values)):
-            raise _invalid(f"{where} needs 'values': a non-empty list of allowed scalars, got "
-                           f"{describe(values)}", field="rules")
+            raise invalid(f"{where} needs 'values': a non-empty list of allowed scalars, got "
+                          f"{describe(values)}", field="rules")
         if len(values) > MAX_ALLOWED_VALUES:
-            raise _invalid(f"{where}: 'values' has {len(values)} entries; at most "
-                           f"{MAX_ALLOWED_VALUES}", field="rules")
+            raise invalid(f"{where}: 'values' has {len(values)} entries; at most "
+                          f"{MAX_ALLOWED_VALUES}", field="rules")
         keys = frozenset(cell_key(value) for value in values)
         return lambda v: cell_key(v) in keys
     if check == "length":
         shortest = _length_param(params, "min_length", where)
         longest = _length_param(params, "max_length", where)
         if shortest is None and longest is None:
-            raise _invalid(f"{where} needs 'min_length', 'max_length' or both", field="rules")
+            raise invalid(f"{where} needs 'min_length', 'max_length' or both", field="rules")
         if shortest is not None and longest is not None and shortest > longest:
-            raise _invalid(f"{where}: 'min_length' {shortest} is above 'max_length' {longest}",
-                           field="rules")
+            raise invalid(f"{where}: 'min_length' {shortest} is above 'max_length' {longest}",
+                          field="rules")
         return lambda v: ((shortest is None or len(_as_text(v)) >= shortest)
                           and (longest is None or len(_as_text(v)) <= longest))
     return lambda value: True
@@ -393,12 +388,12 @@ def check_quality(payload: dict[str, Any]) -> dict[str, Any]:
     """Each rule's verdict over the table, and whether all of them passed."""
     rules = payload.get("rules")
     if not isinstance(rules, list) or not rules:
-        raise _invalid("quality check needs payload 'rules': a non-empty list like "
-                       '[{"column": "email", "check": "not_null"}]; checks: '
-                       f"{', '.join(CHECKS)}", field="rules", accepted=list(CHECKS))
+        raise invalid("quality check needs payload 'rules': a non-empty list like "
+                      '[{"column": "email", "check": "not_null"}]; checks: '
+                      f"{', '.join(CHECKS)}", field="rules", accepted=list(CHECKS))
     if len(rules) > MAX_RULES:
-        raise _invalid(f"payload 'rules' has {len(rules)} entries; at most {MAX_RULES}",
-                       field="rules", limit=MAX_RULES)
+        raise invalid(f"payload 'rules' has {len(rules)} entries; at most {MAX_RULES}",
+                      field="rules", limit=MAX_RULES)
     table = payload_table(payload, "quality check")
     max_failures = _bounded_count(payload, "max_failures", DEFAULT_MAX_FAILURES)
     checked_rules = [_rule(index, spec, table) for index, spec in enumerate(rules)]

@@ -226,3 +226,14 @@ async def test_a_restarted_orchestrator_keeps_the_replicas_its_pool_had_grown_to
         finally:
             await reborn.drain(5)
             await vanish(reborn)
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"replicas": -1}, "replicas must be a number from 0 to 256, got -1"),
+    ({"min_replicas": 3, "max_replicas": 2}, r"max_replicas \(2\) is below"),
+    ({"target_backlog": 0}, "target_backlog must be a number from 1 to 100000"),
+    ({"resources": {"ml": 0}}, "custom resource amount"),
+])
+def test_a_pool_config_out_of_range_is_refused_naming_the_field(fields, message):
+    with pytest.raises(ValueError, match=message):
+        PoolConfig(**fields)

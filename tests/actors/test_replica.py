@@ -124,3 +124,38 @@ async def test_a_result_nested_too_deep_fails_the_attempt_for_good(levels):
     context = dataclasses.replace(CONTEXT, max_result_depth=10)
     shallow = await AgentReplica(Sleeper, context, 10_000).run(task({"nest": 8}, "sleeper"))
     assert shallow.ok and shallow.result["nested"]["n"]["n"]
+
+
+class OneNodeCluster:
+    """A fake `ClusterFacts` port: one live node, nothing queued, one tenant's counts."""
+
+    async def status(self):
+        return {"accepting": True, "queue_max": 100, "queued": {}, "running": 0, "pools": [],
+                "agent_types": {"monitoring": {}}}
+
+    async def agent_stats(self, window_s, tenant):
+        return {}
+
+    async def task_counts(self, tenant):
+        return {"succeeded": 3} if tenant == "acme" else {}
+
+    async def nodes(self):
+        return [{"Alive": True, "NodeID": "n1"}]
+
+
+async def test_the_replica_gives_its_agent_the_cluster_facts_port():
+    replica = AgentReplica(BUILTIN_AGENTS["monitoring"], CONTEXT, max_payload_bytes=10_000,
+                           cluster=OneNodeCluster())
+
+    result = await replica.run(task({"topic": "nodes"}, "monitoring", tenant="acme"))
+
+    assert result.ok and result.result["alive"] == 1, result
+
+
+async def test_outside_ray_an_agent_without_a_port_is_retried_not_crashed():
+    replica = AgentReplica(BUILTIN_AGENTS["monitoring"], CONTEXT, max_payload_bytes=10_000)
+
+    result = await replica.run(task({"topic": "nodes"}, "monitoring"))
+
+    assert replica.agent.cluster is None
+    assert not result.ok and result.error.code == "retryable_agent_error"

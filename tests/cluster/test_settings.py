@@ -74,6 +74,9 @@ def test_observability_settings_reach_the_orchestrator_and_the_api(monkeypatch, 
     ({"POOLS": '{"calculator": {"replicas": 3, "max_replicas": 2}}'}, "is below min_replicas"),
     ({"POOLS": '{"learning": {"resources": {"ml": 0}}}'}, "custom resource amount"),
     ({"POOLS": '{"calculator": {"max_replica": 2}}'}, "max_replica"),
+    ({"POOLS": '{"calculator": {"replicas": 300}}'}, "replicas must be a number from 0 to 256"),
+    ({"POOLS": '{"calculator": {"concurrency": 0}}'}, "concurrency must be a number from 1"),
+    ({"POOLS": '{"calculator": {"num_cpus": "nan"}}'}, "num_cpus must be a number at least 0"),
 ])
 def test_inconsistent_settings_are_refused_with_the_reason(monkeypatch, tmp_path, env,
                                                            message) -> None:

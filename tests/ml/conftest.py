@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.agents import BUILTIN_AGENTS
+from actors.agents import BUILTIN_SPECS
 from ml.embeddings import Embedder, embedder
 from ml.semantic_router import SemanticRouter
 
@@ -18,4 +18,4 @@ def shared() -> Embedder:
 @pytest.fixture(scope="module")
 def router(shared: Embedder) -> SemanticRouter:
     """The built-in agents' router with the default (fitted) policy; tests must not mutate it."""
-    return SemanticRouter(BUILTIN_AGENTS, shared)
+    return SemanticRouter(BUILTIN_SPECS, shared)

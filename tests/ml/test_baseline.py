@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
-from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
 import pytest
 
-from actors.agents import BUILTIN_AGENTS
+from actors.agents import BUILTIN_SPECS
 from ml.baseline import NearestCentroidRouter, SemanticRouterLibrary, scored_decision
 from ml.decision import RoutingPolicy
 from ml.embeddings import Embedder
 from ml.evaluation import LabelledLine, calibrate, evaluate
 from ml.semantic_router import SemanticRouter
 from storage.errors import InvalidRequest
+from storage.messages import AgentSpec
 
 POLICY = RoutingPolicy(min_similarity=0.5, min_confidence=0.0)
 
@@ -35,8 +34,8 @@ class TableEmbedder:
         return np.stack([self.table[text] for text in texts])
 
 
-def agent(capabilities: tuple[str, ...], examples: tuple[str, ...]) -> Any:
-    return SimpleNamespace(spec=SimpleNamespace(capabilities=capabilities, examples=examples))
+def agent(capabilities: tuple[str, ...], examples: tuple[str, ...]) -> AgentSpec:
+    return AgentSpec("toy", "a toy agent type", capabilities, examples)
 
 
 def toy_router() -> NearestCentroidRouter:
@@ -98,15 +97,15 @@ def test_evaluation_and_calibration_work_on_the_baseline():
 ])
 def test_the_centroid_baseline_routes_clear_tasks(shared: Embedder, description: str,
                                                   agent_type: str):
-    router = NearestCentroidRouter(BUILTIN_AGENTS, shared)
+    router = NearestCentroidRouter(BUILTIN_SPECS, shared)
     (decision,) = router.decide_many([description])
     assert decision.routed and decision.agent_type == agent_type
 
 
 def test_the_baseline_prepares_texts_like_the_router(shared: Embedder):
-    semantic = SemanticRouter(BUILTIN_AGENTS, shared)
-    baseline = NearestCentroidRouter(BUILTIN_AGENTS, shared, prepare=semantic.routing_text)
-    default = NearestCentroidRouter(BUILTIN_AGENTS, shared)
+    semantic = SemanticRouter(BUILTIN_SPECS, shared)
+    baseline = NearestCentroidRouter(BUILTIN_SPECS, shared, prepare=semantic.routing_text)
+    default = NearestCentroidRouter(BUILTIN_SPECS, shared)
     text = 'tell the learning agent: "the nightly export finished without errors"'
     assert baseline.prepare(text) == default.prepare(text) == semantic.routing_text(text)
     assert baseline.centroids == pytest.approx(default.centroids)
@@ -116,13 +115,13 @@ def test_the_baseline_prepares_texts_like_the_router(shared: Embedder):
                     reason="the semantic-router library is installed")
 def test_the_library_baseline_needs_its_optional_extra(shared: Embedder):
     with pytest.raises(InvalidRequest, match=r"pip install 'ymera\[compare\]'"):
-        SemanticRouterLibrary(BUILTIN_AGENTS, shared)
+        SemanticRouterLibrary(BUILTIN_SPECS, shared)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("semantic_router") is None,
                     reason="the optional semantic-router library is not installed")
 def test_the_library_baseline_routes_clear_tasks(shared: Embedder):
-    router = SemanticRouterLibrary(BUILTIN_AGENTS, shared)
+    router = SemanticRouterLibrary(BUILTIN_SPECS, shared)
     decisions = router.decide_many(["what is 37 times 12 minus 5",
                                     "how many nodes are alive in the cluster?"])
     assert [d.agent_type for d in decisions] == ["calculator", "monitoring"]

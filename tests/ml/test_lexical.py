@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from actors.agents import BUILTIN_AGENTS
+from actors.agents import BUILTIN_SPECS
 from ml.embeddings import Embedder
 from ml.lexical import LexicalScorer, words
 from ml.semantic_router import SemanticRouter
@@ -45,7 +45,7 @@ def test_unknown_words_count_for_nothing_and_texts_are_prepared_first():
 
 
 def test_word_overlap_adds_to_the_cosine_and_can_be_switched_off(shared: Embedder):
-    router = SemanticRouter(BUILTIN_AGENTS, shared)
+    router = SemanticRouter(BUILTIN_SPECS, shared)
     task = "validate the webhook events against the event schema"
     plain = dataclasses.replace(router.policy, lexical_weight=0.0)
     (with_words,), (without,) = router.decide_many([task]), router.decide_many([task], plain)

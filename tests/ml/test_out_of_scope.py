@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from actors.agent import Agent
-from actors.agents import BUILTIN_AGENTS
-from actors.registry import AGENT_NAME
+from actors.agents import BUILTIN_AGENTS, BUILTIN_SPECS
 from ml.decision import Decision, RoutingPolicy, decide
 from ml.embeddings import Embedder
 from ml.evaluation import LabelledLine, calibrate
@@ -19,7 +18,7 @@ from ml.example_index import Neighbour
 from ml.out_of_scope import (CATEGORIES, CLAIMED_SIMILARITY, CURATED_FOR, OUT_OF_SCOPE, phrases,
                              unclaimed)
 from ml.semantic_router import SemanticRouter
-from storage.messages import AgentSpec, AgentTask
+from storage.messages import AGENT_TYPE_NAME, AgentSpec, AgentTask
 
 POLICY = RoutingPolicy(k=10, min_similarity=0.3, min_confidence=0.0)
 PHRASES = [phrase for _, phrase in phrases()]
@@ -96,7 +95,7 @@ def test_calibration_keeps_out_of_scope_rejections_at_every_threshold():
 
 
 def test_the_sentinel_can_never_be_an_agent_name_and_the_phrases_are_distinct():
-    assert not AGENT_NAME.match(OUT_OF_SCOPE)
+    assert not AGENT_TYPE_NAME.fullmatch(OUT_OF_SCOPE)
     assert CURATED_FOR == set(BUILTIN_AGENTS)
     assert len(set(PHRASES)) == len(PHRASES) == sum(len(g) for g in CATEGORIES.values())
 
@@ -156,10 +155,10 @@ def test_switched_off_the_nearest_agent_type_may_take_such_a_task(router: Semant
 
 
 def test_a_third_party_agent_claims_the_category_it_declares(shared: Embedder):
-    router = SemanticRouter(BUILTIN_AGENTS, shared)
+    router = SemanticRouter(BUILTIN_SPECS, shared)
     task = "translate the welcome message into Portuguese"
     (before,) = router.decide_many([task])
-    router.add_type(Translator)
+    router.add_type(Translator.spec)
     (claimed,) = router.decide_many([task])
     kept = {e.text for e in router.index.examples(OUT_OF_SCOPE)}
     router.remove_type("translator")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from actors.agent import Agent
-from actors.registry import load_agent_types
+from actors.registry import agent_specs, load_agent_types
 from ml.config import RouterConfig
 from ml.router_service import RouterService
 from storage.database import migrate
@@ -19,7 +19,7 @@ from storage.messages import AgentSpec, AgentTask, RouteMethod, TaskStatus, new_
 from storage.task_store import TaskStore, WriteBatch
 from tests.support.databases import DATABASE_KINDS, database_url_fixture
 
-AGENT_TYPES = load_agent_types(())
+AGENT_TYPES = agent_specs(load_agent_types(()))
 CONFIG = RouterConfig(stats_interval_s=3600.0)
 
 
@@ -245,7 +245,7 @@ async def test_an_agent_type_added_while_serving_is_routed_to_and_can_be_removed
 ) -> None:
     text = "please translate the welcome message into Italian"
     (unknown,) = await service.decide_many([text])
-    count = await service.add_type(Translator)
+    count = await service.add_type(Translator.spec)
     (routed,) = await service.decide_many([text])
     removed = await service.remove_type("translator")
     (after,) = await service.decide_many([text])

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actors.agents import BUILTIN_AGENTS, Monitoring
+from actors.agents import BUILTIN_AGENTS, BUILTIN_SPECS, Monitoring
 from ml.baseline import NearestCentroidRouter
 from ml.decision import Decision, RoutingPolicy, TypeStats, adjustment, decide
 from ml.embeddings import Embedder
@@ -37,7 +37,7 @@ DATA = ROOT / "tests" / "data"
 @pytest.fixture
 def fresh_router(shared: Embedder, router: SemanticRouter) -> SemanticRouter:
     """A router of its own, for tests that change what it knows."""
-    return SemanticRouter(BUILTIN_AGENTS, shared)
+    return SemanticRouter(BUILTIN_SPECS, shared)
 
 
 def unit(*values: float) -> np.ndarray:
@@ -103,7 +103,7 @@ def test_index_search_of_an_empty_index_finds_nothing_and_bad_input_is_refused()
 
 
 def test_index_from_agent_types_holds_every_declared_capability_and_example(shared: Embedder):
-    index = ExampleIndex.from_agent_types(BUILTIN_AGENTS, shared)
+    index = ExampleIndex.from_agent_types(BUILTIN_SPECS, shared)
     expected = sum(len(a.spec.capabilities) + len(a.spec.examples) for a in BUILTIN_AGENTS.values())
     assert len(index) == expected and index.types == set(BUILTIN_AGENTS)
     assert {e.source for e in index.examples()} == {"declared"}
@@ -209,7 +209,7 @@ def test_the_instruction_is_routed_not_the_pasted_data():
 
 
 def test_agent_names_used_as_names_are_masked():
-    mask = AgentNameMask(BUILTIN_AGENTS)
+    mask = AgentNameMask(BUILTIN_SPECS)
     assert mask("tell the learning agent that data arrived") == \
         "tell the other agent that data arrived"
     assert mask("is the calculator pool healthy") == "is the agent pool healthy"
@@ -285,7 +285,7 @@ def test_decide_many_encodes_the_batch_in_one_call(shared: Embedder, router: Sem
             calls.append(len(texts))
             return shared.encode(texts)
 
-    counted = SemanticRouter(BUILTIN_AGENTS, Counting())  # type: ignore[arg-type]
+    counted = SemanticRouter(BUILTIN_SPECS, Counting())  # type: ignore[arg-type]
     calls.clear()
     decisions = counted.decide_many(["what is 12 times 7", "sort these orders by date", "hello"])
     assert calls == [3]
@@ -326,7 +326,7 @@ async def test_types_come_and_go_without_a_restart(fresh_router: SemanticRouter)
     with pytest.raises(InvalidRequest):
         await fresh_router.decide(question, {}, "monitoring")
 
-    assert fresh_router.add_type(Monitoring) == declared
+    assert fresh_router.add_type(Monitoring.spec) == declared
     assert (await fresh_router.decide(question, {}, None)).agent_type == "monitoring"
 
 
@@ -406,7 +406,7 @@ def test_quality_on_held_out_descriptions(router: SemanticRouter, holdout: str):
     dev, held_out = load_lines(DATA / "routing_dev.jsonl"), load_lines(DATA / holdout)
     policy = calibrate(router, dev)
     report = evaluate(router, held_out, policy)
-    baseline = NearestCentroidRouter(BUILTIN_AGENTS, router.embedder,
+    baseline = NearestCentroidRouter(BUILTIN_SPECS, router.embedder,
                                      prepare=router.routing_text)
     compared = evaluate(baseline, held_out, calibrate(baseline, dev))
 

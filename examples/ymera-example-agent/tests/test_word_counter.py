@@ -8,9 +8,7 @@ from typing import Any
 
 import pytest
 
-from actors.agent import Agent
-from actors.errors import InvalidTaskInput
-from storage.messages import AgentTask
+from actors.sdk import Agent, AgentTask, InvalidTaskInput
 from ymera_example_agent import WordCounter
 from ymera_example_agent.word_counter import INLINE_CHARS, MAX_TOP_N
 

@@ -16,9 +16,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from actors.agent import Agent, json_type
-from actors.errors import InvalidTaskInput
-from storage.messages import AgentSpec, AgentTask, Resources
+from actors.sdk import Agent, AgentSpec, AgentTask, InvalidTaskInput, Resources, json_type
 
 DEFAULT_TOP_N = 10
 MAX_TOP_N = 1000

@@ -326,6 +326,7 @@ async def test_without_a_secret_the_operator_is_told_what_to_set(make_agent: Mak
     ({"to_agent": "Learning", "message": 1}, "must name an agent type"),
     ({"to_agent": "x", "message": 1}, "must name an agent type"),
     ({"to_agent": "../etc", "message": 1}, "must name an agent type"),
+    ({"to_agent": "learning\n", "message": 1}, "must name an agent type"),
     ({"to_agent": 5, "message": 1}, "must name an agent type"),
     ({"to_agent": "learning", "message": 1, "subject": "s" * 201}, "'subject' must be"),
     ({"to_agent": "learning", "message": "x" * 300_000}, "at most 262144"),

@@ -20,7 +20,7 @@ from actors.agents.monitoring import (
     infer_topic,
     read_question,
 )
-from actors.errors import InvalidTaskInput
+from actors.errors import InvalidTaskInput, RetryableAgentError
 from storage.messages import AgentTask
 
 GIB = 1024**3
@@ -320,52 +320,55 @@ def test_run_refuses_bad_input_before_observing():
     assert agent.asked == []
 
 
-class RemoteMethod:
-    """An actor method as `observe` calls it: `.remote(...)` gives something to await."""
-
-    def __init__(self, answer: Any) -> None:
-        self.answer = answer
-        self.calls: list[tuple[Any, ...]] = []
-
-    def remote(self, *args: Any) -> Any:
-        self.calls.append(args)
-
-        async def reply() -> Any:
-            return self.answer
-
-        return reply()
-
-
-class PlatformWideOrchestrator:
-    """Platform-wide facts: another tenant's 999 dead letters, replica pids and node ids."""
+class PlatformWideFacts:
+    """A fake `ClusterFacts` port answering platform-wide facts: another tenant's 999 dead
+    letters, replica pids and node ids."""
 
     def __init__(self) -> None:
+        self.stats_calls: list[tuple[float, str]] = []
+        self.counts_calls: list[str] = []
+
+    async def status(self) -> dict[str, Any]:
         pools = [{**pool, "replicas": [{**r, "pid": 4242, "node_id": "f" * 56}
                                        for r in pool["replicas"]]}
                  for pool in status()["pools"]]
-        self.status = RemoteMethod(status(tasks={"dead": 999, "succeeded": 31337},
-                                          dead_letters=999, pools=pools,
-                                          metrics_address="10.0.0.1:9090"))
-        self.agent_stats = RemoteMethod(stats())
-        self.task_counts = RemoteMethod({"dead": 2, "succeeded": 9})
+        return status(tasks={"dead": 999, "succeeded": 31337}, dead_letters=999, pools=pools,
+                      metrics_address="10.0.0.1:9090")
+
+    async def agent_stats(self, window_s: float, tenant: str) -> dict[str, dict[str, Any]]:
+        self.stats_calls.append((window_s, tenant))
+        return stats()
+
+    async def task_counts(self, tenant: str) -> dict[str, int]:
+        self.counts_calls.append(tenant)
+        return {"dead": 2, "succeeded": 9}
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        return NODES
 
 
-def test_a_tenant_gets_its_own_figures_and_no_machine_or_process_details(monkeypatch):
-    import ray
-
-    orchestrator = PlatformWideOrchestrator()
-    monkeypatch.setattr(ray, "get_actor", lambda name, namespace: orchestrator)
-    monkeypatch.setattr(ray, "nodes", lambda: NODES)
+def test_a_tenant_gets_its_own_figures_and_no_machine_or_process_details():
+    facts = PlatformWideFacts()
+    agent = Monitoring()
+    agent.cluster = facts
     task = AgentTask(task_id="t", attempt=1, agent_type="monitoring",
                      description="give me an overview", payload={"window_s": 600},
                      timeout_s=10, tenant="acme")
 
-    result = asyncio.run(Monitoring().run(task))
+    result = asyncio.run(agent.run(task))
 
-    assert orchestrator.agent_stats.calls == [(600.0, "acme")]
-    assert orchestrator.task_counts.calls == [("acme",)]
+    assert facts.stats_calls == [(600.0, "acme")]
+    assert facts.counts_calls == ["acme"]
     assert result["failures"]["dead_letters"] == 2 and result["nodes"]["alive"] == 1
     shown = json.dumps(result)
     for secret in ("999", "31337", "4242", "f" * 56, "aaa", "bbb", "10.0.0.", "CPU", "memory"):
         assert secret not in shown, secret
     assert [p["live"] for p in result["pools"]["pools"]] == [2, 1]  # shared compute stays
+
+
+def test_a_replica_without_cluster_facts_makes_the_attempt_retryable():
+    task = AgentTask(task_id="t", attempt=1, agent_type="monitoring", description="nodes",
+                     payload={"topic": "nodes"}, timeout_s=10)
+
+    with pytest.raises(RetryableAgentError):
+        asyncio.run(Monitoring().run(task))
