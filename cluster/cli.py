@@ -9,31 +9,32 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
 
+from cluster.bench import add_arguments as add_bench_arguments
 from cluster.ray_env import prepare_ray_environment
 from storage.errors import YmeraError
 from storage.storable import readable
 
 
-_ADDRESS: str | None = None
-
-
-def _settings():
+def _settings(args: argparse.Namespace):
+    """The settings, with the Ray address of `--address` when the command was given one."""
     from cluster.settings import Settings
 
     settings = Settings()
-    if _ADDRESS:
-        settings = settings.model_copy(update={"ray_address": _ADDRESS})
+    address = getattr(args, "address", None)
+    if address:
+        settings = settings.model_copy(update={"ray_address": address})
     return settings
 
 
-def _client():
+def _client(args: argparse.Namespace):
     from cluster.platform import client
 
-    return client(_settings())
+    return client(_settings(args))
 
 
 def _print(args: argparse.Namespace, value: Any, text: str) -> None:
@@ -60,7 +61,7 @@ def _task_line(task) -> str:
 def cmd_up(args: argparse.Namespace) -> None:
     from cluster.platform import up
 
-    started = up(_settings())
+    started = up(_settings(args))
     _print(args, started.__dict__, "\n".join([
         "YMERA is up.",
         f"  Ray:        {started.ray_address} ({'started' if started.started_ray else 'joined'})",
@@ -75,19 +76,21 @@ def cmd_up(args: argparse.Namespace) -> None:
 def cmd_down(args: argparse.Namespace) -> None:
     from cluster.platform import down
 
-    report = down(_settings(), args.drain_timeout)
+    report = down(_settings(args), args.drain_timeout)
     _print(args, report, "YMERA is down. " + json.dumps(report, default=str))
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    from cluster.health import STATS_WINDOW_S, problems, report
+    from cluster.health import STATS_WINDOW_S, examples_report, problems, report, status_view
 
-    client = _client()
+    client = _client(args)
     status = client.status()
     stats = client.agent_stats(STATS_WINDOW_S)
-    value = {**status, "recent": {"window_s": STATS_WINDOW_S, "agent_types": stats},
+    value = {**status_view(status, args.examples),
+             "recent": {"window_s": STATS_WINDOW_S, "agent_types": stats},
              "problems": problems(status, stats)}
-    _print(args, value, report(status, stats))
+    text = report(status, stats)
+    _print(args, value, f"{text}\n{examples_report(status)}" if args.examples else text)
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
@@ -95,7 +98,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
         payload = json.loads(args.payload) if args.payload else {}
     except json.JSONDecodeError as exc:
         raise YmeraError(f"--payload is not valid JSON: {exc}") from None
-    client = _client()
+    client = _client(args)
     task_id = client.submit(args.description, payload, agent_type=args.agent_type,
                             priority=args.priority, timeout_s=args.timeout,
                             idempotency_key=args.idempotency_key)
@@ -107,7 +110,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
 
 
 def cmd_get(args: argparse.Namespace) -> None:
-    client = _client()
+    client = _client(args)
     task = client.get(args.task_id)
     attempts = client.attempts(args.task_id)
     value = {**_task_json(task), "attempt_history": [
@@ -134,7 +137,7 @@ def _attempt_cost(attempt) -> str:
 
 
 def cmd_tasks(args: argparse.Namespace) -> None:
-    page = _client().list(status=args.status, agent_type=args.agent_type, limit=args.limit,
+    page = _client(args).list(status=args.status, agent_type=args.agent_type, limit=args.limit,
                           cursor=args.cursor)
     text = "\n".join(_task_line(t) for t in page.tasks) or "no tasks"
     if page.next_cursor:
@@ -149,17 +152,17 @@ def cmd_dead(args: argparse.Namespace) -> None:
 
 
 def cmd_requeue(args: argparse.Namespace) -> None:
-    task = _client().requeue(args.task_id)
+    task = _client(args).requeue(args.task_id)
     _print(args, _task_json(task), _task_line(task))
 
 
 def cmd_cancel(args: argparse.Namespace) -> None:
-    task = _client().cancel(args.task_id)
+    task = _client(args).cancel(args.task_id)
     _print(args, _task_json(task), _task_line(task))
 
 
 def cmd_scale(args: argparse.Namespace) -> None:
-    pool = _client().scale(args.agent_type, args.replicas, min_replicas=args.min,
+    pool = _client(args).scale(args.agent_type, args.replicas, min_replicas=args.min,
                            max_replicas=args.max, reset=args.reset)
     bounds = (f"pinned at {pool['min_replicas']}" if pool["min_replicas"] == pool["max_replicas"]
               else f"autoscaling {pool['min_replicas']}..{pool['max_replicas']}")
@@ -168,7 +171,7 @@ def cmd_scale(args: argparse.Namespace) -> None:
 
 
 def cmd_inbox(args: argparse.Namespace) -> None:
-    page = _client().inbox(args.agent_type, include_acked=args.all, limit=args.limit,
+    page = _client(args).inbox(args.agent_type, include_acked=args.all, limit=args.limit,
                            cursor=args.cursor, tenant=args.tenant)
     messages = page["messages"]
     lines = [f"{m.id}  {'acked' if m.acked_at else 'new  '}  from {m.sender or '-'}  "
@@ -181,14 +184,14 @@ def cmd_inbox(args: argparse.Namespace) -> None:
 
 
 def cmd_ack(args: argparse.Namespace) -> None:
-    message = _client().ack(args.message_id, args.tenant)
+    message = _client(args).ack(args.message_id, args.tenant)
     _print(args, message.to_json(), f"{message.id} acknowledged at {message.acked_at}")
 
 
 def cmd_route(args: argparse.Namespace) -> None:
     from cluster import routing
 
-    settings = _settings()
+    settings = _settings(args)
     state, modules = settings.state_path, settings.agent_modules
     library = args.compare_semantic_router
     if args.calibrate:
@@ -223,7 +226,7 @@ def cmd_route(args: argparse.Namespace) -> None:
 
 
 def cmd_feedback(args: argparse.Namespace) -> None:
-    outcome = _client().feedback(args.task_id, args.agent_type)
+    outcome = _client(args).feedback(args.task_id, args.agent_type)
     text = (f"learned: tasks like {args.task_id} go to {outcome['agent_type']}"
             if outcome["added"] else f"the router already routes tasks like {args.task_id} "
             f"to {outcome['agent_type']}")
@@ -233,7 +236,7 @@ def cmd_feedback(args: argparse.Namespace) -> None:
 
 
 def cmd_router(args: argparse.Namespace) -> None:
-    state = _client().router_state(args.tenant)
+    state = _client(args).router_state(args.tenant)
     if not state.get("enabled"):
         _print(args, state, "routing is off: tasks must name their agent type")
         return
@@ -249,7 +252,7 @@ def cmd_router(args: argparse.Namespace) -> None:
 def cmd_admin(args: argparse.Namespace) -> None:
     from cluster import admin
 
-    url = _settings().resolved_database_url
+    url = _settings(args).resolved_database_url
     if args.action == "create-user":
         password = _read_password(args.password_stdin)
         user = admin.create_user(url, args.tenant, args.username, args.role, password)
@@ -275,17 +278,17 @@ def _read_password(from_stdin: bool) -> str:
 def cmd_migrate(args: argparse.Namespace) -> None:
     from storage.database import migrate
 
-    settings = _settings()
+    settings = _settings(args)
     migrate(settings.resolved_database_url)
     _print(args, {"migrated": True}, "storage is at the latest schema")
 
 
 def cmd_batch(args: argparse.Namespace) -> None:
-    from cluster import batch_job
+    from cluster.batch import job as batch_job
 
-    settings = _settings()
+    settings = _settings(args)
     if args.action == "status":
-        status = _client().batch_status(args.target, args.tenant).to_json()
+        status = _client(args).batch_status(args.target, args.tenant).to_json()
         status["jobs"] = batch_job.batch_jobs(settings, args.target, args.job_address)
         counts = ", ".join(f"{k} {v}" for k, v in status["counts"].items() if v)
         lines = [f"batch {status['batch_id']} ({status['tenant']}): {status['finished']} of "
@@ -310,29 +313,17 @@ def cmd_batch(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    if args.suite == "batch":
-        from cluster.bench_batch import run_batch_benchmark
+    from cluster.bench import run
 
-        run_batch_benchmark(args)
-    elif args.suite == "router":
-        from cluster.bench_router import run_router_benchmark
+    run(args)
 
-        run_router_benchmark(args)
-    elif args.suite == "api":
-        from cluster.bench_api import run_api_benchmark
 
-        run_api_benchmark(args)
-    elif args.suite == "scale":
-        from cluster.bench_scale import run_scale_benchmark
-
-        run_scale_benchmark(args)
-    else:
-        from cluster.bench import run_core_benchmark
-
-        run_core_benchmark(args)
+AddCommand = Callable[[str, Callable[[argparse.Namespace], None], str], argparse.ArgumentParser]
 
 
 def parser() -> argparse.ArgumentParser:
+    """`ymera`'s arguments: every command takes `--json` and `--address`, and carries its
+    function as `handler`; each group of commands is added by its own function below."""
     root = argparse.ArgumentParser(prog="ymera", description="YMERA multi-agent platform on Ray")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -340,15 +331,30 @@ def parser() -> argparse.ArgumentParser:
                         "else the local head)")
     commands = root.add_subparsers(dest="command", required=True)
 
-    def add(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+    def add(name: str, handler: Callable[[argparse.Namespace], None],
+            help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, parents=[common], help=help_text)
         sub.set_defaults(handler=handler)
         return sub
 
+    for add_group in (_platform_commands, _task_commands, _pool_commands, _router_commands,
+                      _admin_commands, _batch_commands):
+        add_group(add)
+    add_bench_arguments(add("bench", cmd_bench, "benchmarks"))
+    return root
+
+
+def _platform_commands(add: AddCommand) -> None:
     add("up", cmd_up, "start Ray (or join --address), storage and the orchestrator")
     down = add("down", cmd_down, "drain, then stop what `up` started")
     down.add_argument("--drain-timeout", type=float, default=60.0)
-    add("status", cmd_status, "health: pools, queues, recent failure rates, dead letters")
+    status = add("status", cmd_status, "health: pools, queues, recent failure rates, dead letters")
+    status.add_argument("--examples", action="store_true",
+                        help="also list every agent type's declared examples")
+    add("migrate", cmd_migrate, "bring storage to the latest schema")
+
+
+def _task_commands(add: AddCommand) -> None:
     submit = add("submit", cmd_submit, "submit a task")
     submit.add_argument("description")
     submit.add_argument("--payload", help="JSON object")
@@ -372,6 +378,9 @@ def parser() -> argparse.ArgumentParser:
     requeue.add_argument("task_id")
     cancel = add("cancel", cmd_cancel, "cancel a queued or running task")
     cancel.add_argument("task_id")
+
+
+def _pool_commands(add: AddCommand) -> None:
     scale = add("scale", cmd_scale, "pin a pool's replica count, or set its autoscaling bounds "
                 "(kept across restarts until --reset)")
     scale.add_argument("agent_type")
@@ -390,6 +399,9 @@ def parser() -> argparse.ArgumentParser:
     ack = add("ack", cmd_ack, "acknowledge an inbox message")
     ack.add_argument("message_id")
     ack.add_argument("--tenant", default="default", help="the message's tenant")
+
+
+def _router_commands(add: AddCommand) -> None:
     route = add("route", cmd_route, "which agent would take a task (in this process)")
     route.add_argument("description", nargs="?")
     route.add_argument("--eval", metavar="FILE", help="evaluate on labelled JSON Lines")
@@ -405,6 +417,9 @@ def parser() -> argparse.ArgumentParser:
     router_state = add("router", cmd_router, "what the running router has learned for a tenant")
     router_state.add_argument("--tenant", default="default",
                               help="whose learned and feedback examples to count")
+
+
+def _admin_commands(add: AddCommand) -> None:
     admin = add("admin", cmd_admin, "bootstrap API users and keys (straight on storage)")
     admin.add_argument("action", choices=["create-user", "create-key"])
     admin.add_argument("--tenant", default="default")
@@ -417,6 +432,9 @@ def parser() -> argparse.ArgumentParser:
                        help="create-user: read the password from standard input")
     admin.add_argument("--name", default="cli", help="create-key: a label for the key")
     admin.add_argument("--expires-in-days", type=float, help="create-key: expiry")
+
+
+def _batch_commands(add: AddCommand) -> None:
     batch = add("batch", cmd_batch, "run a file of tasks as a Ray job; how a batch stands")
     batch.add_argument("action", choices=["submit", "status"])
     batch.add_argument("target", metavar="FILE|BATCH_ID",
@@ -435,57 +453,11 @@ def parser() -> argparse.ArgumentParser:
     batch.add_argument("--working-dir", help="submit: a directory to upload with the job")
     batch.add_argument("--no-wait", action="store_true",
                        help="submit: return once the job is submitted, without following it")
-    add("migrate", cmd_migrate, "bring storage to the latest schema")
-    bench = add("bench", cmd_bench, "benchmarks")
-    bench.add_argument("suite", choices=["core", "router", "api", "batch", "scale"],
-                       help="core: Ray actors and platform tasks; router: the semantic router "
-                       "against its embedding model; api: authenticated task submission over "
-                       "HTTP against a bare Serve endpoint; batch: a batch Ray job against "
-                       "the core platform rate; scale: throughput at several replica counts of "
-                       "a CPU-bound agent type, and how fast an autoscaled pool follows a "
-                       "backlog")
-    bench.add_argument("--tasks", type=int, default=10_000, help="core: tasks per database")
-    bench.add_argument("--raw-calls", type=int, default=5000, help="core: raw actor calls")
-    bench.add_argument("--postgres-url", default=None, help="core: PostgreSQL admin URL")
-    bench.add_argument("--texts", type=int, default=1000,
-                       help="router: texts per batched repeat")
-    bench.add_argument("--repeats", type=int, default=5, help="router: batched repeats")
-    bench.add_argument("--cached-decisions", type=int, default=1000,
-                       help="router: timed single decisions of already embedded texts")
-    bench.add_argument("--uncached-decisions", type=int, default=200,
-                       help="router: timed single decisions of never-seen texts")
-    bench.add_argument("--file", help="router: JSON Lines of descriptions to route "
-                       "(default: the routing development set, else declared examples)")
-    bench.add_argument("--concurrency", default="1,8,32",
-                       help="api: comma-separated numbers of concurrent callers")
-    bench.add_argument("--requests", type=int, default=600,
-                       help="api: requests per endpoint at each concurrency level")
-    bench.add_argument("--duration", type=float, default=None,
-                       help="api: seconds per endpoint at each level, instead of --requests")
-    bench.add_argument("--replicas", dest="api_replicas", type=int, default=1,
-                       help="api: Serve replicas of each endpoint")
-    bench.add_argument("--replica-steps", default="1,2,4",
-                       help="scale: comma-separated replica counts to measure throughput at")
-    bench.add_argument("--tasks-per-step", type=int, default=200,
-                       help="scale: tasks submitted at once at each step")
-    bench.add_argument("--burn-ms", type=float, default=20.0,
-                       help="scale: milliseconds of CPU each task burns")
-    bench.add_argument("--backlog", type=int, default=400,
-                       help="scale: tasks submitted at once to the autoscaled pool")
-    bench.add_argument("--health-interval", type=float, default=2.0,
-                       help="scale: seconds between the orchestrator's health checks and "
-                       "scaling decisions")
-    bench.add_argument("--downscale-delay", type=float, default=5.0,
-                       help="scale: seconds a pool must want fewer replicas before it shrinks")
-    bench.add_argument("--output", help="also write the JSON report here")
-    return root
 
 
 def main(argv: list[str] | None = None) -> int:
-    global _ADDRESS
     prepare_ray_environment()
     args = parser().parse_args(argv)
-    _ADDRESS = args.address
     try:
         args.handler(args)
     except ValidationError as exc:

@@ -11,7 +11,7 @@ import ray
 from actors.deploy import ORCHESTRATOR_NAME, find_orchestrator, start_orchestrator
 from cluster.client import Client, connect_ray
 from actors.errors import PlatformUnavailable
-from cluster.local_ray import head_is_running, start_head, stop_head
+from cluster.local_ray import local_head_address, start_head, stop_head
 from cluster.settings import Settings
 from storage.database import migrate
 
@@ -139,13 +139,7 @@ def _masked(url: str) -> str:
 def _address(settings: Settings) -> str:
     """The Ray address to join; for the local head, only if it is running (joining a head that
     is not there makes Ray retry for a long time)."""
-    if settings.ray_address:
-        return settings.ray_address
-    if not head_is_running(settings.ray_port):
-        raise PlatformUnavailable(
-            f"no local Ray head on 127.0.0.1:{settings.ray_port}: start the platform with "
-            "`ymera up` (or set YMERA_RAY_ADDRESS)")
-    return f"127.0.0.1:{settings.ray_port}"
+    return settings.ray_address or local_head_address(settings.state_path, settings.ray_port)
 
 
 def client(settings: Settings) -> Client:

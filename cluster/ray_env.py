@@ -2,7 +2,8 @@
 
 Ray reports a machine's external address as the node IP unless told to keep a local cluster
 on 127.0.0.1, and new local clusters use token auth: a process that joins one must say so with
-RAY_AUTH_MODE=token. Ray reads these when it is imported, so the CLI sets them first thing.
+RAY_AUTH_MODE=token. Ray reads the first when it is imported, so importing the `cluster` package
+sets them (keeping any the user set), and every driver entrypoint sets them again first thing.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import dataclasses
 import re
 from typing import Final
 
+from actors.config import DEFAULT_NAMESPACE
 from actors.logs import FORMATS as LOG_FORMATS
 from serve_apps.client_address import TrustedProxies
 from serve_apps.rate_limit import RateLimit
@@ -38,7 +39,7 @@ class ApiConfig:
     `max_streams_per_caller`: a caller's concurrent SSE streams on one replica."""
 
     jwt_secret: str = dataclasses.field(repr=False)
-    namespace: str = "ymera"
+    namespace: str = DEFAULT_NAMESPACE
     database_url: str = "sqlite:///ymera.db"
     redis_url: str | None = None
     issuer: str = "ymera"

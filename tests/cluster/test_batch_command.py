@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from cluster.batch_input import default_batch_id, scan_input
-from cluster.batch_job import METADATA_BATCH_ID, submit_command
+from cluster.batch.input import default_batch_id, scan_input
+from cluster.batch.job import METADATA_BATCH_ID, submit_command
 from cluster.cli import parser
 from cluster.settings import Settings
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.batch_input import (
+from cluster.batch.input import (
     default_batch_id,
     max_line_bytes,
     open_input,

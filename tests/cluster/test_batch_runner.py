@@ -14,9 +14,9 @@ from actors.config import PoolConfig
 from actors.errors import PlatformUnavailable
 from actors.orchestrator import Orchestrator
 from actors.retry import RetryPolicy
-from cluster import batch_runner
-from cluster.batch_input import read_batch
-from cluster.batch_runner import BatchOptions, BatchRun
+from cluster.batch import runner as batch_runner
+from cluster.batch.input import read_batch
+from cluster.batch.runner import BatchOptions, BatchRun
 from storage.errors import NotFound
 from storage.messages import TaskStatus
 from tests.support.inprocess_platform import inprocess_orchestrator

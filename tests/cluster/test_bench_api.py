@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.bench_api import concurrency_levels, summary
+from cluster.bench.api import concurrency_levels, summary
 from storage.errors import InvalidRequest
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from cluster.bench_router import FreshTexts, summary
+from cluster.bench.router import FreshTexts, summary
 from cluster.cli import main
 from ml.semantic_router import instruction_text
 

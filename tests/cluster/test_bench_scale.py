@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from actors.errors import InvalidTaskInput
-from cluster.bench_scale import CpuBurner
+from cluster.bench.scale import CpuBurner
 from storage.messages import AgentTask
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,8 +1,7 @@
 """The CLI as a new user meets it: `ymera up` on embedded defaults, tasks, status, `ymera down`.
 
-`ymera up` starts its own Ray head and `ymera down` runs `ray stop`, which stops every Ray
-process on the machine, so these tests run in their own pytest process (marker
-`restarts_ray`), after the tests that share the session cluster.
+`ymera up` starts its own Ray head (and `ymera down` stops it), so these tests run in their
+own pytest process (marker `restarts_ray`), after the tests that share the session cluster.
 """
 
 from __future__ import annotations
@@ -132,6 +131,8 @@ def test_status_reports_pools_at_strength(running, env):
     assert all(p["live"] == p["desired"] for p in pools.values())
     assert status["problems"] == [] and status["metrics_address"] == (
         f"127.0.0.1:{env['YMERA_METRICS_PORT']}")
+    calculator = status["agent_types"]["calculator"]
+    assert "examples" not in calculator and calculator["example_count"] > 10
     text = ymera(env, "status").stdout
     assert "health: ok" in text and "calculator" in text
 

@@ -34,7 +34,7 @@ class FakeClient:
 
 @pytest.fixture(autouse=True)
 def fake_client(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "_client", FakeClient)
+    monkeypatch.setattr(cli, "_client", lambda args: FakeClient())
 
 
 def test_get_shows_the_cost_of_the_task_and_each_attempt(capsys) -> None:

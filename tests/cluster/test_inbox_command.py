@@ -44,7 +44,7 @@ class RecordingOrchestrator:
 def orchestrator(monkeypatch: pytest.MonkeyPatch) -> RecordingOrchestrator:
     handle = RecordingOrchestrator()
     monkeypatch.setattr(client_module.ray, "get", lambda ref: ref)
-    monkeypatch.setattr(cli, "_client", lambda: Client(handle))
+    monkeypatch.setattr(cli, "_client", lambda args: Client(handle))
     return handle
 
 

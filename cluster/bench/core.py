@@ -27,7 +27,7 @@ import ray
 
 from actors.config import OrchestratorConfig, PoolConfig
 from actors.deploy import start_orchestrator
-from cluster.bench_report import publish_report
+from cluster.bench.report import publish_report
 from cluster.client import Client
 from ml.config import RouterConfig
 from storage.database import migrate

@@ -50,7 +50,7 @@ from ray import serve
 
 from actors.config import OrchestratorConfig, PoolConfig
 from actors.deploy import start_orchestrator
-from cluster.bench_report import publish_report
+from cluster.bench.report import publish_report
 from cluster.client import Client
 from ml.config import RouterConfig
 from serve_apps.api_config import ApiConfig

@@ -43,7 +43,7 @@ from actors.agent import Agent
 from actors.config import AutoscaleConfig, OrchestratorConfig, PoolConfig
 from actors.deploy import start_orchestrator
 from actors.errors import InvalidTaskInput
-from cluster.bench_report import publish_report
+from cluster.bench.report import publish_report
 from cluster.client import Client
 from ml.config import RouterConfig
 from storage.database import migrate
@@ -51,7 +51,7 @@ from storage.errors import InvalidRequest
 from storage.messages import AgentSpec, AgentTask, Resources, Task, TaskRequest, TaskStatus
 
 AGENT_TYPE = "cpu_burner"
-AGENT_PATH = "cluster.bench_scale:CpuBurner"
+AGENT_PATH = "cluster.bench.scale:CpuBurner"
 MAX_BURN_MS = 60_000
 SUBMIT_BATCH = 200
 POLL_S = 0.05

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from cluster.batch_input import default_batch_id, is_local, local_path, scan_input
+from cluster.batch.input import default_batch_id, is_local, local_path, scan_input
 from cluster.local_ray import _ray_command
 from cluster.settings import Settings
 

@@ -5,8 +5,8 @@ In order, on a local cluster with its job server on 127.0.0.1 (token auth as the
 it up):
 Both run twice, alternating, and the best of each is compared (the ratio per round is
 reported too).
-- core: `cluster.bench.platform_tasks` on SQLite: trivial calculator tasks submitted from this
-  driver in batches of 200 with 4 submissions in flight, then waited for (the figure
+- core: `cluster.bench.core.platform_tasks` on SQLite: trivial calculator tasks submitted from
+  this driver in batches of 200 with 4 submissions in flight, then waited for (the figure
   `ymera bench core` reports);
 - batch: the same number of the same trivial tasks written as JSON Lines and run by the batch
   entrypoint as a Ray job (submitted through the job server, as `ray job submit` does), on a
@@ -35,9 +35,9 @@ import ray
 
 from actors.config import OrchestratorConfig, PoolConfig
 from actors.deploy import start_orchestrator
-from cluster.batch import SUMMARY_PREFIX
-from cluster.bench import platform_tasks
-from cluster.bench_report import publish_report
+from cluster.batch.entrypoint import SUMMARY_PREFIX
+from cluster.bench.core import platform_tasks
+from cluster.bench.report import publish_report
 from cluster.client import Client
 from ml.config import RouterConfig
 from storage.database import migrate

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import IO, Any, Protocol
 
 from actors.errors import PlatformUnavailable, QueueFull
-from cluster.batch_input import BatchLine
+from cluster.batch.input import BatchLine
 from ml.errors import NoConfidentRoute
 from storage.errors import InvalidRequest
 from storage.messages import Task, TaskError, TaskRequest, TaskStatus, utcnow

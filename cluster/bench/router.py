@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cluster.bench_report import publish_report
+from cluster.bench.report import publish_report
 from storage.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ def measure(texts: int, repeats: int, cached_decisions: int, uncached_decisions:
     if min(texts, repeats, cached_decisions, uncached_decisions) < 1:
         raise InvalidRequest("--texts, --repeats, --cached-decisions and --uncached-decisions "
                              "must be at least 1")
-    from actors.registry import load_agent_types
+    from actors.registry import agent_specs, load_agent_types
 
     agent_types = load_agent_types(())
     base, source = benchmark_texts(file, agent_types)
@@ -165,7 +165,7 @@ def measure(texts: int, repeats: int, cached_decisions: int, uncached_decisions:
     import torch
 
     embedder = Embedder(model)
-    router = SemanticRouter(agent_types, embedder=embedder)
+    router = SemanticRouter(agent_specs(agent_types), embedder=embedder)
     freeze_long_lived()  # as the router actor's process does once its model is loaded
     fresh = FreshTexts(base)
 

@@ -9,7 +9,7 @@ shell that started Ray, hence the venv's Python. `ymera batch submit FILE` build
 It reads tasks as JSON Lines (a local path, or any URI smart_open reads), submits them through
 the orchestrator with at most `--max-in-flight` lines in progress, prints a progress line every
 `--progress-interval` seconds, and writes one result per input line, in input order (see
-`cluster.batch_runner` for the guarantees). A local results file appears only once complete.
+`cluster.batch.runner` for the guarantees). A local results file appears only once complete.
 
 Every batch has an id (`--batch-id`, else one derived from the input's content, printed at the
 start). Running the same batch id again resumes it: lines whose task exists are not submitted
@@ -27,7 +27,7 @@ import signal
 import sys
 from typing import Any
 
-from cluster.batch_input import (
+from cluster.batch.input import (
     default_batch_id,
     is_local,
     local_path,
@@ -36,7 +36,7 @@ from cluster.batch_input import (
     read_batch,
     scan_input,
 )
-from cluster.batch_runner import BatchOptions, BatchRun
+from cluster.batch.runner import BatchOptions, BatchRun
 from cluster.ray_env import prepare_ray_environment
 from storage.errors import InvalidRequest, YmeraError
 
@@ -78,9 +78,9 @@ def default_in_flight(settings: Any) -> int:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from actors.validation import NAME
     from cluster.client import Client
     from cluster.settings import Settings
+    from storage.messages import NAME
 
     settings = Settings()
     scan = scan_input(args.input)
@@ -126,6 +126,3 @@ def main(argv: list[str] | None = None) -> int:
     print(SUMMARY_PREFIX + json.dumps(summary), flush=True)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,53 @@
+"""The local Ray head of `ymera up`/`ymera down`: found through its state directory, and stopped
+without touching any other Ray cluster on the machine.
+
+Those that start Ray heads of their own have the marker `restarts_ray`.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from actors.errors import PlatformUnavailable
+from cluster.local_ray import (
+    MARKER,
+    default_ray_address,
+    head_is_running,
+    local_head_address,
+    start_head,
+    stop_head,
+)
+from tests.cluster.test_cli import free_port
+
+
+@pytest.mark.restarts_ray
+def test_stopping_one_head_leaves_another_cluster_running(tmp_path):
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    ours.mkdir(), theirs.mkdir()
+    our_port, their_port = free_port(), free_port()
+    start_head(theirs, their_port, free_port(), num_cpus=1)
+    try:
+        address = start_head(ours, our_port, free_port(), num_cpus=1)
+        assert local_head_address(ours, free_port()) == address == f"127.0.0.1:{our_port}"
+
+        assert stop_head(ours) is True
+        assert not head_is_running(our_port)
+        assert head_is_running(their_port)
+        assert not (ours / MARKER).exists() and stop_head(ours) is False
+    finally:
+        stop_head(theirs)
+    assert not head_is_running(their_port)
+
+
+def test_no_running_head_is_reported_at_once(tmp_path):
+    (tmp_path / MARKER).write_text(f"127.0.0.1:{free_port()}")
+    with pytest.raises(PlatformUnavailable, match="no platform is running.*ymera up"):
+        local_head_address(tmp_path, free_port())
+
+
+def test_inside_a_ray_job_a_driver_joins_the_job_s_cluster(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.7:6379")
+    assert default_ray_address(tmp_path, free_port()) == "auto"
+    monkeypatch.delenv("RAY_ADDRESS")
+    with pytest.raises(PlatformUnavailable, match="no platform is running"):
+        default_ray_address(tmp_path, free_port())
