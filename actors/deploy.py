@@ -12,11 +12,11 @@ from typing import Any
 
 import ray
 
+from actors.cluster_facts import ORCHESTRATOR_NAME
 from actors.config import OrchestratorConfig
 from actors.errors import PlatformUnavailable
 from actors.orchestrator import Orchestrator
 
-ORCHESTRATOR_NAME = "orchestrator"
 MAX_CONCURRENT_CALLS = 10_000
 CALL_RETRIES = 5
 

@@ -5,7 +5,8 @@
     │   ├── RetryableAgentError   transient trouble (a dependency timed out): the task is retried
     │   └── InvalidTaskInput      the task is malformed for this agent: it fails at once, not retried
     ├── QueueFull                 the queue, or a tenant's quota of it, is full: retry later
-    ├── PlatformUnavailable       no orchestrator answers at the configured Ray address
+    ├── PlatformUnavailable       the platform cannot serve the call now (no orchestrator
+    │                             answers, it is starting or draining, storage is out): retry
     ├── ReplicaLost               (internal) a replica died under a call
     │   └── CallFailed            (internal) the actor is alive but its method raised
     ├── CallTimedOut              (internal) a call to a replica outlived its deadline
@@ -17,7 +18,14 @@ platform cannot tell a bug from a transient failure; the error's type and messag
 
 from __future__ import annotations
 
-from storage.errors import RetryAfter, YmeraError
+import functools
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
+from storage.errors import RetryAfter, SchemaOutOfDate, StorageError, YmeraError
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class AgentError(YmeraError):
@@ -61,3 +69,36 @@ class CallTimedOut(YmeraError):
 
 class CallCancelled(YmeraError):
     code = "cancelled"
+
+
+def storage_trouble(exc: BaseException) -> bool:
+    """Whether `exc` is the database failing or unreachable: a `StorageError` (not an
+    out-of-date schema, which waits for an operator), or a driver's or socket's error that
+    escaped the store."""
+    if isinstance(exc, SchemaOutOfDate):
+        return False
+    if isinstance(exc, (StorageError, OSError)):
+        return True
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return isinstance(exc, SQLAlchemyError)
+
+
+def storage_trouble_unavailable(
+        operation: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Decorate a public operation of the orchestrator: storage trouble under it reaches the
+    caller as `PlatformUnavailable` (retryable: HTTP 503 with `Retry-After`), the cause kept
+    as `__cause__`; every other error passes unchanged."""
+
+    @functools.wraps(operation)
+    async def translated(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await operation(*args, **kwargs)
+        except Exception as exc:
+            if not storage_trouble(exc):
+                raise
+            raise PlatformUnavailable(
+                f"storage is unavailable ({type(exc).__name__}: {exc}); try again shortly",
+                {"cause": type(exc).__name__}) from exc
+
+    return translated

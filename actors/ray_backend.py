@@ -1,7 +1,8 @@
 """The only module of the actors layer that calls Ray.
 
-The orchestrator and its managers talk to replicas through `RayBackend`, so their logic can be
-unit-tested with an in-process stand-in and run unchanged on a real cluster. Ray's exceptions
+The orchestrator and its managers talk to replicas through `RayBackend` (the
+`actors.backend.Backend` protocol), so their logic can be unit-tested with an in-process
+stand-in and run unchanged on a real cluster. Ray's exceptions
 are translated here: a dead or unreachable actor is `ReplicaLost` (after a node is lost Ray first
 reports `ActorUnavailableError`, "may or may not have executed"; both cost the attempt).
 """
@@ -121,7 +122,7 @@ class RayBackend:
         from ml.router_service import RouterService  # torch and faiss stay out of this process
 
         return _actor_class(RouterService).options(**options).remote(
-            agent_types, config, database_url)
+            {name: agent.spec for name, agent in agent_types.items()}, config, database_url)
 
     def find_actors(self, prefix: str) -> dict[str, Any]:
         """Live named actors of this namespace whose names start with `prefix`."""

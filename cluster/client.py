@@ -13,20 +13,26 @@ from __future__ import annotations
 
 import socket
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import ray
 
 from actors.deploy import find_orchestrator
 from actors.errors import PlatformUnavailable
+from actors.orchestrator_api import ActorOrchestrator, ray_errors_translated
+from cluster.ray_env import prepare_ray_environment
 from storage.messages import Attempt, BatchStatus, Task, TaskEvent, TaskRequest
 from storage.task_store import TaskPage
 
 def connect_ray(address: str | None, namespace: str) -> None:
-    """Join the Ray cluster at `address` ("auto" = the local one) in `namespace`.
+    """Join the Ray cluster at `address` ("auto" = the local one) in `namespace`, from any
+    process: the environment a local cluster needs (`cluster.ray_env`) is set first, keeping
+    what the caller set, and a loopback head is joined from loopback, where it listens.
 
     A `HOST:PORT` address is probed first: Ray itself would retry an absent one for minutes.
     """
+    prepare_ray_environment()
     if ray.is_initialized():
         return
     host, _, port = (address or "").rpartition(":")
@@ -35,32 +41,42 @@ def connect_ray(address: str | None, namespace: str) -> None:
             socket.create_connection((host, int(port)), timeout=2.0).close()
         except OSError as exc:
             raise PlatformUnavailable(f"no Ray cluster answers at {address}: {exc}") from None
+    local = {"_node_ip_address": "127.0.0.1"} if host in ("127.0.0.1", "localhost") else {}
     ray.init(address=address or "auto", namespace=namespace, log_to_driver=False,
-             logging_level="WARNING")
+             logging_level="WARNING", **local)
 
 
 class Client:
-    """Blocking calls to the orchestrator. Errors are the platform's (`storage.errors`,
-    `actors.errors`), re-raised as they were raised in the orchestrator."""
+    """Blocking calls to the orchestrator's operations (`actors.orchestrator_api`), and their
+    `*_async` twins for asyncio drivers. Errors are the platform's (`storage.errors`,
+    `actors.errors`), raised as the orchestrator raised them; an orchestrator that is dead,
+    restarting or unreachable, or storage that is down, is `PlatformUnavailable` (retry later),
+    in the blocking and the async calls alike (`ray_errors_translated`)."""
 
     def __init__(self, orchestrator: Any) -> None:
         self.orchestrator = orchestrator
+        self._async = ActorOrchestrator(orchestrator)
 
     @classmethod
     def connect(cls, address: str | None = None, namespace: str | None = None) -> Client:
+        """A client of the platform at `address`, else YMERA_RAY_ADDRESS, else (in a Ray job)
+        RAY_ADDRESS, else the local head that `ymera up` started (recorded in
+        YMERA_STATE_DIR). Works from a plain `python` process; raises `PlatformUnavailable` at
+        once when no platform is running."""
+        from cluster.local_ray import default_ray_address
         from cluster.settings import Settings
 
         settings = Settings()
         namespace = namespace or settings.namespace
-        connect_ray(address or settings.ray_address, namespace)
+        if not ray.is_initialized():
+            connect_ray(address or settings.ray_address
+                        or default_ray_address(settings.state_path, settings.ray_port), namespace)
         return cls(find_orchestrator(namespace))
 
-    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        ref = getattr(self.orchestrator, method).remote(*args, **kwargs)
-        try:
-            return ray.get(ref)
-        except ray.exceptions.RayTaskError as exc:
-            raise exc.as_instanceof_cause() if not _platform_error(exc) else _platform_error(exc)
+    def _result(self, invoke: Callable[[Any], ray.ObjectRef]) -> Any:
+        """`ray.get` of `invoke(handle)` (one typed method call), errors translated."""
+        with ray_errors_translated():
+            return ray.get(invoke(self.orchestrator))
 
     def submit(self, description: str, payload: dict[str, Any] | None = None, *,
                agent_type: str | None = None, priority: int = 0, timeout_s: float | None = None,
@@ -74,54 +90,55 @@ class Client:
     def submit_many(self, requests: list[TaskRequest]) -> list[str]:
         """Submit tasks together (all accepted or none); ids in the same order."""
         keyed = [r if r.idempotency_key else _with_key(r) for r in requests]
-        return self._call("submit_many", keyed)
+        return self._result(lambda h: h.submit_many.remote(keyed))
 
     def get(self, task_id: str) -> Task:
-        return self._call("get", task_id)
+        return self._result(lambda h: h.get.remote(task_id))
 
     def wait(self, task_id: str, timeout_s: float | None = None) -> Task:
         """The task when finished, or as it stands after `timeout_s`."""
-        return self._call("wait", task_id, timeout_s)
+        return self._result(lambda h: h.wait.remote(task_id, timeout_s))
 
     def wait_many(self, task_ids: list[str], timeout_s: float | None = None) -> list[Task]:
-        return self._call("wait_many", task_ids, timeout_s)
+        return self._result(lambda h: h.wait_many.remote(task_ids, timeout_s))
 
     def cancel(self, task_id: str) -> Task:
-        return self._call("cancel", task_id)
+        return self._result(lambda h: h.cancel.remote(task_id))
 
     def list(self, *, status: str | None = None, agent_type: str | None = None,
              batch_id: str | None = None, limit: int = 50, cursor: str | None = None) -> TaskPage:
-        return self._call("list_tasks", status=status, agent_type=agent_type, batch_id=batch_id,
-                          limit=limit, cursor=cursor)
+        return self._result(lambda h: h.list_tasks.remote(
+            status=status, agent_type=agent_type, batch_id=batch_id, limit=limit, cursor=cursor))
 
     def dead(self, limit: int = 100, cursor: str | None = None) -> TaskPage:
-        return self._call("dead_letters", limit, cursor)
+        return self._result(lambda h: h.dead_letters.remote(limit, cursor))
 
     def requeue(self, task_id: str) -> Task:
-        return self._call("requeue", task_id)
+        return self._result(lambda h: h.requeue.remote(task_id))
 
     def attempts(self, task_id: str) -> list[Attempt]:
-        return self._call("attempts", task_id)
+        return self._result(lambda h: h.attempts.remote(task_id))
 
     def events(self, task_id: str, after_id: int = 0) -> list[TaskEvent]:
-        return self._call("events", task_id, after_id)
+        return self._result(lambda h: h.events.remote(task_id, after_id))
 
     def status(self) -> dict[str, Any]:
-        return self._call("status")
+        return self._result(lambda h: h.status.remote())
 
     def agent_stats(self, window_s: float = 3600.0) -> dict[str, dict[str, Any]]:
-        return self._call("agent_stats", window_s)
+        return self._result(lambda h: h.agent_stats.remote(window_s))
 
     def inbox(self, agent_type: str, *, include_acked: bool = False, limit: int = 50,
               cursor: str | None = None, tenant: str = "default") -> dict[str, Any]:
         """`tenant`'s messages in an agent type's inbox, oldest first:
         {"messages", "next_cursor"}."""
-        return self._call("inbox", agent_type, include_acked, limit, cursor, tenant)
+        return self._result(lambda h: h.inbox.remote(
+            agent_type, include_acked, limit, cursor, tenant))
 
     def ack(self, message_id: str, tenant: str = "default") -> Any:
         """Acknowledge `tenant`'s inbox message (`NotFound` for another tenant's);
         acknowledging twice keeps the first time."""
-        return self._call("ack_message", message_id, tenant)
+        return self._result(lambda h: h.ack_message.remote(message_id, tenant))
 
     def scale(self, agent_type: str, replicas: int | None = None, *,
               min_replicas: int | None = None, max_replicas: int | None = None,
@@ -129,58 +146,42 @@ class Client:
         """Pin a pool at `replicas`, or set its autoscaling bounds, or with `reset` give it
         its configured bounds again; what is set outlives orchestrator restarts. Returns the
         pool."""
-        return self._call("scale", agent_type, replicas, min_replicas=min_replicas,
-                          max_replicas=max_replicas, reset=reset)
+        return self._result(lambda h: h.scale.remote(
+            agent_type, replicas, min_replicas=min_replicas, max_replicas=max_replicas,
+            reset=reset))
 
     def feedback(self, task_id: str, agent_type: str) -> dict[str, Any]:
         """Teach the router that this task should have gone to `agent_type`, for the task's
         tenant only: {"agent_type", "added", "replaced"}."""
-        return self._call("feedback", task_id, agent_type)
+        return self._result(lambda h: h.feedback.remote(task_id, agent_type))
 
     def route(self, description: str, tenant: str = "default") -> Any:
         """The `RouteDecision` the router would make for `description` of `tenant`, from the
         shared examples and that tenant's own (nothing is run)."""
-        return self._call("route", description, tenant)
+        return self._result(lambda h: h.route.remote(description, tenant))
 
     def router_state(self, tenant: str = "default") -> dict[str, Any]:
         """The router's examples per type and source (shared ones and `tenant`'s own), policy,
         statistics and waiting tasks."""
-        return self._call("router_state", tenant)
+        return self._result(lambda h: h.router_state.remote(tenant))
 
     def batch_status(self, batch_id: str, tenant: str = "default") -> BatchStatus:
         """Counts by status of the tasks of batch `batch_id` (`NotFound` when it has none)."""
-        return self._call("batch_status", batch_id, tenant)
+        return self._result(lambda h: h.batch_status.remote(batch_id, tenant))
 
     async def submit_many_async(self, requests: list[TaskRequest]) -> list[str]:
         """`submit_many` for asyncio drivers (batch jobs): awaits instead of blocking."""
         keyed = [r if r.idempotency_key else _with_key(r) for r in requests]
-        return await self._call_async("submit_many", keyed)
+        return await self._async.submit_many(keyed)
 
     async def wait_many_async(self, task_ids: list[str],
                               timeout_s: float | None = None) -> list[Task]:
         """`wait_many` for asyncio drivers: the tasks once finished, or as they stand after
         `timeout_s`."""
-        return await self._call_async("wait_many", task_ids, timeout_s)
-
-    async def _call_async(self, method: str, *args: Any) -> Any:
-        """The call's result; the platform's errors as raised, and an orchestrator that is
-        dead or restarting as `PlatformUnavailable`."""
-        try:
-            return await getattr(self.orchestrator, method).remote(*args)
-        except ray.exceptions.RayTaskError as exc:
-            raise exc.as_instanceof_cause() if not _platform_error(exc) else _platform_error(exc)
-        except ray.exceptions.RayActorError as exc:
-            raise PlatformUnavailable(f"the orchestrator is not answering: {exc}") from None
+        return await self._async.wait_many(task_ids, timeout_s)
 
 
 def _with_key(request: TaskRequest) -> TaskRequest:
     import dataclasses
 
     return dataclasses.replace(request, idempotency_key=f"auto:{uuid.uuid4().hex}")
-
-
-def _platform_error(exc: ray.exceptions.RayTaskError) -> BaseException | None:
-    from storage.errors import YmeraError
-
-    cause = exc.cause if hasattr(exc, "cause") else None
-    return cause if isinstance(cause, YmeraError) else None

@@ -1,6 +1,6 @@
 """The HTTP ingress: `create_app` builds the whole FastAPI application from its parts.
 
-    app = create_app(config, LocalPort(orchestrator), auth_store, LocalRateLimiter())
+    app = create_app(config, orchestrator, auth_store, LocalRateLimiter())  # or an ActorPort
 
 The same function serves tests (through `httpx.ASGITransport`) and a Ray Serve deployment;
 nothing here starts Ray, opens storage or reads the environment. The caller owns the port,
@@ -183,7 +183,7 @@ async def health() -> dict[str, str]:
 
 async def _router_probe(port: PlatformPort) -> str:
     """"off" when routing is switched off; else the router answered through the orchestrator."""
-    state = await port.call("router_state")
+    state = await port.router_state()
     return "ok" if state.get("enabled") else "off"
 
 
@@ -194,7 +194,7 @@ async def _router_probe(port: PlatformPort) -> str:
 async def ready(request: Request) -> JSONResponse:
     svc: Services = request.app.state.services
     checks: dict[str, Any] = {
-        "orchestrator": svc.port.call("status"),
+        "orchestrator": svc.port.status(),
         "router": _router_probe(svc.port),
         "storage": ensure_schema_current(svc.auth_store.engine),
     }

@@ -55,7 +55,6 @@ from ray import serve
 from ray.serve import Application
 
 from actors.deploy import find_orchestrator
-from actors.errors import PlatformUnavailable
 from actors.logs import configure_logging
 from serve_apps.api_config import ApiConfig
 from serve_apps.app import create_app, throttle_policy
@@ -121,24 +120,13 @@ class ApiScaling:
         }}
 
 
-class LazyActorPort:
+class LazyActorPort(ActorPort):
     """An `ActorPort` to the orchestrator of `namespace`, looked up on the first call and
     again after a call finds it unreachable (a stale handle is never kept)."""
 
     def __init__(self, namespace: str) -> None:
+        super().__init__(find=lambda: asyncio.to_thread(find_orchestrator, namespace))
         self.namespace = namespace
-        self._port: ActorPort | None = None
-
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        port = self._port
-        if port is None:
-            handle = await asyncio.to_thread(find_orchestrator, self.namespace)
-            port = self._port = ActorPort(handle)
-        try:
-            return await port.call(method, *args, **kwargs)
-        except PlatformUnavailable:
-            self._port = None
-            raise
 
 
 @serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, ray_actor_options={"num_cpus": 0})

@@ -11,7 +11,9 @@ Guarantees:
   paths, a dependency's exception text): each code shows a fixed public message instead, and
   the raised one is for the server's log. Internal-only errors and anything that is not a
   `YmeraError` become `500 internal_error` with a generic message.
-- 429 and retryable 503 responses carry `Retry-After` in whole seconds (at least 1); 401
+- 429 and retryable 503 responses (the platform or its storage unavailable: an outage the
+  orchestrator reports as `platform_unavailable`, or the API's own store failing) carry
+  `Retry-After` in whole seconds (at least 1); 401
   responses carry `WWW-Authenticate: Bearer`; 405 responses carry `Allow` with the methods the
   route takes.
 - An error class without its own rule gets its nearest ancestor's (a new `StorageError`
@@ -66,7 +68,7 @@ HTTP_RULES: Final[dict[str, HttpRule]] = {
         503, "the platform is unavailable; try again shortly", retry_after=True),
     "router_unavailable": HttpRule(503, "the task router is unavailable"),
     "embedding_model_unavailable": HttpRule(503, "the task router is unavailable"),
-    "storage_error": HttpRule(503, "storage is unavailable"),
+    "storage_error": HttpRule(503, "storage is unavailable", retry_after=True),
     "schema_out_of_date": HttpRule(
         503, "storage is not ready: its schema is out of date and must be migrated"),
     # never meant for a caller: an agent's or a Ray call's failure is recorded on the task

@@ -28,6 +28,10 @@ from storage.private_files import private_sqlite_file
 MIGRATIONS = Path(__file__).parent / "migrations"
 _ASYNC_DRIVERS = {"postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg",
                   "sqlite": "sqlite+aiosqlite"}
+# What a store turns into `StorageError`: SQLAlchemy's errors, and the socket errors a driver
+# raises without them while the server is down or restarting (asyncpg's connect raises
+# `ConnectionRefusedError` as it is; `TimeoutError` is an `OSError` too).
+DATABASE_FAILURES = (SQLAlchemyError, OSError)
 
 
 def async_url(url: str) -> URL:
@@ -101,8 +105,8 @@ async def ensure_schema_current(engine: AsyncEngine) -> None:
     try:
         async with engine.connect() as connection:
             current = await connection.run_sync(_current_revision)
-    except SQLAlchemyError as exc:
-        raise StorageError(f"cannot reach the database: {exc}") from exc
+    except DATABASE_FAILURES as exc:
+        raise StorageError(f"cannot reach the database: {_reason(exc)}") from exc
     head = head_revision()
     if current != head:
         raise SchemaOutOfDate(
@@ -112,9 +116,14 @@ async def ensure_schema_current(engine: AsyncEngine) -> None:
         )
 
 
+def _reason(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, SQLAlchemyError) else f"{type(exc).__name__}: {exc}"
+
+
 class EngineStore:
     """Base of the stores: one async engine, opened only on a database at the latest schema,
-    with reads and transactions whose failures become `StorageError`. A store is also an
+    with reads and transactions whose failures (a database error, or the server down or
+    restarting) become `StorageError`. A store is also an
     async context manager that closes it: `async with await TaskStore.open(url) as store:`."""
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -141,11 +150,15 @@ class EngineStore:
         await self.close()
 
     async def _fetch(self, statement: Any) -> list[Any]:
+        return (await self._fetch_all(statement))[0]
+
+    async def _fetch_all(self, *statements: Any) -> list[list[Any]]:
+        """The rows of each statement, read in one transaction (one consistent view)."""
         try:
             async with self.engine.connect() as connection:
-                return list((await connection.execute(statement)).all())
-        except SQLAlchemyError as exc:
-            raise StorageError(f"reading from the database failed: {exc}") from exc
+                return [list((await connection.execute(s)).all()) for s in statements]
+        except DATABASE_FAILURES as exc:
+            raise StorageError(f"reading from the database failed: {_reason(exc)}") from exc
 
     @contextlib.asynccontextmanager
     async def _transaction(self, doing: str, conflict: YmeraError | None = None
@@ -160,5 +173,5 @@ class EngineStore:
             if conflict is None:
                 raise StorageError(f"{doing} failed: {exc}") from exc
             raise conflict from exc
-        except SQLAlchemyError as exc:
-            raise StorageError(f"{doing} failed: {exc}") from exc
+        except DATABASE_FAILURES as exc:
+            raise StorageError(f"{doing} failed: {_reason(exc)}") from exc

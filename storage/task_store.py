@@ -7,9 +7,7 @@ or not at all. Readers (client, CLI, API) use the query methods.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import json
 import math
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timezone
@@ -18,6 +16,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage.cursor import decode_cursor, encode_cursor
 from storage.database import EngineStore
 from storage.errors import InvalidRequest, NotFound
 from storage.messages import (
@@ -87,19 +86,6 @@ def task_from_row(row: Any) -> Task:
         error=TaskError.from_json(row.error), finished_at=_aware(row.finished_at),
         cpu_s=getattr(row, "cpu_s", None) or 0.0, wall_s=getattr(row, "wall_s", None) or 0.0,
     )
-
-
-def _encode_cursor(task: Task) -> str:
-    raw = json.dumps([task.created_at.isoformat(), task.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        created, task_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return as_utc(datetime.fromisoformat(created)), str(task_id)
-    except Exception as exc:
-        raise InvalidRequest(f"cursor {cursor!r} is not one this platform issued") from exc
 
 
 def _grouped_by_keys(rows: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -224,7 +210,7 @@ class TaskStore(EngineStore):
             if value is not None:
                 query = query.where(tasks_table.c[column] == value)
         if cursor:
-            created, task_id = _decode_cursor(cursor)
+            created, task_id = decode_cursor(cursor)
             query = query.where(or_(
                 tasks_table.c.created_at < created,
                 and_(tasks_table.c.created_at == created, tasks_table.c.id < task_id),
@@ -232,7 +218,8 @@ class TaskStore(EngineStore):
         query = query.order_by(tasks_table.c.created_at.desc(), tasks_table.c.id.desc())
         rows = await self._fetch(query.limit(limit + 1))
         tasks = [task_from_row(row) for row in rows[:limit]]
-        next_cursor = _encode_cursor(tasks[-1]) if len(rows) > limit else None
+        next_cursor = (encode_cursor(tasks[-1].created_at, tasks[-1].id) if len(rows) > limit
+                       else None)
         return TaskPage(tasks, next_cursor)
 
     async def unfinished_tasks(self) -> list[Task]:
@@ -245,32 +232,27 @@ class TaskStore(EngineStore):
         return [task_from_row(row) for row in rows]
 
     async def attempts(self, task_id: str) -> list[Attempt]:
-        rows = await self._fetch(
-            select(attempts_table)
-            .where(attempts_table.c.task_id == task_id)
-            .order_by(attempts_table.c.number)
-        )
-        return [
-            Attempt(
-                task_id=row.task_id, number=row.number, replica=row.replica,
-                started_at=_aware(row.started_at), outcome=AttemptOutcome(row.outcome),
-                finished_at=_aware(row.finished_at), error=TaskError.from_json(row.error),
-                duration_s=row.duration_s, cpu_s=row.cpu_s,
-            )
-            for row in rows
-        ]
+        rows = await self._fetch(_attempts_query(task_id))
+        return [_attempt_from_row(row) for row in rows]
 
     async def events(self, task_id: str, after_id: int = 0) -> list[TaskEvent]:
-        rows = await self._fetch(
-            select(events_table)
-            .where(events_table.c.task_id == task_id, events_table.c.id > after_id)
-            .order_by(events_table.c.id)
-        )
-        return [
-            TaskEvent(id=row.id, task_id=row.task_id, kind=row.kind, at=_aware(row.at),
-                      attempt=row.attempt, data=row.data)
-            for row in rows
-        ]
+        rows = await self._fetch(_events_query(task_id, after_id))
+        return [_event_from_row(row) for row in rows]
+
+    async def task_attempts(self, task_id: str, tenant: str | None = None) -> list[Attempt]:
+        """The task's attempts, oldest first, read with the task in one transaction;
+        `NotFound` when there is no such task or, given `tenant`, it is another tenant's."""
+        owner, rows = await self._fetch_all(_owner_query(task_id), _attempts_query(task_id))
+        _check_owner(task_id, owner, tenant)
+        return [_attempt_from_row(row) for row in rows]
+
+    async def task_events(self, task_id: str, after_id: int = 0,
+                          tenant: str | None = None) -> list[TaskEvent]:
+        """The task's events after `after_id`, in order; `NotFound` as `task_attempts`."""
+        owner, rows = await self._fetch_all(_owner_query(task_id),
+                                            _events_query(task_id, after_id))
+        _check_owner(task_id, owner, tenant)
+        return [_event_from_row(row) for row in rows]
 
     async def tenant_events(self, tenant: str, after_id: int = 0,
                             limit: int = MAX_PAGE) -> list[TaskEvent]:
@@ -419,3 +401,39 @@ def percentile(values: Sequence[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def _owner_query(task_id: str) -> Any:
+    return select(tasks_table.c.tenant).where(tasks_table.c.id == task_id)
+
+
+def _check_owner(task_id: str, owner: list[Any], tenant: str | None) -> None:
+    """`NotFound` unless the task exists and, given `tenant`, is that tenant's (another
+    tenant's task reads exactly like a missing one)."""
+    if not owner or (tenant is not None and owner[0].tenant != tenant):
+        raise NotFound(f"no task with id {task_id!r}", {"task_id": task_id})
+
+
+def _attempts_query(task_id: str) -> Any:
+    return (select(attempts_table).where(attempts_table.c.task_id == task_id)
+            .order_by(attempts_table.c.number))
+
+
+def _attempt_from_row(row: Any) -> Attempt:
+    return Attempt(
+        task_id=row.task_id, number=row.number, replica=row.replica,
+        started_at=_aware(row.started_at), outcome=AttemptOutcome(row.outcome),
+        finished_at=_aware(row.finished_at), error=TaskError.from_json(row.error),
+        duration_s=row.duration_s, cpu_s=row.cpu_s,
+    )
+
+
+def _events_query(task_id: str, after_id: int) -> Any:
+    return (select(events_table)
+            .where(events_table.c.task_id == task_id, events_table.c.id > after_id)
+            .order_by(events_table.c.id))
+
+
+def _event_from_row(row: Any) -> TaskEvent:
+    return TaskEvent(id=row.id, task_id=row.task_id, kind=row.kind, at=_aware(row.at),
+                     attempt=row.attempt, data=row.data)

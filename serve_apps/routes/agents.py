@@ -38,13 +38,13 @@ def shared_pool_health(pool: dict[str, Any]) -> dict[str, Any]:
 
 @router.post("/route", summary="Which agent type would take this description (nothing runs)")
 async def route(body: RouteBody, request: Request, caller: Caller) -> dict[str, Any]:
-    decision = await services(request).port.call("route", body.description, caller.tenant)
+    decision = await services(request).port.route(body.description, caller.tenant)
     return decision.to_json()
 
 
 @router.get("/agents", summary="Agent types, their pools and queues")
 async def agents(request: Request, caller: Caller) -> dict[str, Any]:
-    status = await services(request).port.call("status")
+    status = await services(request).port.status()
     return {
         "accepting": status["accepting"],
         "agent_types": {name: {k: spec[k] for k in _AGENT_TYPE_FIELDS if k in spec}
@@ -64,8 +64,7 @@ async def agent_stats(request: Request, caller: Caller,
                       window_s: Annotated[float, Query(gt=0, le=30 * 86400)] = 3600.0
                       ) -> dict[str, Any]:
     return {"window_s": window_s,
-            "agent_types": await services(request).port.call("agent_stats", window_s,
-                                                             caller.tenant)}
+            "agent_types": await services(request).port.agent_stats(window_s, caller.tenant)}
 
 
 @router.post("/agents/{agent_type}/scale",
@@ -73,9 +72,9 @@ async def agent_stats(request: Request, caller: Caller,
 async def scale(agent_type: str, body: ScaleBody, request: Request,
                 caller: Caller) -> dict[str, Any]:
     svc = services(request)
-    pool = await svc.port.call("scale", agent_type, body.replicas,
-                               min_replicas=body.min_replicas, max_replicas=body.max_replicas,
-                               reset=body.reset)
+    pool = await svc.port.scale(agent_type, body.replicas,
+                                min_replicas=body.min_replicas, max_replicas=body.max_replicas,
+                                reset=body.reset)
     await audit(request, PLATFORM_AUDIT_TENANT, caller.subject, "pool_scaled",
                 target=agent_type, details=body.model_dump(exclude_defaults=True))
     return pool

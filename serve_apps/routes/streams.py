@@ -96,7 +96,7 @@ async def tenant_stream(request: Request, caller: Caller, after_id: AfterId = No
     start = resume_id(last_event_id, after_id)
     svc = services(request)
     if not start:  # no resume point: from the newest event on, not the tenant's whole history
-        start = await svc.port.call("last_event_id")
+        start = await svc.port.last_event_id()
     return _sse_response(request, caller, _events(svc, _tenant_feed(svc, caller.tenant), start))
 
 
@@ -171,11 +171,11 @@ class _Feed:
 
 def _task_feed(svc: Services, task_id: str) -> _Feed:
     async def stored(after_id: int) -> AsyncIterator[TaskEvent]:
-        for event in await svc.port.call("events", task_id, after_id):
+        for event in await svc.port.events(task_id, after_id):
             yield event
 
     async def finished() -> bool:
-        return (await svc.port.call("get", task_id)).status.is_terminal
+        return (await svc.port.get(task_id)).status.is_terminal
 
     return _Feed(f"task {task_id}", stored, {"task_id": task_id}, finished, TERMINAL_KINDS)
 
@@ -257,7 +257,7 @@ async def _stored_tenant_events(svc: Services, tenant: str,
                                 after_id: int) -> AsyncIterator[TaskEvent]:
     """Every stored event of the tenant's tasks after `after_id`, page by page."""
     while True:
-        page = await svc.port.call("tenant_events", tenant, after_id)
+        page = await svc.port.tenant_events(tenant, after_id)
         for event in page:
             yield event
         if len(page) < MAX_PAGE:

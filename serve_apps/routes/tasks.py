@@ -3,7 +3,8 @@ requeue.
 
 Guarantees:
 - every task is created in the caller's tenant, and every read or action first fetches the
-  task and compares tenants: another tenant's task answers exactly like a missing one (404);
+  task and compares tenants (a history read does both in its one orchestrator call): another
+  tenant's task answers exactly like a missing one (404);
   lists and batch counts are always the caller's tenant's (another tenant's batch is a 404);
 - `Idempotency-Key` makes a submission repeatable: the same key in the same tenant gives the
   same task id and runs the task once;
@@ -41,7 +42,7 @@ Cursor = Annotated[str | None, Query(max_length=200)]
 async def owned_task(request: Request, caller: Principal, task_id: str) -> Task:
     """The task `task_id` if it belongs to the caller's tenant; `NotFound` otherwise."""
     try:
-        task = await services(request).port.call("get", task_id)
+        task = await services(request).port.get(task_id)
     except NotFound:
         task = None
     if task is None or task.tenant != caller.tenant:
@@ -68,7 +69,7 @@ async def submit_task(
         # orchestrator restart (as the Python client does).
         idempotency_key=idempotency_key or f"auto:{uuid.uuid4().hex}", tenant=caller.tenant,
         batch_id=body.batch_id)
-    task = await svc.port.call("accept", task_request, wait)
+    task = await svc.port.accept(task_request, wait)
     bind_log_context(task_id=task.id, agent_type=task.agent_type)
     if task.status.is_terminal:
         response.status_code = 200
@@ -82,8 +83,8 @@ async def list_tasks(request: Request, caller: Caller, status: str | None = None
                      agent_type: Annotated[str | None, Query(max_length=64)] = None,
                      batch_id: Annotated[str | None, Query(max_length=64)] = None,
                      limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
-    page = await services(request).port.call(
-        "list_tasks", status=status, agent_type=agent_type, tenant=caller.tenant,
+    page = await services(request).port.list_tasks(
+        status=status, agent_type=agent_type, tenant=caller.tenant,
         batch_id=batch_id, limit=limit, cursor=cursor)
     return {"tasks": [t.to_json() for t in page.tasks], "next_cursor": page.next_cursor}
 
@@ -97,29 +98,29 @@ async def get_task(task_id: str, request: Request, caller: Caller) -> dict[str, 
              response_model=TaskOut)
 async def cancel_task(task_id: str, request: Request, caller: Caller) -> dict[str, Any]:
     await owned_task(request, caller, task_id)
-    return (await services(request).port.call("cancel", task_id)).to_json()
+    return (await services(request).port.cancel(task_id)).to_json()
 
 
 @router.post("/tasks/{task_id}/feedback", summary="Say which agent type should have taken it")
 async def task_feedback(task_id: str, body: FeedbackBody, request: Request,
                         caller: Caller) -> dict[str, Any]:
     await owned_task(request, caller, task_id)
-    return await services(request).port.call("feedback", task_id, body.agent_type)
+    return await services(request).port.feedback(task_id, body.agent_type)
 
 
 @router.get("/tasks/{task_id}/attempts", summary="The task's attempt history",
             response_model=AttemptsOut)
 async def task_attempts(task_id: str, request: Request, caller: Caller) -> dict[str, Any]:
-    await owned_task(request, caller, task_id)
-    attempts = await services(request).port.call("attempts", task_id)
+    bind_log_context(task_id=task_id)
+    attempts = await services(request).port.attempts(task_id, tenant=caller.tenant)
     return {"attempts": [_attempt_json(a) for a in attempts]}
 
 
 @router.get("/tasks/{task_id}/events", summary="The task's events after `after_id`")
 async def task_events(task_id: str, request: Request, caller: Caller,
                       after_id: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
-    await owned_task(request, caller, task_id)
-    events = await services(request).port.call("events", task_id, after_id)
+    bind_log_context(task_id=task_id)
+    events = await services(request).port.events(task_id, after_id, tenant=caller.tenant)
     return {"events": [{"id": e.id, "task_id": e.task_id, "kind": e.kind,
                         "at": e.at.isoformat(), "attempt": e.attempt,
                         "data": readable(e.data)}
@@ -128,15 +129,15 @@ async def task_events(task_id: str, request: Request, caller: Caller,
 
 @router.get("/batches/{batch_id}", summary="How a batch's tasks stand: counts by status")
 async def batch_status(batch_id: str, request: Request, caller: Caller) -> dict[str, Any]:
-    status = await services(request).port.call("batch_status", batch_id, caller.tenant)
+    status = await services(request).port.batch_status(batch_id, caller.tenant)
     return status.to_json()
 
 
 @router.get("/dead", summary="The tenant's dead-lettered tasks", response_model=TaskPageOut)
 async def dead_tasks(request: Request, caller: Caller, limit: Limit = 100,
                      cursor: Cursor = None) -> dict[str, Any]:
-    page = await services(request).port.call(
-        "list_tasks", status="dead", tenant=caller.tenant, limit=limit, cursor=cursor)
+    page = await services(request).port.list_tasks(
+        status="dead", tenant=caller.tenant, limit=limit, cursor=cursor)
     return {"tasks": [t.to_json() for t in page.tasks], "next_cursor": page.next_cursor}
 
 
@@ -145,7 +146,7 @@ async def dead_tasks(request: Request, caller: Caller, limit: Limit = 100,
 async def requeue_task(task_id: str, request: Request, caller: Caller) -> dict[str, Any]:
     svc = services(request)
     await owned_task(request, caller, task_id)
-    task = await svc.port.call("requeue", task_id)
+    task = await svc.port.requeue(task_id)
     await audit(request, caller.tenant, caller.subject, "task_requeued", target=task_id)
     return task.to_json()
 

@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from serve_apps.app import create_app
-from serve_apps.platform_port import LocalPort
 from serve_apps.routes.access import ROUTE_PERMISSIONS
 from tests.serve_apps.test_app_harness import Platform, client, error_code, platform
 from tests.serve_apps.test_app_streams import serving
@@ -68,7 +67,7 @@ async def open_stream(http: httpx.AsyncClient, headers: dict[str, str]):
 
 async def test_a_caller_holds_at_most_its_share_of_event_streams(platform: Platform) -> None:
     config = dataclasses.replace(platform.config, max_streams_per_caller=2)
-    app = create_app(config, LocalPort(platform.orchestrator), platform.auth_store,
+    app = create_app(config, platform.orchestrator, platform.auth_store,
                      platform.limiter)
     viewer = platform.bearer("acme", "viewer")
     async with serving(app) as http:

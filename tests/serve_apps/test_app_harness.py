@@ -17,7 +17,6 @@ from actors.orchestrator import Orchestrator
 from serve_apps.api_config import ApiConfig
 from serve_apps.app import create_app
 from serve_apps.passwords import hash_password
-from serve_apps.platform_port import LocalPort
 from serve_apps.rate_limit import LocalRateLimiter, RateLimit
 from serve_apps.routes.access import Services
 from storage.auth_store import AuthStore, User
@@ -45,12 +44,12 @@ class Platform:
         """A client of a fresh app over this platform (own limiter when limits change)."""
         config = dataclasses.replace(self.config, **config_changes)
         limiter = LocalRateLimiter() if config_changes else self.limiter
-        app = create_app(config, LocalPort(self.orchestrator), self.auth_store, limiter)
+        app = create_app(config, self.orchestrator, self.auth_store, limiter)
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://testserver")
 
     def services(self) -> Services:
-        app = create_app(self.config, LocalPort(self.orchestrator), self.auth_store,
+        app = create_app(self.config, self.orchestrator, self.auth_store,
                          self.limiter)
         return app.state.services
 

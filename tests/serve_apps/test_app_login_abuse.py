@@ -16,7 +16,6 @@ from fastapi import FastAPI
 from serve_apps.app import create_app
 from serve_apps.client_address import TrustedProxies
 from serve_apps.login_throttle import LocalLoginThrottle, LoginThrottle, ThrottlePolicy
-from serve_apps.platform_port import LocalPort
 from serve_apps.rate_limit import LocalRateLimiter, RateLimit
 from tests.serve_apps.test_app_harness import PASSWORD, Platform, error_code, platform
 
@@ -31,7 +30,7 @@ def app_of(platform: Platform, throttle: LoginThrottle | None = None,
     """A fresh app (own limiter and throttle) over the platform, with the harness's generous
     request budgets but the default failed-authentication and login-throttle settings."""
     config = dataclasses.replace(platform.config, **config_changes)
-    return create_app(config, LocalPort(platform.orchestrator), platform.auth_store,
+    return create_app(config, platform.orchestrator, platform.auth_store,
                       LocalRateLimiter(), login_throttle=throttle, upstream_proxies=upstream)
 
 

@@ -11,7 +11,6 @@ import pytest
 
 from actors.errors import PlatformUnavailable
 from serve_apps.app import create_app
-from serve_apps.platform_port import LocalPort
 from serve_apps.rate_limit import LocalRateLimiter, RateLimit
 from tests.serve_apps.test_app_harness import Platform, client, error_code, platform
 
@@ -21,19 +20,25 @@ API = "/api/v1"
 
 
 class BrokenPort:
-    """An orchestrator whose every call fails with an unexpected error."""
+    """An orchestrator whose every operation fails with an unexpected error."""
 
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("secret internals at /srv/db")
+    def __getattr__(self, operation: str) -> Any:
+        async def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("secret internals at /srv/db")
+        return broken
 
 
-class RouterDownPort(LocalPort):
+class RouterDownPort:
     """The orchestrator answers, with routing on and its router not answering."""
 
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        if method == "router_state":
-            raise PlatformUnavailable("the router is not answering")
-        return await super().call(method, *args, **kwargs)
+    def __init__(self, orchestrator: Any) -> None:
+        self.orchestrator = orchestrator
+
+    def __getattr__(self, operation: str) -> Any:
+        return getattr(self.orchestrator, operation)
+
+    async def router_state(self, tenant: str = "default") -> dict[str, Any]:
+        raise PlatformUnavailable("the router is not answering")
 
 
 async def test_request_id_is_echoed_or_generated(platform: Platform, client) -> None:

@@ -16,7 +16,6 @@ from ml.config import RouterConfig
 from serve_apps.api_config import ApiConfig
 from serve_apps.app import create_app
 from serve_apps.passwords import hash_password
-from serve_apps.platform_port import LocalPort
 from serve_apps.rate_limit import LocalRateLimiter
 from storage.auth_store import AuthStore
 from storage.database import migrate_async
@@ -57,7 +56,7 @@ async def platform(tmp_path) -> AsyncIterator[Platform]:
 
 @pytest.fixture
 async def client(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(platform.config, LocalPort(platform.orchestrator), platform.auth_store,
+    app = create_app(platform.config, platform.orchestrator, platform.auth_store,
                      platform.limiter)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://testserver") as client:

@@ -17,7 +17,6 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from serve_apps.app import create_app
-from serve_apps.platform_port import LocalPort
 from storage import redis_keys
 from tests.serve_apps.test_app_harness import Platform, error_code, platform, running_platform
 from tests.support.redis_service import REDIS_URL, redis_namespace
@@ -58,7 +57,7 @@ async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def app_of(platform: Platform) -> FastAPI:
-    return create_app(platform.config, LocalPort(platform.orchestrator), platform.auth_store,
+    return create_app(platform.config, platform.orchestrator, platform.auth_store,
                       platform.limiter)
 
 

@@ -105,8 +105,8 @@ def test_a_client_error_shows_its_message_and_details() -> None:
 def test_a_server_error_hides_its_message_and_details() -> None:
     exc = StorageError("connect to postgresql://ymera:hunter2@db failed", {"dsn": "hunter2"})
     body = envelope(exc, None)["error"]
-    assert body == {"code": "storage_error", "message": "storage is unavailable", "details": {},
-                    "request_id": None}
+    assert body == {"code": "storage_error", "message": "storage is unavailable",
+                    "details": {"retry_after_s": 5}, "request_id": None}
 
 
 @pytest.mark.parametrize("exc", [RuntimeError("/srv/app/secret.py line 3"), KeyError("token"),
@@ -123,6 +123,7 @@ def test_anything_unknown_or_internal_is_a_generic_500(exc: BaseException) -> No
     (RateLimited("too many requests", retry_after_s=0.1), 1),
     (RateLimited("too many requests", retry_after_s=30), 30),
     (PlatformUnavailable("the router failed: boom"), 5),
+    (StorageError("reading from the database failed: connection refused"), 5),
 ])
 def test_back_pressure_says_when_to_retry(exc: YmeraError, seconds: int) -> None:
     assert headers_for(exc) == {"Retry-After": str(seconds)}

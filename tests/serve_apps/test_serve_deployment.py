@@ -169,7 +169,7 @@ def test_one_request_id_names_the_request(deployed_api: DeployedApi) -> None:
 @pytest.mark.cluster
 async def test_lazy_port_reports_a_missing_orchestrator(ray_cluster) -> None:
     with pytest.raises(PlatformUnavailable):
-        await LazyActorPort("ymera-no-such-namespace").call("status")
+        await LazyActorPort("ymera-no-such-namespace").status()
 
 
 def test_config_file_is_a_valid_serve_config(tmp_path: Path) -> None:

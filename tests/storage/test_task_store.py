@@ -251,6 +251,44 @@ async def test_a_task_costs_nothing_until_its_totals_are_written(store: TaskStor
     assert (listed.cpu_s, listed.wall_s) == (1.25, 3.5)
 
 
+async def test_an_unreachable_server_is_a_storage_error_not_a_socket_error() -> None:
+    import socket
+
+    from storage.database import create_engine, ensure_schema_current
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    store = TaskStore(create_engine(f"postgresql://postgres@127.0.0.1:{closed_port}/ymera"))
+    try:
+        with pytest.raises(StorageError, match="ConnectionRefusedError"):
+            await store.get_task("t1")
+        with pytest.raises(StorageError, match="ConnectionRefusedError"):
+            await store.apply(WriteBatch(new_tasks=[task_row()]))
+        with pytest.raises(StorageError, match="cannot reach the database"):
+            await ensure_schema_current(store.engine)
+    finally:
+        await store.close()
+
+
+async def test_a_task_history_read_checks_the_task_and_its_tenant(store: TaskStore) -> None:
+    [task_id] = await submit(store, task_row(tenant="acme"))
+    await store.apply(WriteBatch(new_attempts=[attempt_row(task_id, 1)], events=[
+        event_row(task_id, "started", attempt=1)]))
+    assert [a.number for a in await store.task_attempts(task_id, "acme")] == [1]
+    assert [a.number for a in await store.task_attempts(task_id)] == [1]
+    assert [e.kind for e in await store.task_events(task_id, 0, "acme")] == ["queued", "started"]
+    [never_run] = await submit(store, task_row(tenant="acme"))
+    assert await store.task_attempts(never_run, "acme") == []
+    for missing, tenant in ((task_id, "globex"), ("no-such-task", "acme"),
+                            ("no-such-task", None)):
+        with pytest.raises(NotFound) as caught:
+            await store.task_attempts(missing, tenant)
+        assert caught.value.details == {"task_id": missing}
+        with pytest.raises(NotFound):
+            await store.task_events(missing, 0, tenant)
+
+
 async def test_attempts_and_events_come_back_in_order(store: TaskStore) -> None:
     [task_id] = await submit(store, task_row())
     [other_id] = await submit(store, task_row())

@@ -1,6 +1,6 @@
-"""An in-process stand-in for `actors.ray_backend.RayBackend`: replicas are plain objects in
-this event loop. It lets the orchestrator's logic run in a unit test without a cluster; the
-integration tests run the same logic on real Ray."""
+"""An in-process `actors.backend.Backend`, standing in for `RayBackend`: replicas are plain
+objects in this event loop. It lets the orchestrator's logic run in a unit test without a
+cluster; the integration tests run the same logic on real Ray."""
 
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ class InProcessBackend:
             factory = self.router_factory
             if factory is None:
                 from ml.router_service import RouterService as factory
-            self.actors["router"] = InProcessReplica(factory(agent_types, config, database_url))
+            specs = {name: agent.spec for name, agent in agent_types.items()}
+            self.actors["router"] = InProcessReplica(factory(specs, config, database_url))
         return self.actors["router"]
 
     def find_actors(self, prefix: str) -> dict[str, Any]:

@@ -4,6 +4,8 @@ objects (`InProcessBackend`): for logic tests that need no Ray cluster.
     async with inprocess_orchestrator(tmp_path, pools={"sleeper": PoolConfig(replicas=1)}) as o:
         ...
 
+`database_url` puts it on another database (say a PostgreSQL server of the test's own).
+
 Defaults suit tests: the test agents, no replicas unless `pools` asks, fast health checks and
 retries, routing off. Afterwards the orchestrator drains (5 s at most), every coroutine of it
 stops and its storage is closed (`vanish`).
@@ -37,9 +39,10 @@ def config_for_tests(database_url: str, **overrides: Any) -> OrchestratorConfig:
 
 
 @contextlib.asynccontextmanager
-async def inprocess_orchestrator(tmp_path: Path, **overrides: Any
-                                 ) -> AsyncIterator[Orchestrator]:
-    url = f"sqlite:///{tmp_path}/ymera.db"
+async def inprocess_orchestrator(tmp_path: Path, database_url: str | None = None,
+                                 **overrides: Any) -> AsyncIterator[Orchestrator]:
+    """An orchestrator on `database_url` (migrated here), else on a fresh SQLite file."""
+    url = database_url or f"sqlite:///{tmp_path}/ymera.db"
     await migrate_async(url)
     backend = InProcessBackend()
     orchestrator = await started(config_for_tests(url, **overrides), backend)
