@@ -21,8 +21,11 @@ OPERATIONS = sorted(name for name, value in vars(OrchestratorApi).items()
 
 
 def _parameters(function: Any) -> list[tuple[str, Any, Any]]:
+    # Ray's tracing adds `_ray_trace_ctx` to the methods of a class once this process has made
+    # it an actor (as tests that start an orchestrator on the session's cluster do)
     signature = inspect.signature(function)
-    return [(p.name, p.kind, p.default) for p in signature.parameters.values()]
+    return [(p.name, p.kind, p.default) for p in signature.parameters.values()
+            if p.name != "_ray_trace_ctx"]
 
 
 @pytest.mark.parametrize("implementation", [Orchestrator, ActorOrchestrator])

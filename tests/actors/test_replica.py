@@ -152,7 +152,9 @@ async def test_the_replica_gives_its_agent_the_cluster_facts_port():
     assert result.ok and result.result["alive"] == 1, result
 
 
-async def test_outside_ray_an_agent_without_a_port_is_retried_not_crashed():
+async def test_outside_ray_an_agent_without_a_port_is_retried_not_crashed(monkeypatch):
+    # outside Ray even when an earlier test of this session connected this process to a cluster
+    monkeypatch.setattr("actors.replica._ray_node_id", lambda: None)
     replica = AgentReplica(BUILTIN_AGENTS["monitoring"], CONTEXT, max_payload_bytes=10_000)
 
     result = await replica.run(task({"topic": "nodes"}, "monitoring"))
