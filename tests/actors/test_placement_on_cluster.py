@@ -16,6 +16,8 @@ from cluster.client import Client
 from storage.messages import TaskStatus
 from tests.support.platform import run_platform, wait_until
 
+pytestmark = pytest.mark.cluster
+
 
 @pytest.fixture(scope="module")
 def platform(ray_cluster, tmp_path_factory) -> Iterator[Client]:

@@ -14,6 +14,8 @@ from cluster.client import Client
 from storage.messages import AttemptOutcome, TaskRequest, TaskStatus
 from tests.support.platform import run_platform, wait_until
 
+pytestmark = pytest.mark.cluster
+
 IDLE_S = 1.5
 MAX_REPLICAS = 3
 
