@@ -46,11 +46,15 @@ prometheus:
 	  echo "prometheus/promtool not found: install the 'prometheus' package (sudo apt-get install -y --no-install-recommends prometheus); the monitoring tests skip without it, and fail under CI=true."; \
 	fi
 
-# Tests that share one Ray cluster run first; tests that start and stop Ray themselves run
-# after, in their own pytest process.
-test: install prometheus
+# The type checker first (its configuration is in pyproject.toml); then the tests that share
+# one Ray cluster; then the tests that start and stop Ray themselves, in their own pytest process.
+test: install prometheus typecheck
 	$(BIN)/python -m pytest -m "not restarts_ray" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m restarts_ray $(PYTEST_ARGS)
+
+.PHONY: typecheck
+typecheck: install
+	$(BIN)/python -m mypy
 
 bench: install
 	$(BIN)/ymera bench core --json

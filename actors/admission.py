@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from actors.config import OrchestratorConfig
 from actors.errors import QueueFull
@@ -50,7 +50,7 @@ class Admission:
         self._reserved = 0
         self._reserved_by_tenant: collections.Counter[str] = collections.Counter()
 
-    async def accept(self, lifecycle: Lifecycle, requests: list[TaskRequest | dict]
+    async def accept(self, lifecycle: Lifecycle, requests: Sequence[TaskRequest | dict]
                      ) -> tuple[list[str], dict[str, Task]]:
         """The ids of `requests`' tasks in request order, once durable, and the tasks this
         call created, as committed, by id. A request whose idempotency key was seen before gets
@@ -86,8 +86,8 @@ class Admission:
             creating = []
             for index in fresh:
                 request = checked[index]
-                key = (request.tenant, request.idempotency_key)
-                if key in known:
+                key = (request.tenant, request.idempotency_key) if request.idempotency_key else None
+                if key is not None and key in known:
                     ids[index] = known[key]
                     owned[key].set_result(known[key])
                 else:
@@ -155,15 +155,16 @@ class Admission:
             )
         wanted = collections.Counter(tenants)
         quota = self.config.tenant_queue_max
-        for tenant, count in wanted.items() if quota is not None else ():
-            waiting = lifecycle.queued_by_tenant[tenant] + self._reserved_by_tenant[tenant]
-            if waiting + count > quota:
-                raise QueueFull(
-                    f"tenant {tenant!r} has {waiting} tasks waiting, and its quota is {quota}; "
-                    "retry when some have started",
-                    {"tenant": tenant, "queued": waiting, "tenant_queue_max": quota},
-                    retry_after_s=1.0,
-                )
+        if quota is not None:
+            for tenant, count in wanted.items():
+                waiting = lifecycle.queued_by_tenant[tenant] + self._reserved_by_tenant[tenant]
+                if waiting + count > quota:
+                    raise QueueFull(
+                        f"tenant {tenant!r} has {waiting} tasks waiting, and its quota is {quota}; "
+                        "retry when some have started",
+                        {"tenant": tenant, "queued": waiting, "tenant_queue_max": quota},
+                        retry_after_s=1.0,
+                    )
         self._reserved += len(tenants)
         self._reserved_by_tenant.update(wanted)
         return wanted

@@ -50,10 +50,10 @@ class PoolConfig:
             if value is not None and not (math.isfinite(value) and low <= value <= high):
                 bound = f"at least {low:g}" if high == math.inf else f"from {low:g} to {high:g}"
                 raise ValueError(f"{name} must be a number {bound}, got {value}")
-        low = self.min_replicas if self.min_replicas is not None else self.replicas
-        if low is not None and self.max_replicas is not None and low > self.max_replicas:
+        fewest = self.min_replicas if self.min_replicas is not None else self.replicas
+        if fewest is not None and self.max_replicas is not None and fewest > self.max_replicas:
             raise ValueError(f"max_replicas ({self.max_replicas}) is below min_replicas "
-                             f"or replicas ({low})")
+                             f"or replicas ({fewest})")
         if any(amount <= 0 for amount in (self.resources or {}).values()):
             raise ValueError("every custom resource amount must be above 0")
 

@@ -152,9 +152,11 @@ class Dispatcher:
         assert self.lifecycle is not None
         attempts = self.lifecycle.attempts_started(batch, replica.name)
         replica.in_flight += len(batch)
-        agent_tasks = [AgentTask(live.id, attempt, live.agent_type, live.description,
-                                 live.payload, live.timeout_s, live.tenant)
-                       for live, attempt in zip(batch, attempts)]
+        agent_tasks = []
+        for live, attempt in zip(batch, attempts):
+            assert live.agent_type is not None  # only routed tasks are queued
+            agent_tasks.append(AgentTask(live.id, attempt, live.agent_type, live.description,
+                                         live.payload, live.timeout_s, live.tenant))
         call = self.backend.call(replica.handle, "run_many", agent_tasks, name=replica.name)
         for live in batch:
             live.replica_handle = replica.handle

@@ -275,6 +275,8 @@ class Lifecycle:
         """Record how an attempt ended. Returns when to retry (`time.monotonic()`), or None."""
         now = utcnow()
         batch = WriteBatch()
+        agent_type = live.agent_type
+        assert agent_type is not None  # an attempt runs only once the task is routed
         ok = result is not None and result.ok
         if ok:
             outcome = AttemptOutcome.SUCCEEDED
@@ -292,7 +294,7 @@ class Lifecycle:
         cpu_s = result.cpu_s if result else 0.0
         live.wall_s += wall_s
         live.cpu_s += cpu_s
-        self.metrics.attempt_finished(live.agent_type, live.tenant, outcome.value, wall_s, cpu_s)
+        self.metrics.attempt_finished(agent_type, live.tenant, outcome.value, wall_s, cpu_s)
         batch.attempt_updates.append({
             "task_id": live.id, "number": attempt, "outcome": outcome.value, "finished_at": now,
             "duration_s": wall_s, "cpu_s": cpu_s if result else None,
@@ -300,6 +302,7 @@ class Lifecycle:
         cost = {"cpu_s": live.cpu_s, "wall_s": live.wall_s}
 
         if ok:
+            assert result is not None
             self._terminal_writes(batch, live, TaskStatus.SUCCEEDED, now, result=result.result,
                                   fence=attempt, cost=cost)
         elif outcome is AttemptOutcome.CANCELLED:
@@ -316,7 +319,7 @@ class Lifecycle:
         else:
             delay = self.config.retry.delay_after(attempt)
             self._set_status(live, TaskStatus.QUEUED)
-            self.metrics.retry_scheduled(live.agent_type, outcome.value)
+            self.metrics.retry_scheduled(agent_type, outcome.value)
             log.info("attempt %d ended %s (%s); retry in %.2fs", attempt, outcome.value,
                      error.message if error else "no error", delay,
                      extra=log_fields(live, attempt))

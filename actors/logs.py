@@ -130,14 +130,14 @@ class TextFormatter(logging.Formatter):
         return f"{line}\n{trace}" if trace else line
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """Writes to `sys.stderr` as it is at each write (pytest, Ray and Serve may swap it)."""
 
     def __init__(self) -> None:
         logging.Handler.__init__(self)
 
     @property
-    def stream(self) -> Any:  # type: ignore[override]
+    def stream(self) -> Any:
         return sys.stderr
 
 

@@ -37,7 +37,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from actors.admission import Admission
@@ -245,7 +245,7 @@ class Orchestrator(StoreReads, RouterAdministration):
         return committed.get(ids[0]) or await self.get(ids[0])
 
     @storage_trouble_unavailable
-    async def submit_many(self, requests: list[TaskRequest | dict]) -> list[str]:
+    async def submit_many(self, requests: Sequence[TaskRequest | dict]) -> list[str]:
         """Accept tasks all together or not at all; ids in request order, once durable.
 
         A request whose idempotency key was seen before gets the earlier task's id and is not
@@ -253,7 +253,7 @@ class Orchestrator(StoreReads, RouterAdministration):
         """
         return (await self._accept(requests))[0]
 
-    async def _accept(self, requests: list[TaskRequest | dict]
+    async def _accept(self, requests: Sequence[TaskRequest | dict]
                       ) -> tuple[list[str], dict[str, Task]]:
         lifecycle = await self._wait_ready()
         if not self.accepting:

@@ -26,7 +26,7 @@ Ray is imported only when a Ray path is used.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from actors.errors import PlatformUnavailable
@@ -41,7 +41,7 @@ class OrchestratorApi(Protocol):
 
     async def accept(self, request: TaskRequest | dict, wait_s: float | None = None) -> Task: ...
 
-    async def submit_many(self, requests: list[TaskRequest | dict]) -> list[str]: ...
+    async def submit_many(self, requests: Sequence[TaskRequest | dict]) -> list[str]: ...
 
     async def get(self, task_id: str) -> Task: ...
 
@@ -149,7 +149,7 @@ class ActorOrchestrator:
     async def accept(self, request: TaskRequest | dict, wait_s: float | None = None) -> Task:
         return await self._call(lambda h: h.accept.remote(request, wait_s))
 
-    async def submit_many(self, requests: list[TaskRequest | dict]) -> list[str]:
+    async def submit_many(self, requests: Sequence[TaskRequest | dict]) -> list[str]:
         return await self._call(lambda h: h.submit_many.remote(requests))
 
     async def get(self, task_id: str) -> Task:

@@ -216,7 +216,7 @@ class PoolManager:
         for name, handle in self.backend.find_actors(REPLICA_PREFIX).items():
             parsed = parse_replica_name(name)
             pool = self.pools.get(parsed[0]) if parsed else None
-            if pool is None:
+            if parsed is None or pool is None:
                 log.warning("killing replica %s of an agent type no longer registered", name)
                 self.backend.kill(handle)
                 continue
@@ -230,7 +230,9 @@ class PoolManager:
     def replica_lost(self, agent_type: str, name: str) -> None:
         """Forget a replica known to be dead; `update()` replaces it."""
         pool = self.pools.get(agent_type)
-        replica = pool.replicas.pop(name, None) if pool else None
+        if pool is None:
+            return
+        replica = pool.replicas.pop(name, None)
         if replica is not None:
             self._restarted(pool)
             self.backend.kill(replica.handle)

@@ -91,12 +91,13 @@ class AgentReplica:
             context.namespace, self.node_id)
         self.replica = context.replica
         self.max_payload_bytes = max_payload_bytes
+        self.max_result_depth = context.max_result_depth
         self.in_flight = 0
         self.completed = 0
         self.started_at = time.time()
         self._setup_done = False
         self._setup_lock = asyncio.Lock()
-        self._running: dict[str, asyncio.Task] = {}
+        self._running: dict[str, asyncio.Task[Any]] = {}
 
     async def ready(self) -> dict[str, Any]:
         """Run the agent's setup once; raises if the agent cannot start."""
@@ -134,14 +135,16 @@ class AgentReplica:
     async def _attempt(self, task: AgentTask, meter: CpuMeter) -> AgentResult:
         started = time.perf_counter()
         self.in_flight += 1
-        self._running[task.task_id] = asyncio.current_task()
+        current = asyncio.current_task()
+        if current is not None:
+            self._running[task.task_id] = current
         try:
             if not self._setup_done:
                 await self.ready()
             require_payload_within(task.payload, self.max_payload_bytes)
             value = await asyncio.wait_for(metered(self.agent.run(task), meter),
                                            timeout=task.timeout_s)
-            error = _json_error(value, self.agent.context.max_result_depth)
+            error = _json_error(value, self.max_result_depth)
             if error is None:
                 return AgentResult(task.task_id, task.attempt, self.replica, True, value,
                                    duration_s=time.perf_counter() - started, cpu_s=meter.cpu_s)

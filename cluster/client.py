@@ -11,6 +11,8 @@ restarts while a call is in flight, Ray's retry of that call cannot create a sec
 
 from __future__ import annotations
 
+import builtins
+import logging
 import socket
 import uuid
 from collections.abc import Callable
@@ -36,14 +38,14 @@ def connect_ray(address: str | None, namespace: str) -> None:
     if ray.is_initialized():
         return
     host, _, port = (address or "").rpartition(":")
-    if host and port.isdigit() and "://" not in address:
+    if address and host and port.isdigit() and "://" not in address:
         try:
             socket.create_connection((host, int(port)), timeout=2.0).close()
         except OSError as exc:
             raise PlatformUnavailable(f"no Ray cluster answers at {address}: {exc}") from None
-    local = {"_node_ip_address": "127.0.0.1"} if host in ("127.0.0.1", "localhost") else {}
+    node_ip = "127.0.0.1" if host in ("127.0.0.1", "localhost") else None
     ray.init(address=address or "auto", namespace=namespace, log_to_driver=False,
-             logging_level="WARNING", **local)
+             logging_level=logging.WARNING, _node_ip_address=node_ip)
 
 
 class Client:
@@ -87,7 +89,7 @@ class Client:
             description, payload if payload is not None else {}, agent_type, priority, timeout_s,
             max_attempts, idempotency_key, tenant, batch_id)])[0]
 
-    def submit_many(self, requests: list[TaskRequest]) -> list[str]:
+    def submit_many(self, requests: builtins.list[TaskRequest]) -> builtins.list[str]:
         """Submit tasks together (all accepted or none); ids in the same order."""
         keyed = [r if r.idempotency_key else _with_key(r) for r in requests]
         return self._result(lambda h: h.submit_many.remote(keyed))
@@ -99,7 +101,8 @@ class Client:
         """The task when finished, or as it stands after `timeout_s`."""
         return self._result(lambda h: h.wait.remote(task_id, timeout_s))
 
-    def wait_many(self, task_ids: list[str], timeout_s: float | None = None) -> list[Task]:
+    def wait_many(self, task_ids: builtins.list[str],
+                  timeout_s: float | None = None) -> builtins.list[Task]:
         return self._result(lambda h: h.wait_many.remote(task_ids, timeout_s))
 
     def cancel(self, task_id: str) -> Task:
@@ -116,10 +119,10 @@ class Client:
     def requeue(self, task_id: str) -> Task:
         return self._result(lambda h: h.requeue.remote(task_id))
 
-    def attempts(self, task_id: str) -> list[Attempt]:
+    def attempts(self, task_id: str) -> builtins.list[Attempt]:
         return self._result(lambda h: h.attempts.remote(task_id))
 
-    def events(self, task_id: str, after_id: int = 0) -> list[TaskEvent]:
+    def events(self, task_id: str, after_id: int = 0) -> builtins.list[TaskEvent]:
         return self._result(lambda h: h.events.remote(task_id, after_id))
 
     def status(self) -> dict[str, Any]:
@@ -169,13 +172,13 @@ class Client:
         """Counts by status of the tasks of batch `batch_id` (`NotFound` when it has none)."""
         return self._result(lambda h: h.batch_status.remote(batch_id, tenant))
 
-    async def submit_many_async(self, requests: list[TaskRequest]) -> list[str]:
+    async def submit_many_async(self, requests: builtins.list[TaskRequest]) -> builtins.list[str]:
         """`submit_many` for asyncio drivers (batch jobs): awaits instead of blocking."""
         keyed = [r if r.idempotency_key else _with_key(r) for r in requests]
         return await self._async.submit_many(keyed)
 
-    async def wait_many_async(self, task_ids: list[str],
-                              timeout_s: float | None = None) -> list[Task]:
+    async def wait_many_async(self, task_ids: builtins.list[str],
+                              timeout_s: float | None = None) -> builtins.list[Task]:
         """`wait_many` for asyncio drivers: the tasks once finished, or as they stand after
         `timeout_s`."""
         return await self._async.wait_many(task_ids, timeout_s)

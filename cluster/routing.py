@@ -13,14 +13,31 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from storage.errors import InvalidRequest
 from storage.private_files import private_directory
 
+if TYPE_CHECKING:
+    from ml.baseline import NearestCentroidRouter, SemanticRouterLibrary
+    from ml.decision import RoutingPolicy
+
 POLICY_FILE = "router-policy.json"
 BASELINES_FILE = "router-baselines.json"
 FITTED_FIELDS = ("min_similarity", "min_confidence")
+
+
+class Thresholds(TypedDict, total=False):
+    """The fitted fields of a `RoutingPolicy` (`FITTED_FIELDS`), as stored."""
+
+    min_similarity: float
+    min_confidence: float
+
+
+def _thresholds(fitted: Any) -> Thresholds:
+    """The stored thresholds as numbers; KeyError, TypeError or ValueError when malformed."""
+    return {"min_similarity": float(fitted["min_similarity"]),
+            "min_confidence": float(fitted["min_confidence"])}
 
 
 def load_policy(state_dir: Path) -> Any:
@@ -32,7 +49,7 @@ def load_policy(state_dir: Path) -> Any:
         return RoutingPolicy()
     try:
         fitted = json.loads(path.read_text())
-        return dataclasses.replace(RoutingPolicy(), **{k: float(fitted[k]) for k in FITTED_FIELDS})
+        return dataclasses.replace(RoutingPolicy(), **_thresholds(fitted))
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidRequest(f"{path} is not a calibration this platform wrote: {exc}") from exc
 
@@ -44,15 +61,14 @@ def save_policy(state_dir: Path, policy: Any) -> Path:
     return path
 
 
-def load_baseline_thresholds(state_dir: Path) -> dict[str, dict[str, float]]:
+def load_baseline_thresholds(state_dir: Path) -> dict[str, Thresholds]:
     """Each baseline's fitted thresholds by name; empty when never calibrated."""
     path = state_dir / BASELINES_FILE
     if not path.exists():
         return {}
     try:
         stored = json.loads(path.read_text())
-        return {name: {k: float(fitted[k]) for k in FITTED_FIELDS}
-                for name, fitted in stored.items()}
+        return {name: _thresholds(fitted) for name, fitted in stored.items()}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InvalidRequest(f"{path} is not a calibration this platform wrote: {exc}") from exc
 
@@ -85,7 +101,8 @@ def baselines(state_dir: Path, agent_modules: list[str], main: Any,
 
     agent_types = agent_specs(load_agent_types(agent_modules))
     stored = load_baseline_thresholds(state_dir)
-    chosen = [(NearestCentroidRouter, CENTROID_POLICY)]
+    chosen: list[tuple[type[NearestCentroidRouter] | type[SemanticRouterLibrary],
+                       RoutingPolicy]] = [(NearestCentroidRouter, CENTROID_POLICY)]
     if library:
         chosen.append((SemanticRouterLibrary, LIBRARY_POLICY))
     return [kind(agent_types, main.embedder, prepare=main.routing_text,

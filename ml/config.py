@@ -46,7 +46,11 @@ class RouterConfig:
     resources: dict[str, float] = dataclasses.field(default_factory=lambda: dict(ML_RESOURCE))
 
     def policy(self) -> RoutingPolicy:
-        fitted = {name: value for name, value in (("min_similarity", self.min_similarity),
-                                                   ("min_confidence", self.min_confidence))
-                  if value is not None}
-        return dataclasses.replace(RoutingPolicy(), **fitted)
+        default = RoutingPolicy()
+        return dataclasses.replace(
+            default,
+            min_similarity=(default.min_similarity if self.min_similarity is None
+                            else self.min_similarity),
+            min_confidence=(default.min_confidence if self.min_confidence is None
+                            else self.min_confidence),
+        )

@@ -186,8 +186,8 @@ def decide(neighbours: Sequence[Neighbour], stats: Mapping[str, TypeStats] | Non
         return Decision(None, 0.0, 0.0, (), unlike, False, reason, against)
     stats = stats or {}
     load = load or {}
-    latencies = [stats[t].mean_latency_s for t in shares
-                 if t in stats and stats[t].mean_latency_s is not None]
+    observed = (stats[t].mean_latency_s for t in shares if t in stats)
+    latencies = [latency for latency in observed if latency is not None]
     median_latency = median(latencies) if latencies else None
     scores = {t: share * adjustment(t, stats, load, median_latency, policy)
               for t, share in shares.items()}

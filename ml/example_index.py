@@ -118,9 +118,9 @@ class ExampleIndex:
             if self.embedder is None:
                 raise ValueError("this index has no embedder: pass the vectors of the texts")
             vectors = self.embedder.encode(list(texts))
-        keys = list(keys) if keys is not None else [None] * len(texts)
+        example_keys: list[int | None] = list(keys) if keys is not None else [None] * len(texts)
         return self.add_examples([Example(text, agent_type, source, key)
-                                  for text, key in zip(texts, keys)], vectors)
+                                  for text, key in zip(texts, example_keys)], vectors)
 
     def add_examples(self, examples: Sequence[Example], vectors: np.ndarray) -> int:
         """Add `examples` (of any types and sources) with their unit `vectors`, one row each,

@@ -48,11 +48,11 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from fastapi import FastAPI
 from ray import serve
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from actors.deploy import find_orchestrator
 from actors.logs import configure_logging
@@ -136,7 +136,8 @@ class ApiIngress:
     limiter and orchestrator port, which it closes when Serve stops it. Its process logs as
     `config.log_format` at `config.log_level` (see `actors.logs`)."""
 
-    async def __init__(self, config: ApiConfig) -> None:
+    # Serve awaits an ingress replica's constructor; mypy knows only a synchronous `__init__`.
+    async def __init__(self, config: ApiConfig) -> None:  # type: ignore[misc]
         configure_logging(config.log_format, config.log_level)
         self.config = config
         self.auth_store = await AuthStore.open(config.database_url)
@@ -187,7 +188,9 @@ def build_api(config: ApiConfig, replicas: int | None = 1,
     if config.database_url.startswith("sqlite"):
         actor_options["resources"] = dict(HEAD_NODE_RESOURCE)
     replica_options = scaling.deployment_options() if scaling is not None else {}
-    return ApiIngress.options(max_ongoing_requests=MAX_ONGOING_REQUESTS,
+    # The decorators made `ApiIngress` a `Deployment`; mypy does not apply class decorators.
+    deployment = cast(Deployment, ApiIngress)
+    return deployment.options(max_ongoing_requests=MAX_ONGOING_REQUESTS,
                               ray_actor_options=actor_options, **replica_options).bind(config)
 
 

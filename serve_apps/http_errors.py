@@ -116,6 +116,7 @@ def headers_for(exc: BaseException) -> dict[str, str]:
 def envelope(exc: BaseException, request_id: str | None) -> dict[str, Any]:
     """The JSON body that answers `exc`; it never holds internals of a 5xx or unknown error."""
     rule = rule_for(exc)
+    details: dict[str, Any]
     if rule.internal or not isinstance(exc, YmeraError):
         code, message, details = INTERNAL_CODE, INTERNAL_MESSAGE, {}
     elif rule.public_message is not None:
@@ -131,7 +132,7 @@ def envelope(exc: BaseException, request_id: str | None) -> dict[str, Any]:
 def _retry_after_s(exc: BaseException) -> int:
     """Whole seconds, rounded up, at least 1 (HTTP's Retry-After takes no fractions)."""
     seconds = getattr(exc, "retry_after_s", None)
-    usable = isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
-    if not usable or not math.isfinite(seconds):
+    if (not isinstance(seconds, (int, float)) or isinstance(seconds, bool)
+            or not math.isfinite(seconds)):
         seconds = DEFAULT_RETRY_AFTER_S
     return max(1, math.ceil(seconds))

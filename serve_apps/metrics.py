@@ -49,11 +49,15 @@ class ServeApiMetrics:
     def __init__(self) -> None:
         from ray.serve import metrics
 
+        # Ray Serve annotates `tag_keys` as `Tuple[str]` (exactly one key) where it takes any
+        # number of keys (`Tuple[str, ...]`, as `ray.util.metrics` has it).
         self._requests = metrics.Counter(
-            REQUESTS, description="HTTP requests answered", tag_keys=("route", "method", "status"))
+            REQUESTS, description="HTTP requests answered",
+            tag_keys=("route", "method", "status"))  # type: ignore[arg-type]
         self._duration = metrics.Histogram(
             DURATION, description="Time to answer an HTTP request, in seconds",
-            boundaries=list(DURATION_BUCKETS_S), tag_keys=("route", "method"))
+            boundaries=list(DURATION_BUCKETS_S),
+            tag_keys=("route", "method"))  # type: ignore[arg-type]
         self._rate_limited = metrics.Counter(
             RATE_LIMITED, description="Requests refused with 429 by the rate limiter",
             tag_keys=("tenant",))

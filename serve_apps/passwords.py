@@ -88,8 +88,7 @@ def verify_password(password_hash: str | None, plain: str) -> bool:
     password outside the policy's length bounds also verify as False.
     """
     candidate = unicodedata.normalize("NFKC", plain) if isinstance(plain, str) else ""
-    usable = password_hash is not None and MIN_LENGTH <= len(candidate) <= MAX_LENGTH
-    if not usable:
+    if password_hash is None or not MIN_LENGTH <= len(candidate) <= MAX_LENGTH:
         _burn(candidate[:MAX_LENGTH])
         return False
     try:

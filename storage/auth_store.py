@@ -349,9 +349,9 @@ class AuthStore(EngineStore):
         _check_text(tenant=tenant, actor=actor, action=action, target=target,
                     request_id=request_id, client=client)
         _check_details(details)
-        values = {"at": utcnow(), "tenant": tenant, "actor": actor, "action": action,
-                  "target": target, "request_id": request_id, "client": client,
-                  "details": details}
+        values: dict[str, Any] = {
+            "at": utcnow(), "tenant": tenant, "actor": actor, "action": action, "target": target,
+            "request_id": request_id, "client": client, "details": details}
         table = audit_events_table
         async with self._transaction("writing an audit event") as connection:
             result = await connection.execute(

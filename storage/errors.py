@@ -24,7 +24,7 @@ own branch in its own `errors.py`; `serve_apps` maps codes to HTTP statuses in o
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 
 class YmeraError(Exception):
@@ -41,7 +41,14 @@ class YmeraError(Exception):
         return self.message
 
 
-class RetryAfter:
+if TYPE_CHECKING:
+    # What a `RetryAfter` is always mixed into, so its `super().__init__` call can be checked.
+    _RetryAfterBase = YmeraError
+else:
+    _RetryAfterBase = object
+
+
+class RetryAfter(_RetryAfterBase):
     """Mixin of the platform errors that pass with time (back-pressure, rate limits), before
     `YmeraError` in their bases: `retry_after_s` says when the next try may succeed."""
 

@@ -9,10 +9,11 @@ migrations in `storage/migrations`; these models must match the latest migration
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, false,
+    JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Table, Text,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -209,13 +210,15 @@ class PoolBoundsRow(Base):
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
-tasks_table = TaskRow.__table__
-attempts_table = AttemptRow.__table__
-events_table = EventRow.__table__
-messages_table = MessageRow.__table__
-routing_examples_table = RoutingExampleRow.__table__
-users_table = UserRow.__table__
-api_keys_table = ApiKeyRow.__table__
-refresh_tokens_table = RefreshTokenRow.__table__
-audit_events_table = AuditEventRow.__table__
-pool_bounds_table = PoolBoundsRow.__table__
+# A declarative class's `__table__` is a `Table` at runtime; SQLAlchemy types it as the wider
+# `FromClause`, which `insert()`, `update()` and `delete()` do not accept.
+tasks_table = cast(Table, TaskRow.__table__)
+attempts_table = cast(Table, AttemptRow.__table__)
+events_table = cast(Table, EventRow.__table__)
+messages_table = cast(Table, MessageRow.__table__)
+routing_examples_table = cast(Table, RoutingExampleRow.__table__)
+users_table = cast(Table, UserRow.__table__)
+api_keys_table = cast(Table, ApiKeyRow.__table__)
+refresh_tokens_table = cast(Table, RefreshTokenRow.__table__)
+audit_events_table = cast(Table, AuditEventRow.__table__)
+pool_bounds_table = cast(Table, PoolBoundsRow.__table__)

@@ -11,9 +11,9 @@ import dataclasses
 import math
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, overload
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.cursor import decode_cursor, encode_cursor
@@ -61,6 +61,14 @@ class WriteBatch:
 class TaskPage:
     tasks: list[Task]
     next_cursor: str | None
+
+
+@overload
+def _aware(value: datetime) -> datetime: ...
+
+
+@overload
+def _aware(value: None) -> None: ...
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -306,7 +314,7 @@ class TaskStore(EngineStore):
         and `durations_capped` whether the cap cut the sample short.
         """
         since = as_utc(since)
-        scope = [tasks_table.c.agent_type.is_not(None)]
+        scope: list[ColumnElement[bool]] = [tasks_table.c.agent_type.is_not(None)]
         if tenant is not None:
             scope.append(tasks_table.c.tenant == tenant)
         finished = await self._fetch(

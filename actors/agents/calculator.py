@@ -64,8 +64,7 @@ def _joined(operator: str) -> Callable[[re.Match[str]], str]:
 
 
 Replacement = str | Callable[[re.Match[str]], str]
-_REWRITES: list[tuple[re.Pattern[str], Replacement]] = [
-    (re.compile(pattern), replacement) for pattern, replacement in [
+_REWRITE_RULES: list[tuple[str, Replacement]] = [
     (rf"√\s*({_OPERAND})", r"sqrt(\1)"),
     (rf"\b(?:the\s+)?square\s+root\s+of\s+({_OPERAND})", r"sqrt(\1)"),
     (rf"\b(?:the\s+)?cube\s+root\s+of\s+({_OPERAND})", r"cbrt(\1)"),
@@ -103,7 +102,9 @@ _REWRITES: list[tuple[re.Pattern[str], Replacement]] = [
     (r"\bminus\b", "-"),
     (r"\bmod(?:ulo)?\b", "%"),
     (r"\bnegative\s+", "-"),
-]]
+]
+_REWRITES: list[tuple[re.Pattern[str], Replacement]] = [
+    (re.compile(pattern), replacement) for pattern, replacement in _REWRITE_RULES]
 
 _SYMBOLS = str.maketrans({"×": "*", "·": "*", "∙": "*", "÷": "/", "−": "-", "–": "-", "²": "^2",
                           "³": "^3", "$": None, "€": None, "£": None, "¥": None})

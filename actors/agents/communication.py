@@ -315,6 +315,8 @@ class Communication(Agent):
             raise invalid("webhooks are signed, and no signing secret is configured: the "
                           "operator must set YMERA_WEBHOOK_SECRET", setting="webhook_secret")
         allow_private = bool(self.settings.get("webhook_allow_private_networks", False))
+        # webhook_target refuses a URL without a host or port
+        assert target.raw_host is not None and target.port is not None
         addresses = await resolve_checked(target.raw_host, target.port, allow_private)
         connector = aiohttp.TCPConnector(resolver=PinnedResolver(addresses),
                                          use_dns_cache=False)

@@ -218,7 +218,7 @@ class Feature:
         if value is None:
             return math.nan
         if self.numeric:
-            return float(value)  # type: ignore[arg-type]
+            return float(value)
         code = self.codes.get(cell_key(value))
         if code is None:
             return float(len(self.categories) - 1) if self.categories[-1] == OTHER else -1.0

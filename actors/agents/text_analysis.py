@@ -32,7 +32,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -480,10 +480,17 @@ def _negator_before(tokens: list[str], before: int) -> int | None:
     return None
 
 
+class _SentimentMatch(TypedDict):
+    word: str
+    phrase: str
+    score: float
+
+
 def sentiment(text: str) -> dict[str, Any]:
     """Lexicon sentiment: word strengths, scaled by intensifiers, flipped by negation, and weighted
     towards the clause after "but"; the total is squashed into (-1, 1)."""
-    total, matches = 0.0, []
+    total = 0.0
+    matches: list[_SentimentMatch] = []
     for sentence in split_sentences(text):
         tokens = _sentiment_tokens(sentence)
         but = tokens.index("but") if "but" in tokens else None
@@ -539,12 +546,17 @@ def similarity(texts: list[str], embed: Embed) -> dict[str, Any]:
     }
 
 
+class _DuplicateGroup(TypedDict):
+    indices: list[int]
+    similarities: list[float]
+
+
 def near_duplicates(texts: list[str], threshold: float, embed: Embed) -> dict[str, Any]:
     """Each text not yet grouped leads a group of the later ungrouped texts at least `threshold`
     similar to it; groups of one are not listed."""
     matrix = _similarities(texts, embed)
     grouped = np.zeros(len(texts), dtype=bool)
-    groups = []
+    groups: list[_DuplicateGroup] = []
     for leader in range(len(texts)):
         if grouped[leader]:
             continue

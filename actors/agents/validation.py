@@ -33,11 +33,12 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import referencing.exceptions
 from jsonschema import validators
 from jsonschema.exceptions import SchemaError, ValidationError
+from jsonschema.protocols import Validator
 
 from actors.agent import Agent, invalid
 from actors.agents.tables import (
@@ -51,7 +52,7 @@ from storage.messages import AgentSpec, AgentTask, Resources
 OPERATIONS = ("schema", "quality")
 CHECKS = ("not_null", "unique", "type", "range", "pattern", "allowed_values", "length")
 VALUE_TYPES = ("number", "integer", "string", "boolean")
-DRAFTS: dict[type, str] = {
+DRAFTS: dict[type[Validator], str] = {
     validators.Draft3Validator: "draft-03", validators.Draft4Validator: "draft-04",
     validators.Draft6Validator: "draft-06", validators.Draft7Validator: "draft-07",
     validators.Draft201909Validator: "2019-09", validators.Draft202012Validator: "2020-12",
@@ -107,7 +108,7 @@ def _bounded_count(payload: dict[str, Any], key: str, default: int) -> int:
 
 # ------------------------------------------------------------------------------- JSON Schema
 
-def _validator_class(schema: Any) -> type:
+def _validator_class(schema: Any) -> type[Validator]:
     if not isinstance(schema, (dict, bool)):
         raise invalid(f"payload 'schema' must be a JSON Schema (an object or a boolean), got "
                       f"{describe(schema)}", field="schema")
@@ -215,7 +216,7 @@ def _as_text(value: Cell) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def _is_number(value: Cell) -> bool:
+def _is_number(value: Cell) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -321,8 +322,8 @@ def _acceptance(check: str, params: dict[str, Any], where: str, table: Table,
             raise invalid(f"{where} needs 'min', 'max' or both", field="rules")
         if low is not None and high is not None and low > high:
             raise invalid(f"{where}: 'min' {low} is above 'max' {high}", field="rules")
-        return lambda v: (_is_number(v) and (low is None or v >= low)  # type: ignore[operator]
-                          and (high is None or v <= high))  # type: ignore[operator]
+        return lambda v: (_is_number(v) and (low is None or v >= low)
+                          and (high is None or v <= high))
     if check == "pattern":
         compiled = _compiled_pattern(params.get("regex"), where, pattern_field)
         return lambda v: compiled.search(_as_text(v)) is not None

@@ -28,7 +28,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeVar
 
 from actors.errors import PlatformUnavailable, QueueFull
 from cluster.batch.input import BatchLine
@@ -160,8 +160,8 @@ class BatchRun:
             await writer
         finally:
             reporter.cancel()
-            for task in [writer, *pending]:
-                task.cancel()
+            for future in [writer, *pending]:
+                future.cancel()
         self.report(self.progress.line())
         return self.progress.summary()
 
@@ -276,7 +276,10 @@ async def _retrying_unavailable(call: Callable[..., Awaitable[Any]], *args: Any)
             await asyncio.sleep(delay)
 
 
-def _tracked(future: asyncio.Future, pending: set[asyncio.Future]) -> asyncio.Future:
+_Tracked = TypeVar("_Tracked", bound="asyncio.Future[Any]")
+
+
+def _tracked(future: _Tracked, pending: set[asyncio.Future[Any]]) -> _Tracked:
     pending.add(future)
     future.add_done_callback(pending.discard)
     return future

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import platform
 import secrets
@@ -256,7 +257,8 @@ def _actor_options(database_url: str) -> dict[str, Any]:
 
 def _deploy_bare(port: int, replicas: int, database_url: str, timeout_s: float = 60.0) -> str:
     serve.start(http_options={"host": HOST, "port": port})
-    serve.run(BareIngress.options(num_replicas=replicas,
+    # mypy keeps a decorated class's own type (python/mypy#3135); `BareIngress` is a Deployment
+    serve.run(BareIngress.options(num_replicas=replicas,  # type: ignore[attr-defined]
                                   ray_actor_options=_actor_options(database_url)).bind(),
               name=BARE_APP, route_prefix=BARE_PREFIX, blocking=False)
     url = f"http://{HOST}:{port}"
@@ -292,8 +294,9 @@ def measure(levels: Sequence[int], requests: int, duration_s: float | None,
             replicas: int) -> dict[str, Any]:
     """Start everything, measure every level, tear everything down; the report."""
     started = time.perf_counter()
+    # its own cluster, never a running one
     ray.init(address="local", namespace="ymera-bench-api", include_dashboard=False,
-             log_to_driver=False, logging_level="WARNING")  # its own cluster, never a running one
+             log_to_driver=False, logging_level=logging.WARNING)
     try:
         with tempfile.TemporaryDirectory() as state:
             database_url = f"sqlite:///{Path(state) / 'bench.db'}"

@@ -21,6 +21,7 @@ reported too).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -103,7 +104,9 @@ def batch_job(job_server: str, state: Path, tasks: int) -> dict[str, Any]:
                 jobs.stop_job(submission_id)
                 raise TimeoutError(f"the batch job did not finish in {JOB_TIMEOUT_S:g}s")
             time.sleep(STATUS_POLL_S)  # rarely: each poll costs the dashboard and GCS CPU
-        elapsed = jobs.get_job_info(submission_id).end_time / 1000 - started
+        end_time = jobs.get_job_info(submission_id).end_time
+        assert end_time is not None  # set once the job is terminal
+        elapsed = end_time / 1000 - started
         logs = jobs.get_job_logs(submission_id)
         if status is not JobStatus.SUCCEEDED:
             raise RuntimeError(f"the batch job ended {status.value}:\n{logs[-3000:]}")
@@ -129,7 +132,7 @@ def run_batch_benchmark(args: Any) -> dict[str, Any]:
     dashboard_port = _free_port()
     ray.init(address="local", namespace="ymera-bench", include_dashboard=True,  # its own cluster
              dashboard_host="127.0.0.1", dashboard_port=dashboard_port, log_to_driver=False,
-             logging_level="WARNING")
+             logging_level=logging.WARNING)
     memory_gb = round(psutil.virtual_memory().total / 2**30)
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "memory_gb": memory_gb}}
     try:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import os
 import tempfile
 import threading
@@ -157,6 +158,7 @@ def _first_starts(tasks: list[Task], since: float) -> dict[str, float]:
     """Seconds from `since` (a `time.time()`) until each replica started its first task."""
     starts: dict[str, float] = {}
     for task in tasks:
+        assert task.finished_at is not None  # the tasks have finished
         started = task.finished_at.timestamp() - task.wall_s - since
         replica = task.result["replica"]
         starts[replica] = min(starts.get(replica, started), started)
@@ -238,7 +240,7 @@ def run_scale_benchmark(args: Any) -> dict[str, Any]:
     cpus = os.cpu_count() or 1
     ray_cpus = max(cpus, *steps)
     ray.init(address="local", num_cpus=ray_cpus, namespace="ymera-bench",
-             include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+             include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     report: dict[str, Any] = {
         "machine": {"cpus": cpus, "ray_cpus": ray_cpus,
                     "memory_gb": round(psutil.virtual_memory().total / 2**30)},

@@ -214,13 +214,13 @@ async def _events_from_bus(svc: Services, feed: _Feed, after_id: int) -> AsyncIt
                     if feed.announces:
                         yield SUBSCRIBED
                     while True:
-                        event = await live.get(timeout=HEARTBEAT_S)
-                        if event is None:
+                        pushed = await live.get(timeout=HEARTBEAT_S)
+                        if pushed is None:
                             yield KEEP_ALIVE
-                        elif event.id > last_id:
-                            last_id = event.id
-                            yield sse_message(event)
-                            if event.kind in feed.ending_kinds:
+                        elif pushed.id > last_id:
+                            last_id = pushed.id
+                            yield sse_message(pushed)
+                            if pushed.kind in feed.ending_kinds:
                                 return
             except StorageError as exc:
                 log.warning("%s stream: resuming after event %d: %s", feed.name, last_id, exc)

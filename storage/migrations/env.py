@@ -8,6 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from storage.database import create_engine
+from storage.errors import InvalidRequest
 from storage.models import Base
 
 config = context.config
@@ -26,7 +27,10 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_online() -> None:
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise InvalidRequest("the Alembic config names no sqlalchemy.url: run `ymera migrate`")
+    engine = create_engine(url)
     try:
         async with engine.begin() as connection:
             await connection.run_sync(_run)
