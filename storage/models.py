@@ -1,6 +1,7 @@
 """SQLAlchemy models of what the platform keeps: tasks, their attempts, their event log, the
 messages waiting in agents' inboxes, the routing examples the router learned, the pool bounds
-operators set, and the HTTP API's users, API keys, refresh tokens and audit log.
+operators set, the HTTP API's users, API keys, refresh tokens and audit log, and workflow
+runs with their steps.
 
 Table names live here and nowhere else. The schema is created and changed only by the Alembic
 migrations in `storage/migrations`; these models must match the latest migration (a test checks).
@@ -28,6 +29,8 @@ API_KEYS = "api_keys"
 REFRESH_TOKENS = "refresh_tokens"
 AUDIT_EVENTS = "audit_events"
 POOL_BOUNDS = "pool_bounds"
+WORKFLOW_RUNS = "workflow_runs"
+WORKFLOW_STEPS = "workflow_steps"
 
 JsonColumn = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 EventId = BigInteger().with_variant(Integer(), "sqlite")
@@ -210,6 +213,63 @@ class PoolBoundsRow(Base):
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
+class WorkflowRunRow(Base):
+    """One run of a workflow: the spec it started with (never changed under it), its input,
+    its status; unique per tenant by idempotency key."""
+
+    __tablename__ = WORKFLOW_RUNS
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[Any] = mapped_column(JsonColumn)
+    input: Mapped[Any | None] = mapped_column(JsonColumn)
+    status: Mapped[str] = mapped_column(String(16))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[Any | None] = mapped_column(JsonColumn)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    deadline_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        Index("ix_workflow_runs_tenant_idempotency_key", "tenant", "idempotency_key",
+              unique=True),
+        Index("ix_workflow_runs_tenant_created", "tenant", "created_at", "id"),
+        Index("ix_workflow_runs_status_created", "status", "created_at", "id"),
+        Index("ix_workflow_runs_finished", "finished_at"),
+    )
+
+
+class WorkflowStepRow(Base):
+    """One step of a run (one item of a mapped step: `map_index` >= 0; -1 when unmapped),
+    linked to the task in `tasks` that executes it."""
+
+    __tablename__ = WORKFLOW_STEPS
+
+    run_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey(f"{WORKFLOW_RUNS}.id", ondelete="CASCADE"), primary_key=True
+    )
+    step_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    map_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(24))
+    task_id: Mapped[str | None] = mapped_column(String(32))
+    output: Mapped[Any | None] = mapped_column(JsonColumn)
+    error: Mapped[Any | None] = mapped_column(JsonColumn)
+    decision: Mapped[str | None] = mapped_column(String(16))
+    decided_by: Mapped[str | None] = mapped_column(String(128))
+    decided_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    decision_comment: Mapped[str | None] = mapped_column(Text)
+    wake_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        Index("ix_workflow_steps_wake", "wake_at"),
+        Index("ix_workflow_steps_task", "task_id"),
+    )
+
+
 # A declarative class's `__table__` is a `Table` at runtime; SQLAlchemy types it as the wider
 # `FromClause`, which `insert()`, `update()` and `delete()` do not accept.
 tasks_table = cast(Table, TaskRow.__table__)
@@ -222,3 +282,5 @@ api_keys_table = cast(Table, ApiKeyRow.__table__)
 refresh_tokens_table = cast(Table, RefreshTokenRow.__table__)
 audit_events_table = cast(Table, AuditEventRow.__table__)
 pool_bounds_table = cast(Table, PoolBoundsRow.__table__)
+workflow_runs_table = cast(Table, WorkflowRunRow.__table__)
+workflow_steps_table = cast(Table, WorkflowStepRow.__table__)

@@ -208,3 +208,35 @@ async def test_0009_leads_the_inbox_index_with_the_tenant(empty_database_url: st
     assert await _run_sync(empty_database_url, indexes) == {
         "ix_agent_messages_tenant_recipient_acked_created": [
             "tenant", "recipient", "acked_at", "created_at"]}
+
+
+async def test_0010_adds_workflow_tables_and_goes_down_again_keeping_tasks(
+    empty_database_url: str,
+) -> None:
+    def tables(connection: Connection) -> set[str]:
+        return set(inspect(connection).get_table_names())
+
+    await asyncio.to_thread(_upgrade, empty_database_url, "0009")
+    task_id = new_task_id()
+    engine = create_engine(empty_database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text(
+                "INSERT INTO tasks (id, tenant, description, payload, status, priority, attempts,"
+                " max_attempts, timeout_s, created_at, updated_at)"
+                " VALUES (:id, 'default', 'from before', '{}', 'queued', 0, 0, 3, 30.0,"
+                " :now, :now)"), {"id": task_id, "now": utcnow()})
+    finally:
+        await engine.dispose()
+    before = await _run_sync(empty_database_url, tables)
+
+    await migrate_async(empty_database_url)
+    assert await _run_sync(empty_database_url, tables) == before | {
+        "workflow_runs", "workflow_steps"}
+    await asyncio.to_thread(
+        command.downgrade, _alembic_config(async_url(empty_database_url)), "0009")
+
+    assert await _run_sync(empty_database_url, tables) == before
+    await migrate_async(empty_database_url)
+    async with await TaskStore.open(empty_database_url) as store:
+        assert (await store.get_task(task_id)).description == "from before"

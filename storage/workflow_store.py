@@ -1,0 +1,347 @@
+"""The durable record of workflow runs and their steps, from which the engine advances runs.
+
+Guarantees:
+- A run is stored with its initial steps in one transaction; its spec never changes afterwards.
+  Creating again with the same (tenant, idempotency key) returns the stored run and writes
+  nothing, also when two creates race (the unique index decides, the loser reads the winner).
+- Every read a caller makes names its tenant: another tenant's run is `NotFound`, exactly like
+  a run that does not exist.
+- A finished run (succeeded, failed, cancelled) never changes status again.
+- Step changes are compare-and-set on the step's previous status, applied together in one
+  transaction; a step that succeeded is never changed again.
+- An approval is recorded once, only on a step awaiting one.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from storage.cursor import decode_cursor, encode_cursor
+from storage.database import EngineStore
+from storage.errors import Conflict, InvalidRequest, NotFound
+from storage.messages import new_task_id, utcnow
+from storage.models import workflow_runs_table as runs
+from storage.models import workflow_steps_table as steps_table
+from storage.workflow_records import (
+    FINISHED_RUN_VALUES, UNCHANGED, UNFINISHED_RUN_VALUES, UNMAPPED, Decision, NewStep,
+    RunStatus, StepChange, StepStatus, WorkflowRun, WorkflowStep, run_from_row, step_from_row,
+)
+
+__all__ = ["Decision", "NewStep", "RunStatus", "StepChange", "StepStatus", "UNMAPPED",
+           "WorkflowRun", "WorkflowStep", "WorkflowStore"]
+
+MAX_PAGE = 1000
+_LENGTHS = {"tenant": 64, "name": 128, "version": 64, "idempotency_key": 200,
+            "step_id": 128, "actor": 128, "task_id": 32}
+
+
+def _check_text(field: str, value: Any, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"workflow {field} must be a non-empty string", {"field": field})
+    if len(value) > _LENGTHS[field]:
+        raise InvalidRequest(f"workflow {field} is {len(value)} characters; at most "
+                             f"{_LENGTHS[field]}", {"field": field})
+
+
+def _check_json(field: str, value: Any) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"workflow {field} is not plain JSON: {exc}",
+                             {"field": field}) from exc
+
+
+def _enum(kind: type[enum.Enum], field: str, value: Any) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise InvalidRequest(f"{field} {value!r} is not one of {allowed}",
+                             {"field": field}) from None
+
+
+def _check_steps(new_steps: Sequence[NewStep]) -> None:
+    keys = set()
+    for step in new_steps:
+        _check_text("step_id", step.step_id)
+        _enum(StepStatus, "step status", step.status)
+        if not isinstance(step.map_index, int) or step.map_index < UNMAPPED:
+            raise InvalidRequest(f"step {step.step_id!r} has map_index {step.map_index!r}; "
+                                 "it must be -1 (unmapped) or more", {"field": "map_index"})
+        if (step.step_id, step.map_index) in keys:
+            raise InvalidRequest(f"step {step.step_id!r} (item {step.map_index}) is given twice",
+                                 {"field": "steps", "step": step.step_id})
+        keys.add((step.step_id, step.map_index))
+
+
+def _step_rows(run_id: str, new_steps: Sequence[NewStep], now: datetime) -> list[dict]:
+    return [{"run_id": run_id, "step_id": s.step_id, "map_index": s.map_index,
+             "status": StepStatus(s.status).value, "wake_at": s.wake_at, "updated_at": now}
+            for s in new_steps]
+
+
+# The statuses a run may come from to reach each status.
+_RUN_SOURCES = {
+    RunStatus.PENDING: (),
+    RunStatus.RUNNING: (RunStatus.PENDING, RunStatus.WAITING),
+    RunStatus.WAITING: (RunStatus.PENDING, RunStatus.RUNNING),
+    RunStatus.SUCCEEDED: (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING),
+    RunStatus.FAILED: (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING),
+    RunStatus.CANCELLED: (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING),
+}
+
+
+class WorkflowStore(EngineStore):
+    """Async access to workflow runs and their steps over one engine."""
+
+    async def create_run(
+        self, tenant: str, name: str, version: str, spec: dict[str, Any], input: Any,
+        idempotency_key: str | None = None, steps: Sequence[NewStep] = (),
+        deadline_at: datetime | None = None,
+    ) -> tuple[WorkflowRun, bool]:
+        """Store a new pending run with its initial `steps` in one transaction and return it
+        with True; or, when `tenant` already has a run with `idempotency_key`, that run with
+        False (nothing is written)."""
+        for field, value in (("tenant", tenant), ("name", name), ("version", version)):
+            _check_text(field, value)
+        _check_text("idempotency_key", idempotency_key, optional=True)
+        if not isinstance(spec, dict):
+            raise InvalidRequest("workflow spec must be a JSON object", {"field": "spec"})
+        _check_json("spec", spec)
+        _check_json("input", input)
+        _check_steps(steps)
+        if idempotency_key is not None:
+            existing = await self._run_by_key(tenant, idempotency_key)
+            if existing is not None:
+                return existing, False
+        now = utcnow()
+        row = {"id": new_task_id(), "tenant": tenant, "name": name, "version": version,
+               "spec": spec, "input": input, "status": RunStatus.PENDING.value,
+               "idempotency_key": idempotency_key, "error": None, "created_at": now,
+               "updated_at": now, "finished_at": None, "deadline_at": deadline_at}
+        taken = Conflict(f"idempotency key {idempotency_key!r} is taken",
+                         {"idempotency_key": idempotency_key})
+        try:
+            async with self._transaction(f"creating a {name!r} run", taken) as connection:
+                await connection.execute(insert(runs), row)
+                if steps:
+                    await connection.execute(insert(steps_table), _step_rows(row["id"], steps, now))
+        except Conflict:
+            existing = (await self._run_by_key(tenant, idempotency_key)
+                        if idempotency_key is not None else None)
+            if existing is None:
+                raise
+            return existing, False
+        return run_from_row(SimpleNamespace(**row)), True
+
+    async def _run_by_key(self, tenant: str, key: str) -> WorkflowRun | None:
+        rows = await self._fetch(
+            select(runs).where(runs.c.tenant == tenant, runs.c.idempotency_key == key))
+        return run_from_row(rows[0]) if rows else None
+
+    async def run(self, tenant: str, run_id: str) -> WorkflowRun:
+        """`tenant`'s run `run_id`; `NotFound` when `tenant` has none by that id."""
+        rows = await self._fetch(select(runs).where(runs.c.id == run_id, runs.c.tenant == tenant))
+        if not rows:
+            raise NotFound(f"no workflow run with id {run_id!r}", {"run_id": run_id})
+        return run_from_row(rows[0])
+
+    async def list_runs(
+        self, tenant: str, status: RunStatus | str | None = None, limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[WorkflowRun], str | None]:
+        """`tenant`'s runs, newest first, `limit` at a time, and the cursor of the next page
+        (None on the last)."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}, not {limit}",
+                                 {"field": "limit"})
+        query = select(runs).where(runs.c.tenant == tenant)
+        if status is not None:
+            query = query.where(runs.c.status == _enum(RunStatus, "status", status).value)
+        if cursor:
+            created, run_id = decode_cursor(cursor, "this run listing")
+            query = query.where(or_(runs.c.created_at < created,
+                                    and_(runs.c.created_at == created, runs.c.id < run_id)))
+        query = query.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit + 1)
+        page = [run_from_row(row) for row in await self._fetch(query)]
+        last = page[limit - 1] if len(page) > limit else None
+        return page[:limit], encode_cursor(last.created_at, last.id) if last else None
+
+    async def steps(self, tenant: str, run_id: str) -> list[WorkflowStep]:
+        """The steps of `tenant`'s run `run_id`, by step id then item; `NotFound` as `run`."""
+        owner, rows = await self._fetch_all(
+            select(runs.c.id).where(runs.c.id == run_id, runs.c.tenant == tenant),
+            select(steps_table).where(steps_table.c.run_id == run_id)
+            .order_by(steps_table.c.step_id, steps_table.c.map_index))
+        if not owner:
+            raise NotFound(f"no workflow run with id {run_id!r}", {"run_id": run_id})
+        return [step_from_row(row) for row in rows]
+
+    async def set_run_status(
+        self, tenant: str, run_id: str, status: RunStatus | str, error: Any = None,
+    ) -> WorkflowRun:
+        """Move the run to `status` (with `error` when it failed) and return it. Setting the
+        status it has changes nothing; a transition not allowed (any from a finished run) is
+        `Conflict`."""
+        target = _enum(RunStatus, "status", status)
+        _check_json("error", error)
+        now = utcnow()
+        values: dict[str, Any] = {"status": target.value, "updated_at": now}
+        if target.is_finished:
+            values.update(finished_at=now, error=error)
+        sources = [s.value for s in _RUN_SOURCES[target]]
+        async with self._transaction(f"setting run {run_id!r} to {target.value}") as connection:
+            result = await connection.execute(
+                update(runs).where(runs.c.id == run_id, runs.c.tenant == tenant,
+                                   runs.c.status.in_(sources)).values(**values))
+        current = await self.run(tenant, run_id)
+        if result.rowcount == 0 and current.status != target:
+            raise Conflict(f"workflow run {run_id!r} is {current.status.value}; it cannot "
+                           f"become {target.value}",
+                           {"run_id": run_id, "status": current.status.value})
+        return current
+
+    async def update_steps(
+        self, run_id: str, changes: Sequence[StepChange], new_steps: Sequence[NewStep] = (),
+    ) -> list[StepChange]:
+        """Apply `changes` to the run's steps and add `new_steps` (fan-out items; ones that
+        exist already are left as they are), all in one transaction. A change applies only
+        when its step is still in its `expected` status; the changes that applied are
+        returned. Changing a succeeded step is refused (`InvalidRequest`, nothing applied)."""
+        _check_steps(new_steps)
+        for change in changes:
+            _check_text("step_id", change.step_id)
+            for field in ("expected", "status"):
+                _enum(StepStatus, f"step {field}", getattr(change, field))
+            if StepStatus(change.expected) is StepStatus.SUCCEEDED:
+                raise InvalidRequest(f"step {change.step_id!r} succeeded; it never changes",
+                                     {"field": "expected", "step": change.step_id})
+            if change.task_id is not UNCHANGED:
+                _check_text("task_id", change.task_id, optional=True)
+            for field in ("output", "error"):
+                if getattr(change, field) is not UNCHANGED:
+                    _check_json(field, getattr(change, field))
+        now = utcnow()
+        applied = []
+        async with self._transaction(f"updating the steps of run {run_id!r}") as connection:
+            for change in changes:
+                values = {"status": StepStatus(change.status).value, "updated_at": now}
+                for field in ("task_id", "output", "error", "wake_at"):
+                    if getattr(change, field) is not UNCHANGED:
+                        values[field] = getattr(change, field)
+                result = await connection.execute(update(steps_table).where(
+                    steps_table.c.run_id == run_id, steps_table.c.step_id == change.step_id,
+                    steps_table.c.map_index == change.map_index,
+                    steps_table.c.status == StepStatus(change.expected).value).values(**values))
+                if result.rowcount:
+                    applied.append(change)
+            if new_steps:
+                await connection.execute(self._insert_new_steps(),
+                                         _step_rows(run_id, new_steps, now))
+        return applied
+
+    def _insert_new_steps(self) -> Any:
+        """An insert of step rows that leaves the rows already there as they are."""
+        if self.engine.dialect.name == "postgresql":
+            return postgresql_insert(steps_table).on_conflict_do_nothing()
+        return sqlite_insert(steps_table).on_conflict_do_nothing()
+
+    async def record_approval(
+        self, tenant: str, run_id: str, step_id: str, decision: Decision | str, actor: str,
+        comment: str | None = None, map_index: int = UNMAPPED,
+    ) -> WorkflowStep:
+        """Record a person's decision on a step awaiting approval: approved, it succeeds;
+        rejected, it fails. `Conflict` when the step is not awaiting one (decided already
+        included) or the run finished; `NotFound` when `tenant` has no such run or step."""
+        verdict = _enum(Decision, "decision", decision)
+        _check_text("actor", actor)
+        if comment is not None and not isinstance(comment, str):
+            raise InvalidRequest("approval comment must be a string", {"field": "comment"})
+        now = utcnow()
+        outcome = {"decision": verdict.value, "actor": actor, "comment": comment,
+                   "decided_at": now.isoformat()}
+        status = StepStatus.SUCCEEDED if verdict is Decision.APPROVE else StepStatus.FAILED
+        open_run = select(runs.c.id).where(runs.c.id == run_id, runs.c.tenant == tenant,
+                                           runs.c.status.in_(UNFINISHED_RUN_VALUES))
+        key = (steps_table.c.run_id == run_id, steps_table.c.step_id == step_id,
+               steps_table.c.map_index == map_index)
+        async with self._transaction(f"recording a decision on {step_id!r}") as connection:
+            result = await connection.execute(update(steps_table).where(
+                *key, steps_table.c.run_id.in_(open_run),
+                steps_table.c.status == StepStatus.AWAITING_APPROVAL.value,
+                steps_table.c.decision.is_(None),
+            ).values(status=status.value, decision=verdict.value, decided_by=actor,
+                     decided_at=now, decision_comment=comment, wake_at=None, updated_at=now,
+                     output=outcome if verdict is Decision.APPROVE else None,
+                     error=None if verdict is Decision.APPROVE else outcome))
+        run = await self.run(tenant, run_id)
+        matching = [s for s in await self.steps(tenant, run_id)
+                    if (s.step_id, s.map_index) == (step_id, map_index)]
+        if not matching:
+            raise NotFound(f"workflow run {run_id!r} has no step {step_id!r}",
+                           {"run_id": run_id, "step_id": step_id})
+        if result.rowcount == 0:
+            why = (f"the run is {run.status.value}" if run.status.is_finished
+                   else f"it is {matching[0].status.value}")
+            raise Conflict(f"step {step_id!r} is not awaiting approval: {why}",
+                           {"run_id": run_id, "step_id": step_id})
+        return matching[0]
+
+    async def due_steps(self, now: datetime, limit: int = 100) -> list[tuple[str, WorkflowStep]]:
+        """Timers and approval timeouts due at `now` in unfinished runs of every tenant, as
+        (tenant, step), earliest first."""
+        query = (select(runs.c.tenant, steps_table)
+                 .join(runs, runs.c.id == steps_table.c.run_id)
+                 .where(steps_table.c.wake_at <= now,
+                        steps_table.c.status.in_([StepStatus.TIMER.value,
+                                                  StepStatus.AWAITING_APPROVAL.value]),
+                        runs.c.status.in_(UNFINISHED_RUN_VALUES))
+                 .order_by(steps_table.c.wake_at).limit(limit))
+        return [(row.tenant, step_from_row(row)) for row in await self._fetch(query)]
+
+    async def runs_to_advance(self, limit: int = 100, cursor: str | None = None
+                              ) -> tuple[list[WorkflowRun], str | None]:
+        """Unfinished runs of every tenant, oldest first, `limit` at a time, and the cursor
+        of the next page (None on the last)."""
+        query = select(runs).where(runs.c.status.in_(UNFINISHED_RUN_VALUES))
+        if cursor:
+            created, run_id = decode_cursor(cursor, "this run listing")
+            query = query.where(or_(runs.c.created_at > created,
+                                    and_(runs.c.created_at == created, runs.c.id > run_id)))
+        query = query.order_by(runs.c.created_at, runs.c.id).limit(limit + 1)
+        page = [run_from_row(row) for row in await self._fetch(query)]
+        last = page[limit - 1] if len(page) > limit else None
+        return page[:limit], encode_cursor(last.created_at, last.id) if last else None
+
+    async def purge_finished(self, older_than: datetime, batch_size: int = 500) -> int:
+        """Delete the runs that finished before `older_than`, with their steps, at most
+        `batch_size` runs per transaction; return how many runs went. Unfinished runs stay."""
+        if batch_size < 1:
+            raise InvalidRequest(f"batch_size must be at least 1, not {batch_size}",
+                                 {"field": "batch_size"})
+        purged = 0
+        # The batch is chosen inside the first write, so SQLite takes its write lock before
+        # reading (a read first could not be upgraded once another writer committed).
+        batch = (select(runs.c.id).where(runs.c.status.in_(FINISHED_RUN_VALUES),
+                                         runs.c.finished_at < older_than)
+                 .order_by(runs.c.finished_at, runs.c.id).limit(batch_size))
+        while True:
+            async with self._transaction("purging finished workflow runs") as connection:
+                await connection.execute(delete(steps_table)
+                                         .where(steps_table.c.run_id.in_(batch)))
+                deleted = (await connection.execute(
+                    delete(runs).where(runs.c.id.in_(batch)))).rowcount
+            purged += deleted
+            if deleted < batch_size:
+                return purged
