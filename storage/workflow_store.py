@@ -261,9 +261,10 @@ class WorkflowStore(EngineStore):
         self, tenant: str, run_id: str, step_id: str, decision: Decision | str, actor: str,
         comment: str | None = None, map_index: int = UNMAPPED,
     ) -> WorkflowStep:
-        """Record a person's decision on a step awaiting approval: approved, it succeeds;
-        rejected, it fails. `Conflict` when the step is not awaiting one (decided already
-        included) or the run finished; `NotFound` when `tenant` has no such run or step."""
+        """Record a person's decision on a step awaiting approval: approved, a pure approval
+        step succeeds and a step that also runs a task becomes ready to run it; rejected, it
+        fails. `Conflict` when the step is not awaiting one (decided already included) or the
+        run finished; `NotFound` when `tenant` has no such run or step."""
         verdict = _enum(Decision, "decision", decision)
         _check_text("actor", actor)
         if comment is not None and not isinstance(comment, str):
@@ -271,19 +272,24 @@ class WorkflowStore(EngineStore):
         now = utcnow()
         outcome = {"decision": verdict.value, "actor": actor, "comment": comment,
                    "decided_at": now.isoformat()}
-        status = StepStatus.SUCCEEDED if verdict is Decision.APPROVE else StepStatus.FAILED
         open_run = select(runs.c.id).where(runs.c.id == run_id, runs.c.tenant == tenant,
                                            runs.c.status.in_(UNFINISHED_RUN_VALUES))
         key = (steps_table.c.run_id == run_id, steps_table.c.step_id == step_id,
                steps_table.c.map_index == map_index)
         async with self._transaction(f"recording a decision on {step_id!r}") as connection:
+            spec = (await connection.execute(
+                select(runs.c.spec).where(runs.c.id == run_id, runs.c.tenant == tenant))).scalar()
+            # approved, a step that also runs a task becomes ready for it; a pure approval succeeds
+            status = (StepStatus.FAILED if verdict is Decision.REJECT
+                      else StepStatus.READY if _runs_a_task(spec, step_id)
+                      else StepStatus.SUCCEEDED)
             result = await connection.execute(update(steps_table).where(
                 *key, steps_table.c.run_id.in_(open_run),
                 steps_table.c.status == StepStatus.AWAITING_APPROVAL.value,
                 steps_table.c.decision.is_(None),
             ).values(status=status.value, decision=verdict.value, decided_by=actor,
                      decided_at=now, decision_comment=comment, wake_at=None, updated_at=now,
-                     output=outcome if verdict is Decision.APPROVE else None,
+                     output=outcome if status is StepStatus.SUCCEEDED else None,
                      error=None if verdict is Decision.APPROVE else outcome))
         run = await self.run(tenant, run_id)
         matching = [s for s in await self.steps(tenant, run_id)
@@ -345,3 +351,12 @@ class WorkflowStore(EngineStore):
             purged += deleted
             if deleted < batch_size:
                 return purged
+
+
+def _runs_a_task(spec: Any, step_id: str) -> bool:
+    """Whether the stored spec's step `step_id` runs a task (names an agent type or a
+    description) besides waiting for its approval."""
+    steps = spec.get("steps", []) if isinstance(spec, dict) else []
+    step = next((step for step in steps if isinstance(step, dict) and step.get("id") == step_id),
+                {})
+    return bool(step.get("agent_type") or step.get("description"))

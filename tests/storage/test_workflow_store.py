@@ -176,6 +176,24 @@ async def test_an_approval_is_recorded_once_and_only_when_awaited(
     assert (await workflows.steps("acme", run.id))[1] == step
 
 
+async def test_an_approved_step_that_runs_a_task_becomes_ready_and_a_pure_approval_succeeds(
+    workflows: WorkflowStore,
+) -> None:
+    spec = {"name": "report", "version": "1", "steps": [
+        {"id": "sign", "approval": {"timeout_s": 3600}},
+        {"id": "send", "agent_type": "communication", "approval": {"timeout_s": 3600}}]}
+    waiting = [NewStep(step, status=StepStatus.AWAITING_APPROVAL,
+                       wake_at=utcnow() + timedelta(hours=1)) for step in ("sign", "send")]
+    run, _ = await workflows.create_run("acme", "report", "1", spec, {}, steps=waiting)
+
+    signed = await workflows.record_approval("acme", run.id, "sign", "approve", "alice")
+    sent = await workflows.record_approval("acme", run.id, "send", "approve", "alice")
+
+    assert signed.status is StepStatus.SUCCEEDED and signed.output["decision"] == "approve"
+    # its task has yet to run: a succeeded row would never change again
+    assert (sent.status, sent.decision, sent.output) == (StepStatus.READY, Decision.APPROVE, None)
+
+
 async def test_due_steps_are_timers_and_approval_timeouts_past_due_in_open_runs(
     workflows: WorkflowStore,
 ) -> None:
