@@ -20,6 +20,7 @@ from storage.database import EngineStore
 from storage.errors import InvalidRequest, NotFound
 from storage.messages import InboxMessage, as_utc, new_task_id, utcnow
 from storage.models import messages_table
+from storage.storable import check_text
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_PAGE = 1000
@@ -53,11 +54,7 @@ def _check_fields(body: Any, fields: dict[str, str | None]) -> None:
     for name, value in fields.items():
         if value is None and name not in ("recipient", "tenant"):
             continue
-        if not isinstance(value, str) or not value:
-            raise InvalidRequest(f"message {name} must be a non-empty string", {"field": name})
-        if len(value) > _LENGTHS[name]:
-            raise InvalidRequest(f"message {name} is {len(value)} characters; at most "
-                                 f"{_LENGTHS[name]}", {"field": name})
+        check_text("message", name, value, _LENGTHS[name])
 
 
 class InboxStore(EngineStore):

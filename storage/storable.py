@@ -16,6 +16,8 @@ import json
 import re
 from typing import Any
 
+from storage.errors import InvalidRequest
+
 
 def nul_location(value: Any, where: str = "") -> str | None:
     """Where in a JSON value a string (or key) holds a NUL character, or None. Storage cannot
@@ -161,3 +163,13 @@ def readable(value: Any, limit: int = MAX_DEPTH_CEILING) -> Any:
     except (RecursionError, ValueError):
         return unreadable_marker(limit)
     return value if text_depth(text, limit) <= limit else unreadable_marker(limit)
+
+
+def check_text(kind: str, field: str, value: Any, limit: int) -> None:
+    """Nothing if `value` is a non-empty string of at most `limit` characters; else
+    `InvalidRequest` naming `field` of the `kind` of record ("message", "workflow")."""
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"{kind} {field} must be a non-empty string", {"field": field})
+    if len(value) > limit:
+        raise InvalidRequest(f"{kind} {field} is {len(value)} characters; at most {limit}",
+                             {"field": field})

@@ -31,6 +31,7 @@ from storage.errors import Conflict, InvalidRequest, NotFound
 from storage.messages import new_task_id, utcnow
 from storage.models import workflow_runs_table as runs
 from storage.models import workflow_steps_table as steps_table
+from storage.storable import check_text
 from storage.workflow_records import (
     FINISHED_RUN_VALUES, UNCHANGED, UNFINISHED_RUN_VALUES, UNMAPPED, Decision, NewStep,
     RunStatus, StepChange, StepStatus, WorkflowRun, WorkflowStep, run_from_row, step_from_row,
@@ -47,11 +48,7 @@ _LENGTHS = {"tenant": 64, "name": 128, "version": 64, "idempotency_key": 200,
 def _check_text(field: str, value: Any, optional: bool = False) -> None:
     if value is None and optional:
         return
-    if not isinstance(value, str) or not value:
-        raise InvalidRequest(f"workflow {field} must be a non-empty string", {"field": field})
-    if len(value) > _LENGTHS[field]:
-        raise InvalidRequest(f"workflow {field} is {len(value)} characters; at most "
-                             f"{_LENGTHS[field]}", {"field": field})
+    check_text("workflow", field, value, _LENGTHS[field])
 
 
 def _check_json(field: str, value: Any) -> None:
