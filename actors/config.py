@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from actors.retry import RetryPolicy
 from ml.config import RouterConfig
+from storage.workflow_spec import WorkflowLimits
 
 DEFAULT_NAMESPACE = "ymera"
 """The Ray namespace the platform's named actors live in unless settings choose another."""
@@ -99,6 +100,9 @@ class OrchestratorConfig:
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
     log_format: str = "auto"  # auto | json | text (see actors/logs.py)
     log_level: str = "INFO"
+    workflow_limits: WorkflowLimits = WorkflowLimits()  # enforced when a run is submitted
+    workflow_retention_s: float = 30 * 24 * 3600.0  # finished runs older than this are purged
+    workflow_purge_interval_s: float = 3600.0  # how often the orchestrator purges them
 
     def pool(self, agent_type: str) -> PoolConfig:
         return self.pools.get(agent_type, PoolConfig())

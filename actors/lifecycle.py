@@ -105,6 +105,7 @@ class Lifecycle:
         self.queued_count = 0
         self.queued_by_tenant: collections.Counter[str] = collections.Counter()
         self._recent_tenants: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self.on_finished: Callable[[str], None] | None = None  # a task's end is committed
 
     def tenant_of(self, task_id: str) -> str | None:
         """Whose task this is, for tasks live or recently seen here; None otherwise."""
@@ -140,6 +141,8 @@ class Lifecycle:
         if self.live.pop(live.id, None) is not None and live.status is TaskStatus.QUEUED:
             self._count_queued(live, -1)
         live.done.set()
+        if self.on_finished is not None:
+            self.on_finished(live.id)
 
     async def reconcile(self, agent_types: dict[str, Any]) -> list[LiveTask]:
         """Rebuild the live table from storage after a (re)start; returns the tasks to queue."""

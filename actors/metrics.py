@@ -1,14 +1,16 @@
-"""The orchestrator's Prometheus metrics: what happens to tasks, attempts, pools and routing.
+"""The orchestrator's Prometheus metrics: what happens to tasks, attempts, pools, routing and
+workflow runs.
 
-The orchestrator is the one writer of every task's lifecycle, so it is the one process that
-counts it: every figure here comes from a single exporter (prometheus-client, on the
-orchestrator's own HTTP endpoint), and nothing is counted twice however many agent replicas
-run. Gauges (queue depth, replicas, dead letters) are read from the orchestrator's live state
-when Prometheus scrapes, so a restarted orchestrator never leaves a stale value behind; counters
-start again from zero after a restart, which `rate()` and `increase()` allow for.
+The orchestrator is the one writer of every task's and workflow run's lifecycle, so it is the
+one process that counts them: every figure here comes from a single exporter (prometheus-client,
+on the orchestrator's own HTTP endpoint), and nothing is counted twice however many agent
+replicas run. Gauges (queue depth, replicas, dead letters, active runs) are read from the
+orchestrator's live state when Prometheus scrapes, so a restarted orchestrator never leaves a
+stale value behind; counters start again from zero after a restart, which `rate()` and
+`increase()` allow for.
 
-Label values are bounded: agent types, tenants, statuses, outcomes and routing methods, never
-task ids or free text. The catalogue is `docs/metrics.md`.
+Label values are bounded: agent types, workflow names, tenants, statuses, outcomes and routing
+methods, never task or run ids or free text. The catalogue is `docs/metrics.md`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ prometheus_client.disable_created_metrics()
 ATTEMPT_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
                            120, 300)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+STEP_WAIT_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                             10, 30, 60, 120, 300, 600)
+RUN_DURATION_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+                                300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600)
 UNROUTED = "unrouted"
 NO_ROUTE = "none"
 GAUGE_READ_TIMEOUT_S = 5.0
@@ -80,6 +86,20 @@ class OrchestratorMetrics:
         self.no_confident_route = counter(
             "ymera_no_confident_route",
             "Router decisions with no confident route (a fallback may still have taken it).")
+        self.workflow_runs_started = counter(
+            "ymera_workflow_runs_started", "Workflow runs submitted (a repeated idempotency key "
+            "is not a new run).", ("workflow", "tenant"))
+        self.workflow_runs_finished = counter(
+            "ymera_workflow_runs_finished", "Workflow runs that reached a final status.",
+            ("workflow", "tenant", "outcome"))
+        self.workflow_step_wait = Histogram(
+            "ymera_workflow_step_wait_seconds",
+            "Time from a workflow step becoming ready to its task starting.", ("workflow",),
+            buckets=STEP_WAIT_SECONDS_BUCKETS, registry=self.registry)
+        self.workflow_run_duration = Histogram(
+            "ymera_workflow_run_duration_seconds",
+            "Time from a workflow run's submission to its final status.", ("workflow", "outcome"),
+            buckets=RUN_DURATION_SECONDS_BUCKETS, registry=self.registry)
         prometheus_client.ProcessCollector(registry=self.registry)
 
     # ----------------------------------------------------------------- recording
@@ -116,6 +136,20 @@ class OrchestratorMetrics:
             self.route_confidence.labels(method).observe(confidence)
         if not confident:
             self.no_confident_route.inc()
+
+    def workflow_started(self, workflow: str, tenant: str) -> None:
+        self.workflow_runs_started.labels(workflow, tenant).inc()
+
+    def workflow_finished(self, workflow: str, tenant: str, outcome: str,
+                          duration_s: float) -> None:
+        """A run reached `outcome` (succeeded, failed or cancelled) `duration_s` after it was
+        submitted."""
+        self.workflow_runs_finished.labels(workflow, tenant, outcome).inc()
+        self.workflow_run_duration.labels(workflow, outcome).observe(max(duration_s, 0.0))
+
+    def workflow_step_waited(self, workflow: str, seconds: float) -> None:
+        """A step's task started `seconds` after the step became ready."""
+        self.workflow_step_wait.labels(workflow).observe(max(seconds, 0.0))
 
     # ----------------------------------------------------------------- gauges and serving
 
@@ -194,4 +228,10 @@ GAUGES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("ymera_replicas_desired", "Replicas the pool should have.", ("agent_type",)),
     ("ymera_replicas_alive", "Replicas ready and answering health checks.", ("agent_type",)),
     ("ymera_dead_letters", "Dead-lettered tasks in storage.", ()),
+    ("ymera_workflow_runs_active", "Unfinished workflow runs, by status (pending, running, "
+     "waiting).", ("status",)),
+    ("ymera_workflow_runs_awaiting_approval",
+     "Unfinished workflow runs with a step waiting for a person's decision.", ()),
+    ("ymera_workflow_runs_overdue",
+     "Unfinished workflow runs past their deadline (started + max run duration).", ()),
 )

@@ -53,10 +53,12 @@ from actors.registry import load_agent_types
 from actors.router_admin import RouterAdministration
 from actors.routing_stage import RouterClient, RoutingStage
 from actors.store_reads import StoreReads
+from actors.workflow_engine import WorkflowEngine
 from storage.errors import Conflict, InvalidRequest, NotFound, StorageError
 from storage.messages import Task, TaskRequest, TaskStatus
 from storage.pool_bounds import PoolBoundsStore
 from storage.task_store import TaskStore
+from storage.workflow_records import RunDetail, RunEvent, RunPage, RunStatus
 
 log = logging.getLogger("ymera.orchestrator")
 
@@ -104,6 +106,8 @@ class Orchestrator(StoreReads, RouterAdministration):
         self.publisher: Any = None
         self.pool_bounds: PoolBoundsStore | None = None  # opened with the task store
         self._background: set[asyncio.Task] = set()
+        self.workflows = WorkflowEngine(config, list(self.agent_types), self.routing is not None,
+                                        self.metrics, self._spawn)
         self._spawn(self._start(), "startup")
 
     # ----------------------------------------------------------------- start and loops
@@ -126,6 +130,7 @@ class Orchestrator(StoreReads, RouterAdministration):
             on_commit = self.publisher.committed
             self._spawn(self.publisher.run(), "event-publisher")
         self.lifecycle = Lifecycle(store, self.config, on_commit, self.metrics)
+        self.lifecycle.on_finished = self.workflows.task_finished
         self.dispatcher.lifecycle = self.lifecycle
         self._serve_metrics()
         self.pool_bounds = PoolBoundsStore(store.engine)
@@ -140,6 +145,7 @@ class Orchestrator(StoreReads, RouterAdministration):
         if self.routing is not None:
             self._spawn(self.routing.run(), "routing")
             self._spawn(self.routing.run_learning(), "learning")
+        self.workflows.start(store, self._submit_for_workflow, self._cancel_for_workflow)
         self._ready.set()
         log.info("orchestrator ready: %d tasks resumed from storage", len(requeued))
 
@@ -166,6 +172,12 @@ class Orchestrator(StoreReads, RouterAdministration):
             "ymera_replicas_desired": {(name,): pool.desired for name, pool in pools.items()},
             "ymera_replicas_alive": {(name,): pool.live_count() for name, pool in pools.items()},
             "ymera_dead_letters": {(): self._dead_letters},
+            "ymera_workflow_runs_active": {
+                (status.value,): self.workflows.gauges["by_status"].get(status.value, 0)
+                for status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)},
+            "ymera_workflow_runs_awaiting_approval": {
+                (): self.workflows.gauges["awaiting_approval"]},
+            "ymera_workflow_runs_overdue": {(): self.workflows.gauges["overdue"]},
         }
 
     async def _count_dead_letters(self) -> None:
@@ -297,6 +309,83 @@ class Orchestrator(StoreReads, RouterAdministration):
             self.admission.release(reserved)
         self.dispatcher.push(live)
         return await lifecycle.store.get_task(task_id)
+
+    async def _submit_for_workflow(self, requests: Sequence[TaskRequest]) -> list[str]:
+        return (await self._accept(requests))[0]
+
+    async def _cancel_for_workflow(self, task_id: str) -> None:
+        await self.cancel(task_id)
+
+    # ----------------------------------------------------------------- workflows
+
+    @storage_trouble_unavailable
+    async def submit_workflow(self, document: dict[str, Any] | str, input: Any = None, *,
+                              idempotency_key: str | None = None, tenant: str = "default",
+                              wait_s: float | None = None) -> RunDetail:
+        """Store a run of the workflow `document` (a dict, or YAML/JSON text) with `input` and
+        start it; returns it once durable (with `wait_s`, once finished or when `wait_s` runs
+        out). The same (tenant, idempotency key) returns the same run. A bad document is
+        `InvalidRequest` naming the step and field, and nothing is stored."""
+        await self._wait_ready()
+        if not self.accepting:
+            raise PlatformUnavailable("the platform is draining and accepts no new runs")
+        run = await self.workflows.submit(document, input, idempotency_key=idempotency_key,
+                                          tenant=tenant)
+        if wait_s is not None:
+            return await self.workflows.wait(tenant, run.id, wait_s)
+        return await self.workflows.detail(tenant, run.id)
+
+    @storage_trouble_unavailable
+    async def get_run(self, run_id: str, tenant: str = "default") -> RunDetail:
+        await self._wait_ready()
+        return await self.workflows.detail(tenant, run_id)
+
+    @storage_trouble_unavailable
+    async def wait_run(self, run_id: str, timeout_s: float | None = None,
+                       tenant: str = "default") -> RunDetail:
+        """The run once finished, or as it stands when `timeout_s` runs out."""
+        await self._wait_ready()
+        return await self.workflows.wait(tenant, run_id, timeout_s)
+
+    @storage_trouble_unavailable
+    async def list_runs(self, tenant: str = "default", status: str | None = None,
+                        limit: int = 50, cursor: str | None = None) -> RunPage:
+        await self._wait_ready()
+        return await self.workflows.page(tenant, status, limit, cursor)
+
+    @storage_trouble_unavailable
+    async def decide(self, run_id: str, step_id: str, decision: str, actor: str,
+                     comment: str | None = None, tenant: str = "default",
+                     map_index: int = -1) -> RunDetail:
+        """A person's decision ("approve" or "reject") on a step awaiting approval."""
+        await self._wait_ready()
+        return await self.workflows.decide(tenant, run_id, step_id, decision, actor, comment,
+                                           map_index)
+
+    @storage_trouble_unavailable
+    async def cancel_run(self, run_id: str, tenant: str = "default") -> RunDetail:
+        await self._wait_ready()
+        return await self.workflows.cancel(tenant, run_id)
+
+    @storage_trouble_unavailable
+    async def retry_run(self, run_id: str, from_step: str,
+                        tenant: str = "default") -> RunDetail:
+        await self._wait_ready()
+        return await self.workflows.retry(tenant, run_id, from_step)
+
+    @storage_trouble_unavailable
+    async def run_events(self, run_id: str, after_id: int = 0,
+                         tenant: str = "default") -> list[RunEvent]:
+        await self._wait_ready()
+        return await self.workflows.events(tenant, run_id, after_id)
+
+    @storage_trouble_unavailable
+    async def purge_runs(self, older_than_s: float | None = None,
+                         batch_size: int = 500) -> int:
+        """Delete finished runs older than `older_than_s` (default: the configured
+        retention), `batch_size` per transaction."""
+        await self._wait_ready()
+        return await self.workflows.purge(older_than_s, batch_size)
 
     # ----------------------------------------------------------------- operator commands
 

@@ -33,6 +33,7 @@ from actors.errors import PlatformUnavailable
 from storage.errors import YmeraError
 from storage.messages import Attempt, BatchStatus, RouteDecision, Task, TaskEvent, TaskRequest
 from storage.task_store import TaskPage
+from storage.workflow_records import RunDetail, RunEvent, RunPage
 
 
 class OrchestratorApi(Protocol):
@@ -96,6 +97,35 @@ class OrchestratorApi(Protocol):
     async def drain(self, timeout_s: float = 60.0) -> dict[str, int]: ...
 
     async def stop_pools(self) -> int: ...
+
+    # ------------------------------------------------------------- workflows (issue 16)
+
+    async def submit_workflow(self, document: dict[str, Any] | str, input: Any = None, *,
+                              idempotency_key: str | None = None, tenant: str = "default",
+                              wait_s: float | None = None) -> RunDetail: ...
+
+    async def get_run(self, run_id: str, tenant: str = "default") -> RunDetail: ...
+
+    async def wait_run(self, run_id: str, timeout_s: float | None = None,
+                       tenant: str = "default") -> RunDetail: ...
+
+    async def list_runs(self, tenant: str = "default", status: str | None = None,
+                        limit: int = 50, cursor: str | None = None) -> RunPage: ...
+
+    async def decide(self, run_id: str, step_id: str, decision: str, actor: str,
+                     comment: str | None = None, tenant: str = "default",
+                     map_index: int = -1) -> RunDetail: ...
+
+    async def cancel_run(self, run_id: str, tenant: str = "default") -> RunDetail: ...
+
+    async def retry_run(self, run_id: str, from_step: str,
+                        tenant: str = "default") -> RunDetail: ...
+
+    async def run_events(self, run_id: str, after_id: int = 0,
+                         tenant: str = "default") -> list[RunEvent]: ...
+
+    async def purge_runs(self, older_than_s: float | None = None,
+                         batch_size: int = 500) -> int: ...
 
 
 @contextlib.contextmanager
@@ -233,3 +263,41 @@ class ActorOrchestrator:
 
     async def stop_pools(self) -> int:
         return await self._call(lambda h: h.stop_pools.remote())
+
+    async def submit_workflow(self, document: dict[str, Any] | str, input: Any = None, *,
+                              idempotency_key: str | None = None, tenant: str = "default",
+                              wait_s: float | None = None) -> RunDetail:
+        return await self._call(lambda h: h.submit_workflow.remote(
+            document, input, idempotency_key=idempotency_key, tenant=tenant, wait_s=wait_s))
+
+    async def get_run(self, run_id: str, tenant: str = "default") -> RunDetail:
+        return await self._call(lambda h: h.get_run.remote(run_id, tenant))
+
+    async def wait_run(self, run_id: str, timeout_s: float | None = None,
+                       tenant: str = "default") -> RunDetail:
+        return await self._call(lambda h: h.wait_run.remote(run_id, timeout_s, tenant))
+
+    async def list_runs(self, tenant: str = "default", status: str | None = None,
+                        limit: int = 50, cursor: str | None = None) -> RunPage:
+        return await self._call(lambda h: h.list_runs.remote(tenant, status, limit, cursor))
+
+    async def decide(self, run_id: str, step_id: str, decision: str, actor: str,
+                     comment: str | None = None, tenant: str = "default",
+                     map_index: int = -1) -> RunDetail:
+        return await self._call(lambda h: h.decide.remote(
+            run_id, step_id, decision, actor, comment, tenant, map_index))
+
+    async def cancel_run(self, run_id: str, tenant: str = "default") -> RunDetail:
+        return await self._call(lambda h: h.cancel_run.remote(run_id, tenant))
+
+    async def retry_run(self, run_id: str, from_step: str,
+                        tenant: str = "default") -> RunDetail:
+        return await self._call(lambda h: h.retry_run.remote(run_id, from_step, tenant))
+
+    async def run_events(self, run_id: str, after_id: int = 0,
+                         tenant: str = "default") -> list[RunEvent]:
+        return await self._call(lambda h: h.run_events.remote(run_id, after_id, tenant))
+
+    async def purge_runs(self, older_than_s: float | None = None,
+                         batch_size: int = 500) -> int:
+        return await self._call(lambda h: h.purge_runs.remote(older_than_s, batch_size))

@@ -85,9 +85,13 @@ class Plan:
         return bool(self.changes or self.new_steps or self.submissions)
 
 
-def idempotency_key(run_id: str, step_id: str, map_index: int = UNMAPPED) -> str:
-    """The idempotency key of the task of one step (or item) of a run; always the same."""
-    return f"wf:{run_id}:{step_id}:{map_index}"
+def idempotency_key(run_id: str, step_id: str, map_index: int = UNMAPPED,
+                    generation: int = 0) -> str:
+    """The idempotency key of the task of one step (or item) of a run; always the same within
+    one generation of the run (a retry from a step starts the next generation, whose tasks are
+    new)."""
+    key = f"wf:{run_id}:{step_id}:{map_index}"
+    return f"{key}:g{generation}" if generation else key
 
 
 def _new_row(stored: WorkflowStep) -> StepState:
@@ -99,12 +103,13 @@ def _new_row(stored: WorkflowStep) -> StepState:
 
 def plan(spec: WorkflowSpec, run_input: Any, steps: Sequence[WorkflowStep],
          task_outcomes: Mapping[str, TaskOutcome], now: datetime, *, tenant: str,
-         run_id: str | None = None) -> Plan:
+         run_id: str | None = None, generation: int = 0) -> Plan:
     """The next `Plan` for a run (see the module docstring). `steps` are the run's stored rows
     (one per spec step, made by `initial_steps`, plus fan-out items; when some are missing, the
     plan only adds them); `task_outcomes` maps the task ids of ready and running steps to how
     their tasks ended (a task missing from it is taken as still running); `tenant` owns the run
-    and its tasks; `run_id` defaults to the rows' run."""
+    and its tasks; `run_id` defaults to the rows' run; `generation` is the run's (see
+    `idempotency_key`)."""
     if run_id is None:
         if not steps:
             raise ValueError("plan needs the run's steps or its run_id")
@@ -116,7 +121,7 @@ def plan(spec: WorkflowSpec, run_input: Any, steps: Sequence[WorkflowStep],
     state = RunState(spec, run_input, as_utc(now),
                      {key: _new_row(s) for key, s in stored.items()})
     _record_outcomes(state, task_outcomes)
-    advance(state, lambda key: _request(state, key, run_id, tenant))
+    advance(state, lambda key: _request(state, key, run_id, tenant, generation))
     status, error = run_outcome(state)
     return Plan(changes=tuple(_changes(state, stored)),
                 new_steps=tuple(NewStep(key[0], key[1], row.status, row.wake_at)
@@ -156,7 +161,8 @@ def _record_outcomes(state: RunState, outcomes: Mapping[str, TaskOutcome]) -> No
                       else {"message": f"the task of step {key[0]!r} ended {status.value}"})
 
 
-def _request(state: RunState, key: Key, run_id: str, tenant: str) -> TaskRequest:
+def _request(state: RunState, key: Key, run_id: str, tenant: str,
+             generation: int) -> TaskRequest:
     """The task of the ready row `key` (raises ValueError/JMESPath errors on a bad payload)."""
     step = state.spec.step(key[0])
     context = state.context()
@@ -167,7 +173,7 @@ def _request(state: RunState, key: Key, run_id: str, tenant: str) -> TaskRequest
         description=step.description or f"workflow {state.spec.name} step {step.id}",
         payload=render_payload(step.payload, context), agent_type=step.agent_type,
         priority=step.priority, timeout_s=step.timeout_s, max_attempts=step.max_attempts,
-        idempotency_key=idempotency_key(run_id, key[0], key[1]), tenant=tenant)
+        idempotency_key=idempotency_key(run_id, key[0], key[1], generation), tenant=tenant)
 
 
 def _changes(state: RunState, stored: Mapping[Key, WorkflowStep]) -> list[StepChange]:

@@ -31,6 +31,7 @@ AUDIT_EVENTS = "audit_events"
 POOL_BOUNDS = "pool_bounds"
 WORKFLOW_RUNS = "workflow_runs"
 WORKFLOW_STEPS = "workflow_steps"
+WORKFLOW_EVENTS = "workflow_events"
 
 JsonColumn = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 EventId = BigInteger().with_variant(Integer(), "sqlite")
@@ -232,6 +233,7 @@ class WorkflowRunRow(Base):
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
     deadline_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    generation: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
 
     __table_args__ = (
         Index("ix_workflow_runs_tenant_idempotency_key", "tenant", "idempotency_key",
@@ -270,6 +272,23 @@ class WorkflowStepRow(Base):
     )
 
 
+class WorkflowEventRow(Base):
+    """One line of a run's append-only event log (what its stream replays from an id)."""
+
+    __tablename__ = WORKFLOW_EVENTS
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey(f"{WORKFLOW_RUNS}.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    step_id: Mapped[str | None] = mapped_column(String(128))
+    map_index: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(Timestamp)
+    data: Mapped[Any | None] = mapped_column(JsonColumn)
+
+    __table_args__ = (Index("ix_workflow_events_run", "run_id", "id"),)
+
+
 # A declarative class's `__table__` is a `Table` at runtime; SQLAlchemy types it as the wider
 # `FromClause`, which `insert()`, `update()` and `delete()` do not accept.
 tasks_table = cast(Table, TaskRow.__table__)
@@ -284,3 +303,4 @@ audit_events_table = cast(Table, AuditEventRow.__table__)
 pool_bounds_table = cast(Table, PoolBoundsRow.__table__)
 workflow_runs_table = cast(Table, WorkflowRunRow.__table__)
 workflow_steps_table = cast(Table, WorkflowStepRow.__table__)
+workflow_events_table = cast(Table, WorkflowEventRow.__table__)

@@ -68,6 +68,16 @@ class WorkflowRun:
     updated_at: datetime
     finished_at: datetime | None
     deadline_at: datetime | None
+    generation: int = 0  # retries from a step so far
+
+    def to_json(self) -> dict[str, Any]:
+        """The run as plain JSON (what the HTTP API and `--json` show), its spec included."""
+        return {"id": self.id, "tenant": self.tenant, "name": self.name,
+                "version": self.version, "status": self.status.value, "input": self.input,
+                "error": self.error, "idempotency_key": self.idempotency_key,
+                "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at),
+                "finished_at": _iso(self.finished_at), "deadline_at": _iso(self.deadline_at),
+                "generation": self.generation, "spec": self.spec}
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,58 @@ class WorkflowStep:
     decision_comment: str | None
     wake_at: datetime | None
     updated_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        decision = None
+        if self.decision is not None:
+            decision = {"decision": self.decision.value, "by": self.decided_by,
+                        "at": _iso(self.decided_at), "comment": self.decision_comment}
+        return {"step_id": self.step_id, "map_index": self.map_index,
+                "status": self.status.value, "task_id": self.task_id, "output": self.output,
+                "error": self.error, "decision": decision, "wake_at": _iso(self.wake_at),
+                "updated_at": _iso(self.updated_at)}
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    """A run with its step rows (spec steps, then fan-out items by index)."""
+
+    run: WorkflowRun
+    steps: tuple[WorkflowStep, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.run.to_json(), "steps": [step.to_json() for step in self.steps]}
+
+
+@dataclass(frozen=True)
+class RunPage:
+    """One page of a tenant's runs, newest first; `next_cursor` is None on the last page."""
+
+    runs: tuple[WorkflowRun, ...]
+    next_cursor: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"runs": [{k: v for k, v in run.to_json().items() if k != "spec"}
+                         for run in self.runs], "next_cursor": self.next_cursor}
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """One line of a run's event log: `kind` is `run_<status>` or `step_<status>` (also
+    `step_approved`/`step_rejected`, `run_retried`); ids grow, so a stream resumes after one."""
+
+    id: int
+    run_id: str
+    kind: str
+    step_id: str | None
+    map_index: int | None
+    at: datetime
+    data: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "run_id": self.run_id, "kind": self.kind,
+                "step_id": self.step_id, "map_index": self.map_index, "at": _iso(self.at),
+                "data": self.data}
 
 
 @dataclass(frozen=True)
@@ -115,6 +177,10 @@ class StepChange:
     wake_at: Any = UNCHANGED
 
 
+def _iso(value: datetime | None) -> str | None:
+    return as_utc(value).isoformat() if value is not None else None
+
+
 def _optional_time(value: datetime | None) -> datetime | None:
     return as_utc(value) if value is not None else None
 
@@ -125,7 +191,13 @@ def run_from_row(row: Any) -> WorkflowRun:
         input=row.input, status=RunStatus(row.status), idempotency_key=row.idempotency_key,
         error=row.error, created_at=as_utc(row.created_at), updated_at=as_utc(row.updated_at),
         finished_at=_optional_time(row.finished_at), deadline_at=_optional_time(row.deadline_at),
+        generation=getattr(row, "generation", 0) or 0,
     )
+
+
+def event_from_row(row: Any) -> RunEvent:
+    return RunEvent(id=row.id, run_id=row.run_id, kind=row.kind, step_id=row.step_id,
+                    map_index=row.map_index, at=as_utc(row.at), data=row.data)
 
 
 def step_from_row(row: Any) -> WorkflowStep:

@@ -10,6 +10,10 @@ Guarantees:
 - Step changes are compare-and-set on the step's previous status, applied together in one
   transaction; a step that succeeded is never changed again.
 - An approval is recorded once, only on a step awaiting one.
+- Every change is written with its event (`run_events`), in the same transaction: the event log
+  of a run is exactly its history, and a stream resumes from an event id without a gap.
+- A retry (`reopen`) is the one way back from a finished run: the run becomes running again in
+  its next generation, the chosen steps wait again, and the rest is kept.
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ from storage.cursor import decode_cursor, encode_cursor
 from storage.database import EngineStore
 from storage.errors import Conflict, InvalidRequest, NotFound
 from storage.messages import new_task_id, utcnow
+from storage.models import workflow_events_table as events_table
 from storage.models import workflow_runs_table as runs
 from storage.models import workflow_steps_table as steps_table
 from storage.storable import check_text
 from storage.workflow_records import (
     FINISHED_RUN_VALUES, UNCHANGED, UNFINISHED_RUN_VALUES, UNMAPPED, Decision, NewStep,
-    RunStatus, StepChange, StepStatus, WorkflowRun, WorkflowStep, run_from_row, step_from_row,
+    RunEvent, RunStatus, StepChange, StepStatus, WorkflowRun, WorkflowStep, event_from_row,
+    run_from_row, step_from_row,
 )
 
 __all__ = ["Decision", "NewStep", "RunStatus", "StepChange", "StepStatus", "UNMAPPED",
@@ -80,6 +86,22 @@ def _check_steps(new_steps: Sequence[NewStep]) -> None:
             raise InvalidRequest(f"step {step.step_id!r} (item {step.map_index}) is given twice",
                                  {"field": "steps", "step": step.step_id})
         keys.add((step.step_id, step.map_index))
+
+
+def _event_row(run_id: str, kind: str, now: datetime, step_id: str | None = None,
+               map_index: int | None = None, data: Any = None) -> dict[str, Any]:
+    return {"run_id": run_id, "kind": kind, "step_id": step_id, "map_index": map_index,
+            "at": now, "data": data}
+
+
+def _step_event(run_id: str, change: StepChange, now: datetime) -> dict[str, Any]:
+    data = {}
+    if change.task_id is not UNCHANGED and change.task_id is not None:
+        data["task_id"] = change.task_id
+    if change.error is not UNCHANGED and change.error is not None:
+        data["error"] = change.error
+    return _event_row(run_id, f"step_{StepStatus(change.status).value}", now, change.step_id,
+                      change.map_index, data or None)
 
 
 def _step_rows(run_id: str, new_steps: Sequence[NewStep], now: datetime) -> list[dict]:
@@ -132,6 +154,9 @@ class WorkflowStore(EngineStore):
         try:
             async with self._transaction(f"creating a {name!r} run", taken) as connection:
                 await connection.execute(insert(runs), row)
+                await connection.execute(insert(events_table), _event_row(
+                    row["id"], "run_created", now,
+                    data={"name": name, "version": version}))
                 if steps:
                     await connection.execute(insert(steps_table), _step_rows(row["id"], steps, now))
         except Conflict:
@@ -202,6 +227,10 @@ class WorkflowStore(EngineStore):
             result = await connection.execute(
                 update(runs).where(runs.c.id == run_id, runs.c.tenant == tenant,
                                    runs.c.status.in_(sources)).values(**values))
+            if result.rowcount:
+                await connection.execute(insert(events_table), _event_row(
+                    run_id, f"run_{target.value}", now,
+                    data={"error": error} if error is not None else None))
         current = await self.run(tenant, run_id)
         if result.rowcount == 0 and current.status != target:
             raise Conflict(f"workflow run {run_id!r} is {current.status.value}; it cannot "
@@ -243,6 +272,9 @@ class WorkflowStore(EngineStore):
                     steps_table.c.status == StepStatus(change.expected).value).values(**values))
                 if result.rowcount:
                     applied.append(change)
+            if applied:
+                await connection.execute(insert(events_table),
+                                         [_step_event(run_id, change, now) for change in applied])
             if new_steps:
                 await connection.execute(self._insert_new_steps(),
                                          _step_rows(run_id, new_steps, now))
@@ -288,6 +320,11 @@ class WorkflowStore(EngineStore):
                      decided_at=now, decision_comment=comment, wake_at=None, updated_at=now,
                      output=outcome if status is StepStatus.SUCCEEDED else None,
                      error=None if verdict is Decision.APPROVE else outcome))
+            if result.rowcount:
+                kind = "step_approved" if verdict is Decision.APPROVE else "step_rejected"
+                await connection.execute(insert(events_table), _event_row(
+                    run_id, kind, now, step_id, map_index,
+                    {"actor": actor, "comment": comment, "status": status.value}))
         run = await self.run(tenant, run_id)
         matching = [s for s in await self.steps(tenant, run_id)
                     if (s.step_id, s.map_index) == (step_id, map_index)]
@@ -300,6 +337,72 @@ class WorkflowStore(EngineStore):
             raise Conflict(f"step {step_id!r} is not awaiting approval: {why}",
                            {"run_id": run_id, "step_id": step_id})
         return matching[0]
+
+    async def run_events(self, tenant: str, run_id: str, after_id: int = 0,
+                         limit: int = 1000) -> list[RunEvent]:
+        """The events of `tenant`'s run `run_id` after `after_id`, oldest first, at most
+        `limit`; `NotFound` as `run`."""
+        if not 1 <= limit <= 10_000:
+            raise InvalidRequest(f"limit must be between 1 and 10000, not {limit}",
+                                 {"field": "limit"})
+        owner, rows = await self._fetch_all(
+            select(runs.c.id).where(runs.c.id == run_id, runs.c.tenant == tenant),
+            select(events_table).where(events_table.c.run_id == run_id,
+                                       events_table.c.id > after_id)
+            .order_by(events_table.c.id).limit(limit))
+        if not owner:
+            raise NotFound(f"no workflow run with id {run_id!r}", {"run_id": run_id})
+        return [event_from_row(row) for row in rows]
+
+    async def reopen(self, tenant: str, run_id: str, step_ids: Sequence[str],
+                     data: Any = None) -> WorkflowRun:
+        """Retry a failed or cancelled run: in one transaction it becomes running in its next
+        generation, each of `step_ids` waits again (output, error, task and decision cleared,
+        its fan-out items removed), and a `run_retried` event records `data`. Steps not named
+        keep their rows. `Conflict` unless the run failed or was cancelled."""
+        for step_id in step_ids:
+            _check_text("step_id", step_id)
+        _check_json("data", data)
+        now = utcnow()
+        retryable = (RunStatus.FAILED.value, RunStatus.CANCELLED.value)
+        async with self._transaction(f"retrying run {run_id!r}") as connection:
+            result = await connection.execute(
+                update(runs).where(runs.c.id == run_id, runs.c.tenant == tenant,
+                                   runs.c.status.in_(retryable))
+                .values(status=RunStatus.RUNNING.value, generation=runs.c.generation + 1,
+                        error=None, finished_at=None, updated_at=now))
+            if result.rowcount:
+                chosen = steps_table.c.step_id.in_(list(step_ids))
+                await connection.execute(delete(steps_table).where(
+                    steps_table.c.run_id == run_id, chosen, steps_table.c.map_index != UNMAPPED))
+                await connection.execute(update(steps_table).where(
+                    steps_table.c.run_id == run_id, chosen).values(
+                    status=StepStatus.WAITING.value, task_id=None, output=None, error=None,
+                    decision=None, decided_by=None, decided_at=None, decision_comment=None,
+                    wake_at=None, updated_at=now))
+                await connection.execute(insert(events_table),
+                                         _event_row(run_id, "run_retried", now, data=data))
+        current = await self.run(tenant, run_id)
+        if result.rowcount == 0:
+            raise Conflict(f"workflow run {run_id!r} is {current.status.value}; only a failed "
+                           "or cancelled run can be retried",
+                           {"run_id": run_id, "status": current.status.value})
+        return current
+
+    async def gauges(self, now: datetime) -> dict[str, Any]:
+        """Unfinished runs by status, those with a step awaiting approval, and those past
+        their deadline (every tenant)."""
+        from sqlalchemy import func
+
+        unfinished = runs.c.status.in_(UNFINISHED_RUN_VALUES)
+        by_status, awaiting, overdue = await self._fetch_all(
+            select(runs.c.status, func.count()).where(unfinished).group_by(runs.c.status),
+            select(func.count(func.distinct(steps_table.c.run_id)))
+            .join(runs, runs.c.id == steps_table.c.run_id)
+            .where(unfinished, steps_table.c.status == StepStatus.AWAITING_APPROVAL.value),
+            select(func.count()).where(unfinished, runs.c.deadline_at < now))
+        return {"by_status": {row[0]: row[1] for row in by_status},
+                "awaiting_approval": awaiting[0][0], "overdue": overdue[0][0]}
 
     async def due_steps(self, now: datetime, limit: int = 100) -> list[tuple[str, WorkflowStep]]:
         """Timers and approval timeouts due at `now` in unfinished runs of every tenant, as
@@ -343,6 +446,8 @@ class WorkflowStore(EngineStore):
             async with self._transaction("purging finished workflow runs") as connection:
                 await connection.execute(delete(steps_table)
                                          .where(steps_table.c.run_id.in_(batch)))
+                await connection.execute(delete(events_table)
+                                         .where(events_table.c.run_id.in_(batch)))
                 deleted = (await connection.execute(
                     delete(runs).where(runs.c.id.in_(batch)))).rowcount
             purged += deleted

@@ -19,6 +19,7 @@ from storage.example_store import ExampleStore, NewExample
 from storage.models import Base
 from storage.messages import TaskStatus, new_task_id, utcnow
 from storage.task_store import TaskStore, WriteBatch
+from storage.workflow_store import WorkflowStore
 
 
 def _schema(connection: Connection) -> dict[str, object]:
@@ -230,7 +231,7 @@ async def test_0010_adds_workflow_tables_and_goes_down_again_keeping_tasks(
         await engine.dispose()
     before = await _run_sync(empty_database_url, tables)
 
-    await migrate_async(empty_database_url)
+    await asyncio.to_thread(_upgrade, empty_database_url, "0010")
     assert await _run_sync(empty_database_url, tables) == before | {
         "workflow_runs", "workflow_steps"}
     await asyncio.to_thread(
@@ -240,3 +241,33 @@ async def test_0010_adds_workflow_tables_and_goes_down_again_keeping_tasks(
     await migrate_async(empty_database_url)
     async with await TaskStore.open(empty_database_url) as store:
         assert (await store.get_task(task_id)).description == "from before"
+
+
+async def test_0011_adds_run_events_and_generation_keeping_runs(empty_database_url: str) -> None:
+    def shape(connection: Connection) -> tuple[set[str], set[str]]:
+        inspector = inspect(connection)
+        return (set(inspector.get_table_names()),
+                {column["name"] for column in inspector.get_columns("workflow_runs")})
+
+    await asyncio.to_thread(_upgrade, empty_database_url, "0010")
+    engine = create_engine(empty_database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text(
+                "INSERT INTO workflow_runs (id, tenant, name, version, spec, status, created_at,"
+                " updated_at) VALUES ('r1', 'default', 'old', '1', '{}', 'running', :now, :now)"),
+                {"now": utcnow()})
+    finally:
+        await engine.dispose()
+
+    await migrate_async(empty_database_url)
+    tables, columns = await _run_sync(empty_database_url, shape)
+    assert "workflow_events" in tables and "generation" in columns
+    async with await WorkflowStore.open(empty_database_url) as store:
+        run = await store.run("default", "r1")
+        assert (run.name, run.generation) == ("old", 0)
+
+    await asyncio.to_thread(
+        command.downgrade, _alembic_config(async_url(empty_database_url)), "0010")
+    tables, columns = await _run_sync(empty_database_url, shape)
+    assert "workflow_events" not in tables and "generation" not in columns

@@ -1,0 +1,547 @@
+"""The workflow engine: runs workflow runs forward from storage, inside the orchestrator.
+
+`WorkflowEngine` owns no state that matters: every decision is made from the run's stored rows
+and its tasks' stored outcomes by the pure planner (`actors.workflow_advance.plan`), then stored
+(compare-and-set) before anything else happens. What it keeps in memory only speeds things up:
+which task belongs to which run (to advance a run the moment one of its tasks ends), wake-up
+timers, and who waits for a run.
+
+Guarantees:
+- A run is created (with its spec, input and first step rows) in one transaction before the
+  submitter is answered; the same (tenant, idempotency key) gives the same run.
+- Each step's task is submitted through the orchestrator's admission with the key
+  `wf:<run>:<step>:<item>` (plus the run's generation after a retry): a crash between storing a
+  step as ready and linking its task submits it again under the same key, which returns the same
+  task, so a step never runs twice and is never lost. A succeeded step is never changed.
+- A run advances when one of its tasks ends, when a timer or approval timeout is due, when a
+  person decides, at start (every unfinished run), and in a periodic sweep that catches anything
+  missed. Advancing one run is serialized (one lock per run); runs advance concurrently.
+- A run past its deadline (created + `max_run_duration_s`) fails: its unfinished steps are
+  cancelled and their running tasks cancelled.
+- Cancelling a run cancels its unfinished steps and their tasks; it does not run compensation
+  (compensation runs when a run fails). Retrying a failed or cancelled run from a step re-runs
+  that step, what depends on it and whatever failed or was cancelled; succeeded steps are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from actors.config import OrchestratorConfig
+from actors.errors import PlatformUnavailable, QueueFull
+from actors.metrics import OrchestratorMetrics
+from actors.workflow_advance import Plan, Submission, TaskOutcome, initial_steps, plan
+from storage.errors import Conflict, InvalidRequest, NotFound, StorageError
+from storage.messages import Task, TaskRequest, TaskStatus, utcnow
+from storage.storable import depth_excess
+from storage.task_store import TaskStore
+from storage.workflow_records import (
+    UNMAPPED, RunDetail, RunEvent, RunPage, RunStatus, StepChange, StepStatus, WorkflowRun,
+    WorkflowStep)
+from storage.workflow_spec import WorkflowSpec, compile_spec
+from storage.workflow_store import WorkflowStore
+
+log = logging.getLogger("ymera.workflows")
+
+SWEEP_INTERVAL_S = 30.0  # every unfinished run is advanced at least this often
+GAUGE_INTERVAL_S = 10.0
+MAX_ROUNDS = 50  # plans applied in one advance before yielding to other runs
+BUSY_RETRY_S = 1.0  # when admission refused a step's task (queue full, draining)
+RECENT_FINISHED = 20_000
+_TERMINAL_TASK = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.DEAD,
+                            TaskStatus.CANCELLED})
+_UNFINISHED_STEP = frozenset({StepStatus.WAITING, StepStatus.READY, StepStatus.RUNNING,
+                              StepStatus.AWAITING_APPROVAL, StepStatus.TIMER})
+
+SubmitTasks = Callable[[Sequence[TaskRequest]], Awaitable[list[str]]]
+CancelTask = Callable[[str], Awaitable[Any]]
+Spawn = Callable[[Coroutine[Any, Any, None], str], asyncio.Task]
+
+
+class WorkflowEngine:
+    """Advances the platform's workflow runs (see the module docstring)."""
+
+    def __init__(self, config: OrchestratorConfig, agent_types: Sequence[str], routing: bool,
+                 metrics: OrchestratorMetrics, spawn: Spawn) -> None:
+        self.config = config
+        self.agent_types = frozenset(agent_types)
+        self.routing = routing
+        self.metrics = metrics
+        self._spawn = spawn
+        self.store: WorkflowStore | None = None
+        self.tasks: TaskStore | None = None
+        self._submit: SubmitTasks | None = None
+        self._cancel_task: CancelTask | None = None
+        self._specs: dict[str, WorkflowSpec] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._driving: dict[str, list[Any]] = {}  # run id -> [tenant, poked again]
+        self._task_runs: dict[str, tuple[str, str]] = {}  # task id -> (tenant, run id)
+        self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._finished: dict[str, asyncio.Event] = {}
+        self.gauges: dict[str, Any] = {"by_status": {}, "awaiting_approval": 0, "overdue": 0}
+
+    def start(self, tasks: TaskStore, submit: SubmitTasks, cancel_task: CancelTask) -> None:
+        """Begin: open the run store on the task store's engine and start the sweeps (the
+        first sweep resumes every unfinished run)."""
+        self.tasks = tasks
+        self.store = WorkflowStore(tasks.engine)
+        self._submit = submit
+        self._cancel_task = cancel_task
+        self._spawn(self._sweep_forever(), "workflow-sweep")
+        self._spawn(self._gauges_forever(), "workflow-gauges")
+        self._spawn(self._purge_forever(), "workflow-purge")
+
+    # ------------------------------------------------------------------ operations
+
+    async def submit(self, document: dict[str, Any] | str, run_input: Any, *,
+                     idempotency_key: str | None, tenant: str) -> WorkflowRun:
+        """Validate and store a new run, start it, and return it (the stored run for a known
+        idempotency key). `InvalidRequest` names the step and field; nothing is stored."""
+        store = self._store()
+        spec = compile_spec(document, self.agent_types, self.config.workflow_limits)
+        if not self.routing:
+            for step in spec.steps:
+                if step.is_task and step.agent_type is None:
+                    raise InvalidRequest(
+                        f"step {step.id!r} names no agent_type and routing is off on this "
+                        "platform; name the agent type", {"step": step.id, "field": "agent_type"})
+        self._check_input(run_input)
+        deadline = utcnow() + timedelta(seconds=spec.limits.max_run_duration_s)
+        run, created = await store.create_run(
+            tenant, spec.name, spec.version, spec.to_json(), run_input, idempotency_key,
+            initial_steps(spec), deadline_at=deadline)
+        if created:
+            self._specs[run.id] = spec
+            self.metrics.workflow_started(spec.name, tenant)
+            log.info("workflow run %s (%s v%s) created", run.id, spec.name, spec.version,
+                     extra={"run_id": run.id, "tenant": tenant})
+        await self.advance(tenant, run.id)
+        return await store.run(tenant, run.id)
+
+    def _check_input(self, run_input: Any) -> None:
+        try:
+            size = len(json.dumps(run_input, allow_nan=False, separators=(",", ":")).encode())
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequest(f"workflow input is not plain JSON: {exc}",
+                                 {"field": "input"}) from None
+        if size > self.config.max_payload_bytes:
+            raise InvalidRequest(f"workflow input is {size} bytes; the limit is "
+                                 f"{self.config.max_payload_bytes}", {"field": "input"})
+        excess = depth_excess(run_input, self.config.max_payload_depth, "input")
+        if excess is not None:
+            raise InvalidRequest(f"workflow input nests deeper than "
+                                 f"{self.config.max_payload_depth} levels at {excess}",
+                                 {"field": "input", "path": excess})
+
+    async def detail(self, tenant: str, run_id: str) -> RunDetail:
+        store = self._store()
+        run = await store.run(tenant, run_id)
+        return RunDetail(run, tuple(await store.steps(tenant, run_id)))
+
+    async def wait(self, tenant: str, run_id: str, timeout_s: float | None) -> RunDetail:
+        """The run once finished, or as it stands when `timeout_s` runs out."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            detail = await self.detail(tenant, run_id)
+            if detail.run.status.is_finished:
+                return detail
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return detail
+            event = self._finished.setdefault(run_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), 1.0 if left is None else min(left, 1.0))
+            except asyncio.TimeoutError:
+                pass
+
+    async def page(self, tenant: str, status: str | None, limit: int,
+                   cursor: str | None) -> RunPage:
+        runs, next_cursor = await self._store().list_runs(tenant, status, limit, cursor)
+        return RunPage(tuple(runs), next_cursor)
+
+    async def events(self, tenant: str, run_id: str, after_id: int) -> list[RunEvent]:
+        return await self._store().run_events(tenant, run_id, after_id)
+
+    async def decide(self, tenant: str, run_id: str, step_id: str, decision: str, actor: str,
+                     comment: str | None, map_index: int) -> RunDetail:
+        """Record a person's decision on a step awaiting approval and advance the run."""
+        await self._store().record_approval(tenant, run_id, step_id, decision, actor, comment,
+                                            map_index)
+        await self.advance(tenant, run_id)
+        return await self.detail(tenant, run_id)
+
+    async def cancel(self, tenant: str, run_id: str) -> RunDetail:
+        """Cancel the run's unfinished steps and their tasks, then the run (`Conflict` when
+        it finished already)."""
+        store = self._store()
+        async with self._lock(run_id):
+            run = await store.run(tenant, run_id)
+            if run.status.is_finished:
+                raise Conflict(f"workflow run {run_id!r} is already {run.status.value}",
+                               {"run_id": run_id, "status": run.status.value})
+            await self._stop_steps(run, await store.steps(tenant, run_id))
+            run = await store.set_run_status(tenant, run_id, RunStatus.CANCELLED,
+                                             {"message": "cancelled by request"})
+            self._count_end(run)
+        return await self.detail(tenant, run_id)
+
+    async def retry(self, tenant: str, run_id: str, from_step: str) -> RunDetail:
+        """Re-run `from_step`, what depends on it, and whatever failed or was cancelled, in the
+        run's next generation; succeeded steps outside that set are kept."""
+        store = self._store()
+        async with self._lock(run_id):
+            run = await store.run(tenant, run_id)
+            spec = self._spec(run)
+            try:
+                spec.step(from_step)
+            except KeyError:
+                raise NotFound(f"workflow run {run_id!r} has no step {from_step!r}",
+                               {"run_id": run_id, "step_id": from_step}) from None
+            if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+                raise Conflict(f"workflow run {run_id!r} is {run.status.value}; only a failed "
+                               "or cancelled run can be retried",
+                               {"run_id": run_id, "status": run.status.value})
+            steps = await store.steps(tenant, run_id)
+            reset = _retry_set(spec, steps, from_step)
+            await store.reopen(tenant, run_id, sorted(reset),
+                               {"from_step": from_step, "steps": sorted(reset)})
+            self._finished.pop(run_id, None)
+            self.metrics.workflow_started(spec.name, tenant)
+        await self.advance(tenant, run_id)
+        return await self.detail(tenant, run_id)
+
+    async def purge(self, older_than_s: float | None, batch_size: int) -> int:
+        """Delete the runs that finished more than `older_than_s` ago (the configured
+        retention by default), in batches; returns how many went."""
+        keep_s = self.config.workflow_retention_s if older_than_s is None else older_than_s
+        if keep_s < 0:
+            raise InvalidRequest(f"older_than_s must be 0 or more, not {keep_s}",
+                                 {"field": "older_than_s"})
+        purged = await self._store().purge_finished(utcnow() - timedelta(seconds=keep_s),
+                                                    batch_size)
+        if purged:
+            log.info("purged %d finished workflow runs", purged)
+        return purged
+
+    # ------------------------------------------------------------------ advancing
+
+    def task_finished(self, task_id: str) -> None:
+        """The orchestrator's hook: a task reached a final status (its outcome is stored)."""
+        self._recent[task_id] = None
+        if len(self._recent) > RECENT_FINISHED:
+            self._recent.popitem(last=False)
+        owner = self._task_runs.pop(task_id, None)
+        if owner is not None:
+            self.poke(*owner)
+
+    def poke(self, tenant: str, run_id: str) -> None:
+        """Advance the run soon (once more if it is being advanced now)."""
+        driving = self._driving.get(run_id)
+        if driving is not None:
+            driving[1] = True
+            return
+        self._driving[run_id] = [tenant, False]
+        self._spawn(self._drive(run_id), f"workflow-{run_id}")
+
+    async def _drive(self, run_id: str) -> None:
+        state = self._driving[run_id]
+        try:
+            while True:
+                state[1] = False
+                try:
+                    await self.advance(state[0], run_id)
+                except (StorageError, PlatformUnavailable) as exc:
+                    log.warning("cannot advance workflow run %s now (%s); retrying", run_id, exc)
+                    self._wake(state[0], run_id, BUSY_RETRY_S * 5)
+                    return
+                except Exception:
+                    log.exception("advancing workflow run %s failed", run_id)
+                    return
+                if not state[1]:
+                    return
+        finally:
+            del self._driving[run_id]
+
+    async def advance(self, tenant: str, run_id: str) -> None:
+        """Plan and apply until the run has nothing more to do now."""
+        async with self._lock(run_id):
+            for _ in range(MAX_ROUNDS):
+                if not await self._advance_once(tenant, run_id):
+                    return
+            self.poke(tenant, run_id)  # a long run of plans: let other runs in, then go on
+
+    async def _advance_once(self, tenant: str, run_id: str) -> bool:
+        """One plan applied; True when it changed something (plan again)."""
+        store = self._store()
+        run = await store.run(tenant, run_id)
+        if run.status.is_finished:
+            self._ended(run)
+            return False
+        spec = self._spec(run)
+        steps = await store.steps(tenant, run_id)
+        now = utcnow()
+        if run.deadline_at is not None and now >= run.deadline_at:
+            await self._overdue(run, spec, steps)
+            return False
+        outcomes = await self._outcomes(tenant, run_id, spec, steps)
+        next_plan = plan(spec, run.input, steps, outcomes, now, tenant=tenant, run_id=run_id,
+                         generation=run.generation)
+        if next_plan.changes or next_plan.new_steps:
+            await store.update_steps(run_id, next_plan.changes, next_plan.new_steps)
+        refused = await self._submit_steps(tenant, run_id, next_plan.submissions)
+        await self._set_status(run, spec, next_plan, busy=refused)
+        self._schedule(tenant, run, next_plan)
+        return next_plan.has_work and not refused
+
+    async def _outcomes(self, tenant: str, run_id: str, spec: WorkflowSpec,
+                        steps: Sequence[WorkflowStep]) -> dict[str, TaskOutcome]:
+        """How the tasks of the run's ready and running steps ended; the ones still going are
+        watched, so their end advances the run."""
+        assert self.tasks is not None
+        ids = [s.task_id for s in steps if s.task_id is not None
+               and s.status in (StepStatus.READY, StepStatus.RUNNING)]
+        if not ids:
+            return {}
+        found = await self.tasks.get_tasks(ids)
+        outcomes = {}
+        for task_id in ids:
+            task = found.get(task_id)
+            if task is None:
+                continue
+            if task.status in _TERMINAL_TASK:
+                outcomes[task_id] = TaskOutcome(task.status, task.result,
+                                                task.error.to_json() if task.error else None)
+                self._observe_wait(spec, task)
+            else:
+                self._watch(tenant, run_id, task_id)
+        return outcomes
+
+    def _observe_wait(self, spec: WorkflowSpec, task: Task) -> None:
+        if task.finished_at is not None:
+            waited = (task.finished_at - task.created_at).total_seconds() - task.wall_s
+            self.metrics.workflow_step_waited(spec.name, max(waited, 0.0))
+
+    def _watch(self, tenant: str, run_id: str, task_id: str) -> None:
+        self._task_runs[task_id] = (tenant, run_id)
+        if task_id in self._recent:  # ended while it was being linked
+            self._task_runs.pop(task_id, None)
+            self.poke(tenant, run_id)
+
+    async def _submit_steps(self, tenant: str, run_id: str,
+                            submissions: Sequence[Submission]) -> bool:
+        """Submit the ready steps' tasks and link them; a task admission refuses for its
+        content fails its step. True when admission was busy (try again soon)."""
+        if not submissions:
+            return False
+        assert self._submit is not None
+        try:
+            ids: list[str | None] = list(await self._submit([s.request for s in submissions]))
+            refusals: list[InvalidRequest | None] = [None] * len(submissions)
+        except InvalidRequest:
+            if len(submissions) == 1:
+                ids, refusals = [None], [None]
+                try:
+                    ids = list(await self._submit([submissions[0].request]))
+                except InvalidRequest as exc:
+                    refusals = [exc]
+            else:  # find which: one by one
+                ids, refusals = [], []
+                for submission in submissions:
+                    try:
+                        ids.extend(await self._submit([submission.request]))
+                        refusals.append(None)
+                    except InvalidRequest as exc:
+                        ids.append(None)
+                        refusals.append(exc)
+        except (QueueFull, PlatformUnavailable) as exc:
+            log.info("workflow run %s waits to submit %d steps (%s)", run_id, len(submissions),
+                     exc)
+            return True
+        changes = []
+        for submission, task_id, refusal in zip(submissions, ids, refusals):
+            if task_id is not None:
+                changes.append(submission.started(task_id))
+                self._watch(tenant, run_id, task_id)
+            else:
+                assert refusal is not None
+                changes.append(StepChange(
+                    submission.step_id, StepStatus.READY, StepStatus.FAILED,
+                    map_index=submission.map_index,
+                    error={"code": refusal.code, "message": refusal.message,
+                           "details": refusal.details, "step": submission.step_id}))
+        await self._store().update_steps(run_id, changes)
+        return False
+
+    async def _set_status(self, run: WorkflowRun, spec: WorkflowSpec, next_plan: Plan,
+                          busy: bool) -> None:
+        status = next_plan.run_status
+        if busy and status is RunStatus.WAITING:
+            status = RunStatus.RUNNING
+        if status is run.status:
+            return
+        if status is RunStatus.PENDING:
+            return
+        updated = await self._store().set_run_status(run.tenant, run.id, status,
+                                                     next_plan.error)
+        if updated.status.is_finished:
+            self._count_end(updated)
+
+    def _schedule(self, tenant: str, run: WorkflowRun, next_plan: Plan) -> None:
+        """Wake the run at its next timer or approval timeout, or at its deadline."""
+        if next_plan.run_status.is_finished:
+            return
+        moments = [m for m in (next_plan.wake_at, run.deadline_at) if m is not None]
+        if moments:
+            delay = (min(moments) - utcnow()).total_seconds()
+            self._wake(tenant, run.id, max(delay, 0.0) + 0.01)
+
+    def _wake(self, tenant: str, run_id: str, delay_s: float) -> None:
+        old = self._timers.pop(run_id, None)
+        if old is not None:
+            old.cancel()
+        delay_s = min(delay_s, SWEEP_INTERVAL_S * 100)  # far wakes: the sweep covers them
+        self._timers[run_id] = asyncio.get_running_loop().call_later(
+            delay_s, self._timer_fired, tenant, run_id)
+
+    def _timer_fired(self, tenant: str, run_id: str) -> None:
+        self._timers.pop(run_id, None)
+        self.poke(tenant, run_id)
+
+    async def _overdue(self, run: WorkflowRun, spec: WorkflowSpec,
+                       steps: Sequence[WorkflowStep]) -> None:
+        await self._stop_steps(run, steps)
+        limit = spec.limits.max_run_duration_s
+        updated = await self._store().set_run_status(run.tenant, run.id, RunStatus.FAILED, {
+            "code": "run_deadline", "message": f"the run did not finish within its "
+            f"max_run_duration_s of {limit:g} s"})
+        log.warning("workflow run %s failed: past its deadline", run.id,
+                    extra={"run_id": run.id, "tenant": run.tenant})
+        self._count_end(updated)
+
+    async def _stop_steps(self, run: WorkflowRun, steps: Sequence[WorkflowStep]) -> None:
+        """Cancel every unfinished step and the tasks of those running."""
+        changes = [StepChange(s.step_id, s.status, StepStatus.CANCELLED, map_index=s.map_index)
+                   for s in steps if s.status in _UNFINISHED_STEP]
+        if changes:
+            await self._store().update_steps(run.id, changes)
+        assert self._cancel_task is not None
+        for step in steps:
+            if step.task_id is not None and step.status in (StepStatus.READY, StepStatus.RUNNING):
+                self._task_runs.pop(step.task_id, None)
+                self._spawn(self._cancel_quietly(step.task_id), f"cancel-{step.task_id}")
+
+    async def _cancel_quietly(self, task_id: str) -> None:
+        assert self._cancel_task is not None
+        try:
+            await self._cancel_task(task_id)
+        except Conflict:
+            pass  # it ended meanwhile
+        except Exception as exc:
+            log.warning("cannot cancel task %s of a stopped workflow run (%s)", task_id, exc)
+
+    def _ended(self, run: WorkflowRun) -> None:
+        """Tell those waiting for the run, and forget what was kept for it."""
+        event = self._finished.pop(run.id, None)
+        if event is not None:
+            event.set()
+        timer = self._timers.pop(run.id, None)
+        if timer is not None:
+            timer.cancel()
+        self._specs.pop(run.id, None)
+
+    def _count_end(self, run: WorkflowRun) -> None:
+        """Count a run this engine just finished (once: only the writer of the change)."""
+        finished = run.finished_at or utcnow()
+        self.metrics.workflow_finished(run.name, run.tenant, run.status.value,
+                                       (finished - run.created_at).total_seconds())
+        self._ended(run)
+
+    # ------------------------------------------------------------------ background
+
+    async def _sweep_forever(self) -> None:
+        """Advance every unfinished run now (the resume after a restart), then every
+        `SWEEP_INTERVAL_S`."""
+        while True:
+            try:
+                await self.sweep()
+            except Exception as exc:
+                log.warning("workflow sweep failed (%s)", exc)
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+
+    async def sweep(self) -> int:
+        """Poke every unfinished run; returns how many."""
+        store = self._store()
+        for run_id in [r for r, lock in self._locks.items()
+                       if not lock.locked() and r not in self._driving]:
+            del self._locks[run_id]
+        cursor, count = None, 0
+        while True:
+            runs, cursor = await store.runs_to_advance(500, cursor)
+            for run in runs:
+                self.poke(run.tenant, run.id)
+            count += len(runs)
+            if cursor is None:
+                return count
+
+    async def _gauges_forever(self) -> None:
+        while True:
+            try:
+                self.gauges = await self._store().gauges(utcnow())
+            except Exception as exc:
+                log.warning("cannot count workflow runs (%s)", exc)
+            await asyncio.sleep(GAUGE_INTERVAL_S)
+
+    async def _purge_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.workflow_purge_interval_s)
+            try:
+                await self.purge(None, 500)
+            except Exception as exc:
+                log.warning("cannot purge finished workflow runs (%s)", exc)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _store(self) -> WorkflowStore:
+        if self.store is None:
+            raise PlatformUnavailable("the workflow engine is still starting")
+        return self.store
+
+    def _spec(self, run: WorkflowRun) -> WorkflowSpec:
+        spec = self._specs.get(run.id)
+        if spec is None:
+            spec = self._specs[run.id] = WorkflowSpec.from_json(run.spec)
+        return spec
+
+    def _lock(self, run_id: str) -> asyncio.Lock:
+        lock = self._locks.get(run_id)
+        if lock is None:
+            lock = self._locks[run_id] = asyncio.Lock()
+        return lock
+
+
+def _retry_set(spec: WorkflowSpec, steps: Sequence[WorkflowStep], from_step: str) -> set[str]:
+    """`from_step`, every step depending on it (directly or not), every step that did not
+    succeed or was skipped, and every compensation step."""
+    dependents: dict[str, set[str]] = collections.defaultdict(set)
+    for step in spec.steps:
+        for dependency in step.depends_on:
+            dependents[dependency].add(step.id)
+    chosen, frontier = {from_step}, [from_step]
+    while frontier:
+        for dependent in dependents[frontier.pop()]:
+            if dependent not in chosen:
+                chosen.add(dependent)
+                frontier.append(dependent)
+    for row in steps:
+        if row.map_index == UNMAPPED and row.status not in (StepStatus.SUCCEEDED,
+                                                              StepStatus.SKIPPED):
+            chosen.add(row.step_id)
+    return chosen | set(spec.compensation_ids)
