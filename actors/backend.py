@@ -47,8 +47,10 @@ class Backend(Protocol):
         """Live actors of the namespace whose names start with `prefix`, by name."""
         ...
 
-    def call(self, handle: Any, method: str, *args: Any, name: str = "actor") -> RemoteCall:
-        """Start calling `method` of the actor `handle` (`name` is for messages)."""
+    def call(self, handle: Any, method: str, *args: Any, name: str = "actor",
+             task_name: str | None = None) -> RemoteCall:
+        """Start calling `method` of the actor `handle` (`name` is for messages; `task_name`,
+        when given, is what the Ray dashboard shows for the call)."""
         ...
 
     def kill(self, handle: Any) -> None:

@@ -157,7 +157,8 @@ class Dispatcher:
             assert live.agent_type is not None  # only routed tasks are queued
             agent_tasks.append(AgentTask(live.id, attempt, live.agent_type, live.description,
                                          live.payload, live.timeout_s, live.tenant))
-        call = self.backend.call(replica.handle, "run_many", agent_tasks, name=replica.name)
+        call = self.backend.call(replica.handle, "run_many", agent_tasks, name=replica.name,
+                                 task_name=_task_name(batch))
         for live in batch:
             live.replica_handle = replica.handle
         self.spawn(self._finish_attempts(batch, attempts, replica, call), "attempts")
@@ -209,3 +210,14 @@ class Dispatcher:
         """Ask the replica running `live` to cancel it (the outcome arrives as usual)."""
         if live.replica_handle is not None:
             self.backend.call(live.replica_handle, "cancel", live.id, name=live.replica or "")
+
+
+def _task_name(batch: list[LiveTask]) -> str | None:
+    """The name the Ray dashboard shows for an attempt batch holding workflow steps: the agent
+    type, then the run and step of its first workflow task (and how many more tasks ride
+    along); None (Ray's default name) for a batch of plain tasks."""
+    labelled = [live for live in batch if live.workflow_step]
+    if not labelled:
+        return None
+    more = f" +{len(batch) - 1}" if len(batch) > 1 else ""
+    return f"{labelled[0].agent_type} {labelled[0].workflow_step}{more}"

@@ -21,6 +21,7 @@ from actors.config import OrchestratorConfig
 from actors.idempotency import IdempotencyLookup
 from actors.metrics import OrchestratorMetrics
 from actors.store_writer import StoreWriter
+from actors.workflow_advance import step_label
 from storage.messages import (
     AgentResult,
     AttemptOutcome,
@@ -59,13 +60,15 @@ class LiveTask:
     cpu_s: float = 0.0  # totals over its attempts so far (cost accounting)
     wall_s: float = 0.0
     attempt_started: float = 0.0  # time.monotonic() when the current attempt began
+    workflow_step: str | None = None  # "run=<id> step=<id>" for a workflow step's task
     done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     @classmethod
     def from_task(cls, task: Task) -> LiveTask:
         live = cls(task.id, task.agent_type, task.description, task.payload, task.priority,
                    task.attempts, task.max_attempts, task.timeout_s, tenant=task.tenant,
-                   cpu_s=task.cpu_s, wall_s=task.wall_s)
+                   cpu_s=task.cpu_s, wall_s=task.wall_s,
+                   workflow_step=step_label(task.idempotency_key))
         route = task.route or {}
         live.learnable = route.get("method") == RouteMethod.SEMANTIC.value
         live.route_confidence = float(route.get("confidence") or 0.0)
@@ -209,7 +212,8 @@ class Lifecycle:
             created.append(LiveTask(task_id, agent_type, request.description,
                                     request.payload, request.priority, 0,
                                     request.max_attempts or 1, request.timeout_s or 1.0,
-                                    tenant=request.tenant))
+                                    tenant=request.tenant,
+                                    workflow_step=step_label(request.idempotency_key)))
         for live in created:
             self._remember_tenant(live.id, live.tenant)  # its events publish once committed
         await self.writer.write(batch)

@@ -136,8 +136,12 @@ class RayBackend:
                     continue  # died between listing and lookup
         return found
 
-    def call(self, handle: Any, method: str, *args: Any, name: str = "actor") -> RemoteCall:
-        return RemoteCall(getattr(handle, method).remote(*args), name)
+    def call(self, handle: Any, method: str, *args: Any, name: str = "actor",
+             task_name: str | None = None) -> RemoteCall:
+        bound = getattr(handle, method)
+        if task_name is not None:
+            bound = bound.options(name=task_name)
+        return RemoteCall(bound.remote(*args), name)
 
     def kill(self, handle: Any) -> None:
         try:

@@ -94,6 +94,21 @@ def idempotency_key(run_id: str, step_id: str, map_index: int = UNMAPPED,
     return f"{key}:g{generation}" if generation else key
 
 
+def step_label(key: str | None) -> str | None:
+    """"run=<run> step=<step>" (with "[item]" for a fan-out item) for a task submitted by a
+    workflow step (its idempotency key made by `idempotency_key`); None for other tasks."""
+    if not key or not key.startswith("wf:"):
+        return None
+    parts = key.split(":")
+    if len(parts) < 4:
+        return None
+    run_id, step_id, index = parts[1], ":".join(parts[2:-1]), parts[-1]
+    if index.startswith("g") and len(parts) >= 5:  # a retried generation: wf:run:step:i:gN
+        step_id, index = ":".join(parts[2:-2]), parts[-2]
+    item = f"[{index}]" if index.lstrip("-").isdigit() and int(index) >= 0 else ""
+    return f"run={run_id} step={step_id}{item}"
+
+
 def _new_row(stored: WorkflowStep) -> StepState:
     order = (0, as_utc(stored.updated_at), 0) if stored.status in FINISHED else (1, None, 0)
     return StepState(stored.status, stored.task_id, stored.output, stored.error,

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from actors.workflow_advance import Plan, TaskOutcome, idempotency_key, initial_steps, plan
+from actors.workflow_advance import (
+    Plan, TaskOutcome, idempotency_key, initial_steps, plan,
+    step_label)
 from storage.messages import TaskStatus
 from storage.workflow_records import (
     UNCHANGED, UNMAPPED, Decision, RunStatus, StepStatus, WorkflowStep)
@@ -386,3 +388,18 @@ def test_rows_missing_from_a_run_are_added_before_anything_is_planned() -> None:
     assert [(n.step_id, n.status) for n in result.new_steps] == [("b", StepStatus.WAITING)]
     assert not result.submissions and not result.changes
     assert [s.step_id for s in run.step().submissions] == ["a"]
+
+
+@pytest.mark.parametrize("key, label", [
+    ("wf:r1:total:-1", "run=r1 step=total"),
+    ("wf:r1:each:12", "run=r1 step=each[12]"),
+    ("wf:r1:each:3:g2", "run=r1 step=each[3]"),
+    ("wf:r1:a:b:-1", "run=r1 step=a:b"),
+    ("my-own-key", None),
+    (None, None),
+])
+def test_a_step_task_is_labelled_with_its_run_and_step(key, label) -> None:
+    assert step_label(key) == label
+    if key and key.startswith("wf:") and key.count(":") == 3:
+        run, step, index = key.split(":")[1:]
+        assert idempotency_key(run, step, int(index)) == key

@@ -71,7 +71,8 @@ class InProcessBackend:
     def find_actors(self, prefix: str) -> dict[str, Any]:
         return {n: h for n, h in self.actors.items() if n.startswith(prefix) and not h.dead}
 
-    def call(self, handle: InProcessReplica, method: str, *args: Any, name: str = "actor"):
+    def call(self, handle: InProcessReplica, method: str, *args: Any, name: str = "actor",
+             task_name: str | None = None):
         if handle.dead:
             async def lost():
                 raise ReplicaLost(f"{name} was lost")
