@@ -299,6 +299,8 @@ class WorkflowEngine:
         refused = await self._submit_steps(tenant, run_id, next_plan.submissions)
         await self._set_status(run, spec, next_plan, busy=refused)
         self._schedule(tenant, run, next_plan)
+        if refused:
+            self._wake(tenant, run_id, BUSY_RETRY_S)
         return next_plan.has_work and not refused
 
     async def _outcomes(self, tenant: str, run_id: str, spec: WorkflowSpec,
@@ -337,48 +339,43 @@ class WorkflowEngine:
 
     async def _submit_steps(self, tenant: str, run_id: str,
                             submissions: Sequence[Submission]) -> bool:
-        """Submit the ready steps' tasks and link them; a task admission refuses for its
-        content fails its step. True when admission was busy (try again soon)."""
+        """Submit the ready steps' tasks and link them. A task admission refuses for its
+        content fails its step; when admission is busy (queue full, draining) the steps not
+        taken stay ready. True when some step waits for room (try again soon)."""
         if not submissions:
             return False
         assert self._submit is not None
+        outcomes: list[str | InvalidRequest] = []
+        busy = False
         try:
-            ids: list[str | None] = list(await self._submit([s.request for s in submissions]))
-            refusals: list[InvalidRequest | None] = [None] * len(submissions)
-        except InvalidRequest:
-            if len(submissions) == 1:
-                ids, refusals = [None], [None]
+            outcomes.extend(await self._submit([s.request for s in submissions]))
+        except (InvalidRequest, QueueFull):  # find which, or take what fits: one at a time
+            for submission in submissions:
                 try:
-                    ids = list(await self._submit([submissions[0].request]))
+                    outcomes.extend(await self._submit([submission.request]))
                 except InvalidRequest as exc:
-                    refusals = [exc]
-            else:  # find which: one by one
-                ids, refusals = [], []
-                for submission in submissions:
-                    try:
-                        ids.extend(await self._submit([submission.request]))
-                        refusals.append(None)
-                    except InvalidRequest as exc:
-                        ids.append(None)
-                        refusals.append(exc)
-        except (QueueFull, PlatformUnavailable) as exc:
-            log.info("workflow run %s waits to submit %d steps (%s)", run_id, len(submissions),
-                     exc)
+                    outcomes.append(exc)
+                except (QueueFull, PlatformUnavailable) as exc:
+                    log.info("workflow run %s waits to submit steps (%s)", run_id, exc)
+                    busy = True
+                    break
+        except PlatformUnavailable as exc:
+            log.info("workflow run %s waits to submit steps (%s)", run_id, exc)
             return True
         changes = []
-        for submission, task_id, refusal in zip(submissions, ids, refusals):
-            if task_id is not None:
-                changes.append(submission.started(task_id))
-                self._watch(tenant, run_id, task_id)
+        for submission, outcome in zip(submissions, outcomes):
+            if isinstance(outcome, str):
+                changes.append(submission.started(outcome))
+                self._watch(tenant, run_id, outcome)
             else:
-                assert refusal is not None
                 changes.append(StepChange(
                     submission.step_id, StepStatus.READY, StepStatus.FAILED,
                     map_index=submission.map_index,
-                    error={"code": refusal.code, "message": refusal.message,
-                           "details": refusal.details, "step": submission.step_id}))
-        await self._store().update_steps(run_id, changes)
-        return False
+                    error={"code": outcome.code, "message": outcome.message,
+                           "details": outcome.details, "step": submission.step_id}))
+        if changes:
+            await self._store().update_steps(run_id, changes)
+        return busy
 
     async def _set_status(self, run: WorkflowRun, spec: WorkflowSpec, next_plan: Plan,
                           busy: bool) -> None:

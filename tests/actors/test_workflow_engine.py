@@ -258,3 +258,35 @@ async def test_a_run_past_its_deadline_fails_and_its_steps_are_cancelled(orchest
     assert detail.run.status.value == "failed"
     assert detail.run.error["code"] == "run_deadline"
     assert statuses(detail) == {"slow": "cancelled"}
+
+
+async def test_a_fan_out_wider_than_the_queue_waits_for_room_and_completes(tmp_path):
+    document = {"name": "crowd", "steps": [
+        {"id": "each", "agent_type": "sleeper", "payload": {"echo": "${ item }"},
+         "map_over": {"over": "input.items", "max_width": 50, "parallelism": 16}},
+    ]}
+    async with inprocess_orchestrator(tmp_path, pools=POOLS, queue_max=3) as orchestrator:
+        detail = await orchestrator.submit_workflow(document, {"items": list(range(12))},
+                                                    wait_s=60)
+        assert detail.run.status.value == "succeeded", detail.run.error
+        assert [s.output["echo"] for s in detail.steps if s.map_index >= 0] == list(range(12))
+
+
+async def test_a_step_whose_task_admission_refuses_fails_naming_why(orchestrator):
+    document = {"name": "refused", "steps": [
+        {"id": "twice", "agent_type": "sleeper",
+         "payload": {"a": "${ input.blob }", "b": "${ input.blob }"}}]}
+    detail = await orchestrator.submit_workflow(document, {"blob": "x" * 600_000}, wait_s=30)
+    assert detail.run.status.value == "failed"  # the input fits; the step's payload does not
+    step = detail.steps[0]
+    assert step.status.value == "failed" and step.task_id is None
+    assert step.error["code"] == "invalid_request" and "bytes" in step.error["message"]
+    with pytest.raises(InvalidRequest, match="workflow input is"):
+        await orchestrator.submit_workflow(document, {"blob": "x" * 1_100_000})
+
+
+async def test_an_output_over_the_reference_limit_fails_its_step(orchestrator):
+    document = {"name": "big", "steps": [echo("loud", "${ input.blob }")]}
+    detail = await orchestrator.submit_workflow(document, {"blob": "x" * 300_000}, wait_s=30)
+    assert detail.run.status.value == "failed"
+    assert "max_output_bytes" in detail.steps[0].error["message"]
