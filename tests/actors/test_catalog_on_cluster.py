@@ -7,8 +7,10 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import ray
 from aiohttp import web
 
 from actors.config import PoolConfig
@@ -16,7 +18,7 @@ from actors.registry import load_agent_types
 from cluster.client import Client
 from storage.errors import NotFound
 from storage.messages import TaskStatus
-from tests.support.platform import run_platform
+from tests.support.platform import run_platform, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -161,3 +163,58 @@ class webhook_receiver:
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+
+# ------------------------------------------------------------------ the example workflows
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "workflows"
+REPORT_ROWS = [{"region": "north", "sales": 120}, {"region": "south", "sales": 80},
+               {"region": "north", "sales": 30}]
+
+
+def submit_example(client: Client, name: str, run_input: dict, wait_s: float | None = 180):
+    document = (EXAMPLES / f"{name}.yaml").read_text()
+    return ray.get(client.orchestrator.submit_workflow.remote(document, run_input,
+                                                              wait_s=wait_s), timeout=300)
+
+
+def test_the_report_workflow_runs_every_agent_and_posts_the_total(catalog):
+    received: list = []
+    with webhook_receiver(received, failures=0) as url:
+        detail = submit_example(catalog, "report", {
+            "rows": REPORT_ROWS, "webhook_url": url,
+            "notes": "Sales rose in the north. The south was flat. Margins held steady."})
+    assert detail.run.status.value == "succeeded", detail.run.error
+    assert len(received) == 1 and received[0]["total"] == 230
+    assert {row["region"] for row in received[0]["by_region"]} == {"north", "south"}
+    assert received[0]["summary"]
+
+
+def test_the_fan_out_workflow_scores_every_review_in_order(catalog):
+    reviews = [{"id": f"r{i}", "text": text} for i, text in enumerate(
+        ["Great battery life, I love it.", "The screen broke after a week. Terrible.",
+         "It works as described."] * 4)]
+    detail = submit_example(catalog, "reviews_fanout", {"reviews": reviews})
+    assert detail.run.status.value == "succeeded", detail.run.error
+    steps = {s.step_id: s for s in detail.steps if s.map_index < 0}
+    labels = [item["label"] for item in steps["sentiment"].output]
+    assert len(labels) == 12 and labels[0] != labels[1]
+    assert isinstance(steps["average"].output["value"], float)
+
+
+def test_the_approval_workflow_waits_for_a_person_then_announces(catalog):
+    rows = [{"size_m2": 40 + i * 5, "rooms": 1 + i % 4, "price": 100_000 + i * 9_000}
+            for i in range(40)]
+    received: list = []
+    with webhook_receiver(received, failures=0) as url:
+        waiting = submit_example(catalog, "model_approval",
+                                 {"rows": rows, "target": "price", "webhook_url": url},
+                                 wait_s=None)
+        run_id = waiting.run.id
+        wait_until(lambda: ray.get(catalog.orchestrator.get_run.remote(run_id)).run.status
+                   .value == "waiting", 180, what="the run to wait for its approval")
+        ray.get(catalog.orchestrator.decide.remote(run_id, "review", "approve", "user:ann",
+                                                   "looks good"))
+        done = ray.get(catalog.orchestrator.wait_run.remote(run_id, 120))
+    assert done.run.status.value == "succeeded", done.run.error
+    assert received[0]["event"] == "model_approved" and received[0]["approved_by"] == "user:ann"

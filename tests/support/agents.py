@@ -20,8 +20,8 @@ _SPEC = dict(capabilities=("testing",), examples=("test the platform",),
 
 class Sleeper(Agent):
     """Sleeps `seconds` (cooperatively), then answers with the pid that ran the attempt. On
-    request it also logs `log`, keeps a CPU busy for `burn_s`, and answers a value nested
-    `nest` levels deep as `nested`."""
+    request it also logs `log`, keeps a CPU busy for `burn_s`, answers a value nested `nest`
+    levels deep as `nested`, and (`whoami`) the name of the Ray task running it."""
 
     spec = AgentSpec(name="sleeper", description="sleeps on request", concurrency=16, **_SPEC)
 
@@ -33,6 +33,10 @@ class Sleeper(Agent):
             pass
         await asyncio.sleep(float(task.payload.get("seconds", 0)))
         answer = {"pid": os.getpid(), "attempt": task.attempt, "echo": task.payload.get("echo")}
+        if task.payload.get("whoami"):  # the name Ray (and its dashboard) gives this call
+            import ray
+
+            answer["ray_task_name"] = ray.get_runtime_context().get_task_name()
         if "nest" in task.payload:
             nested: object = "bottom"
             for _ in range(int(task.payload["nest"])):
