@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from cluster.bench import add_arguments as add_bench_arguments
 from cluster.ray_env import prepare_ray_environment
+from cluster.workflow_cli import add_workflow_commands
 from storage.errors import YmeraError
 from storage.storable import readable
 
@@ -338,7 +339,7 @@ def parser() -> argparse.ArgumentParser:
         return sub
 
     for add_group in (_platform_commands, _task_commands, _pool_commands, _router_commands,
-                      _admin_commands, _batch_commands):
+                      _admin_commands, _batch_commands, add_workflow_commands):
         add_group(add)
     add_bench_arguments(add("bench", cmd_bench, "benchmarks"))
     return root
@@ -438,7 +439,8 @@ def _batch_commands(add: AddCommand) -> None:
     batch = add("batch", cmd_batch, "run a file of tasks as a Ray job; how a batch stands")
     batch.add_argument("action", choices=["submit", "status"])
     batch.add_argument("target", metavar="FILE|BATCH_ID",
-                       help="submit: JSON Lines of tasks (path or URI); status: a batch id")
+                       help="submit: JSON Lines of tasks or workflow runs (path or URI); "
+                       "status: a batch id")
     batch.add_argument("--batch-id", help="submit: the batch's id (default: from the file's "
                        "content); the same id again resumes the batch")
     batch.add_argument("--output", help="submit: results (default: FILE.results.jsonl)")

@@ -5,6 +5,9 @@
     task_id = client.submit("add the numbers", {"numbers": [1, 2]}, agent_type="calculator")
     task = client.wait(task_id, timeout_s=30)
 
+    run = client.submit_workflow(Path("examples/workflows/report.yaml"), {"rows": [...]})
+    run = client.wait_run(run.run.id, timeout_s=60)
+
 Every submission carries an idempotency key (yours, or one made here), so if the orchestrator
 restarts while a call is in flight, Ray's retry of that call cannot create a second task.
 """
@@ -12,10 +15,12 @@ restarts while a call is in flight, Ray's retry of that call cannot create a sec
 from __future__ import annotations
 
 import builtins
+import getpass
 import logging
 import socket
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -23,9 +28,12 @@ import ray
 from actors.deploy import find_orchestrator
 from actors.errors import PlatformUnavailable
 from actors.orchestrator_api import ActorOrchestrator, ray_errors_translated
+from cluster.batch.workflows import MAX_WORKFLOW_FILE_BYTES, WORKFLOW_SUFFIXES
 from cluster.ray_env import prepare_ray_environment
+from storage.errors import InvalidRequest
 from storage.messages import Attempt, BatchStatus, Task, TaskEvent, TaskRequest
 from storage.task_store import TaskPage
+from storage.workflow_records import UNMAPPED, RunDetail, RunEvent, RunPage
 
 def connect_ray(address: str | None, namespace: str) -> None:
     """Join the Ray cluster at `address` ("auto" = the local one) in `namespace`, from any
@@ -182,6 +190,144 @@ class Client:
         """`wait_many` for asyncio drivers: the tasks once finished, or as they stand after
         `timeout_s`."""
         return await self._async.wait_many(task_ids, timeout_s)
+
+    # ------------------------------------------------------------- workflows
+
+    def submit_workflow(self, spec_or_function: Any, input: Any = None, *,
+                        idempotency_key: str | None = None, tenant: str = "default",
+                        wait_s: float | None = None) -> RunDetail:
+        """Start a run of a workflow with `input`; returns the run once it is durable (or,
+        with `wait_s`, once it finished or `wait_s` ran out). The workflow is a document (a
+        dict, or YAML/JSON text), a `pathlib.Path` of a .yaml/.yml/.json file, a
+        `cluster.workflow_builder.Workflow`, or a function of no arguments returning one of
+        those. The same `idempotency_key` (per tenant) always gives the same run; without one,
+        a key is made here so a retried call cannot start a second run."""
+        document = workflow_document(spec_or_function)
+        key = idempotency_key or f"auto:{uuid.uuid4().hex}"
+        return self._result(lambda h: h.submit_workflow.remote(
+            document, input, idempotency_key=key, tenant=tenant, wait_s=wait_s))
+
+    def get_run(self, run_id: str, tenant: str = "default") -> RunDetail:
+        """The run with its steps (`NotFound` also for another tenant's run)."""
+        return self._result(lambda h: h.get_run.remote(run_id, tenant))
+
+    def wait_run(self, run_id: str, timeout_s: float | None = None,
+                 tenant: str = "default") -> RunDetail:
+        """The run once finished, or as it stands after `timeout_s`."""
+        return self._result(lambda h: h.wait_run.remote(run_id, timeout_s, tenant))
+
+    def list_runs(self, tenant: str = "default", status: str | None = None, limit: int = 50,
+                  cursor: str | None = None) -> RunPage:
+        """`tenant`'s runs, newest first, a page at a time."""
+        return self._result(lambda h: h.list_runs.remote(tenant, status, limit, cursor))
+
+    def approve(self, run_id: str, step_id: str, comment: str | None = None, *,
+                actor: str | None = None, tenant: str = "default",
+                map_index: int = UNMAPPED) -> RunDetail:
+        """Approve a step awaiting approval (`Conflict` if it is not awaiting one); `actor`,
+        recorded as who decided, is `client:<your user name>` unless given."""
+        return self._decide(run_id, step_id, "approve", comment, actor, tenant, map_index)
+
+    def reject(self, run_id: str, step_id: str, comment: str | None = None, *,
+               actor: str | None = None, tenant: str = "default",
+               map_index: int = UNMAPPED) -> RunDetail:
+        """Reject a step awaiting approval; see `approve`."""
+        return self._decide(run_id, step_id, "reject", comment, actor, tenant, map_index)
+
+    def _decide(self, run_id: str, step_id: str, decision: str, comment: str | None,
+                actor: str | None, tenant: str, map_index: int) -> RunDetail:
+        who = actor or f"client:{_user_name()}"
+        return self._result(lambda h: h.decide.remote(
+            run_id, step_id, decision, who, comment, tenant, map_index))
+
+    def cancel_run(self, run_id: str, tenant: str = "default") -> RunDetail:
+        """Cancel a run and its waiting and running steps (`Conflict` if it finished)."""
+        return self._result(lambda h: h.cancel_run.remote(run_id, tenant))
+
+    def retry_from(self, run_id: str, step_id: str, tenant: str = "default") -> RunDetail:
+        """Run a failed or cancelled run again from `step_id`: that step and what depends on
+        it run again, steps that succeeded are kept."""
+        return self._result(lambda h: h.retry_run.remote(run_id, step_id, tenant))
+
+    def run_events(self, run_id: str, after_id: int = 0,
+                   tenant: str = "default") -> builtins.list[RunEvent]:
+        """The run's events after `after_id`, oldest first (pass the last id to resume)."""
+        return self._result(lambda h: h.run_events.remote(run_id, after_id, tenant))
+
+    def purge_runs(self, older_than_s: float | None = None) -> int:
+        """Operator: delete runs finished more than `older_than_s` ago (default: the
+        retention setting); returns how many were deleted."""
+        return self._result(lambda h: h.purge_runs.remote(older_than_s))
+
+    async def submit_workflow_async(self, document: dict[str, Any] | str, input: Any = None, *,
+                                    idempotency_key: str | None = None,
+                                    tenant: str = "default",
+                                    wait_s: float | None = None) -> RunDetail:
+        """`submit_workflow` of a document, for asyncio drivers (batch jobs)."""
+        key = idempotency_key or f"auto:{uuid.uuid4().hex}"
+        return await self._async.submit_workflow(document, input, idempotency_key=key,
+                                                 tenant=tenant, wait_s=wait_s)
+
+    async def wait_run_async(self, run_id: str, timeout_s: float | None = None,
+                             tenant: str = "default") -> RunDetail:
+        """`wait_run` for asyncio drivers."""
+        return await self._async.wait_run(run_id, timeout_s, tenant)
+
+
+def workflow_document(source: Any) -> dict[str, Any] | str:
+    """The document to submit for `source`: a dict or YAML/JSON text as it is; a `Path` (or a
+    one-line text naming a .yaml/.yml/.json file) read; a builder `Workflow`'s `document()`; a
+    function of no arguments called for one of those. Anything else is `InvalidRequest`."""
+    from cluster.workflow_builder import Workflow
+
+    if callable(source) and not isinstance(source, Workflow):
+        source = source()
+    if isinstance(source, Workflow):
+        return source.document()
+    if isinstance(source, dict):
+        return source
+    if isinstance(source, str) and not _names_a_file(source):
+        return source
+    if isinstance(source, (str, Path)):
+        return read_workflow_file(Path(source))
+    raise InvalidRequest(f"a workflow is a document (dict or YAML/JSON text), a Path to one, "
+                         f"or a Workflow; not {type(source).__name__}", {"field": "workflow"})
+
+
+def _names_a_file(text: str) -> bool:
+    return ("\n" not in text and not text.lstrip().startswith("{")
+            and text.strip().lower().endswith(WORKFLOW_SUFFIXES))
+
+
+def read_workflow_file(path: Path) -> str:
+    """The text of a workflow file (.yaml, .yml or .json); `InvalidRequest` naming the path
+    when it has another suffix, cannot be read or is too large."""
+    if path.suffix.lower() not in WORKFLOW_SUFFIXES:
+        raise InvalidRequest(f"{path}: a workflow file ends in .yaml, .yml or .json",
+                             {"field": "workflow", "path": str(path)})
+    try:
+        with open(path.expanduser(), "rb") as stream:
+            data = stream.read(MAX_WORKFLOW_FILE_BYTES + 1)
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read workflow {path}: {exc.strerror or exc}",
+                             {"field": "workflow", "path": str(path)}) from None
+    if len(data) > MAX_WORKFLOW_FILE_BYTES:
+        raise InvalidRequest(f"{path}: a workflow file is at most {MAX_WORKFLOW_FILE_BYTES} "
+                             "bytes", {"field": "workflow", "path": str(path)})
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"{path}: not UTF-8 text ({exc})",
+                             {"field": "workflow", "path": str(path)}) from None
+
+
+def _user_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (containers)
+        import os
+
+        return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
 
 
 def _with_key(request: TaskRequest) -> TaskRequest:

@@ -6,10 +6,11 @@
 (The job runs in a copy of the working directory, hence absolute paths; and with the PATH of the
 shell that started Ray, hence the venv's Python. `ymera batch submit FILE` builds this command.)
 
-It reads tasks as JSON Lines (a local path, or any URI smart_open reads), submits them through
-the orchestrator with at most `--max-in-flight` lines in progress, prints a progress line every
-`--progress-interval` seconds, and writes one result per input line, in input order (see
-`cluster.batch.runner` for the guarantees). A local results file appears only once complete.
+It reads tasks (and workflow runs, `cluster.batch.workflows`) as JSON Lines (a local path, or
+any URI smart_open reads), submits them through the orchestrator with at most `--max-in-flight`
+lines in progress, prints a progress line every `--progress-interval` seconds, and writes one
+result per input line, in input order (see `cluster.batch.runner` for the guarantees). A local
+results file appears only once complete.
 
 Every batch has an id (`--batch-id`, else one derived from the input's content, printed at the
 start). Running the same batch id again resumes it: lines whose task exists are not submitted
@@ -28,6 +29,7 @@ import sys
 from typing import Any
 
 from cluster.batch.input import (
+    WorkflowFiles,
     default_batch_id,
     is_local,
     local_path,
@@ -99,7 +101,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with open_input(args.input) as stream, open_output(args.output) as results:
         lines = read_batch(stream, batch_id=batch_id, tenant=args.tenant,
                            max_payload_bytes=settings.max_payload_bytes,
-                           max_payload_depth=settings.max_payload_depth)
+                           max_payload_depth=settings.max_payload_depth,
+                           workflow_files=WorkflowFiles(args.input))
         runner = BatchRun(client, options, results, scan.lines,
                           report=lambda text: print(text, flush=True))
         return asyncio.run(runner.run(lines))

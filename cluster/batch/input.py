@@ -1,10 +1,12 @@
-"""Batch input and output: JSON Lines from a local path or a URI, one task per line.
+"""Batch input and output: JSON Lines from a local path or a URI, one task or run per line.
 
 A line is a JSON object with a `description` and, optionally, `payload`, `agent_type`,
-`priority`, `timeout_s` and `max_attempts` (the fields of `TaskRequest` a submitter chooses).
-Every line gets a verdict here: a task request, a blank line to skip, or a bad line with a
-`TaskError` that names what is wrong. A bad line never stops a batch. A line's nesting is
-measured before it is parsed, so a line too deep for Python's JSON parser is a bad line too.
+`priority`, `timeout_s` and `max_attempts` (the fields of `TaskRequest` a submitter chooses);
+or a line with a `workflow` (a file or a document), which starts a run (see
+`cluster.batch.workflows`). Every line gets a verdict here: a task request, a workflow run to
+start, a blank line to skip, or a bad line with a `TaskError` that names what is wrong. A bad
+line never stops a batch. A line's nesting is measured before it is parsed, so a line too deep
+for Python's JSON parser is a bad line too.
 
 Local paths need nothing extra. Other URIs (`s3://`, `gs://`, `azure://`, `http(s)://`, ...) are
 read and written through smart_open, imported only when such a URI is used; the cloud clients
@@ -23,6 +25,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from cluster.batch.workflows import (
+    MAX_WORKFLOW_FILE_BYTES,
+    WORKFLOW_SUFFIXES,
+    LineProblem,
+    WorkflowRequest,
+    parse_document,
+    workflow_request,
+)
 from storage.errors import InvalidRequest
 from storage.messages import TaskError, TaskRequest
 from storage.storable import DEFAULT_MAX_DEPTH, text_depth_excess
@@ -36,16 +46,17 @@ SCAN_BLOCK_BYTES = 1 << 20
 
 @dataclasses.dataclass(frozen=True)
 class BatchLine:
-    """One input line's verdict: `request` for a task, `error` for a bad line, neither for a
-    blank line (skipped). `number` counts from 1, as editors do."""
+    """One input line's verdict: `request` for a task, `workflow` for a run, `error` for a bad
+    line, none of them for a blank line (skipped). `number` counts from 1, as editors do."""
 
     number: int
     request: TaskRequest | None = None
     error: TaskError | None = None
+    workflow: WorkflowRequest | None = None
 
     @property
     def skipped(self) -> bool:
-        return self.request is None and self.error is None
+        return self.request is None and self.error is None and self.workflow is None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +134,57 @@ def open_output(uri: str) -> Iterator[IO[bytes]]:
             os.unlink(partial)
 
 
+class WorkflowFiles:
+    """The workflow files batch lines name, read once each: a relative name is relative to
+    the directory of the batch input `input_uri` (the current directory without one)."""
+
+    def __init__(self, input_uri: str | None = None) -> None:
+        self.input_uri = input_uri
+        self._loaded: dict[str, dict | LineProblem] = {}
+
+    def location(self, name: str) -> str:
+        if not is_local(name) or Path(name).expanduser().is_absolute():
+            return name
+        if self.input_uri is None:
+            return str(Path(name).resolve())
+        if is_local(self.input_uri):
+            return str((local_path(self.input_uri).resolve().parent / name).resolve())
+        return f"{self.input_uri.rsplit('/', 1)[0]}/{name}"
+
+    def load(self, name: str) -> dict:
+        """The document in file `name` (`LineProblem` naming it when it cannot be one)."""
+        where = self.location(name)
+        if where not in self._loaded:
+            try:
+                self._loaded[where] = self._read(name, where)
+            except LineProblem as problem:
+                self._loaded[where] = problem
+        found = self._loaded[where]
+        if isinstance(found, LineProblem):
+            raise found
+        return found
+
+    def _read(self, name: str, where: str) -> dict:
+        details = {"field": "workflow", "workflow": name}
+        if not where.lower().endswith(WORKFLOW_SUFFIXES):
+            raise LineProblem("invalid_workflow", f"workflow {name}: a workflow file ends in "
+                              ".yaml, .yml or .json", details)
+        try:
+            with open_input(where) as stream:
+                data = stream.read(MAX_WORKFLOW_FILE_BYTES + 1)
+        except InvalidRequest as exc:
+            raise LineProblem("invalid_workflow", f"workflow {name}: {exc.message}",
+                              details) from None
+        if len(data) > MAX_WORKFLOW_FILE_BYTES:
+            raise LineProblem("invalid_workflow", f"workflow {name} is larger than "
+                              f"{MAX_WORKFLOW_FILE_BYTES} bytes", details)
+        try:
+            return parse_document(data.decode("utf-8"), name)
+        except UnicodeDecodeError as exc:
+            raise LineProblem("invalid_workflow", f"workflow {name} is not UTF-8: {exc}",
+                              details) from None
+
+
 def scan_input(uri: str) -> InputScan:
     """Count the input's lines and hash its bytes in one streaming pass."""
     digest = hashlib.sha256()
@@ -171,10 +233,12 @@ def _bad(number: int, code: str, message: str, **details: object) -> BatchLine:
 
 
 def parse_line(number: int, raw: bytes | None, *, batch_id: str, tenant: str,
-               max_payload_bytes: int, max_payload_depth: int = DEFAULT_MAX_DEPTH) -> BatchLine:
+               max_payload_bytes: int, max_payload_depth: int = DEFAULT_MAX_DEPTH,
+               workflow_files: WorkflowFiles | None = None) -> BatchLine:
     """The verdict on one line. Checks what can be checked without the platform (nesting,
-    JSON, the fields, the description, the payload's size); the orchestrator checks the rest
-    when the task is submitted, and its refusal is reported for that line the same way."""
+    JSON, the fields, the description, the payload's size, a workflow file's syntax); the
+    orchestrator checks the rest when the task or run is submitted, and its refusal is
+    reported for that line the same way."""
     if raw is None:
         return _bad(number, "line_too_long", "the line is longer than "
                     f"{max_line_bytes(max_payload_bytes)} bytes", field="payload")
@@ -196,6 +260,10 @@ def parse_line(number: int, raw: bytes | None, *, batch_id: str, tenant: str,
         return _bad(number, "invalid_json", f"not valid JSON: {exc.msg} at column {exc.colno}")
     if not isinstance(data, dict):
         return _bad(number, "invalid_task", f"must be a JSON object, not {type(data).__name__}")
+    if "workflow" in data:
+        return _workflow_line(number, data, batch_id=batch_id, tenant=tenant,
+                              max_payload_bytes=max_payload_bytes,
+                              workflow_files=workflow_files or WorkflowFiles())
     owned = sorted(BATCH_FIELDS & set(data))
     if owned:
         return _bad(number, "invalid_task", f"{owned[0]} is set by the batch, not by a line",
@@ -224,11 +292,24 @@ def parse_line(number: int, raw: bytes | None, *, batch_id: str, tenant: str,
         batch_id=batch_id, **fields))
 
 
+def _workflow_line(number: int, data: dict, *, batch_id: str, tenant: str,
+                   max_payload_bytes: int, workflow_files: WorkflowFiles) -> BatchLine:
+    try:
+        request = workflow_request(data, number, batch_id=batch_id, tenant=tenant,
+                                   max_payload_bytes=max_payload_bytes, load=workflow_files.load)
+    except LineProblem as problem:
+        return _bad(number, problem.code, problem.message, **problem.details)
+    return BatchLine(number, workflow=request)
+
+
 def read_batch(stream: IO[bytes], *, batch_id: str, tenant: str, max_payload_bytes: int,
-               max_payload_depth: int = DEFAULT_MAX_DEPTH) -> Iterator[BatchLine]:
-    """Every line of `stream`, in order, with its verdict."""
+               max_payload_depth: int = DEFAULT_MAX_DEPTH,
+               workflow_files: WorkflowFiles | None = None) -> Iterator[BatchLine]:
+    """Every line of `stream`, in order, with its verdict; workflow files named by lines are
+    found through `workflow_files` (by default, relative to the current directory)."""
     limit = max_line_bytes(max_payload_bytes)
+    files = workflow_files or WorkflowFiles()
     for number, raw in raw_lines(stream, limit):
         yield parse_line(number, raw, batch_id=batch_id, tenant=tenant,
                          max_payload_bytes=max_payload_bytes,
-                         max_payload_depth=max_payload_depth)
+                         max_payload_depth=max_payload_depth, workflow_files=files)

@@ -15,6 +15,10 @@ Guarantees
   with `ymera requeue`).
 - A line whose existing task has another description than the line now (the same batch id
   used for different input) is reported `invalid` with code `batch_mismatch`.
+- A workflow line (`cluster.batch.workflows`) starts a run with its idempotency key and is
+  reported once the run finished (its status: succeeded, failed or cancelled); the same key
+  again gets the same run, so a re-run resumes it. An existing run of another workflow under
+  that key is `batch_mismatch`. The summary counts runs by outcome under `runs`.
 
 The orchestrator is reached through `BatchBackend`, so this runs without Ray in tests.
 """
@@ -32,9 +36,11 @@ from typing import IO, Any, Protocol, TypeVar
 
 from actors.errors import PlatformUnavailable, QueueFull
 from cluster.batch.input import BatchLine
+from cluster.batch.workflows import WorkflowRequest, run_result
 from ml.errors import NoConfidentRoute
 from storage.errors import InvalidRequest
 from storage.messages import Task, TaskError, TaskRequest, TaskStatus, utcnow
+from storage.workflow_records import RunDetail, RunStatus
 
 log = logging.getLogger("ymera.batch")
 
@@ -48,6 +54,14 @@ class BatchBackend(Protocol):
 
     async def wait_many_async(self, task_ids: list[str],
                               timeout_s: float | None = None) -> list[Task]: ...
+
+    async def submit_workflow_async(self, document: dict[str, Any] | str, input: Any = None, *,
+                                    idempotency_key: str | None = None,
+                                    tenant: str = "default",
+                                    wait_s: float | None = None) -> RunDetail: ...
+
+    async def wait_run_async(self, run_id: str, timeout_s: float | None = None,
+                             tenant: str = "default") -> RunDetail: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +88,9 @@ class BatchProgress:
     skipped: int = 0
     submitted: int = 0
     reused: int = 0
+    runs_submitted: int = 0
+    runs: dict[str, int] = dataclasses.field(
+        default_factory=lambda: {status.value: 0 for status in RunStatus if status.is_finished})
     started: float = dataclasses.field(default_factory=time.monotonic)
 
     @property
@@ -81,12 +98,16 @@ class BatchProgress:
         return self.succeeded + self.failed
 
     @property
+    def runs_finished(self) -> int:
+        return sum(self.runs.values())
+
+    @property
     def in_flight(self) -> int:
-        return self.submitted - self.finished
+        return self.submitted - self.finished + self.runs_submitted - self.runs_finished
 
     @property
     def accounted(self) -> int:
-        return self.finished + self.invalid + self.skipped
+        return self.finished + self.runs_finished + self.invalid + self.skipped
 
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
@@ -98,15 +119,20 @@ class BatchProgress:
         eta = "?"
         if self.total_lines is not None and rate > 0:
             eta = f"{max(0, self.total_lines - self.accounted) / rate:.0f}s"
+        runs = ""
+        if self.runs_submitted:
+            runs = "; runs " + ", ".join(f"{status} {count}" for status, count in self.runs.items())
         return (f"batch {self.batch_id}: {self.accounted}{total} lines done: succeeded "
                 f"{self.succeeded}, failed {self.failed}, invalid {self.invalid}, skipped "
-                f"{self.skipped}; in flight {self.in_flight}; {rate:.0f} tasks/s; ETA {eta}")
+                f"{self.skipped}{runs}; in flight {self.in_flight}; {rate:.0f} tasks/s; "
+                f"ETA {eta}")
 
     def summary(self) -> dict[str, Any]:
         elapsed = time.monotonic() - self.started
         return {"batch_id": self.batch_id, "lines": self.written, "succeeded": self.succeeded,
                 "failed": self.failed, "invalid": self.invalid, "skipped": self.skipped,
-                "tasks": self.finished, "reused": self.reused, "seconds": round(elapsed, 3),
+                "tasks": self.finished, "runs": dict(self.runs), "reused": self.reused,
+                "seconds": round(elapsed, 3),
                 "tasks_per_second": round(self.finished / elapsed, 1) if elapsed > 0 else None}
 
 
@@ -180,21 +206,61 @@ class BatchRun:
     async def _run_chunk(self, chunk: list[BatchLine]) -> list[dict[str, Any]]:
         results: dict[int, dict[str, Any]] = {}
         for line in chunk:
-            if line.request is None:
+            if line.request is None and line.workflow is None:
                 results[line.number] = line_result(line)
                 if line.error is None:
                     self.progress.skipped += 1
                 else:
                     self.progress.invalid += 1
-        ids = await self._submit([line for line in chunk if line.request is not None], results)
-        waiting = dict(ids)
+        await asyncio.gather(
+            self._run_tasks([line for line in chunk if line.request is not None], results),
+            *(self._run_workflow(line, line.workflow, results)
+              for line in chunk if line.workflow is not None))
+        return [results[line.number] for line in chunk]
+
+    async def _run_tasks(self, lines: list[BatchLine],
+                         results: dict[int, dict[str, Any]]) -> None:
+        waiting = await self._submit(lines, results)
         while waiting:
             tasks = await _retrying_unavailable(self.backend.wait_many_async, list(waiting),
                                                 self.options.wait_slice_s)
             for task in tasks:
                 if task.status.is_terminal:
                     self._finished(waiting.pop(task.id), task, results)
-        return [results[line.number] for line in chunk]
+
+    async def _run_workflow(self, line: BatchLine, request: WorkflowRequest,
+                            results: dict[int, dict[str, Any]]) -> None:
+        """Start the line's run (or find the one its key already has) and wait for it."""
+        while True:
+            try:
+                detail = await _retrying_unavailable(
+                    lambda: self.backend.submit_workflow_async(
+                        request.document, request.input,
+                        idempotency_key=request.idempotency_key, tenant=request.tenant))
+                break
+            except LINE_ERRORS as exc:
+                self._refused(line, exc, results)
+                return
+            except QueueFull as exc:
+                await asyncio.sleep(getattr(exc, "retry_after_s", None) or 1.0)
+        run = detail.run
+        if run.name != request.document.get("name"):
+            self.progress.invalid += 1
+            results[line.number] = line_result(line, error=TaskError(
+                "batch_mismatch", f"line {line.number}: idempotency key "
+                f"{request.idempotency_key!r} already has run {run.id} of workflow "
+                f"{run.name!r}; use a new batch id (or key) for different input", False,
+                "InvalidRequest", {"line": line.number, "run_id": run.id}))
+            return
+        self.progress.runs_submitted += 1
+        if run.created_at < self.started_at:
+            self.progress.reused += 1
+        while not detail.run.status.is_finished:
+            detail = await _retrying_unavailable(
+                lambda: self.backend.wait_run_async(run.id, self.options.wait_slice_s,
+                                                    request.tenant))
+        self.progress.runs[detail.run.status.value] += 1
+        results[line.number] = run_result(line.number, detail)
 
     def _finished(self, line: BatchLine, task: Task, results: dict[int, dict[str, Any]]) -> None:
         assert line.request is not None
