@@ -13,6 +13,7 @@ SUITES = {
     "api": "cluster.bench.api:run_api_benchmark",
     "batch": "cluster.bench.batch:run_batch_benchmark",
     "scale": "cluster.bench.scale:run_scale_benchmark",
+    "workflow": "cluster.bench.workflow:run_workflow_benchmark",
 }
 
 
@@ -30,13 +31,17 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
                        "HTTP against a bare Serve endpoint; batch: a batch Ray job against "
                        "the core platform rate; scale: throughput at several replica counts of "
                        "a CPU-bound agent type, and how fast an autoscaled pool follows a "
-                       "backlog")
+                       "backlog; workflow: workflow runs (a chain, a fan-out with fan-in, an "
+                       "orchestrator killed mid-run) against plain tasks")
     bench.add_argument("--tasks", type=int, default=10_000, help="core: tasks per database")
     bench.add_argument("--raw-calls", type=int, default=5000, help="core: raw actor calls")
-    bench.add_argument("--postgres-url", default=None, help="core: PostgreSQL admin URL")
+    bench.add_argument("--postgres-url", default=None,
+                       help="core, workflow: PostgreSQL admin URL (a throwaway database is "
+                       "made there)")
     bench.add_argument("--texts", type=int, default=1000,
                        help="router: texts per batched repeat")
-    bench.add_argument("--repeats", type=int, default=5, help="router: batched repeats")
+    bench.add_argument("--repeats", type=int, default=5,
+                       help="router: batched repeats; workflow: chain runs and fan-out rounds")
     bench.add_argument("--cached-decisions", type=int, default=1000,
                        help="router: timed single decisions of already embedded texts")
     bench.add_argument("--uncached-decisions", type=int, default=200,
@@ -64,4 +69,10 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
                        "scaling decisions")
     bench.add_argument("--downscale-delay", type=float, default=5.0,
                        help="scale: seconds a pool must want fewer replicas before it shrinks")
+    bench.add_argument("--chain-steps", type=int, default=20,
+                       help="workflow: steps of the chain (and plain tasks in sequence)")
+    bench.add_argument("--fan-out", type=int, default=1000,
+                       help="workflow: items of the fan-out (and plain tasks in the batch)")
+    bench.add_argument("--databases", default="sqlite,postgresql",
+                       help="workflow: comma-separated databases to measure on")
     bench.add_argument("--output", help="also write the JSON report here")
