@@ -88,13 +88,14 @@ class OrchestratorMetrics:
             "Router decisions with no confident route (a fallback may still have taken it).")
         self.workflow_runs_started = counter(
             "ymera_workflow_runs_started", "Workflow runs submitted (a repeated idempotency key "
-            "is not a new run).", ("workflow", "tenant"))
+            "is not a new run) or retried.", ("workflow", "tenant"))
         self.workflow_runs_finished = counter(
             "ymera_workflow_runs_finished", "Workflow runs that reached a final status.",
             ("workflow", "tenant", "outcome"))
         self.workflow_step_wait = Histogram(
             "ymera_workflow_step_wait_seconds",
-            "Time from a workflow step becoming ready to its task starting.", ("workflow",),
+            "Time a workflow step's task waited rather than ran (queued, retry backoffs).",
+            ("workflow",),
             buckets=STEP_WAIT_SECONDS_BUCKETS, registry=self.registry)
         self.workflow_run_duration = Histogram(
             "ymera_workflow_run_duration_seconds",
@@ -148,7 +149,7 @@ class OrchestratorMetrics:
         self.workflow_run_duration.labels(workflow, outcome).observe(max(duration_s, 0.0))
 
     def workflow_step_waited(self, workflow: str, seconds: float) -> None:
-        """A step's task started `seconds` after the step became ready."""
+        """A step's task spent `seconds` waiting for a replica (or a retry) before it ended."""
         self.workflow_step_wait.labels(workflow).observe(max(seconds, 0.0))
 
     # ----------------------------------------------------------------- gauges and serving

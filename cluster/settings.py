@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from actors.config import DEFAULT_NAMESPACE, AutoscaleConfig, OrchestratorConfig, PoolConfig
 from actors.retry import RetryPolicy
 from ml.config import ML_RESOURCE, RouterConfig
+from storage.workflow_spec import WorkflowLimits
 
 if TYPE_CHECKING:
     from serve_apps.api_config import ApiConfig
@@ -142,6 +143,27 @@ class Settings(BaseSettings):
     api_max_streams_per_caller: int = Field(
         default=8, ge=1, le=1000, description="Event streams (SSE) one user or API key may "
         "hold open at once on one API replica.")
+    workflow_max_steps: int = Field(
+        default=200, ge=1, le=10_000, description="Steps a workflow may have; a bigger one is "
+        "refused at submission.")
+    workflow_max_fan_out: int = Field(
+        default=1000, ge=1, le=100_000, description="Items one mapped (fan-out) step may run "
+        "over; a workflow asking for more is refused, a longer list at run time fails the step.")
+    workflow_max_parallelism: int = Field(
+        default=64, ge=1, le=10_000, description="Items of one mapped step that may run at "
+        "once.")
+    workflow_max_output_bytes: int = Field(
+        default=262_144, ge=1024, le=100_000_000, description="Size of a step's output (as "
+        "JSON) that later steps may reference.")
+    workflow_max_run_duration_s: float = Field(
+        default=604_800.0, gt=0, le=366 * 24 * 3600.0, description="How long a run may last, "
+        "approvals and timers included; also the bound of any wait in it.")
+    workflow_retention_s: float = Field(
+        default=2_592_000.0, ge=60, description="Finished workflow runs (and their steps and "
+        "events) older than this are purged.")
+    workflow_purge_interval_s: float = Field(
+        default=3600.0, ge=10, le=7 * 24 * 3600.0, description="How often the orchestrator "
+        "purges finished runs past their retention.")
 
     @field_validator("api_trusted_proxies")
     @classmethod
@@ -164,6 +186,9 @@ class Settings(BaseSettings):
             raise ValueError("task_timeout_s cannot exceed max_task_timeout_s")
         if self.api_max_replicas is not None and self.api_max_replicas < self.api_replicas:
             raise ValueError("api_max_replicas cannot be below api_replicas")
+        if self.workflow_max_output_bytes > self.max_payload_bytes:
+            raise ValueError("workflow_max_output_bytes cannot exceed max_payload_bytes: a "
+                             "step's output is passed on in later steps' payloads")
         ports = {"ray_port": self.ray_port, "dashboard_port": self.dashboard_port,
                  "api_port": self.api_port, "ray_metrics_port": self.ray_metrics_port,
                  "metrics_port": self.metrics_port}
@@ -216,6 +241,22 @@ class Settings(BaseSettings):
             metrics_port=self.metrics_port,
             log_format=self.log_format,
             log_level=self.log_level,
+            workflow_limits=self.workflow_limits(),
+            workflow_retention_s=self.workflow_retention_s,
+            workflow_purge_interval_s=self.workflow_purge_interval_s,
+        )
+
+    def workflow_limits(self) -> WorkflowLimits:
+        """The bounds every submitted workflow is compiled against (a spec may ask for less).
+        A step's timeout is a task's, so it is bounded by `max_task_timeout_s` too: a workflow
+        asking for more is refused at submission, not when the step runs."""
+        return WorkflowLimits(
+            max_steps=self.workflow_max_steps,
+            max_fan_out=self.workflow_max_fan_out,
+            max_parallelism=self.workflow_max_parallelism,
+            max_output_bytes=self.workflow_max_output_bytes,
+            max_run_duration_s=self.workflow_max_run_duration_s,
+            max_step_timeout_s=min(self.max_task_timeout_s, self.workflow_max_run_duration_s),
         )
 
     def router_config(self) -> RouterConfig:

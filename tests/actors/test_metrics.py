@@ -8,10 +8,15 @@ import asyncio
 import socket
 import urllib.request
 
+import prometheus_client
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from actors import workflow_engine
 from actors.config import PoolConfig
+from actors.metrics import OrchestratorMetrics
 from storage.messages import TaskRequest, TaskStatus
+from storage.workflow_records import RunStatus
 from tests.support.inprocess_platform import inprocess_orchestrator
 
 POOLS = {"sleeper": PoolConfig(replicas=1), "flaky": PoolConfig(replicas=1)}
@@ -115,3 +120,93 @@ async def test_a_metrics_port_in_use_costs_the_endpoint_not_the_platform(tmp_pat
             assert (await o.status())["metrics_address"] is None
             task = await o.wait(await o.submit(TaskRequest("still runs", {}, "sleeper")), 30)
             assert task.status is TaskStatus.SUCCEEDED
+
+
+def test_workflow_runs_are_counted_by_workflow_tenant_and_outcome():
+    metrics = OrchestratorMetrics()
+    for tenant in ("acme", "acme", "globex"):
+        metrics.workflow_started("report", tenant)
+    metrics.workflow_finished("report", "acme", "succeeded", 2 * 3600.0)
+    metrics.workflow_finished("report", "acme", "failed", 0.004)
+    metrics.workflow_step_waited("report", 0.0008)
+    metrics.workflow_step_waited("report", 45.0)
+
+    def value(name: str, **labels: str) -> float:
+        return metrics.registry.get_sample_value(name, labels) or 0.0
+
+    assert value("ymera_workflow_runs_started_total", workflow="report", tenant="acme") == 2
+    assert value("ymera_workflow_runs_started_total", workflow="report", tenant="globex") == 1
+    for outcome in ("succeeded", "failed"):
+        assert value("ymera_workflow_runs_finished_total", workflow="report", tenant="acme",
+                     outcome=outcome) == 1
+    duration = "ymera_workflow_run_duration_seconds_bucket"
+    assert value(duration, workflow="report", outcome="failed", le="0.005") == 1
+    assert value(duration, workflow="report", outcome="succeeded", le="3600.0") == 0
+    assert value(duration, workflow="report", outcome="succeeded", le="14400.0") == 1
+    assert value(duration, workflow="report", outcome="succeeded", le="86400.0") == 1
+    wait = "ymera_workflow_step_wait_seconds_bucket"
+    assert value(wait, workflow="report", le="0.001") == 1
+    assert value(wait, workflow="report", le="30.0") == 1
+    assert value(wait, workflow="report", le="60.0") == 2
+    assert value("ymera_workflow_step_wait_seconds_sum",
+                 workflow="report") == pytest.approx(45.0008)
+
+
+async def test_workflow_gauges_are_reported_from_live_state():
+    metrics = OrchestratorMetrics()
+    state = {"ymera_workflow_runs_active": {("running",): 3, ("waiting",): 2},
+             "ymera_workflow_runs_awaiting_approval": {(): 1},
+             "ymera_workflow_runs_overdue": {(): 0}}
+    metrics.watch(lambda: state, asyncio.get_running_loop())
+    text = prometheus_client.generate_latest(metrics.registry).decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("ymera_workflow_runs_active", (("status", "running"),))] == 3
+    assert samples[("ymera_workflow_runs_active", (("status", "waiting"),))] == 2
+    assert samples[("ymera_workflow_runs_awaiting_approval", ())] == 1
+    assert samples[("ymera_workflow_runs_overdue", ())] == 0
+    state["ymera_workflow_runs_overdue"] = {(): 4}
+    text = prometheus_client.generate_latest(metrics.registry).decode()
+    assert "ymera_workflow_runs_overdue 4.0" in text.splitlines()
+
+
+async def test_workflow_runs_are_counted_as_they_start_wait_and_finish(tmp_path, monkeypatch):
+    monkeypatch.setattr(workflow_engine, "GAUGE_INTERVAL_S", 0.05)
+    chain = {"name": "chain", "steps": [
+        {"id": "first", "agent_type": "sleeper", "payload": {}},
+        {"id": "second", "agent_type": "sleeper", "depends_on": ["first"], "payload": {}}]}
+    gated = {"name": "gated", "steps": [{"id": "sign_off", "approval": {"timeout_s": 600}}]}
+    async with inprocess_orchestrator(tmp_path, pools=POOLS) as orchestrator:
+        done = await orchestrator.submit_workflow(chain, {}, tenant="acme", wait_s=30)
+        assert done.run.status is RunStatus.SUCCEEDED
+        waiting = await orchestrator.submit_workflow(gated, {}, tenant="acme")
+
+        def parked() -> tuple[float, float]:
+            return (sample(orchestrator, "ymera_workflow_runs_awaiting_approval"),
+                    sample(orchestrator, "ymera_workflow_runs_active", status="waiting"))
+
+        for _ in range(200):
+            if parked() == (1, 1):
+                break
+            await asyncio.sleep(0.02)
+        assert parked() == (1, 1)
+        assert sample(orchestrator, "ymera_workflow_runs_overdue") == 0
+        await orchestrator.cancel_run(waiting.run.id, tenant="acme")
+
+        assert sample(orchestrator, "ymera_workflow_runs_started_total", workflow="chain",
+                      tenant="acme") == 1
+        assert sample(orchestrator, "ymera_workflow_runs_started_total", workflow="gated",
+                      tenant="acme") == 1
+        assert sample(orchestrator, "ymera_workflow_runs_finished_total", workflow="chain",
+                      tenant="acme", outcome="succeeded") == 1
+        assert sample(orchestrator, "ymera_workflow_runs_finished_total", workflow="gated",
+                      tenant="acme", outcome="cancelled") == 1
+        assert sample(orchestrator, "ymera_workflow_run_duration_seconds_count",
+                      workflow="chain", outcome="succeeded") == 1
+        assert sample(orchestrator, "ymera_workflow_step_wait_seconds_count",
+                      workflow="chain") == 2  # one per step task
+        for _ in range(200):
+            if parked() == (0, 0):
+                break
+            await asyncio.sleep(0.02)
+        assert parked() == (0, 0)

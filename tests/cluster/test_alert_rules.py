@@ -27,7 +27,8 @@ DASHBOARD = ROOT / "cluster" / "grafana" / "ymera-dashboard.json"
 CATALOGUE = ROOT / "docs" / "metrics.md"
 EXPECTED_ALERTS = {"YmeraOrchestratorMetricsDown", "YmeraAgentTypeFailing",
                    "YmeraDeadLettersGrowing", "YmeraQueueBacklogGrowing",
-                   "YmeraReplicasBelowDesired", "YmeraApiLatencyHigh", "YmeraNoConfidentRouteHigh"}
+                   "YmeraReplicasBelowDesired", "YmeraApiLatencyHigh", "YmeraNoConfidentRouteHigh",
+                   "YmeraWorkflowRunsOverdue"}
 BUILT_IN_METRICS = {"up"}
 """Metrics the files may use that docs/metrics.md does not list: Prometheus's own."""
 
@@ -143,7 +144,7 @@ def test_dashboard_is_importable() -> None:
     variables = {v["name"]: v for v in board["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    assert {"agent_type", "tenant"} <= variables.keys()
+    assert {"agent_type", "tenant", "workflow"} <= variables.keys()
     panels = dashboard_panels()
     ids = [panel["id"] for panel in panels]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
@@ -180,3 +181,19 @@ def test_dashboard_and_alerts_use_only_catalogued_metrics() -> None:
     assert len(used) >= 15
     unknown = {name: source for name, source in used.items() if name not in allowed}
     assert not unknown, f"not in docs/metrics.md: {unknown}"
+
+
+def test_the_dashboard_shows_every_workflow_metric_in_its_workflows_row() -> None:
+    catalogued = {name for name, _ in _CATALOGUE_ROW.findall(CATALOGUE.read_text())
+                  if name.startswith("ymera_workflow_")}
+    assert len(catalogued) == 7
+    panels = dashboard()["panels"]
+    row = next(i for i, panel in enumerate(panels) if panel["title"] == "Workflows")
+    following = panels[row + 1:]
+    end = next((i for i, panel in enumerate(following) if panel["type"] == "row"),
+               len(following))
+    exprs = [target["expr"] for panel in following[:end] for target in panel["targets"]]
+    shown = {name.removesuffix("_bucket") for expr in exprs for name in metric_names(expr)}
+    assert shown == catalogued
+    assert any("histogram_quantile(0.95" in e and "step_wait" in e for e in exprs)
+    assert any("histogram_quantile(0.5," in e and "step_wait" in e for e in exprs)

@@ -8,6 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from cluster.settings import Settings
+from storage.errors import InvalidRequest
+from storage.workflow_spec import WorkflowLimits, compile_spec
 
 SECRET = "Qm4v_Lp2xQz8Wm4Ty6Ub1Nc7Hd5Jf0Ga-EsR9kB3nM7pX2cV6tY1uI8oP5aS0dF"
 
@@ -69,6 +71,8 @@ def test_observability_settings_reach_the_orchestrator_and_the_api(monkeypatch, 
 @pytest.mark.parametrize("env, message", [
     ({"METRICS_PORT": "8265"}, "metrics_port and dashboard_port are both 8265"),
     ({"API_REPLICAS": "3", "API_MAX_REPLICAS": "2"}, "api_max_replicas cannot be below"),
+    ({"WORKFLOW_MAX_OUTPUT_BYTES": "2000000"},
+     "workflow_max_output_bytes cannot exceed max_payload_bytes"),
     ({"POOLS": '{"calculator": {"min_replicas": 3, "max_replicas": 2}}'},
      r"max_replicas \(2\) is below min_replicas or replicas \(3\)"),
     ({"POOLS": '{"calculator": {"replicas": 3, "max_replicas": 2}}'}, "is below min_replicas"),
@@ -134,3 +138,47 @@ def test_the_payload_depth_limit_reaches_the_orchestrator_and_the_api(monkeypatc
     assert chosen.api_config().max_payload_depth == 20
     with pytest.raises(ValidationError, match="max_payload_depth"):
         settings(monkeypatch, tmp_path, MAX_PAYLOAD_DEPTH="129")
+
+
+def test_workflow_limits_and_retention_reach_the_orchestrator(monkeypatch, tmp_path) -> None:
+    defaults = settings(monkeypatch, tmp_path).orchestrator_config()
+    assert defaults.workflow_limits == WorkflowLimits(
+        max_steps=200, max_fan_out=1000, max_parallelism=64, max_output_bytes=262_144,
+        max_run_duration_s=604_800, max_step_timeout_s=3600)  # the task timeout bound
+    assert (defaults.workflow_retention_s, defaults.workflow_purge_interval_s) == (2_592_000, 3600)
+    config = settings(
+        monkeypatch, tmp_path, WORKFLOW_MAX_STEPS="10", WORKFLOW_MAX_FAN_OUT="50",
+        WORKFLOW_MAX_PARALLELISM="4", WORKFLOW_MAX_OUTPUT_BYTES="4096",
+        WORKFLOW_MAX_RUN_DURATION_S="1800", WORKFLOW_RETENTION_S="86400",
+        WORKFLOW_PURGE_INTERVAL_S="600").orchestrator_config()
+    assert config.workflow_limits == WorkflowLimits(
+        max_steps=10, max_fan_out=50, max_parallelism=4, max_output_bytes=4096,
+        max_run_duration_s=1800, max_step_timeout_s=1800)
+    assert (config.workflow_retention_s, config.workflow_purge_interval_s) == (86400, 600)
+
+
+def test_submitted_workflows_are_held_to_the_configured_limits(monkeypatch, tmp_path) -> None:
+    limits = settings(monkeypatch, tmp_path, WORKFLOW_MAX_STEPS="2",
+                      WORKFLOW_MAX_FAN_OUT="5").orchestrator_config().workflow_limits
+    step = {"agent_type": "calculator", "payload": {"expression": "1+1"}}
+    three = {"name": "w", "steps": [{"id": f"s{i}", **step} for i in range(3)]}
+    with pytest.raises(InvalidRequest, match="has 3 steps; at most 2 per run"):
+        compile_spec(three, ["calculator"], limits)
+    wide = {"name": "w", "steps": [{"id": "each", **step,
+                                    "map_over": {"over": "input.items", "max_width": 6}}]}
+    with pytest.raises(InvalidRequest, match="step 'each' map_over.max_width: .* from 1 to 5"):
+        compile_spec(wide, ["calculator"], limits)
+    assert compile_spec(three | {"steps": three["steps"][:2]}, ["calculator"], limits)
+
+
+@pytest.mark.parametrize("name, value", [("WORKFLOW_MAX_STEPS", "0"),
+                                         ("WORKFLOW_MAX_FAN_OUT", "-1"),
+                                         ("WORKFLOW_MAX_PARALLELISM", "0"),
+                                         ("WORKFLOW_MAX_OUTPUT_BYTES", "100"),
+                                         ("WORKFLOW_MAX_RUN_DURATION_S", "0"),
+                                         ("WORKFLOW_MAX_RUN_DURATION_S", "a week"),
+                                         ("WORKFLOW_RETENTION_S", "0"),
+                                         ("WORKFLOW_PURGE_INTERVAL_S", "1")])
+def test_bad_workflow_settings_are_refused_by_name(monkeypatch, tmp_path, name, value) -> None:
+    with pytest.raises(ValidationError, match=name.lower()):
+        settings(monkeypatch, tmp_path, **{name: value})
