@@ -1,6 +1,6 @@
 """The orchestrator's metrics, read from its real Prometheus endpoint or registry, after known
 workloads on an in-process orchestrator. On a real cluster and a real Prometheus server:
-tests/cluster/test_metrics_in_prometheus.py."""
+tests/actors/test_observability_on_cluster.py."""
 
 from __future__ import annotations
 
