@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import logging
 import time
@@ -43,7 +44,7 @@ from storage.messages import Task, TaskRequest, TaskStatus, utcnow
 from storage.storable import depth_excess
 from storage.task_store import TaskStore
 from storage.workflow_records import (
-    UNMAPPED, RunDetail, RunEvent, RunPage, RunStatus, StepChange, StepStatus, WorkflowRun,
+    UNCHANGED, UNMAPPED, NewStep, RunDetail, RunEvent, RunPage, RunStatus, StepChange, StepStatus, WorkflowRun,
     WorkflowStep)
 from storage.workflow_spec import WorkflowSpec, compile_spec
 from storage.workflow_store import WorkflowStore
@@ -53,8 +54,10 @@ log = logging.getLogger("ymera.workflows")
 SWEEP_INTERVAL_S = 30.0  # every unfinished run is advanced at least this often
 GAUGE_INTERVAL_S = 10.0
 MAX_ROUNDS = 50  # plans applied in one advance before yielding to other runs
-BUSY_RETRY_S = 1.0  # when admission refused a step's task (queue full, draining)
+BUSY_RETRY_S = 1.0
+FAILED_RETRY_S = 5.0  # after an advance failed unexpectedly  # when admission refused a step's task (queue full, draining)
 RECENT_FINISHED = 20_000
+ROWS_CACHED_RUNS = 2_000  # runs whose step rows are kept in memory between plans
 _TERMINAL_TASK = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.DEAD,
                             TaskStatus.CANCELLED})
 _UNFINISHED_STEP = frozenset({StepStatus.WAITING, StepStatus.READY, StepStatus.RUNNING,
@@ -80,6 +83,9 @@ class WorkflowEngine:
         self._submit: SubmitTasks | None = None
         self._cancel_task: CancelTask | None = None
         self._specs: dict[str, WorkflowSpec] = {}
+        self._runs: dict[str, WorkflowRun] = {}  # unfinished runs being advanced
+        self._rows: collections.OrderedDict[str, dict[tuple[str, int], WorkflowStep]] = (
+            collections.OrderedDict())
         self._locks: dict[str, asyncio.Lock] = {}
         self._driving: dict[str, list[Any]] = {}  # run id -> [tenant, poked again]
         self._task_runs: dict[str, tuple[str, str]] = {}  # task id -> (tenant, run id)
@@ -173,8 +179,12 @@ class WorkflowEngine:
     async def decide(self, tenant: str, run_id: str, step_id: str, decision: str, actor: str,
                      comment: str | None, map_index: int) -> RunDetail:
         """Record a person's decision on a step awaiting approval and advance the run."""
-        await self._store().record_approval(tenant, run_id, step_id, decision, actor, comment,
-                                            map_index)
+        async with self._lock(run_id):  # not in the middle of a plan made before it
+            try:
+                await self._store().record_approval(tenant, run_id, step_id, decision, actor,
+                                                    comment, map_index)
+            finally:
+                self._forget_rows(run_id)
         await self.advance(tenant, run_id)
         return await self.detail(tenant, run_id)
 
@@ -211,8 +221,11 @@ class WorkflowEngine:
                                {"run_id": run_id, "status": run.status.value})
             steps = await store.steps(tenant, run_id)
             reset = _retry_set(spec, steps, from_step)
-            await store.reopen(tenant, run_id, sorted(reset),
-                               {"from_step": from_step, "steps": sorted(reset)})
+            try:
+                await store.reopen(tenant, run_id, sorted(reset),
+                                   {"from_step": from_step, "steps": sorted(reset)})
+            finally:
+                self._forget_rows(run_id)
             self._finished.pop(run_id, None)
             self.metrics.workflow_started(spec.name, tenant)
         await self.advance(tenant, run_id)
@@ -243,7 +256,10 @@ class WorkflowEngine:
             self.poke(*owner)
 
     def poke(self, tenant: str, run_id: str) -> None:
-        """Advance the run soon (once more if it is being advanced now)."""
+        """Advance the run soon (once more if it is being advanced now). Before `start`,
+        nothing: the first sweep advances every unfinished run."""
+        if self.store is None:
+            return
         driving = self._driving.get(run_id)
         if driving is not None:
             driving[1] = True
@@ -263,7 +279,9 @@ class WorkflowEngine:
                     self._wake(state[0], run_id, BUSY_RETRY_S * 5)
                     return
                 except Exception:
-                    log.exception("advancing workflow run %s failed", run_id)
+                    log.exception("advancing workflow run %s failed; trying again in %.0f s",
+                                  run_id, FAILED_RETRY_S)
+                    self._wake(state[0], run_id, FAILED_RETRY_S)
                     return
                 if not state[1]:
                     return
@@ -279,14 +297,16 @@ class WorkflowEngine:
             self.poke(tenant, run_id)  # a long run of plans: let other runs in, then go on
 
     async def _advance_once(self, tenant: str, run_id: str) -> bool:
-        """One plan applied; True when it changed something (plan again)."""
+        """One plan applied. A plan reaches a fixed point, so one is enough, except when it
+        only added the rows a run lacked or a step's task was refused (True: plan again)."""
         store = self._store()
-        run = await store.run(tenant, run_id)
+        run = await self._run(tenant, run_id)
         if run.status.is_finished:
             self._ended(run)
             return False
         spec = self._spec(run)
-        steps = await store.steps(tenant, run_id)
+        rows = await self._rows_of(tenant, run_id)
+        steps = list(rows.values())
         now = utcnow()
         if run.deadline_at is not None and now >= run.deadline_at:
             await self._overdue(run, spec, steps)
@@ -294,14 +314,73 @@ class WorkflowEngine:
         outcomes = await self._outcomes(tenant, run_id, spec, steps)
         next_plan = plan(spec, run.input, steps, outcomes, now, tenant=tenant, run_id=run_id,
                          generation=run.generation)
-        if next_plan.changes or next_plan.new_steps:
-            await store.update_steps(run_id, next_plan.changes, next_plan.new_steps)
-        refused = await self._submit_steps(tenant, run_id, next_plan.submissions)
-        await self._set_status(run, spec, next_plan, busy=refused)
+        # Tasks first, rows after: a crash in between submits the same tasks again under the
+        # same idempotency keys and gets them back, so nothing runs twice and nothing is lost.
+        submitted, busy = await self._submit_steps(next_plan.submissions)
+        changes = _with_tasks(next_plan, submitted)
+        if changes or next_plan.new_steps:
+            applied = await store.update_steps(run_id, changes, next_plan.new_steps)
+            if len(applied) == len(changes):
+                self._remember_rows(run_id, applied, next_plan.new_steps)
+            else:  # someone else moved a row: read them all again next time
+                self._rows.pop(run_id, None)
+        for outcome in submitted.values():
+            if isinstance(outcome, str):
+                self._watch(tenant, run_id, outcome)
+        await self._set_status(run, spec, next_plan, busy=busy)
         self._schedule(tenant, run, next_plan)
-        if refused:
+        if busy:
             self._wake(tenant, run_id, BUSY_RETRY_S)
-        return next_plan.has_work and not refused
+        refused = any(not isinstance(outcome, str) for outcome in submitted.values())
+        return refused or (bool(next_plan.new_steps) and not next_plan.changes
+                           and not submitted)
+
+    async def _run(self, tenant: str, run_id: str) -> WorkflowRun:
+        """The run, from memory while this engine advances it (only the engine changes a
+        run, and it keeps the copy current), else from storage."""
+        run = self._runs.get(run_id)
+        if run is None or run.tenant != tenant:
+            run = await self._store().run(tenant, run_id)
+            if not run.status.is_finished:
+                self._runs[run_id] = run
+        return run
+
+    async def _rows_of(self, tenant: str, run_id: str) -> dict[tuple[str, int], WorkflowStep]:
+        """The run's step rows, kept in memory between plans (updated with every change this
+        engine stores; read again after anyone else changed one)."""
+        rows = self._rows.get(run_id)
+        if rows is None:
+            stored = await self._store().steps(tenant, run_id)
+            rows = {(s.step_id, s.map_index): s for s in stored}
+            self._rows[run_id] = rows
+            while len(self._rows) > ROWS_CACHED_RUNS:
+                self._rows.popitem(last=False)
+        else:
+            self._rows.move_to_end(run_id)
+        return rows
+
+    def _remember_rows(self, run_id: str, applied: Sequence[StepChange],
+                       new_steps: Sequence[NewStep]) -> None:
+        rows = self._rows.get(run_id)
+        if rows is None:
+            return
+        now = utcnow()
+        for new in new_steps:
+            rows.setdefault((new.step_id, new.map_index), WorkflowStep(
+                run_id, new.step_id, new.map_index, StepStatus(new.status), None, None, None,
+                None, None, None, None, new.wake_at, now))
+        for change in applied:
+            key = (change.step_id, change.map_index)
+            values: dict[str, Any] = {"status": StepStatus(change.status), "updated_at": now}
+            for field in ("task_id", "output", "error", "wake_at"):
+                if getattr(change, field) is not UNCHANGED:
+                    values[field] = getattr(change, field)
+            rows[key] = dataclasses.replace(rows[key], **values)
+
+    def _forget_rows(self, run_id: str) -> None:
+        """Another writer (a decision, a retry) changed the run's rows."""
+        self._rows.pop(run_id, None)
+        self._runs.pop(run_id, None)
 
     async def _outcomes(self, tenant: str, run_id: str, spec: WorkflowSpec,
                         steps: Sequence[WorkflowStep]) -> dict[str, TaskOutcome]:
@@ -337,13 +416,13 @@ class WorkflowEngine:
             self._task_runs.pop(task_id, None)
             self.poke(tenant, run_id)
 
-    async def _submit_steps(self, tenant: str, run_id: str,
-                            submissions: Sequence[Submission]) -> bool:
-        """Submit the ready steps' tasks and link them. A task admission refuses for its
-        content fails its step; when admission is busy (queue full, draining) the steps not
-        taken stay ready. True when some step waits for room (try again soon)."""
+    async def _submit_steps(self, submissions: Sequence[Submission]
+                            ) -> tuple[dict[tuple[str, int], str | InvalidRequest], bool]:
+        """Submit the ready steps' tasks: for each step (id, item) taken, its task id, or the
+        `InvalidRequest` admission refused its task with. When admission is busy (queue full,
+        draining) the steps not taken are left out and the flag is True (try again soon)."""
         if not submissions:
-            return False
+            return {}, False
         assert self._submit is not None
         outcomes: list[str | InvalidRequest] = []
         busy = False
@@ -356,26 +435,14 @@ class WorkflowEngine:
                 except InvalidRequest as exc:
                     outcomes.append(exc)
                 except (QueueFull, PlatformUnavailable) as exc:
-                    log.info("workflow run %s waits to submit steps (%s)", run_id, exc)
+                    log.info("workflow steps wait to be submitted (%s)", exc)
                     busy = True
                     break
         except PlatformUnavailable as exc:
-            log.info("workflow run %s waits to submit steps (%s)", run_id, exc)
-            return True
-        changes = []
-        for submission, outcome in zip(submissions, outcomes):
-            if isinstance(outcome, str):
-                changes.append(submission.started(outcome))
-                self._watch(tenant, run_id, outcome)
-            else:
-                changes.append(StepChange(
-                    submission.step_id, StepStatus.READY, StepStatus.FAILED,
-                    map_index=submission.map_index,
-                    error={"code": outcome.code, "message": outcome.message,
-                           "details": outcome.details, "step": submission.step_id}))
-        if changes:
-            await self._store().update_steps(run_id, changes)
-        return busy
+            log.info("workflow steps wait to be submitted (%s)", exc)
+            return {}, True
+        return {(s.step_id, s.map_index): outcome
+                for s, outcome in zip(submissions, outcomes)}, busy
 
     async def _set_status(self, run: WorkflowRun, spec: WorkflowSpec, next_plan: Plan,
                           busy: bool) -> None:
@@ -390,6 +457,8 @@ class WorkflowEngine:
                                                      next_plan.error)
         if updated.status.is_finished:
             self._count_end(updated)
+        else:
+            self._runs[run.id] = updated
 
     def _schedule(self, tenant: str, run: WorkflowRun, next_plan: Plan) -> None:
         """Wake the run at its next timer or approval timeout, or at its deadline."""
@@ -453,6 +522,7 @@ class WorkflowEngine:
         if timer is not None:
             timer.cancel()
         self._specs.pop(run.id, None)
+        self._forget_rows(run.id)
 
     def _count_end(self, run: WorkflowRun) -> None:
         """Count a run this engine just finished (once: only the writer of the change)."""
@@ -542,3 +612,31 @@ def _retry_set(spec: WorkflowSpec, steps: Sequence[WorkflowStep], from_step: str
                                                               StepStatus.SKIPPED):
             chosen.add(row.step_id)
     return chosen | set(spec.compensation_ids)
+
+
+def _with_tasks(next_plan: Plan, submitted: dict[tuple[str, int], str | InvalidRequest]
+                ) -> list[StepChange]:
+    """The plan's changes with its submissions folded in: a step whose task was taken goes
+    to running with its task id, one admission refused fails with the reason, one left out
+    stays ready."""
+    def outcome_of(change: StepChange, outcome: str | InvalidRequest) -> StepChange:
+        if isinstance(outcome, str):
+            return dataclasses.replace(change, status=StepStatus.RUNNING, task_id=outcome)
+        return dataclasses.replace(change, status=StepStatus.FAILED, error={
+            "code": outcome.code, "message": outcome.message, "details": outcome.details,
+            "step": change.step_id})
+
+    changes, planned = [], set()
+    for change in next_plan.changes:
+        key = (change.step_id, change.map_index)
+        planned.add(key)
+        outcome = submitted.get(key)
+        changes.append(change if outcome is None else outcome_of(change, outcome))
+    for submission in next_plan.submissions:
+        key = (submission.step_id, submission.map_index)
+        outcome = submitted.get(key)
+        if key not in planned and outcome is not None:
+            changes.append(outcome_of(StepChange(submission.step_id, StepStatus.READY,
+                                                 StepStatus.READY, submission.map_index),
+                                      outcome))
+    return changes

@@ -25,7 +25,7 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -241,10 +241,11 @@ class WorkflowStore(EngineStore):
     async def update_steps(
         self, run_id: str, changes: Sequence[StepChange], new_steps: Sequence[NewStep] = (),
     ) -> list[StepChange]:
-        """Apply `changes` to the run's steps and add `new_steps` (fan-out items; ones that
-        exist already are left as they are), all in one transaction. A change applies only
-        when its step is still in its `expected` status; the changes that applied are
-        returned. Changing a succeeded step is refused (`InvalidRequest`, nothing applied)."""
+        """Add `new_steps` (fan-out items; ones that exist already are left as they are), then
+        apply `changes` to the run's steps in order, all in one transaction. A change applies
+        only when its step is in its `expected` status (after the changes before it); the
+        changes that applied are returned. Changing a succeeded step is refused
+        (`InvalidRequest`, nothing applied)."""
         _check_steps(new_steps)
         for change in changes:
             _check_text("step_id", change.step_id)
@@ -259,26 +260,67 @@ class WorkflowStore(EngineStore):
                 if getattr(change, field) is not UNCHANGED:
                     _check_json(field, getattr(change, field))
         now = utcnow()
-        applied = []
+        applied: list[StepChange] = []
         async with self._transaction(f"updating the steps of run {run_id!r}") as connection:
-            for change in changes:
-                values = {"status": StepStatus(change.status).value, "updated_at": now}
-                for field in ("task_id", "output", "error", "wake_at"):
-                    if getattr(change, field) is not UNCHANGED:
-                        values[field] = getattr(change, field)
-                result = await connection.execute(update(steps_table).where(
-                    steps_table.c.run_id == run_id, steps_table.c.step_id == change.step_id,
-                    steps_table.c.map_index == change.map_index,
-                    steps_table.c.status == StepStatus(change.expected).value).values(**values))
-                if result.rowcount:
-                    applied.append(change)
-            if applied:
-                await connection.execute(insert(events_table),
-                                         [_step_event(run_id, change, now) for change in applied])
+            # a write first: it locks the run (and, on SQLite, the database) for the reads below
+            await connection.execute(update(runs).where(runs.c.id == run_id)
+                                     .values(updated_at=now))
             if new_steps:
                 await connection.execute(self._insert_new_steps(),
                                          _step_rows(run_id, new_steps, now))
+            if changes:
+                current = {(row.step_id, row.map_index): row.status
+                           for row in (await connection.execute(
+                               select(steps_table.c.step_id, steps_table.c.map_index,
+                                      steps_table.c.status)
+                               .where(steps_table.c.run_id == run_id))).all()}
+                for change in changes:
+                    key = (change.step_id, change.map_index)
+                    if current.get(key) == StepStatus(change.expected).value:
+                        current[key] = StepStatus(change.status).value
+                        applied.append(change)
+                await self._apply_changes(connection, run_id, applied, now)
+                if applied:
+                    await connection.execute(
+                        insert(events_table),
+                        [_step_event(run_id, change, now) for change in applied])
         return applied
+
+    @staticmethod
+    async def _apply_changes(connection: Any, run_id: str, changes: Sequence[StepChange],
+                             now: datetime) -> None:
+        """The changes as one compare-and-set UPDATE per set of fields they write, each
+        executed for all its rows at once (changes of one row keep their order)."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        order: list[tuple[str, ...]] = []
+        touched: dict[tuple[str, int], int] = {}
+        for change in changes:
+            fields = tuple(field for field in ("task_id", "output", "error", "wake_at")
+                           if getattr(change, field) is not UNCHANGED)
+            key = (change.step_id, change.map_index)
+            if key in touched:  # a second change of one row: keep it after the first
+                fields = fields + (f"#{touched[key]}",)
+            touched[key] = touched.get(key, 0) + 1
+            if fields not in groups:
+                groups[fields] = []
+                order.append(fields)
+            groups[fields].append({
+                "p_step": change.step_id, "p_index": change.map_index,
+                "p_expected": StepStatus(change.expected).value,
+                "p_status": StepStatus(change.status).value,
+                **{f"p_{field}": getattr(change, field) for field in fields
+                   if not field.startswith("#")}})
+        c = steps_table.c
+        for fields in order:
+            values: dict[str, Any] = {"status": bindparam("p_status"), "updated_at": now}
+            for field in fields:
+                if not field.startswith("#"):
+                    values[field] = bindparam(f"p_{field}", type_=c[field].type)
+            statement = update(steps_table).where(
+                c.run_id == run_id, c.step_id == bindparam("p_step"),
+                c.map_index == bindparam("p_index"),
+                c.status == bindparam("p_expected")).values(**values)
+            await connection.execute(statement, groups[fields])
 
     def _insert_new_steps(self) -> Any:
         """An insert of step rows that leaves the rows already there as they are."""
