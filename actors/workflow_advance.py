@@ -183,7 +183,7 @@ def _request(state: RunState, key: Key, run_id: str, tenant: str,
     context = state.context()
     if key[1] != UNMAPPED:
         assert step.map_over is not None
-        context["item"] = evaluate(step.map_over.over, context)[key[1]]
+        context = {**context, "item": evaluate(step.map_over.over, context)[key[1]]}
     return TaskRequest(
         description=step.description or f"workflow {state.spec.name} step {step.id}",
         payload=render_payload(step.payload, context), agent_type=step.agent_type,

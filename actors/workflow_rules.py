@@ -50,8 +50,10 @@ class RunState:
     rows: dict[Key, StepState]
     requests: dict[Key, TaskRequest] = field(default_factory=dict)
     finished_here: int = 0
+    _context: dict[str, Any] | None = field(default=None, repr=False)
 
     def set(self, key: Key, status: StepStatus, **values: Any) -> None:
+        self._context = None
         row = self.rows[key]
         row.status = status
         for name, value in values.items():
@@ -62,7 +64,13 @@ class RunState:
 
     def context(self) -> dict[str, Any]:
         """The expression context: the input and every step's output (null unless it
-        succeeded) and status."""
+        succeeded) and status. Built once per state of the rows (`set` clears it): callers
+        must not change it."""
+        if self._context is None:
+            self._context = self._build_context()
+        return self._context
+
+    def _build_context(self) -> dict[str, Any]:
         steps = {}
         for (step_id, index), row in self.rows.items():
             if index == UNMAPPED:
