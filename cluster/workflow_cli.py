@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from actors.errors import PlatformUnavailable
 from storage.errors import InvalidRequest
 from storage.workflow_records import UNMAPPED, RunDetail, RunEvent, StepStatus
 
@@ -161,12 +162,18 @@ def cmd_retry(args: argparse.Namespace) -> None:
 
 def cmd_events(args: argparse.Namespace) -> None:
     """The run's events after `--after`; with `--follow`, new ones as they come until the run
-    finishes (or Ctrl-C)."""
+    finishes (or Ctrl-C), waiting out an orchestrator that is restarting."""
     client = _client(args)
     after = args.after
     try:
         while True:
-            events = client.run_events(args.run_id, after, tenant=args.tenant)
+            try:
+                events = client.run_events(args.run_id, after, tenant=args.tenant)
+            except PlatformUnavailable:
+                if not args.follow:
+                    raise
+                time.sleep(FOLLOW_INTERVAL_S)  # the orchestrator restarts: the run goes on
+                continue
             for event in events:
                 _print_event(args, event)
                 after = event.id
