@@ -26,9 +26,11 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
-LOG_FIELDS: Final = ("task_id", "attempt", "agent_type", "tenant", "request_id", "replica")
+LOG_FIELDS: Final = ("task_id", "attempt", "agent_type", "tenant", "request_id", "replica",
+                      "run_id")
 FORMATS: Final = ("auto", "json", "text")
-TEXT_KEYS: Final = {"task_id": "task", "agent_type": "agent", "request_id": "request"}
+TEXT_KEYS: Final = {"task_id": "task", "agent_type": "agent", "request_id": "request",
+                     "run_id": "run"}
 
 _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
     "ymera_log_context", default={})

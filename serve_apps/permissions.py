@@ -2,10 +2,12 @@
 and the caller as a `Principal`.
 
     role            may
-    viewer          read tasks and agents, ask the router where a task would go
-    submitter       viewer + submit, cancel and give feedback on tasks
+    viewer          read tasks, workflow runs and agents, ask the router where a task
+                    would go
+    submitter       viewer + submit, cancel and give feedback on tasks; submit, cancel and
+                    retry workflow runs
     operator        submitter + requeue dead tasks, read the dead-letter list, read the
-                    audit log
+                    audit log, approve or reject workflow steps (`workflows:approve`)
     admin           everything within its tenant, including API keys and users
     platform_admin  admin + platform-wide actions: scale the shared agent pools
                     (`platform:scale`), read replica pids, node ids and the platform
@@ -35,33 +37,38 @@ CLI_ONLY_ROLES: Final = frozenset({"platform_admin"})
 ALL_PERMISSIONS: Final = frozenset({
     "tasks:submit", "tasks:read", "tasks:cancel", "tasks:feedback", "tasks:requeue",
     "dead:read", "agents:read", "route:query",
+    "workflows:submit", "workflows:read", "workflows:cancel", "workflows:approve",
     "keys:manage", "users:manage", "audit:read",
     "platform:scale", "platform:read",
 })
 
 ROLE_PERMISSIONS: Final[dict[str, frozenset[str]]] = {
     "viewer": frozenset({
-        "tasks:read", "agents:read", "route:query",
+        "tasks:read", "agents:read", "route:query", "workflows:read",
     }),
     "submitter": frozenset({
-        "tasks:read", "agents:read", "route:query",
+        "tasks:read", "agents:read", "route:query", "workflows:read",
         "tasks:submit", "tasks:cancel", "tasks:feedback",
+        "workflows:submit", "workflows:cancel",
     }),
     "operator": frozenset({
-        "tasks:read", "agents:read", "route:query",
+        "tasks:read", "agents:read", "route:query", "workflows:read",
         "tasks:submit", "tasks:cancel", "tasks:feedback",
-        "tasks:requeue", "dead:read", "audit:read",
+        "workflows:submit", "workflows:cancel",
+        "tasks:requeue", "dead:read", "audit:read", "workflows:approve",
     }),
     "admin": frozenset({
-        "tasks:read", "agents:read", "route:query",
+        "tasks:read", "agents:read", "route:query", "workflows:read",
         "tasks:submit", "tasks:cancel", "tasks:feedback",
-        "tasks:requeue", "dead:read", "audit:read",
+        "workflows:submit", "workflows:cancel",
+        "tasks:requeue", "dead:read", "audit:read", "workflows:approve",
         "keys:manage", "users:manage",
     }),
     "platform_admin": frozenset({
-        "tasks:read", "agents:read", "route:query",
+        "tasks:read", "agents:read", "route:query", "workflows:read",
         "tasks:submit", "tasks:cancel", "tasks:feedback",
-        "tasks:requeue", "dead:read", "audit:read",
+        "workflows:submit", "workflows:cancel",
+        "tasks:requeue", "dead:read", "audit:read", "workflows:approve",
         "keys:manage", "users:manage",
         "platform:scale", "platform:read",
     }),

@@ -73,6 +73,15 @@ ROUTE_PERMISSIONS: Final[dict[tuple[str, str], str]] = {
     ("POST", "/users/{user_id}/disable"): "users:manage",
     ("POST", "/users/{user_id}/enable"): "users:manage",
     ("GET", "/audit"): "audit:read",
+    ("POST", "/workflows"): "workflows:submit",
+    ("GET", "/runs"): "workflows:read",
+    ("GET", "/runs/{run_id}"): "workflows:read",
+    ("GET", "/runs/{run_id}/events"): "workflows:read",
+    ("GET", "/runs/{run_id}/stream"): "workflows:read",
+    ("POST", "/runs/{run_id}/steps/{step_id}/approve"): "workflows:approve",
+    ("POST", "/runs/{run_id}/steps/{step_id}/reject"): "workflows:approve",
+    ("POST", "/runs/{run_id}/cancel"): "workflows:cancel",
+    ("POST", "/runs/{run_id}/retry"): "workflows:cancel",
 }
 """(method, path under `API_PREFIX`) → the permission a caller's role must grant."""
 

@@ -1,7 +1,9 @@
-"""Task events as Server-Sent Events: one task's, or every task's of the caller's tenant.
+"""Task and workflow run events as Server-Sent Events: one task's, every task's of the
+caller's tenant, or one workflow run's.
 
     GET /api/v1/tasks/{task_id}/stream      one task, ends after its terminal event
     GET /api/v1/stream                      the tenant's tasks, until the client leaves
+    GET /api/v1/runs/{run_id}/stream        one run, ends after the event that finished it
 
 Each message is `id: <event id>`, `event: <kind>`, `data: <the event as JSON>`; a comment
 (`: keep-alive`) is sent when nothing else was for `HEARTBEAT_S`, and the tenant stream
@@ -19,6 +21,11 @@ Guarantees:
   it follows the bus (reading storage again after a bus gap) or, without Redis, polls
   storage: each event once, in id order, nothing missed;
 - the bus subscription is closed when the stream ends or the client disconnects;
+- a run stream answers 404 for another tenant's run before anything is streamed, resumes
+  after `Last-Event-ID` (or `?after_id=`) like a task stream, polls the run's stored events
+  every `POLL_S` (each once, in id order), and ends once it has sent the `run_succeeded`,
+  `run_failed` or `run_cancelled` event of a finished run (at once when the resume point is
+  past it); a run retried after that event goes on streaming through the retry;
 - a caller (a user or an API key) holds at most `max_streams_per_caller` streams at once on one
   API replica; one more answers 429 with `Retry-After` before anything is streamed, and a
   stream's place is given back when it ends or its client leaves.
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Final
@@ -44,6 +52,7 @@ from storage.errors import InvalidRequest, StorageError
 from storage.event_bus import RedisEventBus, encode_event
 from storage.messages import TERMINAL_STATUSES, TaskEvent
 from storage.task_store import MAX_PAGE
+from storage.workflow_records import FINISHED_RUN_STATUSES, RunEvent
 
 log = logging.getLogger("ymera.streams")
 
@@ -51,6 +60,7 @@ HEARTBEAT_S: Final = 15.0
 POLL_S: Final = 0.5
 RESUBSCRIBE_DELAY_S: Final = 1.0
 TERMINAL_KINDS: Final = frozenset(status.value for status in TERMINAL_STATUSES)
+RUN_ENDING_KINDS: Final = frozenset(f"run_{status.value}" for status in FINISHED_RUN_STATUSES)
 STREAM_HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 STREAM_RETRY_AFTER_S: Final = 5.0
 
@@ -60,9 +70,13 @@ AfterId = Annotated[int | None, Query(ge=0)]
 LastEventId = Annotated[str | None, Header(max_length=32)]
 
 
-def sse_message(event: TaskEvent) -> str:
+def sse_message(event: TaskEvent | RunEvent) -> str:
     """One event in the SSE wire format."""
-    return f"id: {event.id}\nevent: {event.kind}\ndata: {encode_event(event)}\n\n"
+    if isinstance(event, RunEvent):
+        data = json.dumps(event.to_json(), separators=(",", ":"))
+    else:
+        data = encode_event(event)
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
 
 
 KEEP_ALIVE: Final = ": keep-alive\n\n"
@@ -98,6 +112,16 @@ async def tenant_stream(request: Request, caller: Caller, after_id: AfterId = No
     if not start:  # no resume point: from the newest event on, not the tenant's whole history
         start = await svc.port.last_event_id()
     return _sse_response(request, caller, _events(svc, _tenant_feed(svc, caller.tenant), start))
+
+
+@router.get("/runs/{run_id}/stream",
+            summary="The workflow run's events as Server-Sent Events")
+async def run_stream(run_id: str, request: Request, caller: Caller, after_id: AfterId = None,
+                     last_event_id: LastEventId = None) -> StreamingResponse:
+    start = resume_id(last_event_id, after_id)
+    svc = services(request)
+    await svc.port.get_run(run_id, tenant=caller.tenant)  # NotFound for another tenant's run
+    return _sse_response(request, caller, _run_events_polled(svc, caller.tenant, run_id, start))
 
 
 class StreamSlots:
@@ -263,3 +287,28 @@ async def _stored_tenant_events(svc: Services, tenant: str,
         if len(page) < MAX_PAGE:
             return
         after_id = page[-1].id
+
+
+async def _run_events_polled(svc: Services, tenant: str, run_id: str,
+                             after_id: int) -> AsyncIterator[str]:
+    """The run's stored events after `after_id`, read every `POLL_S`, until the event that
+    finished the run is sent (confirmed by the run's status, so a retried run goes on)."""
+    loop = asyncio.get_running_loop()
+    last_id, last_kind, first_read = after_id, None, True
+    quiet_since = loop.time()
+    while True:
+        events = await svc.port.run_events(run_id, last_id, tenant=tenant)
+        for event in events:
+            last_id, last_kind = event.id, event.kind
+            yield sse_message(event)
+        if events:
+            quiet_since = loop.time()
+        if last_kind in RUN_ENDING_KINDS or (first_read and not events):
+            if (await svc.port.get_run(run_id, tenant=tenant)).run.status.is_finished:
+                return
+        first_read = False
+        if loop.time() - quiet_since >= HEARTBEAT_S:
+            quiet_since = loop.time()
+            yield KEEP_ALIVE
+        if not events:  # else read on at once: a long log comes a page at a time
+            await asyncio.sleep(POLL_S)

@@ -171,4 +171,5 @@ def test_unknown_fields_formats_and_levels_are_refused() -> None:
         configure_logging("xml")
     with pytest.raises(ValueError, match="log level"):
         configure_logging("json", "LOUD")
-    assert LOG_FIELDS == ("task_id", "attempt", "agent_type", "tenant", "request_id", "replica")
+    assert LOG_FIELDS == ("task_id", "attempt", "agent_type", "tenant", "request_id", "replica",
+                          "run_id")

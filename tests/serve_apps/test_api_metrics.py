@@ -149,3 +149,19 @@ async def test_a_requests_log_lines_name_the_task_it_submitted_or_read(
         assert (access[request_id]["task_id"], access[request_id]["agent_type"]) == (
             task_id, "sleeper"), access[request_id]
     assert "task_id" not in access["miss-1"]  # no task was found to name
+
+
+async def test_a_requests_log_lines_name_the_workflow_run_it_submitted_or_read(
+        platform: Platform, client, json_logs: None, capsys) -> None:
+    headers = platform.bearer("acme", "submitter")
+    document = {"name": "logged", "steps": [{"id": "a", "agent_type": "sleeper"}]}
+    submitted = await client.post(f"{API}/workflows", headers={**headers, "X-Request-ID": "wf-1"},
+                                  json={"workflow": document, "input": {}})
+    assert submitted.status_code in (200, 202), submitted.text
+    run_id = submitted.json()["id"]
+    read = await client.get(f"{API}/runs/{run_id}", headers={**headers, "X-Request-ID": "wf-2"})
+    assert read.status_code == 200
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()
+             if line.startswith("{")]
+    access = {line["request_id"]: line for line in lines if line["logger"] == "serve_apps.api"}
+    assert access["wf-1"]["run_id"] == run_id and access["wf-2"]["run_id"] == run_id

@@ -13,9 +13,10 @@ from serve_apps.permissions import (
 )
 
 # The table as the API's contract states it, written out independently of the module.
-READS = {"tasks:read", "agents:read", "route:query"}
-SUBMITS = {"tasks:submit", "tasks:cancel", "tasks:feedback"}
-OPERATES = {"tasks:requeue", "dead:read", "audit:read"}
+READS = {"tasks:read", "agents:read", "route:query", "workflows:read"}
+SUBMITS = {"tasks:submit", "tasks:cancel", "tasks:feedback", "workflows:submit",
+           "workflows:cancel"}
+OPERATES = {"tasks:requeue", "dead:read", "audit:read", "workflows:approve"}
 ADMINISTERS = {"keys:manage", "users:manage"}
 PLATFORM = {"platform:scale", "platform:read"}
 EXPECTED = {
@@ -32,13 +33,20 @@ TABLE = [(role, permission, permission in EXPECTED[role])
 
 def test_the_table_names_every_role_and_permission() -> None:
     assert set(ROLES) == set(ROLE_PERMISSIONS) == set(EXPECTED) == set(STORED_ROLES)
-    assert ALL_PERMISSIONS == EXPECTED["platform_admin"] and len(ALL_PERMISSIONS) == 13
+    assert ALL_PERMISSIONS == EXPECTED["platform_admin"] and len(ALL_PERMISSIONS) == 17
     assert set().union(*ROLE_PERMISSIONS.values()) == ALL_PERMISSIONS
 
 
 def test_each_role_includes_the_one_below() -> None:
     for lower, higher in itertools.pairwise([*TENANT_ROLES, "platform_admin"]):
         assert permissions_of(lower) < permissions_of(higher)
+
+
+@pytest.mark.parametrize("role", ["viewer", "submitter"])
+def test_only_operators_and_up_decide_workflow_approvals(role: str) -> None:
+    assert not allows(role, "workflows:approve")
+    assert all(allows(higher, "workflows:approve")
+               for higher in ("operator", "admin", "platform_admin"))
 
 
 @pytest.mark.parametrize("role", TENANT_ROLES)

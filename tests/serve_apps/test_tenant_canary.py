@@ -3,20 +3,21 @@ reach shows it.
 
 A runs on a production-shaped platform (the HTTP API deployed on Ray Serve, PostgreSQL, Redis,
 the real router actor and one replica of every built-in agent). A's tasks, routing feedback,
-learned routes, dead letters, inbox messages, batch, users, API keys and audit entries all
-carry the canary. B, a tenant administrator (the widest tenant role), then
+learned routes, dead letters, inbox messages, batch, workflow runs (one awaiting approval, one
+failed), users, API keys and audit entries all carry the canary. B, a tenant administrator (the
+widest tenant role), then
 
 - calls every route of the permission table (`ROUTE_PERMISSIONS`, so a new route is covered
   as soon as it is added), with A's ids in the path where the route takes one, and its own;
 - runs every built-in agent type, monitoring included, and asks the router to explain
   descriptions close to A's;
-- reads both SSE streams, and its agents' inboxes through the Python client;
+- reads the SSE streams, and its agents' inboxes through the Python client;
 
 and no response body, header or stream event B receives contains the canary. Afterwards A's
 objects are as they were: B's attempts changed nothing.
 
-Issues that add a kind of tenant data (workflow runs, knowledge documents, webhooks) extend A's
-set-up here; their routes join the walk through the permission table by themselves.
+Issues that add a kind of tenant data (knowledge documents, webhooks) extend A's set-up here;
+their routes join the walk through the permission table by themselves.
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ class TenantA:
     key_id: str
     key: str
     message_ids: list[str]
+    waiting_run_id: str
+    failed_run_id: str
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [self.waiting_run_id, self.failed_run_id]
 
 
 @dataclasses.dataclass
@@ -115,6 +122,47 @@ def _finished(http: httpx.Client, headers: dict[str, str], task_id: str,
         task = http.get(f"{API_PREFIX}/tasks/{task_id}", headers=headers).json()
         return task if task["status"] in ("succeeded", "failed", "dead", "cancelled") else None
     return wait_until(done, timeout_s=timeout_s, interval_s=0.2, what=f"task {task_id} to end")
+
+
+def _run(http: httpx.Client, headers: dict[str, str], run_id: str,
+         condition: Any, what: str) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        run = http.get(f"{API_PREFIX}/runs/{run_id}", headers=headers).json()
+        return run if condition(run) else None
+    return wait_until(reached, timeout_s=120, interval_s=0.2, what=f"run {run_id} {what}")
+
+
+def _step_status(run: dict[str, Any], step_id: str) -> str | None:
+    return next((s["status"] for s in run["steps"] if s["step_id"] == step_id), None)
+
+
+def _gated_workflow(note: str) -> dict[str, Any]:
+    """A calculator step, then a person's approval of its total."""
+    return {"name": "canary-gated", "version": "1", "steps": [
+        {"id": "total", "agent_type": "calculator",
+         "payload": {"expression": "120 + 80", "note": note}},
+        {"id": "check", "depends_on": ["total"], "approval": {"timeout_s": 3600},
+         "payload": {"about": note, "total": "${ steps.total.output }"}},
+    ]}
+
+
+def _leave_tenant_a_runs(http: httpx.Client, submitter: dict[str, str]) -> tuple[str, str]:
+    """A run awaiting approval and a failed run, their inputs, payloads and outputs carrying
+    the canary."""
+    waiting = http.post(f"{API_PREFIX}/workflows", headers=submitter, json={
+        "workflow": _gated_workflow(CANARY), "input": {"account": CANARY}})
+    assert waiting.status_code in (200, 202), waiting.text
+    failing = http.post(f"{API_PREFIX}/workflows", headers=submitter, json={
+        "workflow": {"name": "canary-failing", "version": "1", "steps": [
+            {"id": "check", "agent_type": "calculator", "max_attempts": 1,
+             "payload": {"expression": f"{CANARY} + 1"}}]},
+        "input": {"account": CANARY}})
+    assert failing.status_code in (200, 202), failing.text
+    _run(http, submitter, waiting.json()["id"],
+         lambda run: _step_status(run, "check") == "awaiting_approval", "to await approval")
+    _run(http, submitter, failing.json()["id"], lambda run: run["status"] == "failed",
+         "to fail")
+    return waiting.json()["id"], failing.json()["id"]
 
 
 def _nearest_texts(route: dict[str, Any] | None) -> list[str]:
@@ -178,10 +226,12 @@ def _leave_tenant_a_data(http: httpx.Client, client: Client) -> TenantA:
 
     messages = client.inbox("learning", tenant=A, include_acked=True)["messages"]
     assert any(CANARY in str(message) for message in messages), messages
+    waiting_run_id, failed_run_id = _leave_tenant_a_runs(http, submitter)
     return TenantA(task_ids=ids, routed_task_id=routed["id"], dead_task_id=dead["id"],
                    failed_task_id=failed["id"], batch_id=batch_id, user_id=user.json()["id"],
                    key_id=key.json()["id"], key=key.json()["key"],
-                   message_ids=[message.id for message in messages])
+                   message_ids=[message.id for message in messages],
+                   waiting_run_id=waiting_run_id, failed_run_id=failed_run_id)
 
 
 ROWS = [{"region": "north", "sales": 120}, {"region": "south", "sales": 80}]
@@ -246,19 +296,27 @@ def _around(text: str) -> str:
     return text[max(0, at - 120):at + 120]
 
 
-def _path_values(a: TenantA, own_task_id: str) -> dict[str, list[str]]:
-    """Values for each path parameter of the permission table: A's ids, and B's own."""
+def _path_values(a: TenantA, own_task_id: str, own_run_id: str) -> dict[str, list[str]]:
+    """Values for each path parameter of the permission table: A's ids, and B's own. A route
+    with more than one parameter walks the values of its first; the others take their first
+    value."""
     return {
         "task_id": [*a.task_ids, own_task_id],
         "batch_id": [a.batch_id],
         "key_id": [a.key_id],
         "user_id": [a.user_id],
         "agent_type": ["calculator"],
+        "run_id": [*a.run_ids, own_run_id],
+        "step_id": ["check"],
     }
 
 
 def _bodies(own_task_id: str) -> dict[tuple[str, str], dict[str, Any]]:
     return {
+        ("POST", "/workflows"): {"workflow": _gated_workflow("b's own"), "input": {"b": 1}},
+        ("POST", "/runs/{run_id}/steps/{step_id}/approve"): {"comment": "b approves"},
+        ("POST", "/runs/{run_id}/steps/{step_id}/reject"): {"comment": "b rejects"},
+        ("POST", "/runs/{run_id}/retry"): {"from_step": "check"},
         ("POST", "/tasks"): {"description": ROUTED.format("")},
         ("POST", "/route"): {"description": FEEDBACK.format("")},
         ("POST", "/tasks/{task_id}/feedback"): {"agent_type": "validation"},
@@ -295,17 +353,25 @@ def test_tenant_b_never_sees_tenant_a_canary_anywhere(platform: Platform) -> Non
         b = login(http, B)
         own = _finished(http, b, _submit(http, b, description="what is 6 * 7",
                                          agent_type="calculator")["id"])
+        own_run = http.post(f"{API_PREFIX}/workflows", headers=b, json={
+            "workflow": _gated_workflow("b's own"), "input": {"b": 0}})
+        assert own_run.status_code in (200, 202), own_run.text
+        own_ids = {own["id"], own_run.json()["id"], "calculator"}
 
         # every route of the permission table, with A's ids and B's own
-        values, bodies = _path_values(a, own["id"]), _bodies(own["id"])
+        values = _path_values(a, own["id"], own_run.json()["id"])
+        bodies = _bodies(own["id"])
         walked = 0
         for (method, template), _permission in sorted(ROUTE_PERMISSIONS.items()):
             names = re.findall(r"{(\w+)}", template)
             missing = [name for name in names if name not in values]
             assert not missing, f"give the canary walk values for {missing} of {template}"
             for value in (values[names[0]] if names else [None]):
-                path = API_PREFIX + (template.replace(f"{{{names[0]}}}", value) if names
-                                     else template)
+                path = template
+                for name in names:
+                    path = path.replace(f"{{{name}}}", value if name == names[0]
+                                        else values[name][0])
+                path = API_PREFIX + path
                 where = f"{method} {path}"
                 if template.endswith("stream"):
                     status, text = _read_stream(http, path, b, seconds=3.0)
@@ -314,7 +380,7 @@ def test_tenant_b_never_sees_tenant_a_canary_anywhere(platform: Platform) -> Non
                     response = seen.response(where, http.request(
                         method, path, headers=b, json=bodies.get((method, template))))
                     status = response.status_code
-                if value is not None and value != own["id"] and value != "calculator":
+                if value is not None and value not in own_ids:
                     # one of A's objects: B can neither read nor act on it
                     assert status in (403, 404), f"{where} answered {status} to tenant B"
                 walked += 1
@@ -367,6 +433,12 @@ def test_tenant_b_never_sees_tenant_a_canary_anywhere(platform: Platform) -> Non
         assert mine["role"] == "submitter" and not mine["disabled"]
         dead = http.get(f"{API_PREFIX}/tasks/{a.dead_task_id}", headers=a_admin).json()
         assert dead["status"] == "dead", "B's requeue reached A's dead letter"
+        waiting = http.get(f"{API_PREFIX}/runs/{a.waiting_run_id}", headers=a_admin).json()
+        assert (waiting["status"], _step_status(waiting, "check")) == \
+            ("waiting", "awaiting_approval"), "B's decision or cancel reached A's run"
+        failed_run = http.get(f"{API_PREFIX}/runs/{a.failed_run_id}", headers=a_admin).json()
+        assert (failed_run["status"], failed_run["generation"]) == ("failed", 0), \
+            "B's retry reached A's failed run"
         kept = platform.client.inbox("learning", tenant=A)["messages"]
         assert {message.id for message in kept} >= set(a.message_ids), \
             "B acknowledged A's inbox messages"
