@@ -60,6 +60,8 @@ RECENT_FINISHED = 20_000
 ROWS_CACHED_RUNS = 2_000  # runs whose step rows are kept in memory between plans
 _TERMINAL_TASK = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.DEAD,
                             TaskStatus.CANCELLED})
+_FINISHED_STEP = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED,
+                            StepStatus.CANCELLED})
 _UNFINISHED_STEP = frozenset({StepStatus.WAITING, StepStatus.READY, StepStatus.RUNNING,
                               StepStatus.AWAITING_APPROVAL, StepStatus.TIMER})
 
@@ -639,4 +641,6 @@ def _with_tasks(next_plan: Plan, submitted: dict[tuple[str, int], str | InvalidR
             changes.append(outcome_of(StepChange(submission.step_id, StepStatus.READY,
                                                  StepStatus.READY, submission.map_index),
                                       outcome))
+    # what finished first, then what starts: the events read in cause-and-effect order
+    changes.sort(key=lambda change: StepStatus(change.status) not in _FINISHED_STEP)
     return changes

@@ -290,3 +290,16 @@ async def test_an_output_over_the_reference_limit_fails_its_step(orchestrator):
     detail = await orchestrator.submit_workflow(document, {"blob": "x" * 300_000}, wait_s=30)
     assert detail.run.status.value == "failed"
     assert "max_output_bytes" in detail.steps[0].error["message"]
+
+
+async def test_a_runs_events_read_in_cause_and_effect_order(orchestrator):
+    document = {"name": "order", "steps": [
+        echo("x", 1), echo("y", 2),  # stored (and planned) after the step they feed
+        echo("a_last", 3, depends_on=["x", "y"]),
+    ]}
+    detail = await orchestrator.submit_workflow(document, {}, wait_s=30)
+    assert detail.run.status.value == "succeeded"
+    seen: list[tuple[str, str]] = [(e.kind, e.step_id) for e in
+                                   await orchestrator.run_events(detail.run.id) if e.step_id]
+    started = seen.index(("step_running", "a_last"))
+    assert ("step_succeeded", "x") in seen[:started] and ("step_succeeded", "y") in seen[:started]
