@@ -310,8 +310,12 @@ class Orchestrator(StoreReads, RouterAdministration):
         self.dispatcher.push(live)
         return await lifecycle.store.get_task(task_id)
 
-    async def _submit_for_workflow(self, requests: Sequence[TaskRequest]) -> list[str]:
-        return (await self._accept(requests))[0]
+    async def _submit_for_workflow(self, requests: Sequence[TaskRequest]
+                                   ) -> tuple[list[str], set[str]]:
+        """The tasks' ids, and which of them this call created (the others existed already
+        under their idempotency keys)."""
+        ids, committed = await self._accept(requests)
+        return ids, set(committed)
 
     async def _cancel_for_workflow(self, task_id: str) -> None:
         await self.cancel(task_id)

@@ -62,10 +62,9 @@ _TERMINAL_TASK = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.
                             TaskStatus.CANCELLED})
 _FINISHED_STEP = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED,
                             StepStatus.CANCELLED})
-_UNFINISHED_STEP = frozenset({StepStatus.WAITING, StepStatus.READY, StepStatus.RUNNING,
-                              StepStatus.AWAITING_APPROVAL, StepStatus.TIMER})
 
-SubmitTasks = Callable[[Sequence[TaskRequest]], Awaitable[list[str]]]
+SubmitTasks = Callable[[Sequence[TaskRequest]], Awaitable[tuple[list[str], set[str]]]]
+"""Submit tasks: their ids, and the set of those this call created."""
 CancelTask = Callable[[str], Awaitable[Any]]
 Spawn = Callable[[Coroutine[Any, Any, None], str], asyncio.Task]
 
@@ -195,13 +194,9 @@ class WorkflowEngine:
         it finished already)."""
         store = self._store()
         async with self._lock(run_id):
-            run = await store.run(tenant, run_id)
-            if run.status.is_finished:
-                raise Conflict(f"workflow run {run_id!r} is already {run.status.value}",
-                               {"run_id": run_id, "status": run.status.value})
-            await self._stop_steps(run, await store.steps(tenant, run_id))
-            run = await store.set_run_status(tenant, run_id, RunStatus.CANCELLED,
-                                             {"message": "cancelled by request"})
+            run, tasks = await store.stop_run(tenant, run_id, RunStatus.CANCELLED,
+                                              {"message": "cancelled by request"})
+            self._cancel_tasks(tasks)
             self._count_end(run)
         return await self.detail(tenant, run_id)
 
@@ -300,7 +295,8 @@ class WorkflowEngine:
 
     async def _advance_once(self, tenant: str, run_id: str) -> bool:
         """One plan applied. A plan reaches a fixed point, so one is enough, except when it
-        only added the rows a run lacked or a step's task was refused (True: plan again)."""
+        only added the rows a run lacked, a step's task was refused, or a task came back that
+        was submitted before a crash and may have ended (True: plan again)."""
         store = self._store()
         run = await self._run(tenant, run_id)
         if run.status.is_finished:
@@ -311,31 +307,36 @@ class WorkflowEngine:
         steps = list(rows.values())
         now = utcnow()
         if run.deadline_at is not None and now >= run.deadline_at:
-            await self._overdue(run, spec, steps)
+            await self._overdue(run, spec)
             return False
         outcomes = await self._outcomes(tenant, run_id, spec, steps)
         next_plan = plan(spec, run.input, steps, outcomes, now, tenant=tenant, run_id=run_id,
                          generation=run.generation)
         # Tasks first, rows after: a crash in between submits the same tasks again under the
         # same idempotency keys and gets them back, so nothing runs twice and nothing is lost.
-        submitted, busy = await self._submit_steps(next_plan.submissions)
+        submitted, busy, existed = await self._submit_steps(next_plan.submissions)
         changes = _with_tasks(next_plan, submitted)
-        if changes or next_plan.new_steps:
-            applied = await store.update_steps(run_id, changes, next_plan.new_steps)
+        status = _next_status(run, next_plan, busy)
+        if changes or next_plan.new_steps or status is not None:
+            error = next_plan.error if status is not None and status.is_finished else None
+            applied, changed = await store.apply_plan(run_id, changes, next_plan.new_steps,
+                                                      status, error)
             if len(applied) == len(changes):
                 self._remember_rows(run_id, applied, next_plan.new_steps)
             else:  # someone else moved a row: read them all again next time
                 self._rows.pop(run_id, None)
+            if changed:
+                assert status is not None
+                self._status_changed(run, status, error)
         for outcome in submitted.values():
             if isinstance(outcome, str):
                 self._watch(tenant, run_id, outcome)
-        await self._set_status(run, spec, next_plan, busy=busy)
         self._schedule(tenant, run, next_plan)
         if busy:
             self._wake(tenant, run_id, BUSY_RETRY_S)
         refused = any(not isinstance(outcome, str) for outcome in submitted.values())
-        return refused or (bool(next_plan.new_steps) and not next_plan.changes
-                           and not submitted)
+        return refused or existed or (bool(next_plan.new_steps) and not next_plan.changes
+                                      and not submitted)
 
     async def _run(self, tenant: str, run_id: str) -> WorkflowRun:
         """The run, from memory while this engine advances it (only the engine changes a
@@ -419,21 +420,30 @@ class WorkflowEngine:
             self.poke(tenant, run_id)
 
     async def _submit_steps(self, submissions: Sequence[Submission]
-                            ) -> tuple[dict[tuple[str, int], str | InvalidRequest], bool]:
+                            ) -> tuple[dict[tuple[str, int], str | InvalidRequest], bool, bool]:
         """Submit the ready steps' tasks: for each step (id, item) taken, its task id, or the
-        `InvalidRequest` admission refused its task with. When admission is busy (queue full,
-        draining) the steps not taken are left out and the flag is True (try again soon)."""
+        `InvalidRequest` admission refused its task with; whether admission was busy (queue
+        full, draining: the steps not taken are left out, try again soon); and whether some
+        task existed already under its key (submitted before a crash: it may have ended)."""
         if not submissions:
-            return {}, False
-        assert self._submit is not None
+            return {}, False, False
+        submit_tasks = self._submit
+        assert submit_tasks is not None
         outcomes: list[str | InvalidRequest] = []
         busy = False
+        created: set[str] = set()
+
+        async def submit(requests: list[TaskRequest]) -> list[str]:
+            ids, new = await submit_tasks(requests)
+            created.update(new)
+            return ids
+
         try:
-            outcomes.extend(await self._submit([s.request for s in submissions]))
+            outcomes.extend(await submit([s.request for s in submissions]))
         except (InvalidRequest, QueueFull):  # find which, or take what fits: one at a time
             for submission in submissions:
                 try:
-                    outcomes.extend(await self._submit([submission.request]))
+                    outcomes.extend(await submit([submission.request]))
                 except InvalidRequest as exc:
                     outcomes.append(exc)
                 except (QueueFull, PlatformUnavailable) as exc:
@@ -442,22 +452,17 @@ class WorkflowEngine:
                     break
         except PlatformUnavailable as exc:
             log.info("workflow steps wait to be submitted (%s)", exc)
-            return {}, True
+            return {}, True, False
+        existed = any(isinstance(outcome, str) and outcome not in created
+                      for outcome in outcomes)
         return {(s.step_id, s.map_index): outcome
-                for s, outcome in zip(submissions, outcomes)}, busy
+                for s, outcome in zip(submissions, outcomes)}, busy, existed
 
-    async def _set_status(self, run: WorkflowRun, spec: WorkflowSpec, next_plan: Plan,
-                          busy: bool) -> None:
-        status = next_plan.run_status
-        if busy and status is RunStatus.WAITING:
-            status = RunStatus.RUNNING
-        if status is run.status:
-            return
-        if status is RunStatus.PENDING:
-            return
-        updated = await self._store().set_run_status(run.tenant, run.id, status,
-                                                     next_plan.error)
-        if updated.status.is_finished:
+    def _status_changed(self, run: WorkflowRun, status: RunStatus, error: Any) -> None:
+        now = utcnow()
+        updated = dataclasses.replace(run, status=status, updated_at=now, error=error,
+                                      finished_at=now if status.is_finished else None)
+        if status.is_finished:
             self._count_end(updated)
         else:
             self._runs[run.id] = updated
@@ -483,28 +488,25 @@ class WorkflowEngine:
         self._timers.pop(run_id, None)
         self.poke(tenant, run_id)
 
-    async def _overdue(self, run: WorkflowRun, spec: WorkflowSpec,
-                       steps: Sequence[WorkflowStep]) -> None:
-        await self._stop_steps(run, steps)
+    async def _overdue(self, run: WorkflowRun, spec: WorkflowSpec) -> None:
         limit = spec.limits.max_run_duration_s
-        updated = await self._store().set_run_status(run.tenant, run.id, RunStatus.FAILED, {
-            "code": "run_deadline", "message": f"the run did not finish within its "
-            f"max_run_duration_s of {limit:g} s"})
+        try:
+            updated, tasks = await self._store().stop_run(run.tenant, run.id, RunStatus.FAILED, {
+                "code": "run_deadline", "message": f"the run did not finish within its "
+                f"max_run_duration_s of {limit:g} s"})
+        except Conflict:
+            return  # it finished meanwhile
         log.warning("workflow run %s failed: past its deadline", run.id,
                     extra={"run_id": run.id, "tenant": run.tenant})
+        self._cancel_tasks(tasks)
         self._count_end(updated)
 
-    async def _stop_steps(self, run: WorkflowRun, steps: Sequence[WorkflowStep]) -> None:
-        """Cancel every unfinished step and the tasks of those running."""
-        changes = [StepChange(s.step_id, s.status, StepStatus.CANCELLED, map_index=s.map_index)
-                   for s in steps if s.status in _UNFINISHED_STEP]
-        if changes:
-            await self._store().update_steps(run.id, changes)
-        assert self._cancel_task is not None
-        for step in steps:
-            if step.task_id is not None and step.status in (StepStatus.READY, StepStatus.RUNNING):
-                self._task_runs.pop(step.task_id, None)
-                self._spawn(self._cancel_quietly(step.task_id), f"cancel-{step.task_id}")
+    def _cancel_tasks(self, task_ids: Sequence[str]) -> None:
+        """Cancel the tasks of a stopped run's steps (in the background: a task that ended
+        meanwhile is left as it ended)."""
+        for task_id in task_ids:
+            self._task_runs.pop(task_id, None)
+            self._spawn(self._cancel_quietly(task_id), f"cancel-{task_id}")
 
     async def _cancel_quietly(self, task_id: str) -> None:
         assert self._cancel_task is not None
@@ -538,9 +540,13 @@ class WorkflowEngine:
     async def _sweep_forever(self) -> None:
         """Advance every unfinished run now (the resume after a restart), then every
         `SWEEP_INTERVAL_S`."""
+        first = True
         while True:
             try:
+                if first:  # a stop just before the last crash may have left its tasks going
+                    self._cancel_tasks(await self._store().stopped_step_tasks())
                 await self.sweep()
+                first = False
             except Exception as exc:
                 log.warning("workflow sweep failed (%s)", exc)
             await asyncio.sleep(SWEEP_INTERVAL_S)
@@ -644,3 +650,13 @@ def _with_tasks(next_plan: Plan, submitted: dict[tuple[str, int], str | InvalidR
     # what finished first, then what starts: the events read in cause-and-effect order
     changes.sort(key=lambda change: StepStatus(change.status) not in _FINISHED_STEP)
     return changes
+
+
+def _next_status(run: WorkflowRun, next_plan: Plan, busy: bool) -> RunStatus | None:
+    """The status the run moves to after this plan; None when it stays."""
+    status = next_plan.run_status
+    if busy and status is RunStatus.WAITING:  # steps wait for room in the queue
+        status = RunStatus.RUNNING
+    if status is run.status or status is RunStatus.PENDING:
+        return None
+    return status

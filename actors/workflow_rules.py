@@ -122,6 +122,9 @@ def run_outcome(state: RunState) -> tuple[RunStatus, Any]:
     main_done = all(row.status in FINISHED for key, row in state.rows.items()
                     if key[0] not in spec.compensation_ids)
     if main_done and failed is None:
+        # without a failure a step is cancelled only by a cancel of the run (or its deadline)
+        if any(row.status is StepStatus.CANCELLED for row in state.rows.values()):
+            return RunStatus.CANCELLED, {"message": "cancelled by request"}
         return RunStatus.SUCCEEDED, None
     if main_done and failed is not None and all(
             state.rows[(c, UNMAPPED)].status in FINISHED for c in _compensations(state)):

@@ -33,6 +33,7 @@ from storage.cursor import decode_cursor, encode_cursor
 from storage.database import EngineStore
 from storage.errors import Conflict, InvalidRequest, NotFound
 from storage.messages import new_task_id, utcnow
+from storage.models import tasks_table
 from storage.models import workflow_events_table as events_table
 from storage.models import workflow_runs_table as runs
 from storage.models import workflow_steps_table as steps_table
@@ -246,6 +247,19 @@ class WorkflowStore(EngineStore):
         only when its step is in its `expected` status (after the changes before it); the
         changes that applied are returned. Changing a succeeded step is refused
         (`InvalidRequest`, nothing applied)."""
+        return (await self.apply_plan(run_id, changes, new_steps))[0]
+
+    async def apply_plan(
+        self, run_id: str, changes: Sequence[StepChange], new_steps: Sequence[NewStep] = (),
+        run_status: RunStatus | None = None, error: Any = None,
+    ) -> tuple[list[StepChange], bool]:
+        """`update_steps`, and in the same transaction move the run to `run_status` (with
+        `error` when it finishes) when that transition is allowed: the run's status and its
+        steps are never seen apart. Returns the changes that applied and whether the run's
+        status changed."""
+        if run_status is not None:
+            run_status = _enum(RunStatus, "status", run_status)
+            _check_json("error", error)
         _check_steps(new_steps)
         for change in changes:
             _check_text("step_id", change.step_id)
@@ -261,10 +275,20 @@ class WorkflowStore(EngineStore):
                     _check_json(field, getattr(change, field))
         now = utcnow()
         applied: list[StepChange] = []
+        run_changed = False
         async with self._transaction(f"updating the steps of run {run_id!r}") as connection:
             # a write first: it locks the run (and, on SQLite, the database) for the reads below
-            await connection.execute(update(runs).where(runs.c.id == run_id)
-                                     .values(updated_at=now))
+            if run_status is not None:
+                values: dict[str, Any] = {"status": run_status.value, "updated_at": now}
+                if run_status.is_finished:
+                    values.update(finished_at=now, error=error)
+                sources = [s.value for s in _RUN_SOURCES[run_status]]
+                run_changed = bool((await connection.execute(
+                    update(runs).where(runs.c.id == run_id, runs.c.status.in_(sources))
+                    .values(**values))).rowcount)
+            if not run_changed:
+                await connection.execute(update(runs).where(runs.c.id == run_id)
+                                         .values(updated_at=now))
             if new_steps:
                 await connection.execute(self._insert_new_steps(),
                                          _step_rows(run_id, new_steps, now))
@@ -284,7 +308,13 @@ class WorkflowStore(EngineStore):
                     await connection.execute(
                         insert(events_table),
                         [_step_event(run_id, change, now) for change in applied])
-        return applied
+            if run_changed:
+                assert run_status is not None
+                await connection.execute(insert(events_table), _event_row(
+                    run_id, f"run_{run_status.value}", now,
+                    data={"error": error} if error is not None and run_status.is_finished
+                    else None))
+        return applied, run_changed
 
     @staticmethod
     async def _apply_changes(connection: Any, run_id: str, changes: Sequence[StepChange],
@@ -379,6 +409,59 @@ class WorkflowStore(EngineStore):
             raise Conflict(f"step {step_id!r} is not awaiting approval: {why}",
                            {"run_id": run_id, "step_id": step_id})
         return matching[0]
+
+    async def stop_run(self, tenant: str, run_id: str, status: RunStatus | str,
+                       error: Any = None) -> tuple[WorkflowRun, list[str]]:
+        """Finish an unfinished run as `status` (cancelled, or failed past its deadline) and
+        cancel its unfinished steps, with their events, in one transaction. Returns the run
+        and the tasks of the steps that were ready or running (to cancel). `Conflict` when the
+        run already finished."""
+        target = _enum(RunStatus, "status", status)
+        if not target.is_finished:
+            raise InvalidRequest(f"a run is stopped as a finished status, not {target.value}",
+                                 {"field": "status"})
+        _check_json("error", error)
+        now = utcnow()
+        unfinished = [s.value for s in (StepStatus.WAITING, StepStatus.READY, StepStatus.RUNNING,
+                                        StepStatus.AWAITING_APPROVAL, StepStatus.TIMER)]
+        tasks: list[str] = []
+        async with self._transaction(f"stopping run {run_id!r}") as connection:
+            result = await connection.execute(
+                update(runs).where(runs.c.id == run_id, runs.c.tenant == tenant,
+                                   runs.c.status.in_(UNFINISHED_RUN_VALUES))
+                .values(status=target.value, error=error, finished_at=now, updated_at=now))
+            if result.rowcount:
+                rows = (await connection.execute(
+                    select(steps_table.c.step_id, steps_table.c.map_index, steps_table.c.status,
+                           steps_table.c.task_id)
+                    .where(steps_table.c.run_id == run_id,
+                           steps_table.c.status.in_(unfinished)))).all()
+                tasks = [row.task_id for row in rows if row.task_id is not None and row.status
+                         in (StepStatus.READY.value, StepStatus.RUNNING.value)]
+                await connection.execute(
+                    update(steps_table).where(steps_table.c.run_id == run_id,
+                                              steps_table.c.status.in_(unfinished))
+                    .values(status=StepStatus.CANCELLED.value, updated_at=now))
+                events = [_event_row(run_id, "step_cancelled", now, row.step_id, row.map_index)
+                          for row in rows]
+                events.append(_event_row(run_id, f"run_{target.value}", now,
+                                         data={"error": error} if error is not None else None))
+                await connection.execute(insert(events_table), events)
+        current = await self.run(tenant, run_id)
+        if result.rowcount == 0:
+            raise Conflict(f"workflow run {run_id!r} is already {current.status.value}",
+                           {"run_id": run_id, "status": current.status.value})
+        return current, tasks
+
+    async def stopped_step_tasks(self, limit: int = 1000) -> list[str]:
+        """Tasks still queued or running although their step was cancelled (a stop whose task
+        cancels did not happen, because the process died right after it): at most `limit`."""
+        query = (select(steps_table.c.task_id)
+                 .join(tasks_table, tasks_table.c.id == steps_table.c.task_id)
+                 .where(steps_table.c.status == StepStatus.CANCELLED.value,
+                        tasks_table.c.status.in_(("queued", "running")))
+                 .limit(limit))
+        return [row.task_id for row in await self._fetch(query)]
 
     async def run_events(self, tenant: str, run_id: str, after_id: int = 0,
                          limit: int = 1000) -> list[RunEvent]:

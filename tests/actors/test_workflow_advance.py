@@ -403,3 +403,11 @@ def test_a_step_task_is_labelled_with_its_run_and_step(key, label) -> None:
     if key and key.startswith("wf:") and key.count(":") == 3:
         run, step, index = key.split(":")[1:]
         assert idempotency_key(run, step, int(index)) == key
+
+
+def test_a_run_whose_steps_were_cancelled_without_a_failure_is_cancelled() -> None:
+    """A stop that cancelled the steps resumes as cancelled, never as succeeded."""
+    run = Run(spec_of(task("a"), task("b", depends_on=["a"])))
+    for key, row in run.rows.items():
+        run.rows[key] = dataclasses.replace(row, status=StepStatus.CANCELLED)
+    assert run.plan().run_status is RunStatus.CANCELLED

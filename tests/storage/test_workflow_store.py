@@ -310,3 +310,37 @@ async def test_a_bad_run_is_refused_naming_the_field_and_nothing_is_stored(
 
     assert raised.value.details["field"] == field
     assert await workflows.list_runs("acme") == ([], None)
+
+
+async def test_stopping_a_run_cancels_its_unfinished_steps_in_one_write(workflows: WorkflowStore) -> None:
+    run, _ = await workflows.create_run("acme", "stop", "1", SPEC, {}, steps=[
+        NewStep("a"), NewStep("b"), NewStep("c")])
+    await workflows.update_steps(run.id, [
+        StepChange("a", StepStatus.WAITING, StepStatus.SUCCEEDED, output=1),
+        StepChange("b", StepStatus.WAITING, StepStatus.RUNNING, task_id="t-b")])
+    with pytest.raises(NotFound):  # another tenant's run
+        await workflows.stop_run("globex", run.id, RunStatus.CANCELLED)
+    stopped, tasks = await workflows.stop_run("acme", run.id, RunStatus.CANCELLED,
+                                          {"message": "cancelled by request"})
+    assert stopped.status is RunStatus.CANCELLED and tasks == ["t-b"]
+    assert {s.step_id: s.status for s in await workflows.steps("acme", run.id)} == {
+        "a": StepStatus.SUCCEEDED, "b": StepStatus.CANCELLED, "c": StepStatus.CANCELLED}
+    kinds = [e.kind for e in await workflows.run_events("acme", run.id)]
+    assert kinds[-1] == "run_cancelled" and kinds.count("step_cancelled") == 2
+    with pytest.raises(Conflict, match="already cancelled"):
+        await workflows.stop_run("acme", run.id, RunStatus.CANCELLED)
+
+
+async def test_a_plan_and_the_runs_status_are_stored_together(workflows: WorkflowStore) -> None:
+    run = await _create(workflows)
+    applied, changed = await workflows.apply_plan(
+        run.id, [StepChange("aggregate", StepStatus.READY, StepStatus.AWAITING_APPROVAL)],
+        run_status=RunStatus.WAITING)
+    assert len(applied) == 1 and changed
+    assert (await workflows.run("acme", run.id)).status is RunStatus.WAITING
+    kinds = [e.kind for e in await workflows.run_events("acme", run.id)]
+    assert kinds[-2:] == ["step_awaiting_approval", "run_waiting"]
+    await workflows.stop_run("acme", run.id, RunStatus.CANCELLED)
+    _, changed = await workflows.apply_plan(run.id, [], run_status=RunStatus.RUNNING)
+    assert not changed  # a finished run never changes status again
+    assert (await workflows.run("acme", run.id)).status is RunStatus.CANCELLED

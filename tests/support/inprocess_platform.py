@@ -75,6 +75,9 @@ async def vanish(orchestrator: Orchestrator, timeout_s: float = 10.0) -> None:
     in the middle of a query closes its database connection as it unwinds; cancelled a second
     time there (as a test's event loop does to every task left when it closes), SQLAlchemy
     stops aiosqlite's thread under the graceful close, which then waits forever."""
+    for timer in orchestrator.workflows._timers.values():  # a gone process wakes nothing
+        timer.cancel()
+    orchestrator.workflows.store = None  # and its engine advances nothing
     tasks = [*orchestrator._background, *orchestrator.pools._background]
     lifecycle = getattr(orchestrator, "lifecycle", None)
     if lifecycle is not None:
