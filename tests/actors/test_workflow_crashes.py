@@ -41,6 +41,7 @@ from storage.messages import AttemptOutcome, Task, TaskStatus, as_utc, utcnow
 from storage.workflow_records import RunDetail
 from tests.support.inprocess_backend import InProcessBackend
 from tests.support.inprocess_platform import config_for_tests, vanish
+from tests.support.workflow_documents import CRASHY_INPUT_BASE, crashy
 
 POOLS = {"sleeper": PoolConfig(replicas=2, concurrency=8)}
 STORE_WRITES = ("create_run", "apply_plan", "record_approval", "stop_run")
@@ -48,23 +49,8 @@ RUN_TIMEOUT_S = 8.0
 
 ITEMS = ["ant", "bee", "cat"]
 PARALLELISM = 2
-INPUT = {"items": ITEMS, "never": False, "go": True, "tag": "tagged"}
-DOCUMENT = {"name": "crashy", "steps": [
-    {"id": "list", "agent_type": "sleeper", "payload": {"echo": "${ input.items }"}},
-    {"id": "each", "agent_type": "sleeper", "depends_on": ["list"],
-     "payload": {"echo": "${ item }"},
-     "map_over": {"over": "steps.list.output.echo", "max_width": 10,
-                  "parallelism": PARALLELISM}},
-    {"id": "never", "agent_type": "sleeper", "depends_on": ["list"], "condition": "input.never",
-     "payload": {"echo": "must not run"}},
-    {"id": "maybe", "agent_type": "sleeper", "depends_on": ["list"], "condition": "input.go",
-     "payload": {"echo": "${ input.tag }"}},
-    {"id": "approve", "depends_on": ["each", "maybe"], "approval": {"timeout_s": 600},
-     "payload": {"question": "ship ${ input.tag }?"}},
-    {"id": "final", "agent_type": "sleeper", "depends_on": ["approve", "never"],
-     "payload": {"echo": "${ [steps.each.output[*].echo, steps.never.output, "
-                         "steps.maybe.output.echo] }"}},
-]}
+INPUT = {"items": ITEMS, **CRASHY_INPUT_BASE}
+DOCUMENT = crashy("crashy", parallelism=PARALLELISM)
 EXPECTED_STEPS = {"list": "succeeded", "each": "succeeded", "each[0]": "succeeded",
                   "each[1]": "succeeded", "each[2]": "succeeded", "never": "skipped",
                   "maybe": "succeeded", "approve": "succeeded", "final": "succeeded"}

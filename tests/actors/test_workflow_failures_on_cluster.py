@@ -24,27 +24,13 @@ from cluster.client import Client
 from storage.messages import AttemptOutcome, Task, TaskStatus
 from storage.workflow_records import RunDetail, RunEvent
 from tests.support.platform import wait_until
+from tests.support.workflow_documents import CRASHY_INPUT_BASE, crashy
 
 pytestmark = pytest.mark.cluster
 
 ITEMS = ["ant", "bee", "cat", "dog", "eel"]
-CRASHY = {"name": "crashy-on-cluster", "steps": [
-    {"id": "list", "agent_type": "sleeper",
-     "payload": {"echo": "${ input.items }", "seconds": 1.5}},
-    {"id": "each", "agent_type": "sleeper", "depends_on": ["list"],
-     "payload": {"echo": "${ item }", "seconds": 0.6},
-     "map_over": {"over": "steps.list.output.echo", "max_width": 10, "parallelism": 2}},
-    {"id": "never", "agent_type": "sleeper", "depends_on": ["list"], "condition": "input.never",
-     "payload": {"echo": "must not run"}},
-    {"id": "maybe", "agent_type": "sleeper", "depends_on": ["list"], "condition": "input.go",
-     "payload": {"echo": "${ input.tag }"}},
-    {"id": "approve", "depends_on": ["each", "maybe"], "approval": {"timeout_s": 600},
-     "payload": {"question": "ship ${ input.tag }?"}},
-    {"id": "final", "agent_type": "sleeper", "depends_on": ["approve", "never"],
-     "payload": {"echo": "${ [steps.each.output[*].echo, steps.never.output, "
-                         "steps.maybe.output.echo] }", "seconds": 0.5}},
-]}
-CRASHY_INPUT = {"items": ITEMS, "never": False, "go": True, "tag": "tagged"}
+CRASHY = crashy("crashy-on-cluster", list_s=1.5, item_s=0.6, final_s=0.5)
+CRASHY_INPUT = {"items": ITEMS, **CRASHY_INPUT_BASE}
 
 
 def label(step_id: str, map_index: int | None) -> str:

@@ -14,13 +14,11 @@ import asyncio
 import importlib.util
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from actors.agents import BUILTIN_AGENTS
 from actors.config import PoolConfig
@@ -29,6 +27,7 @@ from cluster.settings import Settings
 from ml import embeddings
 from storage.workflow_records import UNMAPPED, RunDetail, RunStatus, StepStatus
 from storage.workflow_spec import WorkflowSpec, compile_spec
+from tests.support.webhooks import Receiver, serving
 from tests.support.inprocess_platform import inprocess_orchestrator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,36 +61,10 @@ def statuses(detail: RunDetail) -> dict[str, str]:
             if step.map_index == UNMAPPED}
 
 
-@dataclass
-class Receiver:
-    """A webhook endpoint on 127.0.0.1 that keeps every JSON body it gets."""
-
-    bodies: list[Any] = field(default_factory=list)
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.bodies.append(json.loads(await request.read()))
-        return web.Response(status=200)
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    endpoint = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", endpoint.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    endpoint.port = runner.addresses[0][1]
-    try:
+    async with serving() as endpoint:
         yield endpoint
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,11 @@ and clear refusals of bad payloads. Webhooks go to a real aiohttp server on 127.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from actors.errors import InvalidTaskInput, RetryableAgentError
 from storage.database import migrate_async
 from storage.inbox import InboxStore
 from storage.messages import AgentContext, AgentTask
+from tests.support.webhooks import Receiver, serving
 from tests.support.databases import fresh_sqlite_url
 
 SECRET = "test-webhook-secret-0123456789abcdef"
@@ -59,41 +58,10 @@ async def make_agent(database_url: str) -> AsyncIterator[MakeAgent]:
         await agent.close()
 
 
-@dataclass
-class Receiver:
-    """A webhook endpoint that answers with `answers` in turn (then 200) and keeps every
-    request it gets."""
-
-    answers: list[web.Response] = field(default_factory=list)
-    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    delay_s: float = 0.0
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests.append((dict(request.headers), await request.read()))
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
-        return self.answers.pop(0) if self.answers else web.Response(status=200)
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    endpoint = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", endpoint.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    endpoint.port = runner.addresses[0][1]
-    try:
+    async with serving() as endpoint:
         yield endpoint
-    finally:
-        await runner.cleanup()
 
 
 def task(payload: dict[str, Any], timeout_s: float = 10.0, tenant: str = "default") -> AgentTask:
