@@ -46,7 +46,7 @@ from storage.task_store import TaskStore
 from storage.workflow_records import (
     UNCHANGED, UNMAPPED, NewStep, RunDetail, RunEvent, RunPage, RunStatus, StepChange, StepStatus, WorkflowRun,
     WorkflowStep)
-from storage.workflow_spec import WorkflowSpec, compile_spec
+from storage.workflow_spec import WorkflowSpec, compile_spec, spec_from_json
 from storage.workflow_store import WorkflowStore
 
 log = logging.getLogger("ymera.workflows")
@@ -592,7 +592,7 @@ class WorkflowEngine:
     def _spec(self, run: WorkflowRun) -> WorkflowSpec:
         spec = self._specs.get(run.id)
         if spec is None:
-            spec = self._specs[run.id] = WorkflowSpec.from_json(run.spec)
+            spec = self._specs[run.id] = spec_from_json(run.spec)
         return spec
 
     def _lock(self, run_id: str) -> asyncio.Lock:

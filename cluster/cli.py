@@ -16,33 +16,21 @@ from pydantic import ValidationError
 
 from cluster.bench import add_arguments as add_bench_arguments
 from cluster.ray_env import prepare_ray_environment
+from cluster.cli_common import client_of, print_result, settings_of
 from cluster.workflow_cli import add_workflow_commands
 from storage.errors import YmeraError
 from storage.storable import readable
 
 
-def _settings(args: argparse.Namespace):
-    """The settings, with the Ray address of `--address` when the command was given one."""
-    from cluster.settings import Settings
-
-    settings = Settings()
-    address = getattr(args, "address", None)
-    if address:
-        settings = settings.model_copy(update={"ray_address": address})
-    return settings
+def _settings(args: argparse.Namespace) -> Any:
+    return settings_of(args)
 
 
-def _client(args: argparse.Namespace):
-    from cluster.platform import client
-
-    return client(_settings(args))
+def _client(args: argparse.Namespace) -> Any:
+    return client_of(args)
 
 
-def _print(args: argparse.Namespace, value: Any, text: str) -> None:
-    if args.json:
-        print(json.dumps(value, indent=2, default=str))
-    else:
-        print(text)
+_print = print_result
 
 
 def _task_json(task) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.errors import PlatformUnavailable
+from cluster import cli_common
 from storage.errors import InvalidRequest
 from storage.workflow_records import UNMAPPED, RunDetail, RunEvent, StepStatus
 
@@ -34,15 +35,11 @@ AddCommand = Callable[[str, Callable[[argparse.Namespace], None], str], argparse
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from cluster import cli
-
-    return cli._client(args)
+    return cli_common.client_of(args)
 
 
 def _print(args: argparse.Namespace, value: Any, text: str) -> None:
-    from cluster import cli
-
-    cli._print(args, value, text)
+    cli_common.print_result(args, value, text)
 
 
 def _ascii_only() -> bool:

@@ -146,10 +146,10 @@ def _graph(spec: Any, rows: dict[str, Any]
            ) -> tuple[list[str], dict[str, Sequence[str]], dict[str, str]]:
     """Step ids in dependency order (compensation steps last, then any row the spec does not
     name), each step's dependencies, and what each compensation step compensates."""
-    from storage.workflow_spec import WorkflowSpec
+    from storage.workflow_spec import spec_from_json
 
     try:
-        parsed = WorkflowSpec.from_json(spec)
+        parsed = spec_from_json(spec)
     except Exception:  # a spec this code cannot read: show the rows as stored
         return list(rows), {}, {}
     order = parsed.order()

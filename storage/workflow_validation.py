@@ -16,7 +16,7 @@ from storage.errors import InvalidRequest
 from storage.messages import AGENT_TYPE_NAME, NAME
 from storage.workflow_refs import (
     ExpressionError, canonical_template, expression_roots, template_expressions)
-from storage.workflow_spec import (
+from storage.workflow_model import (
     _SPEC_KEYS, _STEP_KEYS, FAILURE_POLICIES, TIMEOUT_OUTCOMES, ApprovalSpec, MapSpec, StepSpec,
     TimerSpec, WorkflowLimits, WorkflowSpec, normalize_time)
 

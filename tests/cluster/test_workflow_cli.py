@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from cluster import cli
+from cluster import cli, cli_common
 from cluster import client as client_module
 from cluster.client import Client, workflow_document
 from cluster.workflow_builder import Workflow
@@ -94,7 +94,7 @@ class RecordingOrchestrator:
 def orchestrator(monkeypatch: pytest.MonkeyPatch) -> RecordingOrchestrator:
     handle = RecordingOrchestrator()
     monkeypatch.setattr(client_module.ray, "get", lambda ref: ref)
-    monkeypatch.setattr(cli, "_client", lambda args: Client(handle))
+    monkeypatch.setattr(cli_common, "client_of", lambda args: Client(handle))
     return handle
 
 
@@ -315,7 +315,7 @@ def platform(ray_cluster, tmp_path_factory) -> Iterator[Client]:
 
 @pytest.fixture
 def on_platform(platform: Client, monkeypatch: pytest.MonkeyPatch) -> Client:
-    monkeypatch.setattr(cli, "_client", lambda args: platform)
+    monkeypatch.setattr(cli_common, "client_of", lambda args: platform)
     return platform
 
 

@@ -26,7 +26,7 @@ from actors.orchestrator import Orchestrator
 from cluster.settings import Settings
 from ml import embeddings
 from storage.workflow_records import UNMAPPED, RunDetail, RunStatus, StepStatus
-from storage.workflow_spec import WorkflowSpec, compile_spec
+from storage.workflow_spec import WorkflowSpec, compile_spec, spec_from_json
 from tests.support.webhooks import Receiver, serving
 from tests.support.inprocess_platform import inprocess_orchestrator
 
@@ -107,7 +107,7 @@ def test_example_compiles_within_the_default_platform_limits(path: Path) -> None
     assert all(step.agent_type in BUILTIN_AGENTS for step in spec.steps if step.is_task)
     header = path.read_text().split("\nname:")[0]
     assert "# Input:" in header, f"{path.name}: its header comment shows its input"
-    assert WorkflowSpec.from_json(json.loads(spec.dumps())) == spec
+    assert spec_from_json(json.loads(spec.dumps())) == spec
 
 
 def test_the_python_example_builds_the_report_yaml_workflow() -> None:
