@@ -55,7 +55,7 @@ SWEEP_INTERVAL_S = 30.0  # every unfinished run is advanced at least this often
 GAUGE_INTERVAL_S = 10.0
 MAX_ROUNDS = 50  # plans applied in one advance before yielding to other runs
 BUSY_RETRY_S = 1.0
-FAILED_RETRY_S = 5.0  # after an advance failed unexpectedly  # when admission refused a step's task (queue full, draining)
+FAILED_RETRY_S = 5.0  # after an advance failed (storage trouble, or a bug)  # when admission refused a step's task (queue full, draining)
 RECENT_FINISHED = 20_000
 ROWS_CACHED_RUNS = 2_000  # runs whose step rows are kept in memory between plans
 _TERMINAL_TASK = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.DEAD,
@@ -110,8 +110,9 @@ class WorkflowEngine:
 
     async def submit(self, document: dict[str, Any] | str, run_input: Any, *,
                      idempotency_key: str | None, tenant: str) -> WorkflowRun:
-        """Validate and store a new run, start it, and return it (the stored run for a known
-        idempotency key). `InvalidRequest` names the step and field; nothing is stored."""
+        """Validate and store a new run, start it, and return it as created (the stored run for
+        a known idempotency key). `InvalidRequest` names the step and field; nothing is
+        stored."""
         store = self._store()
         spec = compile_spec(document, self.agent_types, self.config.workflow_limits)
         if not self.routing:
@@ -131,7 +132,7 @@ class WorkflowEngine:
             log.info("workflow run %s (%s v%s) created", run.id, spec.name, spec.version,
                      extra={"run_id": run.id, "tenant": tenant})
         await self.advance(tenant, run.id)
-        return await store.run(tenant, run.id)
+        return run
 
     def _check_input(self, run_input: Any) -> None:
         try:
@@ -273,7 +274,7 @@ class WorkflowEngine:
                     await self.advance(state[0], run_id)
                 except (StorageError, PlatformUnavailable) as exc:
                     log.warning("cannot advance workflow run %s now (%s); retrying", run_id, exc)
-                    self._wake(state[0], run_id, BUSY_RETRY_S * 5)
+                    self._wake(state[0], run_id, FAILED_RETRY_S)
                     return
                 except Exception:
                     log.exception("advancing workflow run %s failed; trying again in %.0f s",
