@@ -341,11 +341,12 @@ class WorkflowEngine:
 
     async def _run(self, tenant: str, run_id: str) -> WorkflowRun:
         """The run, from memory while this engine advances it (only the engine changes a
-        run, and it keeps the copy current), else from storage."""
+        run, and it keeps the copy current; a run waiting for a person or a timer is not
+        kept), else from storage."""
         run = self._runs.get(run_id)
         if run is None or run.tenant != tenant:
             run = await self._store().run(tenant, run_id)
-            if not run.status.is_finished:
+            if run.status in (RunStatus.PENDING, RunStatus.RUNNING):
                 self._runs[run_id] = run
         return run
 
@@ -465,6 +466,8 @@ class WorkflowEngine:
                                       finished_at=now if status.is_finished else None)
         if status.is_finished:
             self._count_end(updated)
+        elif status is RunStatus.WAITING:  # for a person or a timer: keep nothing meanwhile
+            self._forget_rows(run.id)
         else:
             self._runs[run.id] = updated
 
