@@ -1,0 +1,1 @@
+"""Language-model access: provider clients, deployments and their configuration (pure asyncio, no Ray)."""
