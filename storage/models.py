@@ -1,7 +1,7 @@
 """SQLAlchemy models of what the platform keeps: tasks, their attempts, their event log, the
 messages waiting in agents' inboxes, the routing examples the router learned, the pool bounds
-operators set, the HTTP API's users, API keys, refresh tokens and audit log, and workflow
-runs with their steps.
+operators set, the HTTP API's users, API keys, refresh tokens and audit log, workflow runs
+with their steps and events, and the LLM gateway's breakers, token budgets, usage and cache.
 
 Table names live here and nowhere else. The schema is created and changed only by the Alembic
 migrations in `storage/migrations`; these models must match the latest migration (a test checks).
@@ -304,3 +304,114 @@ pool_bounds_table = cast(Table, PoolBoundsRow.__table__)
 workflow_runs_table = cast(Table, WorkflowRunRow.__table__)
 workflow_steps_table = cast(Table, WorkflowStepRow.__table__)
 workflow_events_table = cast(Table, WorkflowEventRow.__table__)
+
+
+# Language-model gateway state (circuit breakers, token budgets, usage, response cache).
+LLM_BREAKERS = "llm_breakers"
+LLM_BUDGETS = "llm_budgets"
+LLM_BUDGET_PERIODS = "llm_budget_periods"
+LLM_RESERVATIONS = "llm_reservations"
+LLM_USAGE = "llm_usage"
+LLM_CACHE = "llm_cache"
+
+
+class LlmBreakerRow(Base):
+    """The circuit-breaker state of one model deployment; `version` grows with every change
+    (compare-and-set). Times are epoch seconds, comparable across gateway replicas."""
+
+    __tablename__ = LLM_BREAKERS
+
+    deployment: Mapped[str] = mapped_column(String(128), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    failures: Mapped[int] = mapped_column(Integer)
+    window_started_at: Mapped[float] = mapped_column(Float)
+    opened_at: Mapped[float | None] = mapped_column(Float)
+    probe_until: Mapped[float | None] = mapped_column(Float)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class LlmBudgetRow(Base):
+    """A tenant's token limit per period ("month", "day" or "total"); no row: no limit."""
+
+    __tablename__ = LLM_BUDGETS
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period: Mapped[str] = mapped_column(String(8))
+    limit_tokens: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class LlmBudgetPeriodRow(Base):
+    """A tenant's token counters in one period ("2026-12", "2026-12-04" or "total"): tokens
+    used, tokens reserved by calls in flight, and the limit they must stay within (None: none)."""
+
+    __tablename__ = LLM_BUDGET_PERIODS
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period_key: Mapped[str] = mapped_column(String(16), primary_key=True)
+    limit_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    used_tokens: Mapped[int] = mapped_column(BigInteger)
+    reserved_tokens: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class LlmReservationRow(Base):
+    """Tokens set aside for one model call in flight, until reconciled, released or expired."""
+
+    __tablename__ = LLM_RESERVATIONS
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    period_key: Mapped[str] = mapped_column(String(16))
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        Index("ix_llm_reservations_tenant_expires", "tenant", "expires_at"),
+        Index("ix_llm_reservations_expires", "expires_at"),
+    )
+
+
+class LlmUsageRow(Base):
+    """The tokens and cost of one model call, by tenant and (when it ran for one) task."""
+
+    __tablename__ = LLM_USAGE
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(Timestamp)
+    tenant: Mapped[str] = mapped_column(String(64))
+    task_id: Mapped[str | None] = mapped_column(String(32))
+    deployment: Mapped[str] = mapped_column(String(128))
+    model: Mapped[str] = mapped_column(String(128))
+    input_tokens: Mapped[int] = mapped_column(Integer)
+    output_tokens: Mapped[int] = mapped_column(Integer)
+    cost: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_llm_usage_tenant_at", "tenant", "at"),
+        Index("ix_llm_usage_tenant_task", "tenant", "task_id"),
+    )
+
+
+class LlmCacheRow(Base):
+    """One cached model answer of a tenant, under the hash of its request, until `expires_at`."""
+
+    __tablename__ = LLM_CACHE
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JsonColumn)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+
+    __table_args__ = (Index("ix_llm_cache_expires", "expires_at"),)
+
+
+llm_breakers_table = cast(Table, LlmBreakerRow.__table__)
+llm_budgets_table = cast(Table, LlmBudgetRow.__table__)
+llm_budget_periods_table = cast(Table, LlmBudgetPeriodRow.__table__)
+llm_reservations_table = cast(Table, LlmReservationRow.__table__)
+llm_usage_table = cast(Table, LlmUsageRow.__table__)
+llm_cache_table = cast(Table, LlmCacheRow.__table__)

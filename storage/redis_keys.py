@@ -6,6 +6,7 @@ test runs) side by side, and everything a namespace owns is found with `namespac
     ymera:<namespace>:events:task:<task_id>          channel: one task's events
     ymera:<namespace>:events:tenant:<tenant>         channel: every event of a tenant's tasks
     ymera:<namespace>:ratelimit:<scope>:<identity>   key: one rate-limit budget (GCRA state)
+    ymera:<namespace>:llm:breaker:<deployment>      key: one model deployment's circuit breaker
 
 Namespaces and scopes are restricted to `[A-Za-z0-9_.-]`, so a name can always be split back into
 its parts and a namespace's glob pattern matches nothing outside it. The last part of every name
@@ -64,3 +65,8 @@ def rate_limit_key(namespace: str, scope: str, identity: str) -> str:
         f"{namespace_prefix(namespace)}ratelimit:{_segment('scope', scope)}:"
         f"{_tail('identity', identity)}"
     )
+
+
+def llm_breaker_key(namespace: str, deployment: str) -> str:
+    """The key of one model deployment's circuit-breaker record."""
+    return f"{namespace_prefix(namespace)}llm:breaker:{_tail('deployment', deployment)}"

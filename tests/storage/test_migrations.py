@@ -271,3 +271,34 @@ async def test_0011_adds_run_events_and_generation_keeping_runs(empty_database_u
         command.downgrade, _alembic_config(async_url(empty_database_url)), "0010")
     tables, columns = await _run_sync(empty_database_url, shape)
     assert "workflow_events" not in tables and "generation" not in columns
+
+
+async def test_0012_adds_llm_gateway_tables_and_goes_down_again_keeping_runs(
+    empty_database_url: str,
+) -> None:
+    def tables(connection: Connection) -> set[str]:
+        return set(inspect(connection).get_table_names())
+
+    await asyncio.to_thread(_upgrade, empty_database_url, "0011")
+    engine = create_engine(empty_database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text(
+                "INSERT INTO workflow_runs (id, tenant, name, version, spec, status, created_at,"
+                " updated_at) VALUES ('r1', 'default', 'old', '1', '{}', 'running', :now, :now)"),
+                {"now": utcnow()})
+    finally:
+        await engine.dispose()
+    before = await _run_sync(empty_database_url, tables)
+
+    await asyncio.to_thread(_upgrade, empty_database_url, "0012")
+    assert await _run_sync(empty_database_url, tables) == before | {
+        "llm_breakers", "llm_budgets", "llm_budget_periods", "llm_reservations", "llm_usage",
+        "llm_cache"}
+    await asyncio.to_thread(
+        command.downgrade, _alembic_config(async_url(empty_database_url)), "0011")
+
+    assert await _run_sync(empty_database_url, tables) == before
+    await migrate_async(empty_database_url)
+    async with await WorkflowStore.open(empty_database_url) as store:
+        assert (await store.run("default", "r1")).name == "old"
