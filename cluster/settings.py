@@ -186,9 +186,6 @@ class Settings(BaseSettings):
             raise ValueError("task_timeout_s cannot exceed max_task_timeout_s")
         if self.api_max_replicas is not None and self.api_max_replicas < self.api_replicas:
             raise ValueError("api_max_replicas cannot be below api_replicas")
-        if self.workflow_max_output_bytes > self.max_payload_bytes:
-            raise ValueError("workflow_max_output_bytes cannot exceed max_payload_bytes: a "
-                             "step's output is passed on in later steps' payloads")
         ports = {"ray_port": self.ray_port, "dashboard_port": self.dashboard_port,
                  "api_port": self.api_port, "ray_metrics_port": self.ray_metrics_port,
                  "metrics_port": self.metrics_port}
@@ -254,7 +251,8 @@ class Settings(BaseSettings):
             max_steps=self.workflow_max_steps,
             max_fan_out=self.workflow_max_fan_out,
             max_parallelism=self.workflow_max_parallelism,
-            max_output_bytes=self.workflow_max_output_bytes,
+            # a step's output travels on in later steps' payloads: the smaller bound applies
+            max_output_bytes=min(self.workflow_max_output_bytes, self.max_payload_bytes),
             max_run_duration_s=self.workflow_max_run_duration_s,
             max_step_timeout_s=min(self.max_task_timeout_s, self.workflow_max_run_duration_s),
         )

@@ -71,8 +71,6 @@ def test_observability_settings_reach_the_orchestrator_and_the_api(monkeypatch, 
 @pytest.mark.parametrize("env, message", [
     ({"METRICS_PORT": "8265"}, "metrics_port and dashboard_port are both 8265"),
     ({"API_REPLICAS": "3", "API_MAX_REPLICAS": "2"}, "api_max_replicas cannot be below"),
-    ({"WORKFLOW_MAX_OUTPUT_BYTES": "2000000"},
-     "workflow_max_output_bytes cannot exceed max_payload_bytes"),
     ({"POOLS": '{"calculator": {"min_replicas": 3, "max_replicas": 2}}'},
      r"max_replicas \(2\) is below min_replicas or replicas \(3\)"),
     ({"POOLS": '{"calculator": {"replicas": 3, "max_replicas": 2}}'}, "is below min_replicas"),
@@ -155,6 +153,9 @@ def test_workflow_limits_and_retention_reach_the_orchestrator(monkeypatch, tmp_p
         max_steps=10, max_fan_out=50, max_parallelism=4, max_output_bytes=4096,
         max_run_duration_s=1800, max_step_timeout_s=1800)
     assert (config.workflow_retention_s, config.workflow_purge_interval_s) == (86400, 600)
+    small_payloads = settings(monkeypatch, tmp_path, MAX_PAYLOAD_BYTES="100000",
+                              WORKFLOW_MAX_OUTPUT_BYTES="262144").orchestrator_config()
+    assert small_payloads.workflow_limits.max_output_bytes == 100_000  # the smaller bound
 
 
 def test_submitted_workflows_are_held_to_the_configured_limits(monkeypatch, tmp_path) -> None:
