@@ -11,9 +11,10 @@ Guarantees:
   paths, a dependency's exception text): each code shows a fixed public message instead, and
   the raised one is for the server's log. Internal-only errors and anything that is not a
   `YmeraError` become `500 internal_error` with a generic message.
-- 429 and retryable 503 responses (the platform or its storage unavailable: an outage the
-  orchestrator reports as `platform_unavailable`, or the API's own store failing) carry
-  `Retry-After` in whole seconds (at least 1); 401
+- back-pressure 429s (`queue_full`, `rate_limited`), retryable 503s (the platform or its storage
+  unavailable: an outage the orchestrator reports as `platform_unavailable`, or the API's own
+  store failing) and a model provider's outage (502) carry `Retry-After` in whole seconds (at
+  least 1); a spent token budget is a 429 without it (it frees at its next period); 401
   responses carry `WWW-Authenticate: Bearer`; 405 responses carry `Allow` with the methods the
   route takes.
 - An error class without its own rule gets its nearest ancestor's (a new `StorageError`
@@ -71,6 +72,17 @@ HTTP_RULES: Final[dict[str, HttpRule]] = {
     "storage_error": HttpRule(503, "storage is unavailable", retry_after=True),
     "schema_out_of_date": HttpRule(
         503, "storage is not ready: its schema is out of date and must be migrated"),
+    # the model gateway (its parts are groundwork; no route raises these yet)
+    "llm_config_error": HttpRule(400),
+    "bad_model_request": HttpRule(422),
+    "plan_refused": HttpRule(422),
+    "budget_exceeded": HttpRule(429),  # a spent token budget frees at its next period
+    "token_budget_exceeded": HttpRule(429),
+    "llm_error": HttpRule(502, "the model provider failed"),
+    "provider_unavailable": HttpRule(502, "the model provider is unavailable", retry_after=True),
+    "no_deployment_answered": HttpRule(502, "no model deployment answered", retry_after=True),
+    "stream_broken": HttpRule(502, "the model's answer broke off"),
+    "provider_timeout": HttpRule(504, "the model provider did not answer in time"),
     # never meant for a caller: an agent's or a Ray call's failure is recorded on the task
     "error": _INTERNAL,
     "agent_error": _INTERNAL,
