@@ -48,6 +48,7 @@ from actors.errors import PlatformUnavailable, storage_trouble_unavailable
 from actors.lifecycle import Lifecycle
 from actors.logs import configure_logging
 from actors.metrics import OrchestratorMetrics
+from actors.periodic import every
 from actors.pools import PoolManager, requested_bounds
 from actors.registry import load_agent_types
 from actors.router_admin import RouterAdministration
@@ -141,7 +142,8 @@ class Orchestrator(StoreReads, RouterAdministration):
             await self.dispatcher.enqueue(live)
         self._spawn(self._control_loop(), "control-loop")
         self._spawn(self.dispatcher.run(), "dispatch-loop")
-        self._spawn(self._count_dead_letters(), "dead-letter-gauge")
+        self._spawn(every(DEAD_LETTER_REFRESH_S, self._count_dead_letters,
+                          "counting dead letters"), "dead-letter-gauge")
         if self.routing is not None:
             self._spawn(self.routing.run(), "routing")
             self._spawn(self.routing.run_learning(), "learning")
@@ -181,14 +183,9 @@ class Orchestrator(StoreReads, RouterAdministration):
         }
 
     async def _count_dead_letters(self) -> None:
-        """Refresh the dead-letter gauge from storage, every `DEAD_LETTER_REFRESH_S`."""
-        while True:
-            try:
-                store = (await self._wait_ready()).store
-                self._dead_letters = await store.count_with_status(TaskStatus.DEAD)
-            except Exception as exc:
-                log.warning("cannot count dead letters (%s)", exc)
-            await asyncio.sleep(DEAD_LETTER_REFRESH_S)
+        """Refresh the dead-letter gauge from storage."""
+        store = (await self._wait_ready()).store
+        self._dead_letters = await store.count_with_status(TaskStatus.DEAD)
 
     async def _open_store(self) -> TaskStore:
         failures = 0

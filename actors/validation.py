@@ -29,6 +29,25 @@ def _fail(index: int | None, field: str, message: str, **more: Any) -> InvalidRe
     return InvalidRequest(f"{where}{field} {message}", details)
 
 
+def json_value_problem(value: Any, config: OrchestratorConfig, root: str
+                       ) -> tuple[str, dict[str, Any]] | None:
+    """What keeps `value` (a payload, a workflow's input) from being stored, as a message to
+    follow its name and more details; None when it may be: it must be plain JSON within the
+    depth and size limits, without a NUL character (PostgreSQL cannot store one)."""
+    if (too_deep := depth_excess(value, config.max_payload_depth, root)) is not None:
+        return (f"is nested deeper than {config.max_payload_depth} levels at {too_deep}",
+                {"path": too_deep, "limit": config.max_payload_depth})
+    try:
+        size = len(json.dumps(value, allow_nan=False, separators=(",", ":")))
+    except (TypeError, ValueError) as exc:
+        return f"is not valid JSON: {exc}", {}
+    if size > config.max_payload_bytes:
+        return f"is {size} bytes; the limit is {config.max_payload_bytes}", {}
+    if (found := nul_location(value)) is not None:
+        return f"holds a NUL character (\\u0000) at {found}, which is not allowed", {}
+    return None
+
+
 def validate_request(request: Any, config: OrchestratorConfig, index: int | None = None
                      ) -> TaskRequest:
     """The request with defaults filled in, or `InvalidRequest` naming the first wrong field."""
@@ -53,18 +72,8 @@ def validate_request(request: Any, config: OrchestratorConfig, index: int | None
                     f"{MAX_DESCRIPTION_CHARS}")
     if not isinstance(request.payload, dict):
         raise _fail(index, "payload", f"must be a JSON object, not {type(request.payload).__name__}")
-    if (too_deep := depth_excess(request.payload, config.max_payload_depth)) is not None:
-        raise _fail(index, "payload", f"is nested deeper than {config.max_payload_depth} levels "
-                    f"at {too_deep}", path=too_deep, limit=config.max_payload_depth)
-    try:
-        size = len(json.dumps(request.payload, allow_nan=False, separators=(",", ":")))
-    except (TypeError, ValueError) as exc:
-        raise _fail(index, "payload", f"is not valid JSON: {exc}") from exc
-    if size > config.max_payload_bytes:
-        raise _fail(index, "payload", f"is {size} bytes; the limit is {config.max_payload_bytes}")
-    if (found := nul_location(request.payload)) is not None:
-        raise _fail(index, "payload", f"holds a NUL character (\\u0000) at {found}, which is "
-                    "not allowed")
+    if (problem := json_value_problem(request.payload, config, "payload")) is not None:
+        raise _fail(index, "payload", problem[0], **problem[1])
     if request.agent_type is not None and not isinstance(request.agent_type, str):
         raise _fail(index, "agent_type", "must be a string")
     if isinstance(request.priority, bool) or not isinstance(request.priority, int) or not (

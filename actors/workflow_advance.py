@@ -2,7 +2,9 @@
 
 `plan(spec, run_input, steps, task_outcomes, now, tenant=...)` reads the run's step rows and the
 outcomes of their tasks and returns a `Plan`: step changes (compare-and-set on the status read),
-fan-out rows to add, tasks to submit, and the run's next status. It does no I/O.
+fan-out rows to add, tasks to submit, and the run's next status. It does no I/O. Beside it, the
+pure steps the engine takes around a plan: `with_tasks` (fold the submitted tasks into the
+plan's changes), `next_status` and `retry_set` (what a retry from a step runs again).
 
 Guarantees (the rules the engine relies on):
 - Deterministic and idempotent: the same state and `now` give the same plan; once a plan is
@@ -27,6 +29,8 @@ Guarantees (the rules the engine relies on):
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,9 +38,10 @@ from datetime import datetime
 from typing import Any
 
 from actors.workflow_rules import FINISHED, Key, RunState, StepState, advance, run_outcome
+from storage.errors import InvalidRequest
 from storage.messages import TaskRequest, TaskStatus, as_utc
 from storage.workflow_records import (
-    UNCHANGED, UNMAPPED, NewStep, RunStatus, StepChange, StepStatus, WorkflowStep)
+    UNCHANGED, UNMAPPED, NewStep, RunStatus, StepChange, StepStatus, WorkflowRun, WorkflowStep)
 from storage.workflow_refs import evaluate, render_payload
 from storage.workflow_spec import WorkflowSpec
 
@@ -206,3 +211,63 @@ def _changes(state: RunState, stored: Mapping[Key, WorkflowStep]) -> list[StepCh
                                       error=values.get("error", UNCHANGED),
                                       wake_at=values.get("wake_at", UNCHANGED)))
     return changes
+
+
+def retry_set(spec: WorkflowSpec, steps: Sequence[WorkflowStep], from_step: str) -> set[str]:
+    """`from_step`, every step depending on it (directly or not), every step that did not
+    succeed or was skipped, and every compensation step."""
+    dependents: dict[str, set[str]] = collections.defaultdict(set)
+    for step in spec.steps:
+        for dependency in step.depends_on:
+            dependents[dependency].add(step.id)
+    chosen, frontier = {from_step}, [from_step]
+    while frontier:
+        for dependent in dependents[frontier.pop()]:
+            if dependent not in chosen:
+                chosen.add(dependent)
+                frontier.append(dependent)
+    for row in steps:
+        if row.map_index == UNMAPPED and row.status not in (StepStatus.SUCCEEDED,
+                                                              StepStatus.SKIPPED):
+            chosen.add(row.step_id)
+    return chosen | set(spec.compensation_ids)
+
+
+def with_tasks(next_plan: Plan, submitted: dict[tuple[str, int], str | InvalidRequest]
+                ) -> list[StepChange]:
+    """The plan's changes with its submissions folded in: a step whose task was taken goes
+    to running with its task id, one admission refused fails with the reason, one left out
+    stays ready."""
+    def outcome_of(change: StepChange, outcome: str | InvalidRequest) -> StepChange:
+        if isinstance(outcome, str):
+            return dataclasses.replace(change, status=StepStatus.RUNNING, task_id=outcome)
+        return dataclasses.replace(change, status=StepStatus.FAILED, error={
+            "code": outcome.code, "message": outcome.message, "details": outcome.details,
+            "step": change.step_id})
+
+    changes, planned = [], set()
+    for change in next_plan.changes:
+        key = (change.step_id, change.map_index)
+        planned.add(key)
+        outcome = submitted.get(key)
+        changes.append(change if outcome is None else outcome_of(change, outcome))
+    for submission in next_plan.submissions:
+        key = (submission.step_id, submission.map_index)
+        outcome = submitted.get(key)
+        if key not in planned and outcome is not None:
+            changes.append(outcome_of(StepChange(submission.step_id, StepStatus.READY,
+                                                 StepStatus.READY, submission.map_index),
+                                      outcome))
+    # what finished first, then what starts: the events read in cause-and-effect order
+    changes.sort(key=lambda change: StepStatus(change.status) not in FINISHED)
+    return changes
+
+
+def next_status(run: WorkflowRun, next_plan: Plan, busy: bool) -> RunStatus | None:
+    """The status the run moves to after this plan; None when it stays."""
+    status = next_plan.run_status
+    if busy and status is RunStatus.WAITING:  # steps wait for room in the queue
+        status = RunStatus.RUNNING
+    if status is run.status or status is RunStatus.PENDING:
+        return None
+    return status

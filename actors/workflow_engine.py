@@ -28,24 +28,26 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from actors.config import OrchestratorConfig
-from actors.errors import PlatformUnavailable, QueueFull
+from actors.errors import PlatformUnavailable
 from actors.metrics import OrchestratorMetrics
-from actors.workflow_advance import Plan, Submission, TaskOutcome, initial_steps, plan
+from actors.periodic import every
+from actors.validation import json_value_problem
+from actors.workflow_advance import (
+    Plan, TaskOutcome, initial_steps, next_status, plan, retry_set, with_tasks)
+from actors.workflow_memory import RunMemory
+from actors.workflow_submit import SubmitTasks, submit_steps
 from storage.errors import Conflict, InvalidRequest, NotFound, StorageError
-from storage.messages import Task, TaskRequest, TaskStatus, utcnow
-from storage.storable import depth_excess
+from storage.messages import Task, TaskStatus, utcnow
 from storage.task_store import TaskStore
 from storage.workflow_records import (
-    UNCHANGED, UNMAPPED, NewStep, RunDetail, RunEvent, RunPage, RunStatus, StepChange, StepStatus, WorkflowRun,
-    WorkflowStep)
+    RunDetail, RunEvent, RunPage, RunStatus, StepStatus, WorkflowRun, WorkflowStep)
 from storage.workflow_spec import WorkflowSpec, compile_spec, spec_from_json
 from storage.workflow_store import WorkflowStore
 
@@ -54,17 +56,12 @@ log = logging.getLogger("ymera.workflows")
 SWEEP_INTERVAL_S = 30.0  # every unfinished run is advanced at least this often
 GAUGE_INTERVAL_S = 10.0
 MAX_ROUNDS = 50  # plans applied in one advance before yielding to other runs
-BUSY_RETRY_S = 1.0
-FAILED_RETRY_S = 5.0  # after an advance failed (storage trouble, or a bug)  # when admission refused a step's task (queue full, draining)
+BUSY_RETRY_S = 1.0  # when admission refused a step's task (queue full, draining)
+FAILED_RETRY_S = 5.0  # after an advance failed (storage trouble, or a bug)
 RECENT_FINISHED = 20_000
-ROWS_CACHED_RUNS = 2_000  # runs whose step rows are kept in memory between plans
 _TERMINAL_TASK = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.DEAD,
                             TaskStatus.CANCELLED})
-_FINISHED_STEP = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED,
-                            StepStatus.CANCELLED})
 
-SubmitTasks = Callable[[Sequence[TaskRequest]], Awaitable[tuple[list[str], set[str]]]]
-"""Submit tasks: their ids, and the set of those this call created."""
 CancelTask = Callable[[str], Awaitable[Any]]
 Spawn = Callable[[Coroutine[Any, Any, None], str], asyncio.Task]
 
@@ -84,9 +81,7 @@ class WorkflowEngine:
         self._submit: SubmitTasks | None = None
         self._cancel_task: CancelTask | None = None
         self._specs: dict[str, WorkflowSpec] = {}
-        self._runs: dict[str, WorkflowRun] = {}  # unfinished runs being advanced
-        self._rows: collections.OrderedDict[str, dict[tuple[str, int], WorkflowStep]] = (
-            collections.OrderedDict())
+        self.memory = RunMemory()
         self._locks: dict[str, asyncio.Lock] = {}
         self._driving: dict[str, list[Any]] = {}  # run id -> [tenant, poked again]
         self._task_runs: dict[str, tuple[str, str]] = {}  # task id -> (tenant, run id)
@@ -103,8 +98,11 @@ class WorkflowEngine:
         self._submit = submit
         self._cancel_task = cancel_task
         self._spawn(self._sweep_forever(), "workflow-sweep")
-        self._spawn(self._gauges_forever(), "workflow-gauges")
-        self._spawn(self._purge_forever(), "workflow-purge")
+        self._spawn(every(GAUGE_INTERVAL_S, self._refresh_gauges,
+                                "counting workflow runs"), "workflow-gauges")
+        self._spawn(every(self.config.workflow_purge_interval_s,
+                                lambda: self.purge(None, 500), "purging finished workflow runs",
+                                wait_first=True), "workflow-purge")
 
     # ------------------------------------------------------------------ operations
 
@@ -135,19 +133,9 @@ class WorkflowEngine:
         return run
 
     def _check_input(self, run_input: Any) -> None:
-        try:
-            size = len(json.dumps(run_input, allow_nan=False, separators=(",", ":")).encode())
-        except (TypeError, ValueError) as exc:
-            raise InvalidRequest(f"workflow input is not plain JSON: {exc}",
-                                 {"field": "input"}) from None
-        if size > self.config.max_payload_bytes:
-            raise InvalidRequest(f"workflow input is {size} bytes; the limit is "
-                                 f"{self.config.max_payload_bytes}", {"field": "input"})
-        excess = depth_excess(run_input, self.config.max_payload_depth, "input")
-        if excess is not None:
-            raise InvalidRequest(f"workflow input nests deeper than "
-                                 f"{self.config.max_payload_depth} levels at {excess}",
-                                 {"field": "input", "path": excess})
+        problem = json_value_problem(run_input, self.config, "input")
+        if problem is not None:
+            raise InvalidRequest(f"workflow input {problem[0]}", {"field": "input", **problem[1]})
 
     async def detail(self, tenant: str, run_id: str) -> RunDetail:
         store = self._store()
@@ -186,7 +174,7 @@ class WorkflowEngine:
                 await self._store().record_approval(tenant, run_id, step_id, decision, actor,
                                                     comment, map_index)
             finally:
-                self._forget_rows(run_id)
+                self.memory.forget(run_id)
         await self.advance(tenant, run_id)
         return await self.detail(tenant, run_id)
 
@@ -218,12 +206,12 @@ class WorkflowEngine:
                                "or cancelled run can be retried",
                                {"run_id": run_id, "status": run.status.value})
             steps = await store.steps(tenant, run_id)
-            reset = _retry_set(spec, steps, from_step)
+            reset = retry_set(spec, steps, from_step)
             try:
                 await store.reopen(tenant, run_id, sorted(reset),
                                    {"from_step": from_step, "steps": sorted(reset)})
             finally:
-                self._forget_rows(run_id)
+                self.memory.forget(run_id)
             self._finished.pop(run_id, None)
             self.metrics.workflow_started(spec.name, tenant)
         await self.advance(tenant, run_id)
@@ -299,12 +287,12 @@ class WorkflowEngine:
         only added the rows a run lacked, a step's task was refused, or a task came back that
         was submitted before a crash and may have ended (True: plan again)."""
         store = self._store()
-        run = await self._run(tenant, run_id)
+        run = await self.memory.run(self._store(), tenant, run_id)
         if run.status.is_finished:
             self._ended(run)
             return False
         spec = self._spec(run)
-        rows = await self._rows_of(tenant, run_id)
+        rows = await self.memory.rows(self._store(), tenant, run_id)
         steps = list(rows.values())
         now = utcnow()
         if run.deadline_at is not None and now >= run.deadline_at:
@@ -315,17 +303,18 @@ class WorkflowEngine:
                          generation=run.generation)
         # Tasks first, rows after: a crash in between submits the same tasks again under the
         # same idempotency keys and gets them back, so nothing runs twice and nothing is lost.
-        submitted, busy, existed = await self._submit_steps(next_plan.submissions)
-        changes = _with_tasks(next_plan, submitted)
-        status = _next_status(run, next_plan, busy)
+        assert self._submit is not None
+        submitted, busy, existed = await submit_steps(self._submit, next_plan.submissions)
+        changes = with_tasks(next_plan, submitted)
+        status = next_status(run, next_plan, busy)
         if changes or next_plan.new_steps or status is not None:
             error = next_plan.error if status is not None and status.is_finished else None
             applied, changed = await store.apply_plan(run_id, changes, next_plan.new_steps,
                                                       status, error)
             if len(applied) == len(changes):
-                self._remember_rows(run_id, applied, next_plan.new_steps)
+                self.memory.remember(run_id, applied, next_plan.new_steps)
             else:  # someone else moved a row: read them all again next time
-                self._rows.pop(run_id, None)
+                self.memory.forget(run_id)
             if changed:
                 assert status is not None
                 self._status_changed(run, status, error)
@@ -338,54 +327,6 @@ class WorkflowEngine:
         refused = any(not isinstance(outcome, str) for outcome in submitted.values())
         return refused or existed or (bool(next_plan.new_steps) and not next_plan.changes
                                       and not submitted)
-
-    async def _run(self, tenant: str, run_id: str) -> WorkflowRun:
-        """The run, from memory while this engine advances it (only the engine changes a
-        run, and it keeps the copy current; a run waiting for a person or a timer is not
-        kept), else from storage."""
-        run = self._runs.get(run_id)
-        if run is None or run.tenant != tenant:
-            run = await self._store().run(tenant, run_id)
-            if run.status in (RunStatus.PENDING, RunStatus.RUNNING):
-                self._runs[run_id] = run
-        return run
-
-    async def _rows_of(self, tenant: str, run_id: str) -> dict[tuple[str, int], WorkflowStep]:
-        """The run's step rows, kept in memory between plans (updated with every change this
-        engine stores; read again after anyone else changed one)."""
-        rows = self._rows.get(run_id)
-        if rows is None:
-            stored = await self._store().steps(tenant, run_id)
-            rows = {(s.step_id, s.map_index): s for s in stored}
-            self._rows[run_id] = rows
-            while len(self._rows) > ROWS_CACHED_RUNS:
-                self._rows.popitem(last=False)
-        else:
-            self._rows.move_to_end(run_id)
-        return rows
-
-    def _remember_rows(self, run_id: str, applied: Sequence[StepChange],
-                       new_steps: Sequence[NewStep]) -> None:
-        rows = self._rows.get(run_id)
-        if rows is None:
-            return
-        now = utcnow()
-        for new in new_steps:
-            rows.setdefault((new.step_id, new.map_index), WorkflowStep(
-                run_id, new.step_id, new.map_index, StepStatus(new.status), None, None, None,
-                None, None, None, None, new.wake_at, now))
-        for change in applied:
-            key = (change.step_id, change.map_index)
-            values: dict[str, Any] = {"status": StepStatus(change.status), "updated_at": now}
-            for field in ("task_id", "output", "error", "wake_at"):
-                if getattr(change, field) is not UNCHANGED:
-                    values[field] = getattr(change, field)
-            rows[key] = dataclasses.replace(rows[key], **values)
-
-    def _forget_rows(self, run_id: str) -> None:
-        """Another writer (a decision, a retry) changed the run's rows."""
-        self._rows.pop(run_id, None)
-        self._runs.pop(run_id, None)
 
     async def _outcomes(self, tenant: str, run_id: str, spec: WorkflowSpec,
                         steps: Sequence[WorkflowStep]) -> dict[str, TaskOutcome]:
@@ -421,45 +362,6 @@ class WorkflowEngine:
             self._task_runs.pop(task_id, None)
             self.poke(tenant, run_id)
 
-    async def _submit_steps(self, submissions: Sequence[Submission]
-                            ) -> tuple[dict[tuple[str, int], str | InvalidRequest], bool, bool]:
-        """Submit the ready steps' tasks: for each step (id, item) taken, its task id, or the
-        `InvalidRequest` admission refused its task with; whether admission was busy (queue
-        full, draining: the steps not taken are left out, try again soon); and whether some
-        task existed already under its key (submitted before a crash: it may have ended)."""
-        if not submissions:
-            return {}, False, False
-        submit_tasks = self._submit
-        assert submit_tasks is not None
-        outcomes: list[str | InvalidRequest] = []
-        busy = False
-        created: set[str] = set()
-
-        async def submit(requests: list[TaskRequest]) -> list[str]:
-            ids, new = await submit_tasks(requests)
-            created.update(new)
-            return ids
-
-        try:
-            outcomes.extend(await submit([s.request for s in submissions]))
-        except (InvalidRequest, QueueFull):  # find which, or take what fits: one at a time
-            for submission in submissions:
-                try:
-                    outcomes.extend(await submit([submission.request]))
-                except InvalidRequest as exc:
-                    outcomes.append(exc)
-                except (QueueFull, PlatformUnavailable) as exc:
-                    log.info("workflow steps wait to be submitted (%s)", exc)
-                    busy = True
-                    break
-        except PlatformUnavailable as exc:
-            log.info("workflow steps wait to be submitted (%s)", exc)
-            return {}, True, False
-        existed = any(isinstance(outcome, str) and outcome not in created
-                      for outcome in outcomes)
-        return {(s.step_id, s.map_index): outcome
-                for s, outcome in zip(submissions, outcomes)}, busy, existed
-
     def _status_changed(self, run: WorkflowRun, status: RunStatus, error: Any) -> None:
         now = utcnow()
         updated = dataclasses.replace(run, status=status, updated_at=now, error=error,
@@ -467,9 +369,9 @@ class WorkflowEngine:
         if status.is_finished:
             self._count_end(updated)
         elif status is RunStatus.WAITING:  # for a person or a timer: keep nothing meanwhile
-            self._forget_rows(run.id)
+            self.memory.forget(run.id)
         else:
-            self._runs[run.id] = updated
+            self.memory.runs[run.id] = updated
 
     def _schedule(self, tenant: str, run: WorkflowRun, next_plan: Plan) -> None:
         """Wake the run at its next timer or approval timeout, or at its deadline."""
@@ -530,7 +432,7 @@ class WorkflowEngine:
         if timer is not None:
             timer.cancel()
         self._specs.pop(run.id, None)
-        self._forget_rows(run.id)
+        self.memory.forget(run.id)
 
     def _count_end(self, run: WorkflowRun) -> None:
         """Count a run this engine just finished (once: only the writer of the change)."""
@@ -570,21 +472,8 @@ class WorkflowEngine:
             if cursor is None:
                 return count
 
-    async def _gauges_forever(self) -> None:
-        while True:
-            try:
-                self.gauges = await self._store().gauges(utcnow())
-            except Exception as exc:
-                log.warning("cannot count workflow runs (%s)", exc)
-            await asyncio.sleep(GAUGE_INTERVAL_S)
-
-    async def _purge_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.workflow_purge_interval_s)
-            try:
-                await self.purge(None, 500)
-            except Exception as exc:
-                log.warning("cannot purge finished workflow runs (%s)", exc)
+    async def _refresh_gauges(self) -> None:
+        self.gauges = await self._store().gauges(utcnow())
 
     # ------------------------------------------------------------------ helpers
 
@@ -605,62 +494,3 @@ class WorkflowEngine:
             lock = self._locks[run_id] = asyncio.Lock()
         return lock
 
-
-def _retry_set(spec: WorkflowSpec, steps: Sequence[WorkflowStep], from_step: str) -> set[str]:
-    """`from_step`, every step depending on it (directly or not), every step that did not
-    succeed or was skipped, and every compensation step."""
-    dependents: dict[str, set[str]] = collections.defaultdict(set)
-    for step in spec.steps:
-        for dependency in step.depends_on:
-            dependents[dependency].add(step.id)
-    chosen, frontier = {from_step}, [from_step]
-    while frontier:
-        for dependent in dependents[frontier.pop()]:
-            if dependent not in chosen:
-                chosen.add(dependent)
-                frontier.append(dependent)
-    for row in steps:
-        if row.map_index == UNMAPPED and row.status not in (StepStatus.SUCCEEDED,
-                                                              StepStatus.SKIPPED):
-            chosen.add(row.step_id)
-    return chosen | set(spec.compensation_ids)
-
-
-def _with_tasks(next_plan: Plan, submitted: dict[tuple[str, int], str | InvalidRequest]
-                ) -> list[StepChange]:
-    """The plan's changes with its submissions folded in: a step whose task was taken goes
-    to running with its task id, one admission refused fails with the reason, one left out
-    stays ready."""
-    def outcome_of(change: StepChange, outcome: str | InvalidRequest) -> StepChange:
-        if isinstance(outcome, str):
-            return dataclasses.replace(change, status=StepStatus.RUNNING, task_id=outcome)
-        return dataclasses.replace(change, status=StepStatus.FAILED, error={
-            "code": outcome.code, "message": outcome.message, "details": outcome.details,
-            "step": change.step_id})
-
-    changes, planned = [], set()
-    for change in next_plan.changes:
-        key = (change.step_id, change.map_index)
-        planned.add(key)
-        outcome = submitted.get(key)
-        changes.append(change if outcome is None else outcome_of(change, outcome))
-    for submission in next_plan.submissions:
-        key = (submission.step_id, submission.map_index)
-        outcome = submitted.get(key)
-        if key not in planned and outcome is not None:
-            changes.append(outcome_of(StepChange(submission.step_id, StepStatus.READY,
-                                                 StepStatus.READY, submission.map_index),
-                                      outcome))
-    # what finished first, then what starts: the events read in cause-and-effect order
-    changes.sort(key=lambda change: StepStatus(change.status) not in _FINISHED_STEP)
-    return changes
-
-
-def _next_status(run: WorkflowRun, next_plan: Plan, busy: bool) -> RunStatus | None:
-    """The status the run moves to after this plan; None when it stays."""
-    status = next_plan.run_status
-    if busy and status is RunStatus.WAITING:  # steps wait for room in the queue
-        status = RunStatus.RUNNING
-    if status is run.status or status is RunStatus.PENDING:
-        return None
-    return status

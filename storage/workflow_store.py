@@ -18,14 +18,12 @@ Guarantees:
 
 from __future__ import annotations
 
-import enum
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -37,89 +35,20 @@ from storage.models import tasks_table
 from storage.models import workflow_events_table as events_table
 from storage.models import workflow_runs_table as runs
 from storage.models import workflow_steps_table as steps_table
-from storage.storable import check_text
 from storage.workflow_records import (
     FINISHED_RUN_VALUES, UNCHANGED, UNFINISHED_RUN_VALUES, UNMAPPED, Decision, NewStep,
     RunEvent, RunStatus, StepChange, StepStatus, WorkflowRun, WorkflowStep, event_from_row,
     run_from_row, step_from_row,
+)
+from storage.workflow_writes import (
+    RUN_SOURCES, apply_changes, as_enum, check_json, check_steps, check_text_field, event_row,
+    runs_a_task, step_event, step_rows,
 )
 
 __all__ = ["Decision", "NewStep", "RunStatus", "StepChange", "StepStatus", "UNMAPPED",
            "WorkflowRun", "WorkflowStep", "WorkflowStore"]
 
 MAX_PAGE = 1000
-_LENGTHS = {"tenant": 64, "name": 128, "version": 64, "idempotency_key": 200,
-            "step_id": 128, "actor": 128, "task_id": 32}
-
-
-def _check_text(field: str, value: Any, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    check_text("workflow", field, value, _LENGTHS[field])
-
-
-def _check_json(field: str, value: Any) -> None:
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequest(f"workflow {field} is not plain JSON: {exc}",
-                             {"field": field}) from exc
-
-
-def _enum(kind: type[enum.Enum], field: str, value: Any) -> Any:
-    try:
-        return kind(value)
-    except ValueError:
-        allowed = ", ".join(member.value for member in kind)
-        raise InvalidRequest(f"{field} {value!r} is not one of {allowed}",
-                             {"field": field}) from None
-
-
-def _check_steps(new_steps: Sequence[NewStep]) -> None:
-    keys = set()
-    for step in new_steps:
-        _check_text("step_id", step.step_id)
-        _enum(StepStatus, "step status", step.status)
-        if not isinstance(step.map_index, int) or step.map_index < UNMAPPED:
-            raise InvalidRequest(f"step {step.step_id!r} has map_index {step.map_index!r}; "
-                                 "it must be -1 (unmapped) or more", {"field": "map_index"})
-        if (step.step_id, step.map_index) in keys:
-            raise InvalidRequest(f"step {step.step_id!r} (item {step.map_index}) is given twice",
-                                 {"field": "steps", "step": step.step_id})
-        keys.add((step.step_id, step.map_index))
-
-
-def _event_row(run_id: str, kind: str, now: datetime, step_id: str | None = None,
-               map_index: int | None = None, data: Any = None) -> dict[str, Any]:
-    return {"run_id": run_id, "kind": kind, "step_id": step_id, "map_index": map_index,
-            "at": now, "data": data}
-
-
-def _step_event(run_id: str, change: StepChange, now: datetime) -> dict[str, Any]:
-    data = {}
-    if change.task_id is not UNCHANGED and change.task_id is not None:
-        data["task_id"] = change.task_id
-    if change.error is not UNCHANGED and change.error is not None:
-        data["error"] = change.error
-    return _event_row(run_id, f"step_{StepStatus(change.status).value}", now, change.step_id,
-                      change.map_index, data or None)
-
-
-def _step_rows(run_id: str, new_steps: Sequence[NewStep], now: datetime) -> list[dict]:
-    return [{"run_id": run_id, "step_id": s.step_id, "map_index": s.map_index,
-             "status": StepStatus(s.status).value, "wake_at": s.wake_at, "updated_at": now}
-            for s in new_steps]
-
-
-# The statuses a run may come from to reach each status.
-_RUN_SOURCES = {
-    RunStatus.PENDING: (),
-    RunStatus.RUNNING: (RunStatus.PENDING, RunStatus.WAITING),
-    RunStatus.WAITING: (RunStatus.PENDING, RunStatus.RUNNING),
-    RunStatus.SUCCEEDED: (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING),
-    RunStatus.FAILED: (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING),
-    RunStatus.CANCELLED: (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING),
-}
 
 
 class WorkflowStore(EngineStore):
@@ -134,13 +63,13 @@ class WorkflowStore(EngineStore):
         with True; or, when `tenant` already has a run with `idempotency_key`, that run with
         False (nothing is written)."""
         for field, value in (("tenant", tenant), ("name", name), ("version", version)):
-            _check_text(field, value)
-        _check_text("idempotency_key", idempotency_key, optional=True)
+            check_text_field(field, value)
+        check_text_field("idempotency_key", idempotency_key, optional=True)
         if not isinstance(spec, dict):
             raise InvalidRequest("workflow spec must be a JSON object", {"field": "spec"})
-        _check_json("spec", spec)
-        _check_json("input", input)
-        _check_steps(steps)
+        check_json("spec", spec)
+        check_json("input", input)
+        check_steps(steps)
         if idempotency_key is not None:
             existing = await self._run_by_key(tenant, idempotency_key)
             if existing is not None:
@@ -155,11 +84,11 @@ class WorkflowStore(EngineStore):
         try:
             async with self._transaction(f"creating a {name!r} run", taken) as connection:
                 await connection.execute(insert(runs), row)
-                await connection.execute(insert(events_table), _event_row(
+                await connection.execute(insert(events_table), event_row(
                     row["id"], "run_created", now,
                     data={"name": name, "version": version}))
                 if steps:
-                    await connection.execute(insert(steps_table), _step_rows(row["id"], steps, now))
+                    await connection.execute(insert(steps_table), step_rows(row["id"], steps, now))
         except Conflict:
             existing = (await self._run_by_key(tenant, idempotency_key)
                         if idempotency_key is not None else None)
@@ -191,7 +120,7 @@ class WorkflowStore(EngineStore):
                                  {"field": "limit"})
         query = select(runs).where(runs.c.tenant == tenant)
         if status is not None:
-            query = query.where(runs.c.status == _enum(RunStatus, "status", status).value)
+            query = query.where(runs.c.status == as_enum(RunStatus, "status", status).value)
         if cursor:
             created, run_id = decode_cursor(cursor, "this run listing")
             query = query.where(or_(runs.c.created_at < created,
@@ -217,19 +146,19 @@ class WorkflowStore(EngineStore):
         """Move the run to `status` (with `error` when it failed) and return it. Setting the
         status it has changes nothing; a transition not allowed (any from a finished run) is
         `Conflict`."""
-        target = _enum(RunStatus, "status", status)
-        _check_json("error", error)
+        target = as_enum(RunStatus, "status", status)
+        check_json("error", error)
         now = utcnow()
         values: dict[str, Any] = {"status": target.value, "updated_at": now}
         if target.is_finished:
             values.update(finished_at=now, error=error)
-        sources = [s.value for s in _RUN_SOURCES[target]]
+        sources = [s.value for s in RUN_SOURCES[target]]
         async with self._transaction(f"setting run {run_id!r} to {target.value}") as connection:
             result = await connection.execute(
                 update(runs).where(runs.c.id == run_id, runs.c.tenant == tenant,
                                    runs.c.status.in_(sources)).values(**values))
             if result.rowcount:
-                await connection.execute(insert(events_table), _event_row(
+                await connection.execute(insert(events_table), event_row(
                     run_id, f"run_{target.value}", now,
                     data={"error": error} if error is not None else None))
         current = await self.run(tenant, run_id)
@@ -258,21 +187,21 @@ class WorkflowStore(EngineStore):
         steps are never seen apart. Returns the changes that applied and whether the run's
         status changed."""
         if run_status is not None:
-            run_status = _enum(RunStatus, "status", run_status)
-            _check_json("error", error)
-        _check_steps(new_steps)
+            run_status = as_enum(RunStatus, "status", run_status)
+            check_json("error", error)
+        check_steps(new_steps)
         for change in changes:
-            _check_text("step_id", change.step_id)
+            check_text_field("step_id", change.step_id)
             for field in ("expected", "status"):
-                _enum(StepStatus, f"step {field}", getattr(change, field))
+                as_enum(StepStatus, f"step {field}", getattr(change, field))
             if StepStatus(change.expected) is StepStatus.SUCCEEDED:
                 raise InvalidRequest(f"step {change.step_id!r} succeeded; it never changes",
                                      {"field": "expected", "step": change.step_id})
             if change.task_id is not UNCHANGED:
-                _check_text("task_id", change.task_id, optional=True)
+                check_text_field("task_id", change.task_id, optional=True)
             for field in ("output", "error"):
                 if getattr(change, field) is not UNCHANGED:
-                    _check_json(field, getattr(change, field))
+                    check_json(field, getattr(change, field))
         now = utcnow()
         applied: list[StepChange] = []
         run_changed = False
@@ -282,7 +211,7 @@ class WorkflowStore(EngineStore):
                 values: dict[str, Any] = {"status": run_status.value, "updated_at": now}
                 if run_status.is_finished:
                     values.update(finished_at=now, error=error)
-                sources = [s.value for s in _RUN_SOURCES[run_status]]
+                sources = [s.value for s in RUN_SOURCES[run_status]]
                 run_changed = bool((await connection.execute(
                     update(runs).where(runs.c.id == run_id, runs.c.status.in_(sources))
                     .values(**values))).rowcount)
@@ -291,7 +220,7 @@ class WorkflowStore(EngineStore):
                                          .values(updated_at=now))
             if new_steps:
                 await connection.execute(self._insert_new_steps(),
-                                         _step_rows(run_id, new_steps, now))
+                                         step_rows(run_id, new_steps, now))
             if changes:
                 current = {(row.step_id, row.map_index): row.status
                            for row in (await connection.execute(
@@ -303,54 +232,18 @@ class WorkflowStore(EngineStore):
                     if current.get(key) == StepStatus(change.expected).value:
                         current[key] = StepStatus(change.status).value
                         applied.append(change)
-                await self._apply_changes(connection, run_id, applied, now)
+                await apply_changes(connection, run_id, applied, now)
                 if applied:
                     await connection.execute(
                         insert(events_table),
-                        [_step_event(run_id, change, now) for change in applied])
+                        [step_event(run_id, change, now) for change in applied])
             if run_changed:
                 assert run_status is not None
-                await connection.execute(insert(events_table), _event_row(
+                await connection.execute(insert(events_table), event_row(
                     run_id, f"run_{run_status.value}", now,
                     data={"error": error} if error is not None and run_status.is_finished
                     else None))
         return applied, run_changed
-
-    @staticmethod
-    async def _apply_changes(connection: Any, run_id: str, changes: Sequence[StepChange],
-                             now: datetime) -> None:
-        """The changes as one compare-and-set UPDATE per set of fields they write, each
-        executed for all its rows at once (changes of one row keep their order)."""
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        order: list[tuple[str, ...]] = []
-        touched: dict[tuple[str, int], int] = {}
-        for change in changes:
-            fields = tuple(field for field in ("task_id", "output", "error", "wake_at")
-                           if getattr(change, field) is not UNCHANGED)
-            key = (change.step_id, change.map_index)
-            if key in touched:  # a second change of one row: keep it after the first
-                fields = fields + (f"#{touched[key]}",)
-            touched[key] = touched.get(key, 0) + 1
-            if fields not in groups:
-                groups[fields] = []
-                order.append(fields)
-            groups[fields].append({
-                "p_step": change.step_id, "p_index": change.map_index,
-                "p_expected": StepStatus(change.expected).value,
-                "p_status": StepStatus(change.status).value,
-                **{f"p_{field}": getattr(change, field) for field in fields
-                   if not field.startswith("#")}})
-        c = steps_table.c
-        for fields in order:
-            values: dict[str, Any] = {"status": bindparam("p_status"), "updated_at": now}
-            for field in fields:
-                if not field.startswith("#"):
-                    values[field] = bindparam(f"p_{field}", type_=c[field].type)
-            statement = update(steps_table).where(
-                c.run_id == run_id, c.step_id == bindparam("p_step"),
-                c.map_index == bindparam("p_index"),
-                c.status == bindparam("p_expected")).values(**values)
-            await connection.execute(statement, groups[fields])
 
     def _insert_new_steps(self) -> Any:
         """An insert of step rows that leaves the rows already there as they are."""
@@ -366,8 +259,8 @@ class WorkflowStore(EngineStore):
         step succeeds and a step that also runs a task becomes ready to run it; rejected, it
         fails. `Conflict` when the step is not awaiting one (decided already included) or the
         run finished; `NotFound` when `tenant` has no such run or step."""
-        verdict = _enum(Decision, "decision", decision)
-        _check_text("actor", actor)
+        verdict = as_enum(Decision, "decision", decision)
+        check_text_field("actor", actor)
         if comment is not None and not isinstance(comment, str):
             raise InvalidRequest("approval comment must be a string", {"field": "comment"})
         now = utcnow()
@@ -382,7 +275,7 @@ class WorkflowStore(EngineStore):
                 select(runs.c.spec).where(runs.c.id == run_id, runs.c.tenant == tenant))).scalar()
             # approved, a step that also runs a task becomes ready for it; a pure approval succeeds
             status = (StepStatus.FAILED if verdict is Decision.REJECT
-                      else StepStatus.READY if _runs_a_task(spec, step_id)
+                      else StepStatus.READY if runs_a_task(spec, step_id)
                       else StepStatus.SUCCEEDED)
             result = await connection.execute(update(steps_table).where(
                 *key, steps_table.c.run_id.in_(open_run),
@@ -394,7 +287,7 @@ class WorkflowStore(EngineStore):
                      error=None if verdict is Decision.APPROVE else outcome))
             if result.rowcount:
                 kind = "step_approved" if verdict is Decision.APPROVE else "step_rejected"
-                await connection.execute(insert(events_table), _event_row(
+                await connection.execute(insert(events_table), event_row(
                     run_id, kind, now, step_id, map_index,
                     {"actor": actor, "comment": comment, "status": status.value}))
         run = await self.run(tenant, run_id)
@@ -416,11 +309,11 @@ class WorkflowStore(EngineStore):
         cancel its unfinished steps, with their events, in one transaction. Returns the run
         and the tasks of the steps that were ready or running (to cancel). `Conflict` when the
         run already finished."""
-        target = _enum(RunStatus, "status", status)
+        target = as_enum(RunStatus, "status", status)
         if not target.is_finished:
             raise InvalidRequest(f"a run is stopped as a finished status, not {target.value}",
                                  {"field": "status"})
-        _check_json("error", error)
+        check_json("error", error)
         now = utcnow()
         unfinished = [s.value for s in (StepStatus.WAITING, StepStatus.READY, StepStatus.RUNNING,
                                         StepStatus.AWAITING_APPROVAL, StepStatus.TIMER)]
@@ -442,9 +335,9 @@ class WorkflowStore(EngineStore):
                     update(steps_table).where(steps_table.c.run_id == run_id,
                                               steps_table.c.status.in_(unfinished))
                     .values(status=StepStatus.CANCELLED.value, updated_at=now))
-                events = [_event_row(run_id, "step_cancelled", now, row.step_id, row.map_index)
+                events = [event_row(run_id, "step_cancelled", now, row.step_id, row.map_index)
                           for row in rows]
-                events.append(_event_row(run_id, f"run_{target.value}", now,
+                events.append(event_row(run_id, f"run_{target.value}", now,
                                          data={"error": error} if error is not None else None))
                 await connection.execute(insert(events_table), events)
         current = await self.run(tenant, run_id)
@@ -486,8 +379,8 @@ class WorkflowStore(EngineStore):
         its fan-out items removed), and a `run_retried` event records `data`. Steps not named
         keep their rows. `Conflict` unless the run failed or was cancelled."""
         for step_id in step_ids:
-            _check_text("step_id", step_id)
-        _check_json("data", data)
+            check_text_field("step_id", step_id)
+        check_json("data", data)
         now = utcnow()
         retryable = (RunStatus.FAILED.value, RunStatus.CANCELLED.value)
         async with self._transaction(f"retrying run {run_id!r}") as connection:
@@ -506,7 +399,7 @@ class WorkflowStore(EngineStore):
                     decision=None, decided_by=None, decided_at=None, decision_comment=None,
                     wake_at=None, updated_at=now))
                 await connection.execute(insert(events_table),
-                                         _event_row(run_id, "run_retried", now, data=data))
+                                         event_row(run_id, "run_retried", now, data=data))
         current = await self.run(tenant, run_id)
         if result.rowcount == 0:
             raise Conflict(f"workflow run {run_id!r} is {current.status.value}; only a failed "
@@ -578,12 +471,3 @@ class WorkflowStore(EngineStore):
             purged += deleted
             if deleted < batch_size:
                 return purged
-
-
-def _runs_a_task(spec: Any, step_id: str) -> bool:
-    """Whether the stored spec's step `step_id` runs a task (names an agent type or a
-    description) besides waiting for its approval."""
-    steps = spec.get("steps", []) if isinstance(spec, dict) else []
-    step = next((step for step in steps if isinstance(step, dict) and step.get("id") == step_id),
-                {})
-    return bool(step.get("agent_type") or step.get("description"))
