@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from actors.retry import RetryPolicy
 from ml.config import RouterConfig
+from ml.llm.settings import LlmSettings
 from storage.workflow_spec import WorkflowLimits
 
 DEFAULT_NAMESPACE = "ymera"
@@ -103,6 +104,7 @@ class OrchestratorConfig:
     workflow_limits: WorkflowLimits = WorkflowLimits()  # enforced when a run is submitted
     workflow_retention_s: float = 30 * 24 * 3600.0  # finished runs older than this are purged
     workflow_purge_interval_s: float = 3600.0  # how often the orchestrator purges them
+    llm: LlmSettings | None = None  # the model gateway; None: no model, no `llm` agent type
 
     def pool(self, agent_type: str) -> PoolConfig:
         return self.pools.get(agent_type, PoolConfig())

@@ -20,6 +20,7 @@ from ml.config import ML_RESOURCE, RouterConfig
 from storage.workflow_spec import WorkflowLimits
 
 if TYPE_CHECKING:
+    from ml.llm.settings import LlmSettings
     from serve_apps.api_config import ApiConfig
 
 RESERVED_PORTS = {6379}
@@ -164,6 +165,29 @@ class Settings(BaseSettings):
     workflow_purge_interval_s: float = Field(
         default=3600.0, ge=10, le=7 * 24 * 3600.0, description="How often the orchestrator "
         "purges finished runs past their retention.")
+    llm_base_url: str | None = Field(
+        default=None, description="An OpenAI-compatible endpoint (with its /v1) for the model "
+        "gateway; with llm_model, turns on the `llm` agent and `ymera plan`.")
+    llm_model: str | None = Field(default=None, description="The model id at llm_base_url.")
+    llm_api_key_env: str | None = Field(
+        default=None, description="The name of the environment variable holding llm_base_url's "
+        "key (the key itself is never a setting); unset for endpoints without one.")
+    llm_config: Path | None = Field(
+        default=None, description="A YAML file of model deployments, groups and fallbacks "
+        "(docs/llm.md); instead of llm_base_url and llm_model.")
+    llm_default_group: str | None = Field(
+        default=None, description="The model group used when a request names none (default: "
+        "the first configured).")
+    llm_max_tokens: int = Field(default=1024, ge=1, le=16_384,
+                                description="An answer's length limit when a request sets none.")
+    llm_log_prompts: bool = Field(
+        default=False, description="Write prompts and completions to the logs (off: they never "
+        "appear there).")
+    llm_budget_tokens: int | None = Field(
+        default=None, ge=1, description="Each tenant's token budget per llm_budget_period "
+        "unless an operator set its own (unset: unlimited, still counted).")
+    llm_budget_period: Literal["month", "day", "total"] = Field(
+        default="month", description="The period token budgets count over (UTC).")
 
     @field_validator("api_trusted_proxies")
     @classmethod
@@ -241,7 +265,21 @@ class Settings(BaseSettings):
             workflow_limits=self.workflow_limits(),
             workflow_retention_s=self.workflow_retention_s,
             workflow_purge_interval_s=self.workflow_purge_interval_s,
+            llm=self.llm_settings(),
         )
+
+    def llm_settings(self) -> LlmSettings | None:
+        """The model gateway's configuration, or None when no model is configured."""
+        from ml.llm.settings import LlmSettings, llm_config
+
+        config = llm_config(self.llm_config, self.llm_base_url, self.llm_model,
+                            self.llm_api_key_env)
+        if config is None:
+            return None
+        return LlmSettings(config, default_group=self.llm_default_group or "",
+                           max_tokens=self.llm_max_tokens, log_prompts=self.llm_log_prompts,
+                           default_budget_tokens=self.llm_budget_tokens,
+                           budget_period=self.llm_budget_period)
 
     def workflow_limits(self) -> WorkflowLimits:
         """The bounds every submitted workflow is compiled against (a spec may ask for less).

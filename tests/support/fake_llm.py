@@ -26,9 +26,11 @@ Streams follow the providers' formats: OpenAI `data:` chunks, `[DONE]`, usage in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -379,3 +381,21 @@ def _abort(request: web.Request) -> None:
     """Drop the connection at once (no terminating chunk, no complete body)."""
     if request.transport is not None:
         request.transport.abort()  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def serving_in_thread(server: FakeLlmServer) -> Iterator[FakeLlmServer]:
+    """`server` answering from a thread of its own (its own event loop), for callers that are
+    not in this process's loop: Ray actors, a Serve deployment, a subprocess. `script()` may be
+    called from the test while it runs; `requests` is read after the calls it waits for."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="fake-llm", daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=10)
+        yield server
+    finally:
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
