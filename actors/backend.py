@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from actors.agent import Agent
     from ml.config import RouterConfig
+    from ml.llm.settings import LlmSettings
     from storage.messages import AgentContext, Resources
 
 
@@ -41,6 +42,11 @@ class Backend(Protocol):
     def start_router(self, agent_types: dict[str, type[Agent]], config: RouterConfig,
                      database_url: str) -> Any:
         """The namespace's router actor, started if there is none; its handle."""
+        ...
+
+    def start_llm_gateway(self, settings: LlmSettings, database_url: str, redis_url: str | None,
+                          log_format: str, log_level: str) -> Any:
+        """The namespace's model gateway actor, started if there is none; its handle."""
         ...
 
     def find_actors(self, prefix: str) -> dict[str, Any]:

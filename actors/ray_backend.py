@@ -29,12 +29,14 @@ from actors.agent import Agent
 from actors.errors import CallCancelled, CallFailed, CallTimedOut, ReplicaLost
 from actors.replica import AgentReplica
 from ml.config import RouterConfig
+from ml.llm.settings import LlmSettings
 from storage.messages import AgentContext, Resources
 
 _LOST = (ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError, ObjectLostError)
 CONTROL_CALL_HEADROOM = 4
 ROUTER_NAME = "router"
 ROUTER_MAX_CONCURRENCY = 64
+LLM_GATEWAY_MAX_CONCURRENCY = 1000
 HEAD_NODE = {"node:__internal_head__": 0.001}
 
 
@@ -123,6 +125,29 @@ class RayBackend:
 
         return _actor_class(RouterService).options(**options).remote(
             {name: agent.spec for name, agent in agent_types.items()}, config, database_url)
+
+    def start_llm_gateway(self, settings: LlmSettings, database_url: str, redis_url: str | None,
+                          log_format: str, log_level: str) -> Any:
+        """The namespace's model gateway actor (`actors.llm_gateway`), started if there is
+        none. Ray restarts it forever; calls are not retried by Ray (a model call spends
+        tokens). With an embedded SQLite database it runs on the head node, where the file
+        is. It takes no CPU: it waits on providers."""
+        from actors.llm_gateway import GATEWAY_NAME, LlmGatewayActor
+
+        options: dict[str, Any] = {
+            "name": GATEWAY_NAME,
+            "namespace": self.namespace,
+            "lifetime": "detached",
+            "get_if_exists": True,
+            "max_restarts": -1,
+            "max_task_retries": 0,
+            "max_concurrency": LLM_GATEWAY_MAX_CONCURRENCY,
+            "num_cpus": 0,
+        }
+        if database_url.startswith("sqlite"):
+            options["resources"] = dict(HEAD_NODE)
+        return _actor_class(LlmGatewayActor).options(**options).remote(
+            settings, database_url, redis_url, self.namespace, log_format, log_level)
 
     def find_actors(self, prefix: str) -> dict[str, Any]:
         """Live named actors of this namespace whose names start with `prefix`."""

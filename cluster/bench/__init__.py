@@ -14,6 +14,7 @@ SUITES = {
     "batch": "cluster.bench.batch:run_batch_benchmark",
     "scale": "cluster.bench.scale:run_scale_benchmark",
     "workflow": "cluster.bench.workflow:run_workflow_benchmark",
+    "llm": "cluster.bench.llm:run_llm_benchmark",
 }
 
 
@@ -32,11 +33,12 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
                        "the core platform rate; scale: throughput at several replica counts of "
                        "a CPU-bound agent type, and how fast an autoscaled pool follows a "
                        "backlog; workflow: workflow runs (a chain, a fan-out with fan-in, an "
-                       "orchestrator killed mid-run) against plain tasks")
+                       "orchestrator killed mid-run) against plain tasks; llm: the model "
+                       "gateway's added latency over calling the provider directly")
     bench.add_argument("--tasks", type=int, default=10_000, help="core: tasks per database")
     bench.add_argument("--raw-calls", type=int, default=5000, help="core: raw actor calls")
     bench.add_argument("--postgres-url", default=None,
-                       help="core, workflow: PostgreSQL admin URL (a throwaway database is "
+                       help="core, workflow, llm: PostgreSQL admin URL (a throwaway database is "
                        "made there)")
     bench.add_argument("--texts", type=int, default=1000,
                        help="router: texts per batched repeat")
@@ -49,9 +51,10 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--file", help="router: JSON Lines of descriptions to route "
                        "(default: the routing development set, else declared examples)")
     bench.add_argument("--concurrency", default="1,8,32",
-                       help="api: comma-separated numbers of concurrent callers")
+                       help="api, llm: comma-separated numbers of concurrent callers")
     bench.add_argument("--requests", type=int, default=600,
-                       help="api: requests per endpoint at each concurrency level")
+                       help="api, llm: requests per endpoint (llm: path) at each "
+                       "concurrency level")
     bench.add_argument("--duration", type=float, default=None,
                        help="api: seconds per endpoint at each level, instead of --requests")
     bench.add_argument("--replicas", dest="api_replicas", type=int, default=1,

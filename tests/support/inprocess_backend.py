@@ -68,6 +68,14 @@ class InProcessBackend:
             self.actors["router"] = InProcessReplica(factory(specs, config, database_url))
         return self.actors["router"]
 
+    def start_llm_gateway(self, settings, database_url, redis_url, log_format, log_level):
+        if "llm-gateway" not in self.actors:
+            from actors.llm_gateway import LlmGatewayActor
+
+            self.actors["llm-gateway"] = InProcessReplica(LlmGatewayActor(
+                settings, database_url, redis_url, "in-process", log_format, log_level))
+        return self.actors["llm-gateway"]
+
     def find_actors(self, prefix: str) -> dict[str, Any]:
         return {n: h for n, h in self.actors.items() if n.startswith(prefix) and not h.dead}
 
