@@ -22,11 +22,16 @@ An agent that reports on the platform itself (the `monitoring` agent) asks `self
 `ClusterFacts` port its replica sets (on Ray, answered by the orchestrator actor and Ray's node
 table, see `actors.cluster_facts`; in tests, a fake): agents never import Ray or the
 orchestrator. Agent authors import all of this from `actors.sdk`.
+
+Two more ports work the same way: `self.llm` (`LanguageModels`), the platform's model gateway
+(set on Ray by `actors.llm_port`; None where no port is given), and `self.events`
+(`TaskOutput`), which adds output events (streamed text) to the running task's event log.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar, Protocol
 
 from actors.errors import InvalidTaskInput
@@ -57,10 +62,42 @@ class ClusterFacts(Protocol):
         ...
 
 
+class LanguageModels(Protocol):
+    """The platform's model gateway as an agent sees it. Requests and answers are the
+    gateway's dicts (`actors.llm_gateway`): a request names its tenant, task, model group,
+    messages and limits; an answer carries the text, model, deployment, usage and cost.
+
+    Errors arrive as the platform's own: the `ml.llm.types.LlmError` family (`BudgetExceeded`,
+    `BadModelRequest`, `NoDeploymentAnswered`, ...) and `InvalidRequest` for a request the
+    gateway refuses; a gateway that cannot be reached now is `RetryableAgentError`."""
+
+    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+        """One answer."""
+        ...
+
+    def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The answer as it is written: `{"delta": text}` items, then exactly one final
+        `{"done": answer}` or `{"error": {"code", "message", "deployment"}}`. A failure before
+        the first delta raises, as `complete` does."""
+        ...
+
+
+class TaskOutput(Protocol):
+    """Output a running attempt adds to its task's event log, for live readers (the task's
+    event stream). Events of an attempt that is no longer the task's current one are dropped."""
+
+    async def emit(self, task: AgentTask, kind: str, data: dict[str, Any]) -> None:
+        """Append one event: `kind` "output_delta" (`{"text", "index"}`) or "output_error"
+        (`{"code", "message"}`)."""
+        ...
+
+
 class Agent:
     spec: ClassVar[AgentSpec]
     context: AgentContext | None = None  # set by the hosting replica before `setup()`
     cluster: ClusterFacts | None = None  # set by the hosting replica before `setup()`
+    llm: LanguageModels | None = None  # set by the hosting replica before `setup()`
+    events: TaskOutput | None = None  # set by the hosting replica before `setup()`
 
     async def setup(self) -> None:
         """Prepare this replica. Runs once, before the first task."""

@@ -4,6 +4,10 @@ record each transition.
 Transitions: queued → running → succeeded | failed | queued (retry) | dead; queued → cancelled;
 running → cancelled; dead → queued (requeue). Each transition stages its task update, attempt
 update and event together; terminal transitions wait for the commit before waking waiters.
+
+A running attempt may also add output events (`task_output`: streamed text, "output_delta" and
+"output_error"); they are recorded only while that attempt is the task's current one, and are
+staged in order before the attempt's outcome, so a reader sees an attempt's output before its end.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+from actors.agent import payload_size
 from actors.config import OrchestratorConfig
 from actors.idempotency import IdempotencyLookup
 from actors.metrics import OrchestratorMetrics
@@ -35,6 +40,7 @@ from storage.messages import (
     new_task_id,
     utcnow,
 )
+from storage.errors import InvalidRequest
 from storage.task_store import TaskStore, WriteBatch, task_from_row
 
 
@@ -81,6 +87,10 @@ def _event(task_id: str, kind: str, at, attempt: int | None = None,
 
 
 RECENT_TENANTS = 100_000
+OUTPUT_KINDS: dict[str, dict[str, type]] = {"output_delta": {"text": str, "index": int},
+                "output_error": {"code": str, "message": str}}
+"""The kinds of event a running attempt may add, and the fields (with types) of each."""
+MAX_OUTPUT_EVENT_BYTES = 16_384
 
 log = logging.getLogger("ymera.lifecycle")
 
@@ -276,6 +286,30 @@ class Lifecycle:
                 log.debug("attempt started on %s", replica, extra=log_fields(live, attempt))
         self.writer.stage(writes)
         return numbers
+
+    def task_output(self, task_id: str, attempt: int, kind: str, data: dict[str, Any]) -> bool:
+        """Stage an output event of `attempt` of `task_id`; False (nothing recorded) when that
+        attempt is not the task's running one. Bad events are `InvalidRequest`."""
+        fields = OUTPUT_KINDS.get(kind)
+        if fields is None:
+            raise InvalidRequest(f"output event kind {kind!r} is not one of "
+                                 f"{', '.join(OUTPUT_KINDS)}", {"field": "kind"})
+        if not (isinstance(data, dict) and set(data) == set(fields)
+                and all(isinstance(data[name], kind_of) and not isinstance(data[name], bool)
+                        for name, kind_of in fields.items())):
+            described = ", ".join(f"{name!r} ({kind_of.__name__})"
+                                  for name, kind_of in fields.items())
+            raise InvalidRequest(f"a {kind} event's data must have exactly {described}",
+                                 {"field": "data"})
+        size = payload_size(data)
+        if size > MAX_OUTPUT_EVENT_BYTES:
+            raise InvalidRequest(f"an output event is {size} bytes; at most "
+                                 f"{MAX_OUTPUT_EVENT_BYTES} are recorded", {"field": "data"})
+        live = self.live.get(task_id)
+        if live is None or live.status is not TaskStatus.RUNNING or live.attempts != attempt:
+            return False
+        self.writer.stage(WriteBatch(events=[_event(task_id, kind, utcnow(), attempt, data)]))
+        return True
 
     async def attempt_finished(self, live: LiveTask, attempt: int, result: AgentResult | None,
                                error: TaskError | None, lost: bool) -> float | None:

@@ -26,6 +26,8 @@ Fault-tolerance contract
 - Storage outages: every public operation reports storage trouble as `PlatformUnavailable`
   (retryable), never as the driver's exception.
 - Never dies of a step: the control loop catches and logs each step's failure.
+- Model gateway: with a model configured (`config.llm`), the detached gateway actor is started
+  (or found) at start, Ray restarts it, and only then is the `llm` agent type registered.
 
 Ray restarts this actor forever (see `actors/deploy.py`); nothing here assumes it runs once.
 """
@@ -46,9 +48,11 @@ from actors.config import OrchestratorConfig
 from actors.dispatch import Dispatcher
 from actors.errors import PlatformUnavailable, storage_trouble_unavailable
 from actors.lifecycle import Lifecycle
+from actors.llm_admin import LlmAdministration
 from actors.logs import configure_logging
 from actors.metrics import OrchestratorMetrics
 from actors.periodic import every
+from actors.planning import Planning
 from actors.pools import PoolManager, requested_bounds
 from actors.registry import load_agent_types
 from actors.router_admin import RouterAdministration
@@ -68,7 +72,7 @@ STORE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
 DEAD_LETTER_REFRESH_S = 10.0
 
 
-class Orchestrator(StoreReads, RouterAdministration):
+class Orchestrator(StoreReads, RouterAdministration, Planning, LlmAdministration):
     """Accepts tasks, routes them, dispatches them to agent pools, and records every step."""
 
     def __init__(self, config: OrchestratorConfig, backend: Backend | None = None) -> None:
@@ -80,11 +84,16 @@ class Orchestrator(StoreReads, RouterAdministration):
         self.config = config
         self.backend: Backend = backend
         self.metrics = OrchestratorMetrics()
-        self.agent_types = load_agent_types(config.agent_modules)
+        self.agent_types = load_agent_types(config.agent_modules, llm=config.llm is not None)
         fallback = config.router.fallback_agent_type
         if fallback is not None and fallback not in self.agent_types:
             raise InvalidRequest(f"the fallback agent type {fallback!r} is not registered; "
                                  f"known types: {', '.join(sorted(self.agent_types))}")
+        self.llm_gateway: Any = None
+        if config.llm is not None:
+            self.llm_gateway = backend.start_llm_gateway(
+                config.llm, config.database_url, config.redis_url, config.log_format,
+                config.log_level)
         self.routing: RoutingStage | None = None
         if config.router.enabled:
             handle = backend.start_router(self.agent_types, config.router, config.database_url)
@@ -307,6 +316,12 @@ class Orchestrator(StoreReads, RouterAdministration):
         self.dispatcher.push(live)
         return await lifecycle.store.get_task(task_id)
 
+    async def task_output(self, task_id: str, attempt: int, kind: str,
+                          data: dict[str, Any]) -> bool:
+        """Record an output event (streamed text) of a running attempt, published like every
+        task event; False when `attempt` is not the task's running one (nothing recorded)."""
+        return (await self._wait_ready()).task_output(task_id, attempt, kind, data)
+
     async def _submit_for_workflow(self, requests: Sequence[TaskRequest]
                                    ) -> tuple[list[str], set[str]]:
         """The tasks' ids, and which of them this call created (the others existed already
@@ -408,6 +423,7 @@ class Orchestrator(StoreReads, RouterAdministration):
             "routing": self._routing_snapshot(),
             "agent_types": {name: dataclasses.asdict(cls.spec)
                             for name, cls in self.agent_types.items()},
+            "llm": self._models_configured(),
         }
 
     async def drain(self, timeout_s: float = 60.0) -> dict[str, int]:
@@ -432,6 +448,8 @@ class Orchestrator(StoreReads, RouterAdministration):
         many replicas."""
         if self.routing is not None:
             self.backend.kill(self.routing.router.handle)
+        if self.llm_gateway is not None:
+            self.backend.kill(self.llm_gateway)
         killed = 0
         for pool in self.pools.pools.values():
             pool.set_bounds(0, 0)

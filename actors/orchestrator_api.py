@@ -68,6 +68,9 @@ class OrchestratorApi(Protocol):
 
     async def tenant_events(self, tenant: str, after_id: int = 0) -> list[TaskEvent]: ...
 
+    async def task_output(self, task_id: str, attempt: int, kind: str,
+                          data: dict[str, Any]) -> bool: ...
+
     async def last_event_id(self) -> int: ...
 
     async def batch_status(self, batch_id: str, tenant: str = "default") -> BatchStatus: ...
@@ -126,6 +129,20 @@ class OrchestratorApi(Protocol):
 
     async def purge_runs(self, older_than_s: float | None = None,
                          batch_size: int = 500) -> int: ...
+
+    # ------------------------------------------------------------- the planner (issue 17)
+
+    async def plan(self, tenant: str, request: str, *, run: bool = False, input: Any = None,
+                   group: str | None = None) -> dict[str, Any]: ...
+
+    # ------------------------------------------------------------- the model gateway
+
+    async def llm_status(self) -> dict[str, Any]: ...
+
+    async def llm_usage(self, tenant: str) -> dict[str, Any]: ...
+
+    async def set_llm_budget(self, tenant: str, limit_tokens: int | None,
+                             period: str | None = None) -> dict[str, Any]: ...
 
 
 @contextlib.contextmanager
@@ -218,6 +235,10 @@ class ActorOrchestrator:
     async def tenant_events(self, tenant: str, after_id: int = 0) -> list[TaskEvent]:
         return await self._call(lambda h: h.tenant_events.remote(tenant, after_id))
 
+    async def task_output(self, task_id: str, attempt: int, kind: str,
+                          data: dict[str, Any]) -> bool:
+        return await self._call(lambda h: h.task_output.remote(task_id, attempt, kind, data))
+
     async def last_event_id(self) -> int:
         return await self._call(lambda h: h.last_event_id.remote())
 
@@ -301,3 +322,18 @@ class ActorOrchestrator:
     async def purge_runs(self, older_than_s: float | None = None,
                          batch_size: int = 500) -> int:
         return await self._call(lambda h: h.purge_runs.remote(older_than_s, batch_size))
+
+    async def plan(self, tenant: str, request: str, *, run: bool = False, input: Any = None,
+                   group: str | None = None) -> dict[str, Any]:
+        return await self._call(lambda h: h.plan.remote(
+            tenant, request, run=run, input=input, group=group))
+
+    async def llm_status(self) -> dict[str, Any]:
+        return await self._call(lambda h: h.llm_status.remote())
+
+    async def llm_usage(self, tenant: str) -> dict[str, Any]:
+        return await self._call(lambda h: h.llm_usage.remote(tenant))
+
+    async def set_llm_budget(self, tenant: str, limit_tokens: int | None,
+                             period: str | None = None) -> dict[str, Any]:
+        return await self._call(lambda h: h.set_llm_budget.remote(tenant, limit_tokens, period))

@@ -5,6 +5,10 @@ It registers without editing the platform, either way:
 - its package declares an entry point in the `ymera.agents` group
   (`[project.entry-points."ymera.agents"] translator = "my_agents.translate:Translator"`);
 - or `YMERA_AGENT_MODULES` lists its import path.
+
+The `llm` agent type is built in but registered only where a language model is configured
+(`load_agent_types(..., llm=True)`); every place that loads agent types (the orchestrator,
+`ymera route`) asks the same settings, so they agree on it.
 """
 
 from __future__ import annotations
@@ -47,10 +51,15 @@ def entry_point_paths() -> list[str]:
     return [entry.value for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)]
 
 
-def load_agent_types(extra_paths: Iterable[str] = ()) -> dict[str, type[Agent]]:
-    """Every agent type by name: built-ins, then installed `ymera.agents` entry points, then
-    `extra_paths`; names must be unique."""
+def load_agent_types(extra_paths: Iterable[str] = (), *,
+                     llm: bool = False) -> dict[str, type[Agent]]:
+    """Every agent type by name: built-ins (with `llm` when a model is configured), then
+    installed `ymera.agents` entry points, then `extra_paths`; names must be unique."""
     agent_types: dict[str, type[Agent]] = dict(BUILTIN_AGENTS)
+    if llm:
+        from actors.agents.llm import Llm
+
+        agent_types[Llm.spec.name] = Llm
     for path in [*entry_point_paths(), *extra_paths]:
         agent_class = import_agent(path)
         name = agent_class.spec.name

@@ -7,8 +7,9 @@ Only the replica's own death (crash, kill, OOM, node loss) reaches the orchestra
 error. A result that is not JSON, or that nests deeper than `AgentContext.max_result_depth`,
 fails its attempt (`invalid_result`, never retried) and is never recorded. Everything logged
 during an attempt carries its task, attempt, agent type, tenant and replica
-(`actors.logs.log_context`). The agent gets its `ClusterFacts` port from the replica: the one
-given, or on Ray the namespace's (`actors.cluster_facts`).
+(`actors.logs.log_context`). The agent gets its `ClusterFacts`, `LanguageModels` and
+`TaskOutput` ports from the replica: the ones given, or on Ray the namespace's
+(`actors.cluster_facts`, `actors.llm_port`); outside Ray and without them, None.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import time
 from typing import Any
 
 from actors import cpu_meter
-from actors.agent import Agent, ClusterFacts, require_payload_within
+from actors.agent import (
+    Agent, ClusterFacts, LanguageModels, TaskOutput, require_payload_within,
+)
 from actors.cpu_meter import CpuMeter, metered
 from actors.errors import AgentError
 from actors.logs import configure_logging, log_context
@@ -78,17 +81,31 @@ def _ray_cluster_facts(namespace: str, node_id: str | None) -> ClusterFacts | No
     return RayClusterFacts(namespace)
 
 
+def _ray_ports(namespace: str, node_id: str | None
+               ) -> tuple[LanguageModels | None, TaskOutput | None]:
+    """The namespace's model gateway and task output ports inside Ray, else (None, None)."""
+    if node_id is None:
+        return None, None
+    from actors.llm_port import RayLanguageModels, RayTaskOutput  # imports Ray
+
+    return RayLanguageModels(namespace), RayTaskOutput(namespace)
+
+
 class AgentReplica:
     """Hosts one agent instance; safe to call concurrently up to the agent's concurrency."""
 
     def __init__(self, agent_class: type[Agent], context: AgentContext,
-                 max_payload_bytes: int, cluster: ClusterFacts | None = None) -> None:
+                 max_payload_bytes: int, cluster: ClusterFacts | None = None,
+                 llm: LanguageModels | None = None, events: TaskOutput | None = None) -> None:
         configure_logging(context.log_format, context.log_level)
         self.node_id = _ray_node_id()
         self.agent = agent_class()
         self.agent.context = context
         self.agent.cluster = cluster if cluster is not None else _ray_cluster_facts(
             context.namespace, self.node_id)
+        ray_llm, ray_events = _ray_ports(context.namespace, self.node_id)
+        self.agent.llm = llm if llm is not None else ray_llm
+        self.agent.events = events if events is not None else ray_events
         self.replica = context.replica
         self.max_payload_bytes = max_payload_bytes
         self.max_result_depth = context.max_result_depth

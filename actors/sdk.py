@@ -6,8 +6,9 @@ An agent subclasses `Agent`, declares an `AgentSpec` (its `name` must match
 `AGENT_TYPE_NAME`) and implements `async run(task: AgentTask)`, returning any JSON value. It
 raises `InvalidTaskInput` (or `invalid(message, field=...)`) for a task that is wrong for it,
 never retried, and `RetryableAgentError` for transient trouble, retried with backoff. The
-replica hosting it sets `context` (an `AgentContext`) and `cluster` (a `ClusterFacts` port)
-before `setup()`, and records each attempt as an `AgentResult`. See `docs/agents.md`.
+replica hosting it sets `context` (an `AgentContext`), `cluster` (a `ClusterFacts` port),
+`llm` (a `LanguageModels` port) and `events` (a `TaskOutput` port) before `setup()`, and
+records each attempt as an `AgentResult`. See `docs/agents.md`.
 
 Every name here is API for agent authors: it is kept when the platform's modules move.
 Importing this module is cheap and never imports Ray or the orchestrator.
@@ -19,6 +20,8 @@ from actors.agent import (
     MAX_PAYLOAD_BYTES,
     Agent,
     ClusterFacts,
+    LanguageModels,
+    TaskOutput,
     invalid,
     json_type,
     require_payload_within,
@@ -45,9 +48,11 @@ __all__ = [
     "AgentTask",
     "ClusterFacts",
     "InvalidTaskInput",
+    "LanguageModels",
     "Resources",
     "RetryableAgentError",
     "TaskError",
+    "TaskOutput",
     "invalid",
     "json_type",
     "require_payload_within",

@@ -7,10 +7,13 @@ second call to learn whether it may see the answer.
 What is durable: everything these read (tasks, attempts, events, inbox messages).
 What is rebuilt: nothing but the inbox store's connection, opened on first use.
 Storage trouble reaches the caller as `PlatformUnavailable` (see `storage_trouble_unavailable`).
+A task read one by one (`get`, `wait`, `wait_many`) carries `llm_usage` when it made model
+calls: its tokens, cost and calls from the model usage records, read as the task's tenant.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +40,8 @@ class StoreReads:
 
     @storage_trouble_unavailable
     async def get(self, task_id: str) -> Task:
-        return await (await self._wait_ready()).store.get_task(task_id)
+        lifecycle = await self._wait_ready()
+        return (await _with_llm_usage(lifecycle, [await lifecycle.store.get_task(task_id)]))[0]
 
     @storage_trouble_unavailable
     async def wait(self, task_id: str, timeout_s: float | None = None) -> Task:
@@ -59,7 +63,7 @@ class StoreReads:
         missing = [t for t in task_ids if t not in found]
         if missing:
             raise NotFound(f"no task with id {missing[0]!r}", {"task_ids": missing})
-        return [found[t] for t in task_ids]
+        return await _with_llm_usage(lifecycle, [found[t] for t in task_ids])
 
     @storage_trouble_unavailable
     async def list_tasks(self, *, status: str | TaskStatus | None = None,
@@ -152,3 +156,24 @@ class StoreReads:
                 raise InvalidRequest(f"{field} must be 1 to 64 letters, digits, '_', '.', ':' "
                                      "or '-'", {"field": field})
         return await (await self._wait_ready()).store.batch_status(batch_id, tenant)
+
+
+async def _with_llm_usage(lifecycle: Lifecycle, tasks: list[Task]) -> list[Task]:
+    """`tasks`, each with its model usage when it made model calls (one read per tenant)."""
+    from storage.llm_budget import LlmBudgetStore
+
+    started: dict[str, list[str]] = {}
+    for task in tasks:
+        if task.attempts:
+            started.setdefault(task.tenant, []).append(task.id)
+    if not started:
+        return tasks
+    usage = LlmBudgetStore(lifecycle.store.engine)
+    totals = {}
+    for tenant, ids in started.items():
+        for task_id, used in (await usage.tasks_usage(tenant, ids)).items():
+            totals[(tenant, task_id)] = {
+                "input_tokens": used.input_tokens, "output_tokens": used.output_tokens,
+                "cost_usd": used.cost, "calls": used.calls}
+    return [dataclasses.replace(task, llm_usage=totals[(task.tenant, task.id)])
+            if (task.tenant, task.id) in totals else task for task in tasks]

@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from cluster.bench import add_arguments as add_bench_arguments
+from cluster.llm_cli import add_llm_commands
+from cluster.plan_cli import add_plan_commands
 from cluster.ray_env import prepare_ray_environment
 from cluster.cli_common import client_of, print_result, settings_of
 from cluster.workflow_cli import add_workflow_commands
@@ -108,6 +110,10 @@ def cmd_get(args: argparse.Namespace) -> None:
          "duration_s": a.duration_s, "cpu_s": a.cpu_s,
          "error": a.error.to_json() if a.error else None} for a in attempts]}
     lines = [_task_line(task), f"  cost: cpu {task.cpu_s:.3f}s, wall {task.wall_s:.3f}s"]
+    if task.llm_usage:
+        used = task.llm_usage
+        lines.append(f"  model: {used['calls']} call(s), {used['input_tokens']} tokens in, "
+                     f"{used['output_tokens']} out, ${used['cost_usd']:.6f}")
     if task.route:
         route = task.route
         lines.append(f"  route: {route.get('method', 'requested')}, "
@@ -181,7 +187,9 @@ def cmd_route(args: argparse.Namespace) -> None:
     from cluster import routing
 
     settings = _settings(args)
-    state, modules = settings.state_path, settings.agent_modules
+    state, modules = settings.state_path, list(settings.agent_modules)
+    if settings.llm_settings() is not None:  # the platform registers `llm` then: route as it
+        modules.append("actors.agents.llm:Llm")
     library = args.compare_semantic_router
     if args.calibrate:
         policy, path, baselines = routing.calibrate_file(state, modules, args.calibrate, library)
@@ -327,7 +335,8 @@ def parser() -> argparse.ArgumentParser:
         return sub
 
     for add_group in (_platform_commands, _task_commands, _pool_commands, _router_commands,
-                      _admin_commands, _batch_commands, add_workflow_commands):
+                      _admin_commands, _batch_commands, add_workflow_commands,
+                      add_plan_commands, add_llm_commands):
         add_group(add)
     add_bench_arguments(add("bench", cmd_bench, "benchmarks"))
     return root

@@ -259,6 +259,40 @@ class Client:
         retention setting); returns how many were deleted."""
         return self._result(lambda h: h.purge_runs.remote(older_than_s))
 
+    # ------------------------------------------------------------- the planner
+
+    def plan(self, request: str, *, run: bool = False, input: Any = None,
+             model: str | None = None, tenant: str = "default") -> dict[str, Any]:
+        """A workflow for `request`, written by the configured language model from the
+        registered agent types and checked before you see it: {"document" (what you review,
+        edit and submit), "rendered" (it as text), "attempts", "problems" (of refused
+        attempts), "run_id", "usage"}. Nothing runs unless `run` is true: then the plan starts
+        at once as a run of `tenant` with `input` and "run_id" names it (the same plan with the
+        same input is the same run, started once). `model` is a model group (default: the
+        configured default). `PlanRefused` lists each attempt's problem; `NoModelConfigured`
+        says how to configure a model."""
+        return self._result(lambda h: h.plan.remote(
+            tenant, request, run=run, input=input, group=model))
+
+    # ------------------------------------------------------------- the model gateway
+
+    def llm_status(self) -> dict[str, Any]:
+        """Whether a model is configured; if so {"default_group", "groups", "deployments"
+        (name, group, provider, model, breaker state)}, else {"hint"} saying how to add one."""
+        return self._result(lambda h: h.llm_status.remote())
+
+    def llm_usage(self, tenant: str = "default") -> dict[str, Any]:
+        """`tenant`'s token budget this period and its model calls' tokens and cost:
+        {"tenant", "budget", "usage"}."""
+        return self._result(lambda h: h.llm_usage.remote(tenant))
+
+    def set_llm_budget(self, tenant: str, limit_tokens: int | None,
+                       period: str | None = None) -> dict[str, Any]:
+        """Operator: `tenant` may use `limit_tokens` per `period` ("month", "day" or "total";
+        None keeps the current one, month for a new budget); None tokens = unlimited (calls
+        are still counted). Returns the budget's status."""
+        return self._result(lambda h: h.set_llm_budget.remote(tenant, limit_tokens, period))
+
     async def submit_workflow_async(self, document: dict[str, Any] | str, input: Any = None, *,
                                     idempotency_key: str | None = None,
                                     tenant: str = "default",

@@ -91,9 +91,24 @@ def report(status: dict[str, Any], stats: dict[str, dict[str, Any]]) -> str:
     routing = status.get("routing", {})
     lines.append("routing: " + (f"on, {routing['waiting']} tasks waiting for a route"
                                 if routing.get("enabled") else "off (tasks must name a type)"))
+    lines += models_report(status.get("llm"))
     if status.get("metrics_address"):
         lines.append(f"metrics: http://{status['metrics_address']}/metrics")
     found = problems(status, stats)
     lines.append("health: " + ("ok" if not found else "needs attention"))
     lines += [f"  - {problem}" for problem in found]
     return "\n".join(lines)
+
+
+def models_report(llm: dict[str, Any] | None) -> list[str]:
+    """The lines about language models: each group's deployments in the order they are tried,
+    or how to configure a model when none is."""
+    if not llm:
+        return []
+    if not llm.get("configured"):
+        return [f"models: none. {llm.get('hint', '')}".rstrip()]
+    lines = [f"models (default group {llm['default_group']}):"]
+    for group, deployments in llm["groups"].items():
+        tried = ", then ".join(f"{d['name']} ({d['provider']} {d['model']})" for d in deployments)
+        lines.append(f"  {group}: {tried}")
+    return lines

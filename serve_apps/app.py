@@ -45,7 +45,7 @@ from serve_apps.middleware import (
 )
 from serve_apps.platform_port import PlatformPort
 from serve_apps.rate_limit import RateLimit, RateLimiter
-from serve_apps.routes import agents, auth, streams, tasks, users, workflows
+from serve_apps.routes import agents, auth, llm, plan, streams, tasks, users, workflows
 from serve_apps.routes.access import API_PREFIX, Services
 from serve_apps.schemas import ErrorEnvelope, Readiness
 from serve_apps.tokens import TokenIssuer
@@ -85,8 +85,8 @@ def create_app(config: ApiConfig, port: PlatformPort, auth_store: AuthStore,
         login_throttle=login_throttle or LocalLoginThrottle(throttle_policy(config)))
     app.state.stream_slots = streams.StreamSlots(config.max_streams_per_caller)
     app.state.api_routes = []  # for the `Allow` header of a 405
-    for router in (auth.public, auth.keys, tasks.router, workflows.router, streams.router,
-                   agents.router, users.router, probes):
+    for router in (auth.public, auth.keys, tasks.router, workflows.router, plan.router,
+                   llm.router, streams.router, agents.router, users.router, probes):
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
         app.state.api_routes.extend(router.routes)
     app.include_router(probes, include_in_schema=False)

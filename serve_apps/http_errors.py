@@ -72,8 +72,11 @@ HTTP_RULES: Final[dict[str, HttpRule]] = {
     "storage_error": HttpRule(503, "storage is unavailable", retry_after=True),
     "schema_out_of_date": HttpRule(
         503, "storage is not ready: its schema is out of date and must be migrated"),
-    # the model gateway (its parts are groundwork; no route raises these yet)
+    # the model gateway
     "llm_config_error": HttpRule(400),
+    # the platform has no model configured: a well-formed request this platform cannot act on
+    # (a 4xx: a caller must not raise the server-error rate, trip 5xx alerts or retry it)
+    "no_model_configured": HttpRule(422),
     "bad_model_request": HttpRule(422),
     "plan_refused": HttpRule(422),
     "budget_exceeded": HttpRule(429),  # a spent token budget frees at its next period

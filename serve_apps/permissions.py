@@ -3,15 +3,18 @@ and the caller as a `Principal`.
 
     role            may
     viewer          read tasks, workflow runs and agents, ask the router where a task
-                    would go
+                    would go, see the model groups and the tenant's token usage
+                    (`llm:read`)
     submitter       viewer + submit, cancel and give feedback on tasks; submit, cancel and
-                    retry workflow runs
+                    retry workflow runs; plan workflows with the language model
+                    (`workflows:plan`; running a plan also needs `workflows:submit`)
     operator        submitter + requeue dead tasks, read the dead-letter list, read the
                     audit log, approve or reject workflow steps (`workflows:approve`)
     admin           everything within its tenant, including API keys and users
     platform_admin  admin + platform-wide actions: scale the shared agent pools
                     (`platform:scale`), read replica pids, node ids and the platform
-                    audit log (`platform:read`)
+                    audit log (`platform:read`), set a tenant's token budget
+                    (`llm:budget`)
 
 Tenant roles act within their tenant only; what every tenant shares (pools, nodes) belongs to
 `platform_admin`, a role that only `ymera admin` on storage grants (`CLI_ONLY_ROLES`), never
@@ -38,39 +41,39 @@ ALL_PERMISSIONS: Final = frozenset({
     "tasks:submit", "tasks:read", "tasks:cancel", "tasks:feedback", "tasks:requeue",
     "dead:read", "agents:read", "route:query",
     "workflows:submit", "workflows:read", "workflows:cancel", "workflows:approve",
-    "keys:manage", "users:manage", "audit:read",
-    "platform:scale", "platform:read",
+    "workflows:plan", "keys:manage", "users:manage", "audit:read",
+    "platform:scale", "platform:read", "llm:read", "llm:budget",
 })
 
 ROLE_PERMISSIONS: Final[dict[str, frozenset[str]]] = {
     "viewer": frozenset({
-        "tasks:read", "agents:read", "route:query", "workflows:read",
+        "tasks:read", "agents:read", "route:query", "workflows:read", "llm:read",
     }),
     "submitter": frozenset({
-        "tasks:read", "agents:read", "route:query", "workflows:read",
+        "tasks:read", "agents:read", "route:query", "workflows:read", "llm:read",
         "tasks:submit", "tasks:cancel", "tasks:feedback",
-        "workflows:submit", "workflows:cancel",
+        "workflows:submit", "workflows:cancel", "workflows:plan",
     }),
     "operator": frozenset({
-        "tasks:read", "agents:read", "route:query", "workflows:read",
+        "tasks:read", "agents:read", "route:query", "workflows:read", "llm:read",
         "tasks:submit", "tasks:cancel", "tasks:feedback",
-        "workflows:submit", "workflows:cancel",
+        "workflows:submit", "workflows:cancel", "workflows:plan",
         "tasks:requeue", "dead:read", "audit:read", "workflows:approve",
     }),
     "admin": frozenset({
-        "tasks:read", "agents:read", "route:query", "workflows:read",
+        "tasks:read", "agents:read", "route:query", "workflows:read", "llm:read",
         "tasks:submit", "tasks:cancel", "tasks:feedback",
-        "workflows:submit", "workflows:cancel",
+        "workflows:submit", "workflows:cancel", "workflows:plan",
         "tasks:requeue", "dead:read", "audit:read", "workflows:approve",
         "keys:manage", "users:manage",
     }),
     "platform_admin": frozenset({
-        "tasks:read", "agents:read", "route:query", "workflows:read",
+        "tasks:read", "agents:read", "route:query", "workflows:read", "llm:read",
         "tasks:submit", "tasks:cancel", "tasks:feedback",
-        "workflows:submit", "workflows:cancel",
+        "workflows:submit", "workflows:cancel", "workflows:plan",
         "tasks:requeue", "dead:read", "audit:read", "workflows:approve",
         "keys:manage", "users:manage",
-        "platform:scale", "platform:read",
+        "platform:scale", "platform:read", "llm:budget",
     }),
 }
 

@@ -132,9 +132,21 @@ class TaskErrorOut(BaseModel):
     details: dict[str, Any]
 
 
+class LlmUsageOut(BaseModel):
+    """What a task's model calls used: tokens in and out, their cost in US dollars, and how
+    many calls."""
+
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    calls: int
+
+
 class TaskOut(BaseModel):
     """A task as the API shows it (`storage.messages.Task.to_json`). `cpu_s` and `wall_s` are
-    its cost so far: CPU and wall seconds summed over its finished attempts. A payload, route,
+    its cost so far: CPU and wall seconds summed over its finished attempts; `llm_usage`, when
+    the task made model calls, their tokens and cost (read one task at a time: absent from
+    lists). A payload, route,
     result or error `details` stored too deep to show (before the depth limit existed) is
     `{"unreadable": "nested deeper than 128 levels"}`, so such a row never fails a page."""
 
@@ -158,6 +170,7 @@ class TaskOut(BaseModel):
     finished_at: str | None
     cpu_s: float
     wall_s: float
+    llm_usage: LlmUsageOut | None = None
 
 
 class TaskPageOut(BaseModel):

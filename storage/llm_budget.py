@@ -274,6 +274,19 @@ class LlmBudgetStore(EngineStore):
         c = llm_usage_table.c
         return await self._totals(c.tenant == _check_tenant(tenant), c.task_id == task_id)
 
+    async def tasks_usage(self, tenant: str, task_ids: list[str]) -> dict[str, UsageTotals]:
+        """The model usage of each of `tenant`'s tasks among `task_ids` that made model calls
+        (one query; another tenant's tasks are absent)."""
+        if not task_ids:
+            return {}
+        c = llm_usage_table.c
+        rows = await self._fetch(select(
+            c.task_id, func.count(), func.coalesce(func.sum(c.input_tokens), 0),
+            func.coalesce(func.sum(c.output_tokens), 0), func.coalesce(func.sum(c.cost), 0.0),
+        ).where(c.tenant == _check_tenant(tenant), c.task_id.in_(task_ids)).group_by(c.task_id))
+        return {row[0]: UsageTotals(int(row[1]), int(row[2]), int(row[3]), float(row[4]))
+                for row in rows}
+
     async def tenant_usage(self, tenant: str, since: datetime | None = None) -> UsageTotals:
         """The model usage of `tenant`, since `since` when given."""
         c = llm_usage_table.c

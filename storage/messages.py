@@ -204,7 +204,9 @@ class Attempt:
 @dataclasses.dataclass(frozen=True)
 class Task:
     """A task as stored: the request, its routing, where its lifecycle stands, and its outcome.
-    `cpu_s` and `wall_s` are its cost: totals over all its finished attempts."""
+    `cpu_s` and `wall_s` are its cost: totals over all its finished attempts. `llm_usage` is
+    what its model calls used, `{"input_tokens", "output_tokens", "cost_usd", "calls"}`, when
+    it made any (read from the model usage records, not stored on the task row)."""
 
     id: str
     description: str
@@ -226,6 +228,7 @@ class Task:
     finished_at: datetime | None = None
     cpu_s: float = 0.0
     wall_s: float = 0.0
+    llm_usage: JSON | None = None
 
     def to_json(self) -> JSON:
         """As JSON. A payload, route or result too deep to show (stored before the depth limit
@@ -280,7 +283,10 @@ class AgentContext:
 
 @dataclasses.dataclass(frozen=True)
 class AgentSpec:
-    """What an agent type declares about itself. `name` is API: it never changes once published."""
+    """What an agent type declares about itself. `name` is API: it never changes once published.
+
+    `payload_hint` is an example payload the agent accepts (a JSON object), shown to the workflow
+    planner (`ml.llm.planner`) so a model writes payloads of the right shape; None: no hint."""
 
     name: str
     description: str
@@ -289,6 +295,7 @@ class AgentSpec:
     resources: Resources = Resources()
     concurrency: int = 8
     replicas: int = 1
+    payload_hint: Any = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -332,6 +332,7 @@ class Calculator(Agent):
         resources=Resources(num_cpus=0.1),
         concurrency=8,
         replicas=2,
+        payload_hint={"expression": "(120 + 80) * 1.2"},
     )
 
     async def run(self, task: AgentTask) -> dict[str, Any]:

@@ -234,6 +234,8 @@ class Communication(Agent):
         resources=Resources(num_cpus=0.05),
         concurrency=16,
         replicas=1,
+        payload_hint={"to_agent": "learning", "subject": "new data",
+                      "message": {"dataset": "sales-2026-12", "rows": 1200}},
     )
 
     def __init__(self) -> None:

@@ -730,6 +730,11 @@ class DataProcessor(Agent):
         resources=Resources(num_cpus=0.25),
         concurrency=8,
         replicas=2,
+        payload_hint={"operation": "group_by",
+                      "rows": [{"region": "north", "revenue": 120.5},
+                               {"region": "south", "revenue": 80.0},
+                               {"region": "north", "revenue": 42.0}],
+                      "by": ["region"], "aggregates": {"revenue": "sum"}},
     )
 
     async def run(self, task: AgentTask) -> dict[str, Any]:

@@ -742,6 +742,12 @@ class Learning(Agent):
         resources=Resources(num_cpus=0.5, memory_mb=1024, custom=dict(ML_RESOURCE)),
         concurrency=2,
         replicas=1,
+        payload_hint={"task": "regression", "target": "price",
+                      "rows": [{"size": 50, "rooms": 2, "price": 150},
+                               {"size": 70, "rooms": 3, "price": 210},
+                               {"size": 90, "rooms": 3, "price": 270},
+                               {"size": 120, "rooms": 4, "price": 360}],
+                      "predict": [{"size": 100, "rooms": 4}]},
     )
 
     async def run(self, task: AgentTask) -> dict[str, Any]:

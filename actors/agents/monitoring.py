@@ -449,6 +449,7 @@ class Monitoring(Agent):
         resources=Resources(num_cpus=0.05),
         concurrency=8,
         replicas=1,
+        payload_hint={"topic": "failures", "window_s": 3600},
     )
 
     async def run(self, task: AgentTask) -> dict[str, Any]:

@@ -683,6 +683,9 @@ class TextAnalysis(Agent):
         resources=Resources(num_cpus=0.5, memory_mb=1536, custom=dict(ML_RESOURCE)),
         concurrency=4,
         replicas=1,
+        payload_hint={"operation": "keywords", "k": 5,
+                      "text": "Solar panels turn sunlight into electricity. Cheaper solar "
+                              "panels let more households cut their electricity bills."},
     )
 
     _embedder: embeddings.Embedder | None = None

@@ -528,6 +528,11 @@ class Validation(Agent):
         resources=Resources(num_cpus=0.1),
         concurrency=8,
         replicas=1,
+        payload_hint={"operation": "schema",
+                      "schema": {"type": "object", "required": ["id", "email"],
+                                 "properties": {"id": {"type": "integer"},
+                                                "email": {"type": "string"}}},
+                      "records": [{"id": 1, "email": "ana@example.com"}, {"id": "two"}]},
     )
 
     async def run(self, task: AgentTask) -> dict[str, Any]:

@@ -204,7 +204,33 @@ def _checked(document: dict[str, Any], agent_types: Sequence[str],
         raise InvalidRequest(f"step {routed.id!r} description: name its agent_type (one of "
                              f"{', '.join(sorted(agent_types))}) instead of a description",
                              {"step": routed.id, "field": "description"})
+    for step in spec.steps:
+        embedded = _embedded_reference(step.payload, "payload")
+        if embedded is not None:
+            where, text = embedded
+            raise InvalidRequest(
+                f"step {step.id!r} {where}: {text!r} mixes text with a ${{ ... }} reference; a "
+                "reference must be the whole value (\"${ input.x }\"), it is never filled into "
+                "a longer string", {"step": step.id, "field": where})
     return spec
+
+
+def _embedded_reference(template: Any, where: str) -> tuple[str, str] | None:
+    """The first string of `template` that holds `${` without being one whole reference
+    (the engine would pass it on literally), with where it is."""
+    if isinstance(template, dict):
+        items: list[tuple[str, Any]] = [(f"{where}.{key}", value) for key, value in template.items()]
+    elif isinstance(template, list):
+        items = [(f"{where}[{index}]", value) for index, value in enumerate(template)]
+    elif isinstance(template, str) and "${" in template and reference_expression(template) is None:
+        return where, template
+    else:
+        return None
+    for place, value in items:
+        found = _embedded_reference(value, place)
+        if found is not None:
+            return found
+    return None
 
 
 def _feedback(problem: str) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from ml.llm.config import LlmConfig
 from ml.llm.resilience import BreakerPolicy, RetryPolicy
 from ml.llm.types import LlmConfigError
+from storage.errors import InvalidRequest
 
 DEFAULT_GROUP = "default"
 DEFAULT_MAX_TOKENS = 1024
@@ -102,6 +103,13 @@ def llm_config(config_file: str | Path | None, base_url: str | None, model: str 
         raise LlmConfigError("YMERA_LLM_API_KEY_ENV is set but no model is: "
                              "set YMERA_LLM_BASE_URL and YMERA_LLM_MODEL")
     return None
+
+
+class NoModelConfigured(InvalidRequest):
+    """A model call, a plan or a budget was asked of a platform that has no model configured;
+    the message says how to configure one (`NO_MODEL_HINT`)."""
+
+    code = "no_model_configured"
 
 
 NO_MODEL_HINT = ("no language model is configured, so the `llm` agent and `ymera plan` are off: "

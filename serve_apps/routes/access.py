@@ -82,6 +82,10 @@ ROUTE_PERMISSIONS: Final[dict[tuple[str, str], str]] = {
     ("POST", "/runs/{run_id}/steps/{step_id}/reject"): "workflows:approve",
     ("POST", "/runs/{run_id}/cancel"): "workflows:cancel",
     ("POST", "/runs/{run_id}/retry"): "workflows:cancel",
+    ("POST", "/plan"): "workflows:plan",
+    ("GET", "/llm"): "llm:read",
+    ("GET", "/llm/usage"): "llm:read",
+    ("PUT", "/llm/budgets/{tenant}"): "llm:budget",
 }
 """(method, path under `API_PREFIX`) → the permission a caller's role must grant."""
 

@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from serve_apps.permissions import ROLE_PERMISSIONS
-from serve_apps.routes import agents, auth, streams, tasks, users, workflows
+from serve_apps.routes import agents, auth, llm, plan, streams, tasks, users, workflows
 from serve_apps.routes.access import PUBLIC_ROUTES, ROUTE_PERMISSIONS
 from tests.serve_apps.test_app_harness import (
     PASSWORD, ROLES, SECRET, Platform, client, error_code, platform,
@@ -32,13 +32,15 @@ REQUESTS = {
     ("POST", "/tasks/{task_id}/feedback"): {"agent_type": "sleeper"},
     ("POST", "/route"): {"description": "x"},
     ("POST", "/agents/{agent_type}/scale"): {"replicas": 1},
+    ("POST", "/plan"): {"request": "x"},
+    ("PUT", "/llm/budgets/{tenant}"): {"limit_tokens": 1000},
 }
 
 
 def test_every_mounted_route_has_a_permission_or_is_public() -> None:
     mounted = {(method, route.path) for router in (auth.public, auth.keys, tasks.router,
                                                    agents.router, users.router, streams.router,
-                                                   workflows.router)
+                                                   workflows.router, plan.router, llm.router)
                for route in router.routes for method in route.methods}
     assert mounted <= set(ROUTE_PERMISSIONS) | PUBLIC_ROUTES
     assert set(ROUTE_PERMISSIONS) <= mounted
@@ -49,7 +51,7 @@ def test_every_mounted_route_has_a_permission_or_is_public() -> None:
 async def test_each_role_is_allowed_exactly_its_permissions(platform: Platform, client, role,
                                                             method, path) -> None:
     concrete = path.replace("{task_id}", "0" * 32).replace("{key_id}", "0" * 32) \
-        .replace("{agent_type}", "sleeper")
+        .replace("{agent_type}", "sleeper").replace("{tenant}", "acme")
     response = await client.request(method, f"{API}{concrete}",
                                     json=REQUESTS.get((method, path)),
                                     headers={**platform.bearer("acme", role),

@@ -41,6 +41,7 @@ EXPECTED = {
     "storage_error": (503, "storage_error"),
     "schema_out_of_date": (503, "schema_out_of_date"),
     "llm_config_error": (400, "llm_config_error"),
+    "no_model_configured": (422, "no_model_configured"),
     "bad_model_request": (422, "bad_model_request"),
     "plan_refused": (422, "plan_refused"),
     "budget_exceeded": (429, "budget_exceeded"),

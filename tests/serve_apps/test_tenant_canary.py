@@ -308,6 +308,7 @@ def _path_values(a: TenantA, own_task_id: str, own_run_id: str) -> dict[str, lis
         "agent_type": ["calculator"],
         "run_id": [*a.run_ids, own_run_id],
         "step_id": ["check"],
+        "tenant": [A, B],
     }
 
 
@@ -325,6 +326,8 @@ def _bodies(own_task_id: str) -> dict[tuple[str, str], dict[str, Any]]:
                              "password": PASSWORD, "role": "viewer"},
         ("POST", "/users/{user_id}/role"): {"role": "viewer"},
         ("POST", "/agents/{agent_type}/scale"): {"replicas": 1},
+        ("POST", "/plan"): {"request": FEEDBACK.format(""), "input": {"b": 1}},
+        ("PUT", "/llm/budgets/{tenant}"): {"limit_tokens": 1},
     }
 
 

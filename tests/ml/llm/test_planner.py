@@ -147,6 +147,10 @@ async def test_a_plan_that_always_has_a_cycle_is_refused_listing_every_attempt()
     (_with(depends_on=["ghost"]), "names step 'ghost', which does not exist"),
     (_with(agent_type=None, description="add the totals"), "name its agent_type"),
     (_with(max_attempts=50), "max_attempts"),
+    (_with(payload={"expression": "${ input.bill } * 0.15"}),
+     "payload.expression: '${ input.bill } * 0.15' mixes text with a ${ ... } reference"),
+    (_with(payload={"numbers": ["${ input.a }", "about ${ input.b }"]}),
+     "payload.numbers[1]"),
     ({"steps": GOOD["steps"]}, "name"),
     ([GOOD], "must be the JSON workflow document alone"),
 ])

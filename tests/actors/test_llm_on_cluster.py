@@ -1,0 +1,119 @@
+"""The `llm` agent on the session's Ray cluster, through a platform configured with a fake
+OpenAI-compatible endpoint: routed work, streamed output on the task's events, usage and cost
+on the task, and no `llm` type where no model is configured."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+from ray.exceptions import RayTaskError
+
+from actors.config import PoolConfig
+from cluster.client import Client
+from ml.config import RouterConfig
+from ml.llm.config import LlmConfig
+from ml.llm.resilience import RetryPolicy
+from ml.llm.settings import NO_MODEL_HINT, LlmSettings
+from storage.messages import TaskStatus
+from tests.support.fake_llm import FakeOpenAI, Fault, Reply, serving_in_thread
+from tests.support.inprocess_platform import inprocess_orchestrator
+from tests.support.platform import run_platform
+
+pytestmark = pytest.mark.cluster
+
+PRICES = {"input_price_per_mtok": 2.0, "output_price_per_mtok": 8.0}  # US$ per million tokens
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeOpenAI]:
+    with serving_in_thread(FakeOpenAI()) as fake:
+        yield fake  # type: ignore[misc]
+
+
+@pytest.fixture(scope="module")
+def platform(ray_cluster: None, server: FakeOpenAI, tmp_path_factory: Any) -> Iterator[Client]:
+    config = LlmConfig.from_dict({"deployments": [
+        {"name": "primary", "group": "chat", "provider": "openai", "base_url": server.base_url,
+         "model": "fake-model", **PRICES}]})
+    settings = LlmSettings(config, retry=RetryPolicy(attempts=1))
+    yield from run_platform("sqlite", tmp_path_factory.mktemp("llm"), llm=settings,
+                            router=RouterConfig(), pools={"llm": PoolConfig(replicas=1)})
+
+
+def test_a_translation_submitted_in_words_is_routed_to_llm_with_its_usage_and_cost(
+        platform: Client, server: FakeOpenAI) -> None:
+    server.script([Reply("Bonjour", usage=(12, 3))])
+    task_id = platform.submit("translate 'good morning' into French")
+    task = platform.wait(task_id, 60)
+    assert task.status is TaskStatus.SUCCEEDED, task.error
+    assert task.agent_type == "llm" and task.route["method"] == "semantic"
+    assert task.result["text"] == "Bonjour" and task.result["model"] == "fake-model"
+    cost = (12 * 2.0 + 3 * 8.0) / 1_000_000
+    assert task.result["cost_usd"] == pytest.approx(cost)
+    shown = platform.get(task_id)
+    assert shown.llm_usage == {"input_tokens": 12, "output_tokens": 3,
+                               "cost_usd": pytest.approx(cost), "calls": 1}
+    assert shown.to_json()["llm_usage"]["calls"] == 1
+    [request] = [r for r in server.requests if "good morning" in str(r.body)]
+    assert request.body["messages"][-1]["content"] == "translate 'good morning' into French"
+
+
+def test_a_streamed_answer_reaches_the_task_events_before_it_succeeds(
+        platform: Client, server: FakeOpenAI) -> None:
+    text = "Bonjour tout le monde, et bonne journée"
+    server.script([Reply(text, usage=(8, 9), chunk_delay_s=0.06)])
+    task_id = platform.submit("greet everyone in French", {"stream": True}, agent_type="llm")
+    task = platform.wait(task_id, 60)
+    assert task.status is TaskStatus.SUCCEEDED, task.error
+    events = platform.events(task_id)
+    kinds = [event.kind for event in events]
+    deltas = [event for event in events if event.kind == "output_delta"]
+    assert len(deltas) > 1  # streamed as it was written, not in one piece at the end
+    assert [d.data["index"] for d in deltas] == list(range(len(deltas)))
+    assert "".join(d.data["text"] for d in deltas) == task.result["text"] == text
+    assert {d.attempt for d in deltas} == {1}
+    assert kinds.index("started") < kinds.index("output_delta")
+    assert kinds[-1] == "succeeded"
+
+
+def test_a_stream_cut_mid_answer_shows_an_error_event_and_the_retry_streams_again(
+        platform: Client, server: FakeOpenAI) -> None:
+    server.script([Fault.cut_after(2, Reply("one two three four")), Reply("one two three")])
+    task_id = platform.submit("count to three", {"stream": True}, agent_type="llm")
+    task = platform.wait(task_id, 60)
+    assert task.status is TaskStatus.SUCCEEDED and task.attempts == 2, task.error
+    events = platform.events(task_id)
+    errors = [e for e in events if e.kind == "output_error"]
+    assert [e.attempt for e in errors] == [1]
+    second = [e.data["text"] for e in events if e.kind == "output_delta" and e.attempt == 2]
+    assert "".join(second) == task.result["text"] == "one two three"
+
+
+def test_output_is_recorded_only_for_the_running_attempt(platform: Client) -> None:
+    finished = platform.wait(platform.submit("2 + 2", {"expression": "2 + 2"},
+                                             agent_type="calculator"), 60)
+    orchestrator = platform.orchestrator
+    assert ray.get(orchestrator.task_output.remote(
+        finished.id, 1, "output_delta", {"text": "late", "index": 0})) is False
+    assert "output_delta" not in [e.kind for e in platform.events(finished.id)]
+    with pytest.raises(RayTaskError, match="output event kind 'result'"):
+        ray.get(orchestrator.task_output.remote(finished.id, 1, "result", {}))
+
+
+def test_status_shows_the_model_groups(platform: Client) -> None:
+    status = platform.status()
+    assert "llm" in status["agent_types"]
+    assert status["llm"] == {"configured": True, "default_group": "chat", "groups": {
+        "chat": [{"name": "primary", "provider": "openai", "model": "fake-model"}]}}
+
+
+async def test_a_platform_without_a_model_has_no_llm_type_and_says_how_to_add_one(
+        tmp_path: Path) -> None:
+    async with inprocess_orchestrator(tmp_path) as orchestrator:
+        status = await orchestrator.status()
+    assert "llm" not in status["agent_types"]
+    assert status["llm"] == {"configured": False, "hint": NO_MODEL_HINT}
