@@ -105,6 +105,7 @@ def add_llm_commands(add: AddCommand) -> None:
     budget.add_argument("tenant", help="the tenant")
     size = budget.add_mutually_exclusive_group(required=True)
     size.add_argument("--tokens", type=_positive, help="tokens per period")
-    size.add_argument("--unlimited", action="store_true", help="no limit (calls still counted)")
+    size.add_argument("--unlimited", action="store_true", help="no limit of its own: back to "
+                      "YMERA_LLM_BUDGET_TOKENS when that is set, else unlimited (still counted)")
     budget.add_argument("--period", choices=["month", "day", "total"],
                         help="what the budget counts over (default: unchanged, else month)")

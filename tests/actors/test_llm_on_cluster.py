@@ -117,3 +117,33 @@ async def test_a_platform_without_a_model_has_no_llm_type_and_says_how_to_add_on
         status = await orchestrator.status()
     assert "llm" not in status["agent_types"]
     assert status["llm"] == {"configured": False, "hint": NO_MODEL_HINT}
+
+
+def test_gateway_status_usage_and_budgets_through_the_client(platform: Client,
+                                                             server: FakeOpenAI) -> None:
+    status = platform.llm_status()
+    assert status["configured"] and status["default_group"] == "chat"
+    assert [(d["name"], d["breaker"]) for d in status["deployments"]] == [("primary", "closed")]
+
+    # a tenant whose budget cannot cover one call: refused before the model is asked, not retried
+    platform.set_llm_budget("llm-poor", 50)
+    asked = len(server.requests)
+    task = platform.wait(platform.submit("say hello in Italian", {"max_tokens": 200},
+                                         agent_type="llm", tenant="llm-poor"), 60)
+    assert task.status is TaskStatus.FAILED and task.attempts == 1
+    assert "budget" in task.error.message.lower()
+    assert len(server.requests) == asked
+    poor = platform.llm_usage("llm-poor")
+    assert poor["budget"]["limit_tokens"] == 50 and poor["budget"]["used_tokens"] == 0
+    assert poor["usage"]["calls"] == 0
+
+    # a tenant with room: its call is counted against its own budget only
+    platform.set_llm_budget("llm-rich", 100_000, "day")
+    server.script([Reply("Ciao", usage=(20, 2))])
+    done = platform.wait(platform.submit("say hello in Italian", agent_type="llm",
+                                         tenant="llm-rich"), 60)
+    assert done.status is TaskStatus.SUCCEEDED, done.error
+    rich = platform.llm_usage("llm-rich")
+    assert rich["budget"]["period"] == "day" and rich["budget"]["used_tokens"] == 22
+    assert (rich["usage"]["calls"], rich["usage"]["input_tokens"]) == (1, 20)
+    assert platform.llm_usage("llm-poor")["usage"]["calls"] == 0

@@ -4,7 +4,9 @@ reach shows it.
 A runs on a production-shaped platform (the HTTP API deployed on Ray Serve, PostgreSQL, Redis,
 the real router actor and one replica of every built-in agent). A's tasks, routing feedback,
 learned routes, dead letters, inbox messages, batch, workflow runs (one awaiting approval, one
-failed), users, API keys and audit entries all carry the canary. B, a tenant administrator (the
+failed), users, API keys and audit entries all carry the canary; so does a cached answer of the
+`llm` agent (through the model gateway, to a fake OpenAI-compatible server), whose tokens are
+counted in A's usage. B, a tenant administrator (the
 widest tenant role), then
 
 - calls every route of the permission table (`ROUTE_PERMISSIONS`, so a new route is covered
@@ -12,9 +14,10 @@ widest tenant role), then
 - runs every built-in agent type, monitoring included, and asks the router to explain
   descriptions close to A's;
 - reads the SSE streams, and its agents' inboxes through the Python client;
+- asks the `llm` agent exactly what A asked, with caching on: it gets its own answer, not A's;
 
 and no response body, header or stream event B receives contains the canary. Afterwards A's
-objects are as they were: B's attempts changed nothing.
+objects are as they were: B's attempts changed nothing, and A's model usage is what A spent.
 
 Issues that add a kind of tenant data (knowledge documents, webhooks) extend A's set-up here;
 their routes join the walk through the permission table by themselves.
@@ -44,6 +47,8 @@ from serve_apps.rate_limit import RateLimit
 from serve_apps.routes.access import API_PREFIX, ROUTE_PERMISSIONS
 from storage.auth_store import AuthStore
 from storage.errors import NotFound
+from ml.llm.settings import LlmSettings, single_endpoint
+from tests.support.fake_llm import FakeOpenAI, Reply, serving_in_thread
 from tests.support.platform import run_platform, wait_until
 from tests.support.redis_service import REDIS_URL, delete_namespace, require_redis
 
@@ -60,6 +65,9 @@ BUILT_INS = ("calculator", "data_processor", "text_analysis", "validation", "lea
 # A's routed sentence; B asks about the same sentence without the canary
 ROUTED = "work out the invoice total for the confidential {} Zephyr Holdings account: 120 + 80"
 FEEDBACK = "check the confidential {} Zephyr Holdings ledger rows for missing invoice ids"
+# A and B ask the llm agent the same thing, caching on; only A's answer carries the canary
+SUMMARY = {"operation": "summarize", "text": "The quarterly memo, as circulated to the board.",
+           "cache_ttl_s": 600}
 
 
 @dataclasses.dataclass
@@ -77,6 +85,7 @@ class TenantA:
     message_ids: list[str]
     waiting_run_id: str
     failed_run_id: str
+    llm_usage: dict[str, Any]
 
     @property
     def run_ids(self) -> list[str]:
@@ -169,7 +178,7 @@ def _nearest_texts(route: dict[str, Any] | None) -> list[str]:
     return [example["text"] for example in (route or {}).get("nearest", [])]
 
 
-def _leave_tenant_a_data(http: httpx.Client, client: Client) -> TenantA:
+def _leave_tenant_a_data(http: httpx.Client, client: Client, model: FakeOpenAI) -> TenantA:
     admin = login(http, A)
     # a user and an API key named after the canary: the audit log records both
     user = http.post(f"{API_PREFIX}/users", headers=admin, json={
@@ -227,11 +236,29 @@ def _leave_tenant_a_data(http: httpx.Client, client: Client) -> TenantA:
     messages = client.inbox("learning", tenant=A, include_acked=True)["messages"]
     assert any(CANARY in str(message) for message in messages), messages
     waiting_run_id, failed_run_id = _leave_tenant_a_runs(http, submitter)
+    llm_usage = _leave_tenant_a_model_answers(http, submitter, client, model)
     return TenantA(task_ids=ids, routed_task_id=routed["id"], dead_task_id=dead["id"],
                    failed_task_id=failed["id"], batch_id=batch_id, user_id=user.json()["id"],
                    key_id=key.json()["id"], key=key.json()["key"],
                    message_ids=[message.id for message in messages],
-                   waiting_run_id=waiting_run_id, failed_run_id=failed_run_id)
+                   waiting_run_id=waiting_run_id, failed_run_id=failed_run_id,
+                   llm_usage=llm_usage)
+
+
+def _leave_tenant_a_model_answers(http: httpx.Client, submitter: dict[str, str],
+                                  client: Client, model: FakeOpenAI) -> dict[str, Any]:
+    """A's summary, answered with the canary and cached for A; A's usage afterwards."""
+    model.script([Reply(f"The memo says {CANARY} is confidential.", usage=(30, 8))])
+    first = _finished(http, submitter, _submit(http, submitter, agent_type="llm",
+                                               description="summarize", payload=SUMMARY)["id"])
+    again = _finished(http, submitter, _submit(http, submitter, agent_type="llm",
+                                               description="summarize", payload=SUMMARY)["id"])
+    assert first["status"] == again["status"] == "succeeded", (first, again)
+    assert CANARY in first["result"]["text"] and not first["result"]["cached"]
+    assert again["result"]["cached"] and again["result"]["text"] == first["result"]["text"]
+    usage = client.llm_usage(A)["usage"]
+    assert usage["calls"] == 1 and usage["input_tokens"] == 30
+    return usage
 
 
 ROWS = [{"region": "north", "sales": 120}, {"region": "south", "sales": 80}]
@@ -256,9 +283,18 @@ MONITORING_QUESTIONS = tuple(
 def platform(ray_cluster, tmp_path_factory) -> Iterator[Platform]:
     require_redis()
     pools = {name: PoolConfig(replicas=0) for name in ("sleeper", "hanger")}
-    pools.update({name: PoolConfig(replicas=1) for name in (*BUILT_INS, "flaky")})
+    pools.update({name: PoolConfig(replicas=1) for name in (*BUILT_INS, "flaky", "llm")})
+    model = FakeOpenAI()
+    with serving_in_thread(model):
+        yield from _platform(tmp_path_factory, pools, model)
+
+
+def _platform(tmp_path_factory: Any, pools: dict[str, PoolConfig],
+              model: FakeOpenAI) -> Iterator[Platform]:
+    llm = LlmSettings(single_endpoint(model.base_url, "fake-model"))
     for client in run_platform("postgresql", tmp_path_factory.mktemp("canary"), pools=pools,
-                               redis_url=REDIS_URL, router=RouterConfig(stats_interval_s=2.0)):
+                               redis_url=REDIS_URL, router=RouterConfig(stats_interval_s=2.0),
+                               llm=llm):
         asyncio.run(_create_admins(client.config.database_url))
         config = ApiConfig(jwt_secret=SECRET, namespace=client.config.namespace,
                            database_url=client.config.database_url, redis_url=REDIS_URL,
@@ -266,7 +302,7 @@ def platform(ray_cluster, tmp_path_factory) -> Iterator[Platform]:
         url = deploy_api(config, port=_free_port(), replicas=1, name=APP_NAME)
         try:
             with httpx.Client(base_url=url, timeout=60) as http:
-                a = _leave_tenant_a_data(http, client)
+                a = _leave_tenant_a_data(http, client, model)
             yield Platform(url, client, a)
         finally:
             shutdown_api(APP_NAME)
@@ -416,6 +452,15 @@ def test_tenant_b_never_sees_tenant_a_canary_anywhere(platform: Platform) -> Non
         monitoring = [task for task in b_tasks if task.get("agent_type") == "monitoring"]
         assert monitoring, "B ran no monitoring task"
 
+        # the model gateway's cache: B asks exactly what A asked, caching on
+        summary = _finished(http, b, _submit(http, b, agent_type="llm", description="summarize",
+                                             payload=SUMMARY)["id"])
+        seen.text(f"B's llm task {summary['id']}", str(summary))
+        assert summary["status"] == "succeeded" and not summary["result"]["cached"], summary
+        b_usage = http.get(f"{API_PREFIX}/llm/usage", headers=b)
+        seen.response("GET /llm/usage after B's calls", b_usage)
+        assert b_usage.json()["usage"]["calls"] >= 1
+
         # the Python client's inboxes for B; B cannot acknowledge A's messages
         for agent_type in BUILT_INS:
             seen.text(f"inbox {agent_type} of B",
@@ -442,6 +487,8 @@ def test_tenant_b_never_sees_tenant_a_canary_anywhere(platform: Platform) -> Non
         failed_run = http.get(f"{API_PREFIX}/runs/{a.failed_run_id}", headers=a_admin).json()
         assert (failed_run["status"], failed_run["generation"]) == ("failed", 0), \
             "B's retry reached A's failed run"
+        assert platform.client.llm_usage(A)["usage"] == a.llm_usage, \
+            "B's model calls were counted as A's"
         kept = platform.client.inbox("learning", tenant=A)["messages"]
         assert {message.id for message in kept} >= set(a.message_ids), \
             "B acknowledged A's inbox messages"
