@@ -8,14 +8,26 @@ a tenant without one is unlimited but still counted. A call goes through three s
                                        record the call's usage and cost (one transaction)
     release(reservation)               give the estimate back (the call was never made)
 
+A gateway may instead **lease** a block of tokens (`lease`: a bigger reservation, sized from
+what is left) and hand pieces of it to its calls in memory; a piece is a `Reservation` with
+the block's id and the piece's tokens. `settle(settlements)` then reconciles many pieces (or
+whole reservations), gives back unused parts of blocks and records usage, all in **one
+transaction** (group commit).
+
 Guarantees:
 - A reservation is one conditional UPDATE of the period's counters
   (`used + reserved + estimate <= limit`), so concurrent reservations, from any number of
   gateways, never together exceed the limit: each sees the counters the previous ones left.
   (PostgreSQL re-checks the condition on the row a concurrent writer committed; SQLite runs
   writers one at a time.)
-- A reservation counts once: reconciling, releasing and expiring each first delete its row,
-  and only the one that deleted it adjusts `reserved`. A reservation nobody reconciles or
+- A reservation counts once: reconciling, releasing and expiring each first take its tokens
+  off its row (a piece takes its own part of a block; a row left with none is deleted), and
+  only the one that took them adjusts `reserved`.
+- A lease is granted by the same conditional UPDATE, so the blocks of every gateway together
+  never exceed `limit - used`; its size is `max(estimate, min(most, share * remaining))`, so a
+  tenant near its limit gets blocks of one call's estimate.
+- Rows are locked in one order (reservation rows, then period counters sorted by key), so
+  concurrent transactions on PostgreSQL queue rather than deadlock. A reservation nobody reconciles or
   releases (its gateway died) expires after its `ttl_s`; expired reservations of a tenant are
   freed before each of its reservations, and `free_expired` frees every tenant's.
 - Reconciling always counts the tokens really used, even when they exceed the estimate or the
@@ -28,122 +40,35 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from storage.database import EngineStore
-from storage.errors import Conflict, InvalidRequest
+from storage.errors import InvalidRequest
+from storage.llm_budget_records import (  # re-exported: the store's API
+    DEFAULT_PERIOD, DEFAULT_RESERVATION_TTL_S, PERIODS, BudgetStatus, Reservation, Settlement,
+    TokenBudgetExceeded, UsageRecord, UsageTotals, _check_tenant, period_key,
+)
 from storage.messages import utcnow
 from storage.models import (
     llm_budget_periods_table, llm_budgets_table, llm_reservations_table, llm_usage_table,
 )
-
-PERIODS = ("month", "day", "total")
-DEFAULT_PERIOD = "month"
-DEFAULT_RESERVATION_TTL_S = 600.0
-
-
-class TokenBudgetExceeded(Conflict):
-    """The tenant's budget for this period cannot cover the estimate; `details` has the
-    limit, the tokens used and reserved, and the estimate."""
-
-    code = "token_budget_exceeded"
-
-
-def period_key(period: str, at: datetime) -> str:
-    """The counters a call at `at` goes to: "2026-12" (month), "2026-12-04" (day), "total"."""
-    if period == "month":
-        return at.strftime("%Y-%m")
-    if period == "day":
-        return at.strftime("%Y-%m-%d")
-    if period == "total":
-        return "total"
-    raise InvalidRequest(f"budget period {period!r} is not one of {PERIODS}", {"period": period})
-
-
-@dataclass(frozen=True)
-class Reservation:
-    """Tokens set aside for one call of `tenant`, in the period `period_key`."""
-
-    id: str
-    tenant: str
-    period_key: str
-    tokens: int
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
-class BudgetStatus:
-    """A tenant's budget in the current period; `limit_tokens` None means unlimited."""
-
-    tenant: str
-    period: str
-    period_key: str
-    limit_tokens: int | None
-    used_tokens: int
-    reserved_tokens: int
-
-    @property
-    def remaining_tokens(self) -> int | None:
-        if self.limit_tokens is None:
-            return None
-        return max(0, self.limit_tokens - self.used_tokens - self.reserved_tokens)
-
-
-@dataclass(frozen=True)
-class UsageRecord:
-    """What one model call used: tokens in and out, and its cost (None when unpriced)."""
-
-    tenant: str
-    deployment: str
-    model: str
-    input_tokens: int
-    output_tokens: int
-    cost: float | None = None
-    task_id: str | None = None
-
-    def __post_init__(self) -> None:
-        _check_tenant(self.tenant)
-        for name in ("input_tokens", "output_tokens"):
-            value = getattr(self, name)
-            if value < 0:
-                raise InvalidRequest(f"{name} must not be negative, not {value}", {name: value})
-        if self.cost is not None and self.cost < 0:
-            raise InvalidRequest(f"cost must not be negative, not {self.cost}",
-                                 {"cost": self.cost})
-
-    @property
-    def tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
-
-
-@dataclass(frozen=True)
-class UsageTotals:
-    """The sum of some calls' usage."""
-
-    calls: int
-    input_tokens: int
-    output_tokens: int
-    cost: float
-
-
-def _check_tenant(tenant: str) -> str:
-    if not tenant or len(tenant) > 64:
-        raise InvalidRequest(f"tenant {tenant!r} must be 1 to 64 characters", {"tenant": tenant})
-    return tenant
 
 
 class LlmBudgetStore(EngineStore):
     """Token budgets, reservations and usage records. `clock` gives the current time (UTC)."""
 
     clock: Callable[[], datetime] = staticmethod(utcnow)
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine)
+        self._known_periods: set[tuple[str, str]] = set()  # counters known to exist
 
     async def set_limit(self, tenant: str, limit_tokens: int | None,
                         period: str = DEFAULT_PERIOD) -> None:
@@ -215,8 +140,72 @@ class LlmBudgetStore(EngineStore):
                     tokens=estimate, created_at=now, expires_at=reservation.expires_at))
         if granted:
             return reservation
+        raise await self._refusal(tenant, estimate)
+
+    async def lease(self, tenant: str, estimate: int, most: int, share: float,
+                    retiring: Reservation | None = None,
+                    ttl_s: float = DEFAULT_RESERVATION_TTL_S) -> Reservation:
+        """A block of `max(estimate, min(most, share * remaining))` tokens (never more than
+        remain) set aside for a gateway's calls, until settled, given back or `ttl_s` passes;
+        `TokenBudgetExceeded` when not even `estimate` remains. `retiring`, the unused part of
+        the gateway's previous block, is given back in the same transaction (even when the new
+        block is refused), so it counts as remaining."""
+        _check_tenant(tenant)
+        if estimate < 1 or most < estimate or not 0 < share <= 1:
+            raise InvalidRequest(f"a lease needs 1 <= estimate ({estimate}) <= most ({most}) "
+                                 f"and 0 < share ({share}) <= 1",
+                                 {"estimate": estimate, "most": most, "share": share})
+        if not ttl_s > 0:
+            raise InvalidRequest(f"a reservation's ttl_s must be positive, not {ttl_s}",
+                                 {"ttl_s": ttl_s})
+        if retiring is not None and retiring.tenant != tenant:
+            raise InvalidRequest("a lease gives back a block of its own tenant",
+                                 {"tenant": tenant})
+        period, limit = await self._budget(tenant)
+        now = self.clock()
+        key = period_key(period, now)
+        periods = llm_budget_periods_table
+        c = periods.c
+        async with self._transaction("leasing tokens") as connection:
+            deltas: dict[tuple[str, str], int] = defaultdict(int)
+            if retiring is not None and retiring.tokens > 0:
+                if await self._claim(connection, retiring.id, tenant, retiring.tokens):
+                    deltas[(tenant, retiring.period_key)] -= retiring.tokens
+            for owner_key, tokens in (await self._expire(connection, now, tenant))[1].items():
+                deltas[owner_key] -= tokens
+            await connection.execute(self._new_period().values(
+                tenant=tenant, period_key=key, limit_tokens=limit, used_tokens=0,
+                reserved_tokens=0, updated_at=now))
+            deltas.setdefault((tenant, key), 0)  # locked with the others, in key order
+            for (owner, counted), tokens in sorted(deltas.items()):
+                await self._count(connection, owner, counted, used=0, reserved=tokens)
+            [row] = (await connection.execute(select(c.limit_tokens, c.used_tokens,
+                                                     c.reserved_tokens).where(
+                c.tenant == tenant, c.period_key == key))).all()
+            size = estimate
+            if row.limit_tokens is not None:
+                remaining = row.limit_tokens - row.used_tokens - row.reserved_tokens
+                size = min(remaining, max(estimate, min(most, int(remaining * share))))
+            granted = size >= estimate and (await connection.execute(
+                update(periods)
+                .where(c.tenant == tenant, c.period_key == key,
+                       or_(c.limit_tokens.is_(None),
+                           c.used_tokens + c.reserved_tokens + size <= c.limit_tokens))
+                .values(reserved_tokens=c.reserved_tokens + size, updated_at=now)
+            )).rowcount == 1
+            block = Reservation(uuid.uuid4().hex, tenant, key, size,
+                                now + timedelta(seconds=ttl_s))
+            if granted:
+                await connection.execute(insert(llm_reservations_table).values(
+                    id=block.id, tenant=tenant, period_key=key, tokens=size, created_at=now,
+                    expires_at=block.expires_at))
+        if granted:
+            return block
+        raise await self._refusal(tenant, estimate)
+
+    async def _refusal(self, tenant: str, estimate: int) -> TokenBudgetExceeded:
         status = await self.status(tenant)
-        raise TokenBudgetExceeded(
+        return TokenBudgetExceeded(
             f"tenant {tenant!r} has {status.remaining_tokens} of its {status.limit_tokens} "
             f"tokens left this {status.period}, not the {estimate} this call may need",
             {"tenant": tenant, "period": status.period_key, "limit_tokens": status.limit_tokens,
@@ -232,42 +221,84 @@ class LlmBudgetStore(EngineStore):
     async def reconcile(self, reservation: Reservation, usage: UsageRecord) -> None:
         """Count the tokens `usage` really used instead of the reservation's estimate, and
         record the call's usage and cost."""
-        if usage.tenant != reservation.tenant:
-            raise InvalidRequest("a reservation is reconciled with the usage of its own tenant",
-                                 {"tenant": reservation.tenant})
-        async with self._transaction("reconciling token usage") as connection:
-            reserved = await self._claim(connection, reservation)
-            await self._count(connection, reservation.tenant, reservation.period_key,
-                              used=usage.tokens, reserved=-reserved)
-            await connection.execute(insert(llm_usage_table).values(**self._usage_row(usage)))
+        await self.settle([Settlement(reservation, usage)])
 
     async def release(self, reservation: Reservation) -> bool:
         """Give a reservation's tokens back; False when it was already reconciled, released
         or freed on expiry."""
-        async with self._transaction("releasing reserved tokens") as connection:
-            reserved = await self._claim(connection, reservation)
-            if reserved:
-                await self._count(connection, reservation.tenant, reservation.period_key,
-                                  used=0, reserved=-reserved)
-        return bool(reserved)
+        return bool(await self.settle([Settlement(reservation)]))
+
+    async def record(self, usage: UsageRecord) -> None:
+        """Record the usage of a call made without a reservation (it counts towards the
+        tenant's current period all the same)."""
+        await self.settle([Settlement(usage=usage)])
 
     async def free_expired(self) -> int:
         """Free every tenant's expired reservations; how many there were."""
         async with self._transaction("freeing expired reservations") as connection:
             return await self._free_expired(connection, self.clock(), None)
 
-    async def record(self, usage: UsageRecord) -> None:
-        """Record the usage of a call made without a reservation (it counts towards the
-        tenant's current period all the same)."""
-        period, limit = await self._budget(usage.tenant)
+    async def settle(self, settlements: Sequence[Settlement]) -> int:
+        """Apply `settlements` in one transaction: all of them or (on a failure) none. Each
+        reservation's tokens are taken off its row, if it still has them, and no longer
+        count as reserved; each usage counts as used in its reservation's period (without
+        one, in its tenant's current period) and is recorded. How many reservations still had
+        their tokens."""
+        if not settlements:
+            return 0
         now = self.clock()
-        key = period_key(period, now)
+        claims: dict[tuple[str, str, str], int] = defaultdict(int)  # (id, tenant, key) -> tokens
+        for item in settlements:
+            if item.reservation is not None:
+                r = item.reservation
+                claims[(r.id, r.tenant, r.period_key)] += r.tokens
+        periods: dict[str, str | None] = {}  # tenant -> period, for usage without reservation
+        for item in settlements:
+            if item.reservation is None and item.usage is not None:
+                periods[item.usage.tenant] = periods.get(item.usage.tenant) or item.period
+        unknown = sorted(tenant for tenant, period in periods.items()
+                         if period is None
+                         or (tenant, period_key(period, now)) not in self._known_periods)
+        budgets = llm_budgets_table.c
         async with self._transaction("recording token usage") as connection:
-            await connection.execute(self._new_period().values(
-                tenant=usage.tenant, period_key=key, limit_tokens=limit, used_tokens=0,
-                reserved_tokens=0, updated_at=now))
-            await self._count(connection, usage.tenant, key, used=usage.tokens, reserved=0)
-            await connection.execute(insert(llm_usage_table).values(**self._usage_row(usage)))
+            if unknown:
+                rows = (await connection.execute(select(
+                    budgets.tenant, budgets.period, budgets.limit_tokens).where(
+                    budgets.tenant.in_(unknown)))).all()
+                limits = {row.tenant: (row.period, row.limit_tokens) for row in rows}
+                for tenant in unknown:
+                    periods[tenant] = limits.get(tenant, (DEFAULT_PERIOD, None))[0]
+                await connection.execute(self._new_period(), [
+                    {"tenant": tenant, "period_key": period_key(str(periods[tenant]), now),
+                     "limit_tokens": limits.get(tenant, (DEFAULT_PERIOD, None))[1],
+                     "used_tokens": 0, "reserved_tokens": 0, "updated_at": now}
+                    for tenant in unknown])
+            deltas: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+            claimed = 0
+            for (row_id, tenant, key), tokens in sorted(claims.items()):
+                if await self._claim(connection, row_id, tenant, tokens):
+                    deltas[(tenant, key)][1] -= tokens
+                    claimed += 1
+            if claims:
+                table = llm_reservations_table
+                await connection.execute(delete(table).where(
+                    table.c.id.in_(sorted({row_id for row_id, _, _ in claims})),
+                    table.c.tokens <= 0))
+            usage_rows = []
+            for item in settlements:
+                if item.usage is None:
+                    continue
+                key = (item.reservation.period_key if item.reservation is not None else
+                       period_key(str(periods[item.usage.tenant]), now))
+                deltas[(item.usage.tenant, key)][0] += item.usage.tokens
+                usage_rows.append(self._usage_row(item.usage, now))
+            for (tenant, key), (used, reserved) in sorted(deltas.items()):
+                await self._count(connection, tenant, key, used=used, reserved=reserved)
+            if usage_rows:
+                await connection.execute(insert(llm_usage_table), usage_rows)
+        self._known_periods.update((tenant, period_key(str(period), now))
+                                   for tenant, period in periods.items())
+        return claimed
 
     async def task_usage(self, tenant: str, task_id: str) -> UsageTotals:
         """The model usage of one task of `tenant` (all zero for another tenant's task)."""
@@ -303,21 +334,22 @@ class LlmBudgetStore(EngineStore):
         ).where(*conditions))
         return UsageTotals(int(row[0]), int(row[1]), int(row[2]), float(row[3]))
 
-    def _usage_row(self, usage: UsageRecord) -> dict[str, Any]:
-        return {"at": self.clock(), "tenant": usage.tenant, "task_id": usage.task_id,
+    @staticmethod
+    def _usage_row(usage: UsageRecord, at: datetime) -> dict[str, Any]:
+        return {"at": at, "tenant": usage.tenant, "task_id": usage.task_id,
                 "deployment": usage.deployment, "model": usage.model,
                 "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
                 "cost": usage.cost}
 
     @staticmethod
-    async def _claim(connection: AsyncConnection, reservation: Reservation) -> int:
-        """Delete the reservation's row; its tokens if this call deleted it, else 0."""
-        table = llm_reservations_table
-        row = (await connection.execute(
-            delete(table).where(table.c.id == reservation.id,
-                                table.c.tenant == reservation.tenant)
-            .returning(table.c.tokens))).first()
-        return int(row.tokens) if row else 0
+    async def _claim(connection: AsyncConnection, row_id: str, tenant: str, tokens: int) -> bool:
+        """Take `tokens` off reservation row `row_id` of `tenant`; False when it no longer has
+        them (settled, given back or expired)."""
+        c = llm_reservations_table.c
+        return (await connection.execute(
+            update(llm_reservations_table)
+            .where(c.id == row_id, c.tenant == tenant, c.tokens >= tokens)
+            .values(tokens=c.tokens - tokens))).rowcount == 1
 
     @staticmethod
     async def _count(connection: AsyncConnection, tenant: str, key: str, *, used: int,
@@ -331,6 +363,16 @@ class LlmBudgetStore(EngineStore):
     @classmethod
     async def _free_expired(cls, connection: AsyncConnection, now: datetime,
                             tenant: str | None) -> int:
+        rows, freed = await cls._expire(connection, now, tenant)
+        for (owner, key), tokens in sorted(freed.items()):  # one lock order: no deadlocks
+            await cls._count(connection, owner, key, used=0, reserved=-tokens)
+        return rows
+
+    @staticmethod
+    async def _expire(connection: AsyncConnection, now: datetime,
+                      tenant: str | None) -> tuple[int, dict[tuple[str, str], int]]:
+        """Delete the expired reservation rows (of `tenant`, or everyone's): how many, and
+        their tokens by (tenant, period key), still to be taken off `reserved`."""
         table = llm_reservations_table
         condition = table.c.expires_at <= now
         if tenant is not None:
@@ -341,7 +383,4 @@ class LlmBudgetStore(EngineStore):
         freed: dict[tuple[str, str], int] = defaultdict(int)
         for row in expired:
             freed[(row.tenant, row.period_key)] += int(row.tokens)
-        for (owner, key), tokens in sorted(freed.items()):  # one lock order: no deadlocks
-            await cls._count(connection, owner, key, used=0, reserved=-tokens)
-        return len(expired)
-
+        return len(expired), freed

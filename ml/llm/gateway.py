@@ -21,9 +21,11 @@ Guarantees, in the order a call meets them:
 - **Budget** (`ml.llm.accounting`): before the call, an estimate (the prompt's characters / 4,
   plus `max_tokens`) is reserved atomically for a tenant with a budget; a refusal is
   `BudgetExceeded` with the store's details (limit, used, reserved, estimate). After the call
-  the reservation is reconciled with the usage the provider reported (in the background: the
-  reservation holds the estimate until then; a task's call waits for it), and the usage and
-  cost are recorded for the tenant and the task; `flush()` waits for those writes. **When the provider reports no
+  the reservation is reconciled with the usage the provider reported (in the background, many
+  calls in one transaction: the reservation holds the estimate until then; a task's call
+  waits for its commit), and the usage and cost are recorded for the tenant and the task;
+  `flush()` waits for those writes. Reservations come from blocks leased per tenant, so most
+  calls reserve in memory. **When the provider reports no
   usage** the tokens are estimated the same way (prompt and answer characters / 4), recorded
   and charged, and the answer's `usage` is None so nobody mistakes the estimate for a report.
   A call that fails gives its reservation back; a stream that breaks (or is left) after its
@@ -178,7 +180,8 @@ class LlmGateway:
 
     async def aclose(self) -> None:
         """Record what is pending, then close the providers' HTTP clients."""
-        await self.flush()
+        if self.accounts is not None:
+            await self.accounts.close()
         for provider in self._raw_providers.values():
             close = getattr(provider, "aclose", None)
             if close is not None:
