@@ -147,3 +147,27 @@ def test_gateway_status_usage_and_budgets_through_the_client(platform: Client,
     assert rich["budget"]["period"] == "day" and rich["budget"]["used_tokens"] == 22
     assert (rich["usage"]["calls"], rich["usage"]["input_tokens"]) == (1, 20)
     assert platform.llm_usage("llm-poor")["usage"]["calls"] == 0
+
+
+def test_the_python_example_runs_against_the_platform(platform: Client, server: FakeOpenAI,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "llm_example", Path(__file__).parents[2] / "examples" / "llm_python.py")
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    monkeypatch.setattr(example.Client, "connect", classmethod(lambda cls: platform))
+    server.script([
+        Reply("Bonjour"), Reply("billing"),
+        Reply('{"number": 4417, "total": 1250.0, "currency": "EUR"}'),
+        Reply("Welcome aboard! We are glad you are here.", usage=(10, 9), chunk_delay_s=0.05),
+    ])
+    example.main()
+    out = capsys.readouterr().out
+    assert "translation: Bonjour" in out and "label: billing" in out
+    assert "invoice: {'number': 4417, 'total': 1250.0, 'currency': 'EUR'}" in out
+    assert "Welcome aboard! We are glad you are here.\n" in out
+    assert "'output_tokens': 9" in out
