@@ -182,3 +182,14 @@ def test_unreadable_yaml_and_files_are_config_errors(tmp_path):
     path.write_text("deployments:\n  - {name: a, group: g, provider: openai, "
                     "base_url: 'http://127.0.0.1:9/v1', model: m}\n")
     assert LlmConfig.from_file(path).deployment("a").model == "m"
+
+
+def test_the_example_configuration_loads_with_its_fallback_order() -> None:
+    from pathlib import Path
+
+    example = Path(__file__).parents[3] / "examples" / "llm" / "models.yaml"
+    config = LlmConfig.from_file(example)
+    assert [d.name for d in config.route("chat")] == ["local-llama", "gpt-mini", "claude-haiku"]
+    assert all(d.key_source is None or d.key_source.env or d.key_source.file
+               for d in config.deployments)
+    assert "sk-" not in example.read_text()
