@@ -28,7 +28,7 @@ CATALOGUE = ROOT / "docs" / "metrics.md"
 EXPECTED_ALERTS = {"YmeraOrchestratorMetricsDown", "YmeraAgentTypeFailing",
                    "YmeraDeadLettersGrowing", "YmeraQueueBacklogGrowing",
                    "YmeraReplicasBelowDesired", "YmeraApiLatencyHigh", "YmeraNoConfidentRouteHigh",
-                   "YmeraWorkflowRunsOverdue"}
+                   "YmeraWorkflowRunsOverdue", "YmeraLlmDeploymentDown"}
 BUILT_IN_METRICS = {"up"}
 """Metrics the files may use that docs/metrics.md does not list: Prometheus's own."""
 
