@@ -15,33 +15,24 @@ from ray.exceptions import RayTaskError
 from actors.config import PoolConfig
 from cluster.client import Client
 from ml.config import RouterConfig
-from ml.llm.config import LlmConfig
-from ml.llm.resilience import RetryPolicy
-from ml.llm.settings import NO_MODEL_HINT, LlmSettings
+from ml.llm.settings import NO_MODEL_HINT
 from storage.messages import TaskStatus
-from tests.support.fake_llm import FakeOpenAI, Fault, Reply, serving_in_thread
+from tests.support.fake_llm import FakeOpenAI, Fault, Reply
 from tests.support.inprocess_platform import inprocess_orchestrator
-from tests.support.platform import run_platform
+from tests.support.llm_platform import fake_openai, llm_platform
 
 pytestmark = pytest.mark.cluster
 
 PRICES = {"input_price_per_mtok": 2.0, "output_price_per_mtok": 8.0}  # US$ per million tokens
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAI]:
-    with serving_in_thread(FakeOpenAI()) as fake:
-        yield fake  # type: ignore[misc]
+server = pytest.fixture(scope="module")(fake_openai)
 
 
 @pytest.fixture(scope="module")
 def platform(ray_cluster: None, server: FakeOpenAI, tmp_path_factory: Any) -> Iterator[Client]:
-    config = LlmConfig.from_dict({"deployments": [
-        {"name": "primary", "group": "chat", "provider": "openai", "base_url": server.base_url,
-         "model": "fake-model", **PRICES}]})
-    settings = LlmSettings(config, retry=RetryPolicy(attempts=1))
-    yield from run_platform("sqlite", tmp_path_factory.mktemp("llm"), llm=settings,
-                            router=RouterConfig(), pools={"llm": PoolConfig(replicas=1)})
+    yield from llm_platform(tmp_path_factory, server, "llm", PRICES, router=RouterConfig(),
+                            pools={"llm": PoolConfig(replicas=1)})
 
 
 def test_a_translation_submitted_in_words_is_routed_to_llm_with_its_usage_and_cost(

@@ -11,13 +11,10 @@ from typing import Any
 import pytest
 
 from cluster.client import Client
-from ml.llm.config import LlmConfig
 from ml.llm.planner import PlanRefused
-from ml.llm.resilience import RetryPolicy
-from ml.llm.settings import LlmSettings
 from storage.workflow_records import RunStatus
-from tests.support.fake_llm import FakeOpenAI, Reply, serving_in_thread
-from tests.support.platform import run_platform
+from tests.support.fake_llm import FakeOpenAI, Reply
+from tests.support.llm_platform import fake_openai, llm_platform
 
 pytestmark = pytest.mark.cluster
 
@@ -29,19 +26,12 @@ REQUEST = "add up the bills"
 BILLS = {"bills": [80, 20.5]}
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAI]:
-    with serving_in_thread(FakeOpenAI()) as fake:
-        yield fake  # type: ignore[misc]
+server = pytest.fixture(scope="module")(fake_openai)
 
 
 @pytest.fixture(scope="module")
 def platform(ray_cluster: None, server: FakeOpenAI, tmp_path_factory: Any) -> Iterator[Client]:
-    config = LlmConfig.from_dict({"deployments": [
-        {"name": "primary", "group": "chat", "provider": "openai", "base_url": server.base_url,
-         "model": "fake-model"}]})
-    yield from run_platform("sqlite", tmp_path_factory.mktemp("plan"),
-                            llm=LlmSettings(config, retry=RetryPolicy(attempts=1)))
+    yield from llm_platform(tmp_path_factory, server, "plan")
 
 
 def test_a_refused_plan_is_asked_again_and_shown_without_running(

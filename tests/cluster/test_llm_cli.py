@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from cluster import cli, cli_common
-from cluster import client as client_module
-from cluster.client import Client
+from cluster import cli
 from ml.llm.settings import NO_MODEL_HINT, NoModelConfigured
-from tests.cluster.test_workflow_cli import RecordingOrchestrator
+from tests.cluster.test_workflow_cli import orchestrator
+
+__all__ = ["orchestrator"]  # the fixture, shared with the workflow CLI's tests
 
 STATUS = {"configured": True, "groups": ["chat", "backup"], "default_group": "chat",
           "deployments": [
@@ -26,14 +26,6 @@ def budget(limit: int | None, used: int = 1200) -> dict[str, Any]:
     return {"tenant": "acme", "limit_tokens": limit, "period": "month", "used_tokens": used,
             "reserved_tokens": 300,
             "remaining_tokens": None if limit is None else limit - used - 300}
-
-
-@pytest.fixture
-def orchestrator(monkeypatch: pytest.MonkeyPatch) -> RecordingOrchestrator:
-    handle = RecordingOrchestrator()
-    monkeypatch.setattr(client_module.ray, "get", lambda ref: ref)
-    monkeypatch.setattr(cli_common, "client_of", lambda args: Client(handle))
-    return handle
 
 
 def test_status_lists_each_deployment_with_its_breaker(orchestrator, capsys) -> None:

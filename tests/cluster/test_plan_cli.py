@@ -9,14 +9,15 @@ from typing import Any
 
 import pytest
 
-from cluster import cli, cli_common
-from cluster import client as client_module
+from cluster import cli
 from cluster.client import Client, read_workflow_file
 from cluster.plan_cli import plan_text
 from ml.llm.planner import PlanRefused, render_plan
 from ml.llm.settings import NO_MODEL_HINT, NoModelConfigured
 from storage.workflow_spec import compile_spec, spec_from_json
-from tests.cluster.test_workflow_cli import RecordingOrchestrator
+from tests.cluster.test_workflow_cli import orchestrator
+
+__all__ = ["orchestrator"]  # the fixture, shared with the workflow CLI's tests
 
 DOCUMENT = {"name": "revenue_check", "version": "1", "failure_policy": "fail_fast", "steps": [
     {"id": "by_region", "agent_type": "data_processor",
@@ -35,14 +36,6 @@ def answer(run_id: str | None = None, problems: tuple[str, ...] = ()) -> dict[st
             "problems": list(problems), "run_id": run_id,
             "usage": {"calls": 1 + len(problems), "input_tokens": 900, "output_tokens": 120,
                       "cost_usd": 0.0021, "models": ["fake-model"]}}
-
-
-@pytest.fixture
-def orchestrator(monkeypatch: pytest.MonkeyPatch) -> RecordingOrchestrator:
-    handle = RecordingOrchestrator()
-    monkeypatch.setattr(client_module.ray, "get", lambda ref: ref)
-    monkeypatch.setattr(cli_common, "client_of", lambda args: Client(handle))
-    return handle
 
 
 def test_the_client_asks_as_the_tenant_with_the_model_group(orchestrator) -> None:
