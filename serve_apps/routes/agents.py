@@ -23,7 +23,7 @@ from serve_apps.schemas import RouteBody, ScaleBody
 router = APIRouter(tags=["agents"], dependencies=[Depends(authorize)])
 
 _AGENT_TYPE_FIELDS = ("name", "description", "capabilities", "resources", "concurrency",
-                      "replicas")
+                      "replicas", "payload_hint")
 
 
 def shared_pool_health(pool: dict[str, Any]) -> dict[str, Any]:

@@ -138,6 +138,11 @@ async def test_agents_view_and_route_without_router(platform: Platform, client) 
     assert agents.status_code == 200
     assert "sleeper" in agents.json()["agent_types"]
     assert "examples" not in agents.json()["agent_types"]["sleeper"]
+    # what the planner shows a model, also shown to people writing payloads by hand
+    from actors.agents import Calculator
+
+    hint = agents.json()["agent_types"]["calculator"]["payload_hint"]
+    assert hint == Calculator.spec.payload_hint and hint
     assert "tasks" not in agents.json()  # no task counts of other tenants
     routed = await client.post(f"{API}/route", headers=headers, json={"description": "x"})
     assert routed.status_code == 409 and error_code(routed) == "conflict"  # routing is off
