@@ -372,7 +372,9 @@ class PoolManager:
             name = replica_name(pool.agent_type, pool.next_number)
             pool.next_number += 1
             context = AgentContext(name, self.config.namespace, self.config.database_url,
-                                   dict(self.config.agent_settings), self.config.log_format,
+                                   {**self.config.agent_settings,
+                                    "llm_configured": self.config.llm is not None},
+                                   self.config.log_format,
                                    self.config.log_level, self.config.max_payload_depth)
             handle = self.backend.create_replica(
                 name, pool.agent_class, pool.resources, pool.concurrency, context,

@@ -8,7 +8,8 @@ It registers without editing the platform, either way:
 
 The `llm` agent type is built in but registered only where a language model is configured
 (`load_agent_types(..., llm=True)`); every place that loads agent types (the orchestrator,
-`ymera route`) asks the same settings, so they agree on it.
+`ymera route`) asks the same settings, so they agree on it. The `knowledge` agent type (a
+tenant's own documents) is built in and always registered.
 """
 
 from __future__ import annotations
@@ -53,9 +54,12 @@ def entry_point_paths() -> list[str]:
 
 def load_agent_types(extra_paths: Iterable[str] = (), *,
                      llm: bool = False) -> dict[str, type[Agent]]:
-    """Every agent type by name: built-ins (with `llm` when a model is configured), then
-    installed `ymera.agents` entry points, then `extra_paths`; names must be unique."""
-    agent_types: dict[str, type[Agent]] = dict(BUILTIN_AGENTS)
+    """Every agent type by name: built-ins and `knowledge` (with `llm` when a model is
+    configured), then installed `ymera.agents` entry points, then `extra_paths`; names must
+    be unique."""
+    from actors.agents.knowledge import Knowledge
+
+    agent_types: dict[str, type[Agent]] = {**BUILTIN_AGENTS, Knowledge.spec.name: Knowledge}
     if llm:
         from actors.agents.llm import Llm
 

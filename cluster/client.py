@@ -29,6 +29,7 @@ from actors.deploy import find_orchestrator
 from actors.errors import PlatformUnavailable
 from actors.orchestrator_api import ActorOrchestrator, ray_errors_translated
 from cluster.batch.workflows import MAX_WORKFLOW_FILE_BYTES, WORKFLOW_SUFFIXES
+from cluster.knowledge_client import KnowledgeCalls
 from cluster.ray_env import prepare_ray_environment
 from storage.errors import InvalidRequest
 from storage.messages import Attempt, BatchStatus, Task, TaskEvent, TaskRequest
@@ -56,7 +57,7 @@ def connect_ray(address: str | None, namespace: str) -> None:
              logging_level=logging.WARNING, _node_ip_address=node_ip)
 
 
-class Client:
+class Client(KnowledgeCalls):
     """Blocking calls to the orchestrator's operations (`actors.orchestrator_api`), and their
     `*_async` twins for asyncio drivers. Errors are the platform's (`storage.errors`,
     `actors.errors`), raised as the orchestrator raised them; an orchestrator that is dead,

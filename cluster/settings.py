@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         default=False, description="Allow webhooks to loopback/private addresses (SSRF guard).")
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
     webhook_max_attempts: int = Field(default=3, ge=1, le=10)
+    knowledge_memory_mb: int = Field(
+        default=512, ge=16, le=1_048_576, description="Memory each knowledge replica may "
+        "hold in collections; least recently used ones are evicted past it.")
+    knowledge_max_upload_mb: int = Field(
+        default=20, ge=1, le=1024, description="Largest document the knowledge agent "
+        "ingests (the HTTP upload limit; larger is 413).")
     router_enabled: bool = Field(
         default=True, description="Route tasks that name no agent type with the ML router.")
     router_fallback_agent_type: str | None = Field(
@@ -341,6 +347,7 @@ class Settings(BaseSettings):
                          max_payload_depth=self.max_payload_depth,
                          trusted_proxies=tuple(self.api_trusted_proxies),
                          max_streams_per_caller=self.api_max_streams_per_caller,
+                         knowledge_max_upload_bytes=self.knowledge_max_upload_mb * 1024 * 1024,
                          log_format=self.log_format, log_level=self.log_level)
 
     def agent_settings(self) -> dict[str, object]:
@@ -351,4 +358,6 @@ class Settings(BaseSettings):
             "webhook_allow_private_networks": self.webhook_allow_private_networks,
             "webhook_timeout_s": self.webhook_timeout_s,
             "webhook_max_attempts": self.webhook_max_attempts,
+            "knowledge_memory_bytes": self.knowledge_memory_mb * 1024 * 1024,
+            "knowledge_max_upload_bytes": self.knowledge_max_upload_mb * 1024 * 1024,
         }

@@ -36,7 +36,8 @@ class ApiConfig:
     (any 401, failed logins) one client address may cause before it is answered 429.
     `login_free_failures`/`login_max_delay_s`: an account's failed logins before each further
     one makes it wait, twice as long each time, at most that long (`serve_apps.login_throttle`).
-    `max_streams_per_caller`: a caller's concurrent SSE streams on one replica."""
+    `max_streams_per_caller`: a caller's concurrent SSE streams on one replica.
+    `knowledge_max_upload_bytes`: the largest document upload (a larger body is 413)."""
 
     jwt_secret: str = dataclasses.field(repr=False)
     namespace: str = DEFAULT_NAMESPACE
@@ -56,6 +57,7 @@ class ApiConfig:
     login_free_failures: int = 5
     login_max_delay_s: float = 900.0
     max_streams_per_caller: int = 8
+    knowledge_max_upload_bytes: int = 20 * 1024 * 1024  # a document upload (routes.knowledge)
     wait_max_s: float = 30.0
     auth_cache_s: float = 5.0
     log_format: str = "auto"

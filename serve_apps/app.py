@@ -45,7 +45,9 @@ from serve_apps.middleware import (
 )
 from serve_apps.platform_port import PlatformPort
 from serve_apps.rate_limit import RateLimit, RateLimiter
-from serve_apps.routes import agents, auth, llm, plan, streams, tasks, users, workflows
+from serve_apps.routes import (
+    agents, auth, knowledge, llm, plan, streams, tasks, users, workflows,
+)
 from serve_apps.routes.access import API_PREFIX, Services
 from serve_apps.schemas import ErrorEnvelope, Readiness
 from serve_apps.tokens import TokenIssuer
@@ -86,7 +88,8 @@ def create_app(config: ApiConfig, port: PlatformPort, auth_store: AuthStore,
     app.state.stream_slots = streams.StreamSlots(config.max_streams_per_caller)
     app.state.api_routes = []  # for the `Allow` header of a 405
     for router in (auth.public, auth.keys, tasks.router, workflows.router, plan.router,
-                   llm.router, streams.router, agents.router, users.router, probes):
+                   llm.router, knowledge.router, streams.router, agents.router, users.router,
+                   probes):
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
         app.state.api_routes.extend(router.routes)
     app.include_router(probes, include_in_schema=False)
@@ -105,7 +108,10 @@ def create_app(config: ApiConfig, port: PlatformPort, auth_store: AuthStore,
                             "RateLimit-Remaining", "RateLimit-Reset", "Location"])
     app.add_middleware(NulGuardMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.max_body_bytes,
-                       max_depth=config.max_payload_depth)
+                       max_depth=config.max_payload_depth,
+                       larger_limits={("POST", f"{API_PREFIX}{knowledge.UPLOAD_PATH}"):
+                                      max(config.knowledge_max_upload_bytes,
+                                          config.max_body_bytes)})
     app.add_middleware(RequestContextMiddleware, echo_kept_id=not behind_proxy)
     return app
 

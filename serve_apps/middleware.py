@@ -140,24 +140,28 @@ class NulGuardMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Reads the whole body (at most `max_body_bytes`, nested at most `max_depth` below its top
-    level when it is JSON) before the app runs and replays it."""
+    """Reads the whole body (at most `max_body_bytes`, or for a (method, path) of
+    `larger_limits` its own limit, such as a document upload; nested at most `max_depth` below
+    its top level when it is JSON) before the app runs and replays it."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int,
-                 max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+                 max_depth: int = DEFAULT_MAX_DEPTH,
+                 larger_limits: dict[tuple[str, str], int] | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_depth = max_depth
+        self.larger_limits = dict(larger_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         request_id = scope.get("state", {}).get("request_id")
+        limit = self.larger_limits.get((scope.get("method", ""), scope.get("path", "")),
+                                       self.max_body_bytes)
         declared = _header(scope, "content-length")
-        if declared is not None and (not declared.isdigit() or
-                                     int(declared) > self.max_body_bytes):
-            await send_envelope(send, self._too_large(), request_id)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await send_envelope(send, self._too_large(limit), request_id)
             return
         chunks: list[bytes] = []
         size = 0
@@ -166,8 +170,8 @@ class BodyLimitMiddleware:
             if message["type"] == "http.disconnect":
                 return
             size += len(message.get("body", b""))
-            if size > self.max_body_bytes:
-                await send_envelope(send, self._too_large(), request_id)
+            if size > limit:
+                await send_envelope(send, self._too_large(limit), request_id)
                 return
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
@@ -200,9 +204,9 @@ class BodyLimitMiddleware:
             f"{field} is nested deeper than {self.max_depth} levels at {path}",
             {"field": field, "path": path, "limit": self.max_depth})
 
-    def _too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(f"request body exceeds {self.max_body_bytes} bytes",
-                               {"limit_bytes": self.max_body_bytes})
+    @staticmethod
+    def _too_large(limit: int) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request body exceeds {limit} bytes", {"limit_bytes": limit})
 
 
 class SecurityHeadersMiddleware:

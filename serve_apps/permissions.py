@@ -4,10 +4,12 @@ and the caller as a `Principal`.
     role            may
     viewer          read tasks, workflow runs and agents, ask the router where a task
                     would go, see the model groups and the tenant's token usage
-                    (`llm:read`)
+                    (`llm:read`), search and ask the tenant's knowledge collections
+                    (`knowledge:read`)
     submitter       viewer + submit, cancel and give feedback on tasks; submit, cancel and
                     retry workflow runs; plan workflows with the language model
-                    (`workflows:plan`; running a plan also needs `workflows:submit`)
+                    (`workflows:plan`; running a plan also needs `workflows:submit`); add
+                    and delete documents of knowledge collections (`knowledge:write`)
     operator        submitter + requeue dead tasks, read the dead-letter list, read the
                     audit log, approve or reject workflow steps (`workflows:approve`)
     admin           everything within its tenant, including API keys and users
@@ -43,25 +45,30 @@ ALL_PERMISSIONS: Final = frozenset({
     "workflows:submit", "workflows:read", "workflows:cancel", "workflows:approve",
     "workflows:plan", "keys:manage", "users:manage", "audit:read",
     "platform:scale", "platform:read", "llm:read", "llm:budget",
+    "knowledge:read", "knowledge:write",
 })
 
 ROLE_PERMISSIONS: Final[dict[str, frozenset[str]]] = {
     "viewer": frozenset({
         "tasks:read", "agents:read", "route:query", "workflows:read", "llm:read",
+        "knowledge:read",
     }),
     "submitter": frozenset({
         "tasks:read", "agents:read", "route:query", "workflows:read", "llm:read",
+        "knowledge:read", "knowledge:write",
         "tasks:submit", "tasks:cancel", "tasks:feedback",
         "workflows:submit", "workflows:cancel", "workflows:plan",
     }),
     "operator": frozenset({
         "tasks:read", "agents:read", "route:query", "workflows:read", "llm:read",
+        "knowledge:read", "knowledge:write",
         "tasks:submit", "tasks:cancel", "tasks:feedback",
         "workflows:submit", "workflows:cancel", "workflows:plan",
         "tasks:requeue", "dead:read", "audit:read", "workflows:approve",
     }),
     "admin": frozenset({
         "tasks:read", "agents:read", "route:query", "workflows:read", "llm:read",
+        "knowledge:read", "knowledge:write",
         "tasks:submit", "tasks:cancel", "tasks:feedback",
         "workflows:submit", "workflows:cancel", "workflows:plan",
         "tasks:requeue", "dead:read", "audit:read", "workflows:approve",
@@ -69,6 +76,7 @@ ROLE_PERMISSIONS: Final[dict[str, frozenset[str]]] = {
     }),
     "platform_admin": frozenset({
         "tasks:read", "agents:read", "route:query", "workflows:read", "llm:read",
+        "knowledge:read", "knowledge:write",
         "tasks:submit", "tasks:cancel", "tasks:feedback",
         "workflows:submit", "workflows:cancel", "workflows:plan",
         "tasks:requeue", "dead:read", "audit:read", "workflows:approve",

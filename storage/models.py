@@ -493,3 +493,23 @@ class KnowledgeChunkRow(Base):
 knowledge_collections_table = cast(Table, KnowledgeCollectionRow.__table__)
 knowledge_documents_table = cast(Table, KnowledgeDocumentRow.__table__)
 knowledge_chunks_table = cast(Table, KnowledgeChunkRow.__table__)
+
+
+KNOWLEDGE_UPLOADS = "knowledge_uploads"
+
+
+class KnowledgeUploadRow(Base):
+    """One part of a document's raw bytes, staged for the ingest task that names its upload."""
+
+    __tablename__ = KNOWLEDGE_UPLOADS
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    upload_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+    __table_args__ = (Index("ix_knowledge_uploads_tenant_created", "tenant", "created_at"),)
+
+
+knowledge_uploads_table = cast(Table, KnowledgeUploadRow.__table__)

@@ -115,7 +115,7 @@ class Llm(Agent):
             "write a bedtime story for my daughter",
             "write a toast for my brother's wedding",
         ),
-        resources=Resources(num_cpus=0.1),
+        resources=Resources(num_cpus=0.05),  # it waits on the gateway: I/O, not CPU
         concurrency=32,
         payload_hint={"operation": "translate", "text": "Good morning, everyone.",
                       "target_language": "French"},

@@ -15,6 +15,7 @@ SUITES = {
     "scale": "cluster.bench.scale:run_scale_benchmark",
     "workflow": "cluster.bench.workflow:run_workflow_benchmark",
     "llm": "cluster.bench.llm:run_llm_benchmark",
+    "knowledge": "cluster.bench.knowledge:run_knowledge_benchmark",
 }
 
 
@@ -34,12 +35,18 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
                        "a CPU-bound agent type, and how fast an autoscaled pool follows a "
                        "backlog; workflow: workflow runs (a chain, a fan-out with fan-in, an "
                        "orchestrator killed mid-run) against plain tasks; llm: the model "
-                       "gateway's added latency over calling the provider directly")
+                       "gateway's added latency over calling the provider directly; "
+                       "knowledge: ingestion rate, search latency at 10k and 100k chunks, "
+                       "approximate recall, retrieval recall@5")
     bench.add_argument("--tasks", type=int, default=10_000, help="core: tasks per database")
     bench.add_argument("--raw-calls", type=int, default=5000, help="core: raw actor calls")
     bench.add_argument("--postgres-url", default=None,
                        help="core, workflow, llm: PostgreSQL admin URL (a throwaway database is "
                        "made there)")
+    bench.add_argument("--knowledge-copies", type=int, default=10,
+                       help="knowledge: copies of the handbook corpus to ingest")
+    bench.add_argument("--knowledge-queries", type=int, default=300,
+                       help="knowledge: timed queries at each collection size")
     bench.add_argument("--texts", type=int, default=1000,
                        help="router: texts per batched repeat")
     bench.add_argument("--repeats", type=int, default=5,

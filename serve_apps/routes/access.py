@@ -86,6 +86,12 @@ ROUTE_PERMISSIONS: Final[dict[tuple[str, str], str]] = {
     ("GET", "/llm"): "llm:read",
     ("GET", "/llm/usage"): "llm:read",
     ("PUT", "/llm/budgets/{tenant}"): "llm:budget",
+    ("GET", "/knowledge/collections"): "knowledge:read",
+    ("GET", "/knowledge/collections/{collection}/documents"): "knowledge:read",
+    ("DELETE", "/knowledge/collections/{collection}/documents/{document_id}"): "knowledge:write",
+    ("POST", "/knowledge/documents"): "knowledge:write",
+    ("POST", "/knowledge/search"): "knowledge:read",
+    ("POST", "/knowledge/answer"): "knowledge:read",
 }
 """(method, path under `API_PREFIX`) → the permission a caller's role must grant."""
 

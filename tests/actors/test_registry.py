@@ -46,3 +46,13 @@ def test_a_good_agent_registers_and_the_router_gets_its_spec(third_party):
     assert specs["translator"] is third_party.Translator.spec
     assert specs.items() >= BUILTIN_SPECS.items() and set(specs) == set(agent_types)
     assert set(BUILTIN_SPECS) == set(BUILTIN_AGENTS)
+
+
+def test_every_built_in_pool_at_its_default_size_fits_a_two_cpu_head() -> None:
+    """`make up` on a 2-core machine starts every pool (the `llm` one too, with a model)."""
+    platform_types = {*BUILTIN_AGENTS, "knowledge", "llm"}  # not the installed example agent
+    agent_types = load_agent_types(llm=True)
+    assert platform_types <= set(agent_types)
+    reserved = sum(agent.spec.resources.num_cpus * agent.spec.replicas
+                   for name, agent in agent_types.items() if name in platform_types)
+    assert reserved <= 2.0 + 1e-9, reserved

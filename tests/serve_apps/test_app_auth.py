@@ -12,7 +12,9 @@ import jwt
 import pytest
 
 from serve_apps.permissions import ROLE_PERMISSIONS
-from serve_apps.routes import agents, auth, llm, plan, streams, tasks, users, workflows
+from serve_apps.routes import (
+    agents, auth, knowledge, llm, plan, streams, tasks, users, workflows,
+)
 from serve_apps.routes.access import PUBLIC_ROUTES, ROUTE_PERMISSIONS
 from tests.serve_apps.test_app_harness import (
     PASSWORD, ROLES, SECRET, Platform, client, error_code, platform,
@@ -34,13 +36,16 @@ REQUESTS = {
     ("POST", "/agents/{agent_type}/scale"): {"replicas": 1},
     ("POST", "/plan"): {"request": "x"},
     ("PUT", "/llm/budgets/{tenant}"): {"limit_tokens": 1000},
+    ("POST", "/knowledge/search"): {"query": "refunds"},
+    ("POST", "/knowledge/answer"): {"question": "how long do refunds take?"},
 }
 
 
 def test_every_mounted_route_has_a_permission_or_is_public() -> None:
     mounted = {(method, route.path) for router in (auth.public, auth.keys, tasks.router,
                                                    agents.router, users.router, streams.router,
-                                                   workflows.router, plan.router, llm.router)
+                                                   workflows.router, plan.router, llm.router,
+                                                   knowledge.router)
                for route in router.routes for method in route.methods}
     assert mounted <= set(ROUTE_PERMISSIONS) | PUBLIC_ROUTES
     assert set(ROUTE_PERMISSIONS) <= mounted

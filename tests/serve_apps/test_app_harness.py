@@ -68,7 +68,8 @@ async def running_platform(tmp_path, namespace: str = "ymera",
     async with inprocess_orchestrator(
             tmp_path, namespace=namespace, redis_url=redis_url,
             pools={"sleeper": PoolConfig(replicas=1, concurrency=4),
-                   "flaky": PoolConfig(replicas=1, concurrency=4)}) as orchestrator:
+                   "flaky": PoolConfig(replicas=1, concurrency=4),
+                   "knowledge": PoolConfig(replicas=1, concurrency=4)}) as orchestrator:
         url = orchestrator.config.database_url
         auth_store = await AuthStore.open(url)
         limiter = LocalRateLimiter()

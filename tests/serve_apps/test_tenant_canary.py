@@ -6,7 +6,7 @@ the real router actor and one replica of every built-in agent). A's tasks, routi
 learned routes, dead letters, inbox messages, batch, workflow runs (one awaiting approval, one
 failed), users, API keys and audit entries all carry the canary; so does a cached answer of the
 `llm` agent (through the model gateway, to a fake OpenAI-compatible server), whose tokens are
-counted in A's usage. B, a tenant administrator (the
+counted in A's usage; and a document of A's `handbook` knowledge collection. B, a tenant administrator (the
 widest tenant role), then
 
 - calls every route of the permission table (`ROUTE_PERMISSIONS`, so a new route is covered
@@ -15,6 +15,7 @@ widest tenant role), then
   descriptions close to A's;
 - reads the SSE streams, and its agents' inboxes through the Python client;
 - asks the `llm` agent exactly what A asked, with caching on: it gets its own answer, not A's;
+- searches and asks its own `handbook` collection, by type and routed by meaning;
 
 and no response body, header or stream event B receives contains the canary. Afterwards A's
 objects are as they were: B's attempts changed nothing, and A's model usage is what A spent.
@@ -237,12 +238,27 @@ def _leave_tenant_a_data(http: httpx.Client, client: Client, model: FakeOpenAI) 
     assert any(CANARY in str(message) for message in messages), messages
     waiting_run_id, failed_run_id = _leave_tenant_a_runs(http, submitter)
     llm_usage = _leave_tenant_a_model_answers(http, submitter, client, model)
+    _leave_tenant_a_knowledge(client)
     return TenantA(task_ids=ids, routed_task_id=routed["id"], dead_task_id=dead["id"],
                    failed_task_id=failed["id"], batch_id=batch_id, user_id=user.json()["id"],
                    key_id=key.json()["id"], key=key.json()["key"],
                    message_ids=[message.id for message in messages],
                    waiting_run_id=waiting_run_id, failed_run_id=failed_run_id,
                    llm_usage=llm_usage)
+
+
+HANDBOOK_QUESTION = "what does the handbook say about refunds?"
+
+
+def _leave_tenant_a_knowledge(client: Client) -> None:
+    """A's handbook holds a refunds page that carries the canary; A finds it."""
+    text = (f"# Refunds\n\nRefunds for the {CANARY} programme are paid within 14 days of the "
+            "return reaching our warehouse. Customers keep the shipping label.\n")
+    client.knowledge_add(text.encode(), collection="handbook", name="refunds.md",
+                         document_id="refunds", tenant=A)
+    hits = client.knowledge_search("how long do refunds take?", collection="handbook",
+                                   tenant=A)["hits"]
+    assert hits and CANARY in hits[0]["text"]
 
 
 def _leave_tenant_a_model_answers(http: httpx.Client, submitter: dict[str, str],
@@ -283,7 +299,8 @@ MONITORING_QUESTIONS = tuple(
 def platform(ray_cluster, tmp_path_factory) -> Iterator[Platform]:
     require_redis()
     pools = {name: PoolConfig(replicas=0) for name in ("sleeper", "hanger")}
-    pools.update({name: PoolConfig(replicas=1) for name in (*BUILT_INS, "flaky", "llm")})
+    pools.update({name: PoolConfig(replicas=1)
+                  for name in (*BUILT_INS, "flaky", "llm", "knowledge")})
     model = FakeOpenAI()
     with serving_in_thread(model):
         yield from _platform(tmp_path_factory, pools, model)
@@ -345,6 +362,8 @@ def _path_values(a: TenantA, own_task_id: str, own_run_id: str) -> dict[str, lis
         "run_id": [*a.run_ids, own_run_id],
         "step_id": ["check"],
         "tenant": [A, B],
+        "collection": ["handbook"],  # A's collection name: B has none of that name
+        "document_id": ["refunds"],
     }
 
 
@@ -364,6 +383,9 @@ def _bodies(own_task_id: str) -> dict[tuple[str, str], dict[str, Any]]:
         ("POST", "/agents/{agent_type}/scale"): {"replicas": 1},
         ("POST", "/plan"): {"request": FEEDBACK.format(""), "input": {"b": 1}},
         ("PUT", "/llm/budgets/{tenant}"): {"limit_tokens": 1},
+        ("POST", "/knowledge/search"): {"query": FEEDBACK.format(""), "collection": "handbook"},
+        ("POST", "/knowledge/answer"): {"question": FEEDBACK.format(""),
+                                        "collection": "handbook"},
     }
 
 
@@ -461,6 +483,22 @@ def test_tenant_b_never_sees_tenant_a_canary_anywhere(platform: Platform) -> Non
         seen.response("GET /llm/usage after B's calls", b_usage)
         assert b_usage.json()["usage"]["calls"] >= 1
 
+        # knowledge: B's own handbook (empty), by type and routed by meaning
+        platform.client.knowledge_add(b"# Travel\n\nBook trains two weeks ahead.\n",
+                                      collection="handbook", name="travel.md", tenant=B)
+        knowledge = [_submit(http, b, agent_type="knowledge", description="search the handbook",
+                             payload={"operation": "search", "collection": "handbook",
+                                      "query": "how long do refunds take?"}),
+                     _submit(http, b, description=HANDBOOK_QUESTION)]
+        for task in knowledge:
+            finished = _finished(http, b, task["id"])
+            seen.text(f"B's knowledge task {finished['id']}", str(finished))
+        seen.text("B's knowledge listings", str(platform.client.knowledge_collections(tenant=B)))
+        seen.text("B's handbook documents",
+                  str(platform.client.knowledge_documents("handbook", tenant=B)))
+        seen.text("B's handbook answer", str(platform.client.knowledge_answer(
+            HANDBOOK_QUESTION, collection="handbook", tenant=B)))
+
         # the Python client's inboxes for B; B cannot acknowledge A's messages
         for agent_type in BUILT_INS:
             seen.text(f"inbox {agent_type} of B",
@@ -487,6 +525,9 @@ def test_tenant_b_never_sees_tenant_a_canary_anywhere(platform: Platform) -> Non
         failed_run = http.get(f"{API_PREFIX}/runs/{a.failed_run_id}", headers=a_admin).json()
         assert (failed_run["status"], failed_run["generation"]) == ("failed", 0), \
             "B's retry reached A's failed run"
+        a_refunds = platform.client.knowledge_search("refunds", collection="handbook", tenant=A)
+        assert any(CANARY in hit["text"] for hit in a_refunds["hits"]), \
+            "B's deletes reached A's handbook"
         assert platform.client.llm_usage(A)["usage"] == a.llm_usage, \
             "B's model calls were counted as A's"
         kept = platform.client.inbox("learning", tenant=A)["messages"]

@@ -13,7 +13,7 @@ from alembic import command
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-from storage.database import _alembic_config, async_url, create_engine, migrate_async
+from storage.database import _alembic_config, async_url, create_engine
 from storage.errors import Conflict, InvalidRequest, NotFound
 from storage.knowledge_store import KnowledgeStore, NewChunk, NewDocument, StoredChunk
 
@@ -223,7 +223,7 @@ async def test_0013_adds_the_knowledge_tables_and_goes_down_again(
     config = _alembic_config(async_url(empty_database_url))
     await asyncio.to_thread(command.upgrade, config, "0012")
     before = await current_tables()
-    await migrate_async(empty_database_url)
+    await asyncio.to_thread(command.upgrade, config, "0013")
     assert await current_tables() == before | {
         "knowledge_collections", "knowledge_documents", "knowledge_chunks"}
     await asyncio.to_thread(command.downgrade, config, "0012")

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from actors.agents import BUILTIN_AGENTS
+from actors.registry import load_agent_types
 from actors.config import PoolConfig
 from actors.orchestrator import Orchestrator
 from cluster.settings import Settings
@@ -102,9 +103,10 @@ def test_the_issue_s_examples_are_all_there() -> None:
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda path: path.stem)
 def test_example_compiles_within_the_default_platform_limits(path: Path) -> None:
     limits = Settings(_env_file=None).workflow_limits()  # type: ignore[call-arg]
-    spec = compile_spec(path.read_text(), BUILTIN_AGENTS, limits)
+    registered = load_agent_types()  # the built-ins and `knowledge`, always registered
+    spec = compile_spec(path.read_text(), registered, limits)
     assert spec.name == path.stem
-    assert all(step.agent_type in BUILTIN_AGENTS for step in spec.steps if step.is_task)
+    assert all(step.agent_type in registered for step in spec.steps if step.is_task)
     header = path.read_text().split("\nname:")[0]
     assert "# Input:" in header, f"{path.name}: its header comment shows its input"
     assert spec_from_json(json.loads(spec.dumps())) == spec
