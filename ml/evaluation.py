@@ -1,7 +1,9 @@
 """How well a router routes: measured against labelled task descriptions, and its thresholds fitted.
 
 A labelled line is a description and the agent type that should take it, or None when no agent
-should ("out of scope"). `evaluate` reports:
+should ("out of scope"). A line marked `"optional": true` names a type that is registered only
+on some platforms (`llm`, when a model is configured): for a router that does not know the type,
+the line is out of scope. `evaluate` reports:
 
 - accuracy: in-scope lines routed to the expected type; a rejected in-scope line counts as wrong;
 - ranking accuracy: in-scope lines whose top candidate is the expected type, rejected or not;
@@ -46,6 +48,13 @@ class BatchRouter(Protocol):
 class LabelledLine:
     description: str
     expected: str | None
+    optional: bool = False  # `expected` may be unregistered: then no agent should take it
+
+    def for_types(self, known: Iterable[str] | None) -> LabelledLine:
+        """The line as a router knowing the types `known` must decide it."""
+        if not self.optional or known is None or self.expected in set(known):
+            return self
+        return LabelledLine(self.description, None)
 
 
 def load_lines(path: str | Path) -> list[LabelledLine]:
@@ -125,7 +134,7 @@ class Report:
 def evaluate(router: BatchRouter, lines: Iterable[LabelledLine | Mapping[str, Any]],
              policy: RoutingPolicy | None = None) -> Report:
     """`router`'s report on `lines`, deciding with `policy` (by default the router's own)."""
-    labelled = [_as_line(line) for line in lines]
+    labelled = _labelled(router, lines)
     policy = policy or router.policy
     decisions = router.decide_many([line.description for line in labelled], policy=policy)
     expected = [line.expected or NONE for line in labelled]
@@ -163,7 +172,7 @@ def calibrate(router: BatchRouter, lines: Iterable[LabelledLine | Mapping[str, A
               confidence_grid: Sequence[float] = CONFIDENCE_GRID,
               oos_weight: float = 1.0) -> RoutingPolicy:
     """The router's policy with `min_similarity` and `min_confidence` fitted on `lines`."""
-    labelled = [_as_line(line) for line in lines]
+    labelled = _labelled(router, lines)
     if not labelled:
         raise ValueError("calibrate needs labelled lines")
     open_policy = dataclasses.replace(router.policy, min_similarity=-1.0, min_confidence=0.0)
@@ -191,7 +200,15 @@ def calibrate(router: BatchRouter, lines: Iterable[LabelledLine | Mapping[str, A
 def _as_line(line: LabelledLine | Mapping[str, Any]) -> LabelledLine:
     if isinstance(line, LabelledLine):
         return line
-    return LabelledLine(str(line["description"]), line.get("expected") or None)
+    return LabelledLine(str(line["description"]), line.get("expected") or None,
+                        bool(line.get("optional", False)))
+
+
+def _labelled(router: BatchRouter,
+              lines: Iterable[LabelledLine | Mapping[str, Any]]) -> list[LabelledLine]:
+    """`lines` as `router` must decide them (optional types it lacks: out of scope)."""
+    known = getattr(router, "agent_types", None)
+    return [_as_line(line).for_types(known) for line in lines]
 
 
 def _ratio(part: float, whole: float) -> float:

@@ -387,6 +387,32 @@ def test_calibrate_finds_the_thresholds_that_decide_most_lines_right():
     assert evaluate(Scripted(SCRIPT), LINES, policy).oos_recall == 1.0
 
 
+def test_a_line_of_an_optional_type_is_out_of_scope_for_a_router_without_it():
+    # "6" is `a` work where `a` is registered (like `llm` with a model), out of scope elsewhere
+    optional = [*LINES[:5], LabelledLine("6", "a", optional=True)]
+    without_a = Scripted(SCRIPT)
+    without_a.agent_types = ("b",)  # type: ignore[attr-defined]
+    report = evaluate(without_a, optional)
+    assert (report.in_scope, report.out_of_scope) == (4, 2)
+    assert [(e.description, e.expected) for e in report.errors if e.description == "6"] == \
+        [("6", None)]
+    with_a = Scripted(SCRIPT)
+    with_a.agent_types = ("a", "b")  # type: ignore[attr-defined]
+    report = evaluate(with_a, optional)
+    assert (report.in_scope, report.out_of_scope) == (5, 1)
+    assert "6" not in [e.description for e in report.errors]  # routed to `a`: right
+    assert load_lines_from_text('{"description": "x", "expected": "a", "optional": true}') == \
+        [LabelledLine("x", "a", optional=True)]
+
+
+def load_lines_from_text(text: str) -> list[LabelledLine]:
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as file:
+        file.write(text + "\n")
+    return load_lines(file.name)
+
+
 def test_importing_the_router_loads_no_heavy_library():
     code = ("import sys, ml.semantic_router, ml.evaluation, ml.decision, ml.example_index, "
             "ml.baseline, ml.lexical, ml.out_of_scope; "
