@@ -4,7 +4,8 @@ operators set, the HTTP API's users, API keys, refresh tokens and audit log, wor
 with their steps and events, the LLM gateway's breakers, token budgets, usage and cache, and
 the knowledge collections' documents, chunks and vectors.
 
-Table names live here and nowhere else. The schema is created and changed only by the Alembic
+Table names live here (and, for the knowledge collections, in `storage.knowledge_models`,
+imported at the end of this module) and nowhere else. The schema is created and changed only by the Alembic
 migrations in `storage/migrations`; these models must match the latest migration (a test checks).
 """
 
@@ -14,8 +15,8 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String,
-    Table, Text, false,
+    JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Table, Text,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -418,98 +419,11 @@ llm_usage_table = cast(Table, LlmUsageRow.__table__)
 llm_cache_table = cast(Table, LlmCacheRow.__table__)
 
 
-# Knowledge collections: per-tenant documents, their chunks and the chunks' vectors (the source
-# of truth; the vector and lexical indexes are rebuilt from these).
-KNOWLEDGE_COLLECTIONS = "knowledge_collections"
-KNOWLEDGE_DOCUMENTS = "knowledge_documents"
-KNOWLEDGE_CHUNKS = "knowledge_chunks"
-
-
-class KnowledgeCollectionRow(Base):
-    """A tenant's named collection of documents; every vector in it has `dimension` floats."""
-
-    __tablename__ = KNOWLEDGE_COLLECTIONS
-
-    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    dimension: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(Timestamp)
-
-    __table_args__ = (Index("ix_knowledge_collections_tenant_created", "tenant", "created_at",
-                            "name"),)
-
-
-class KnowledgeDocumentRow(Base):
-    """One document of a collection: its name (unique in the collection), media type, the
-    caller's metadata, the SHA-256 and size of its content, when added and last replaced."""
-
-    __tablename__ = KNOWLEDGE_DOCUMENTS
-
-    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
-    collection: Mapped[str] = mapped_column(String(64), primary_key=True)
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(255))
-    media_type: Mapped[str] = mapped_column(String(64))
-    meta: Mapped[Any] = mapped_column(JsonColumn)
-    sha256: Mapped[str] = mapped_column(String(64))
-    size_bytes: Mapped[int] = mapped_column(BigInteger)
-    chunk_count: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(Timestamp)
-    replaced_at: Mapped[datetime | None] = mapped_column(Timestamp)
-
-    __table_args__ = (
-        Index("ix_knowledge_documents_tenant_collection_name", "tenant", "collection", "name",
-              unique=True),
-        Index("ix_knowledge_documents_tenant_collection_created", "tenant", "collection",
-              "created_at", "id"),
-    )
-
-
-class KnowledgeChunkRow(Base):
-    """One chunk of a document: its text, its character offsets [start_char, end_char) in the
-    document's extracted text, and its embedding as little-endian float32 bytes. `id` is the
-    chunk's id in the vector index, never reused (on SQLite too: AUTOINCREMENT)."""
-
-    __tablename__ = KNOWLEDGE_CHUNKS
-
-    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
-    tenant: Mapped[str] = mapped_column(String(64))
-    collection: Mapped[str] = mapped_column(String(64))
-    document_id: Mapped[str] = mapped_column(String(64))
-    ordinal: Mapped[int] = mapped_column(Integer)
-    text: Mapped[str] = mapped_column(Text)
-    start_char: Mapped[int] = mapped_column(Integer)
-    end_char: Mapped[int] = mapped_column(Integer)
-    vector: Mapped[bytes] = mapped_column(LargeBinary)
-
-    __table_args__ = (
-        Index("ix_knowledge_chunks_document", "tenant", "collection", "document_id", "ordinal",
-              unique=True),
-        Index("ix_knowledge_chunks_collection_id", "tenant", "collection", "id"),
-        {"sqlite_autoincrement": True},
-    )
-
-
-knowledge_collections_table = cast(Table, KnowledgeCollectionRow.__table__)
-knowledge_documents_table = cast(Table, KnowledgeDocumentRow.__table__)
-knowledge_chunks_table = cast(Table, KnowledgeChunkRow.__table__)
-
-
-KNOWLEDGE_UPLOADS = "knowledge_uploads"
-
-
-class KnowledgeUploadRow(Base):
-    """One part of a document's raw bytes, staged for the ingest task that names its upload."""
-
-    __tablename__ = KNOWLEDGE_UPLOADS
-
-    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
-    upload_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    part: Mapped[int] = mapped_column(Integer, primary_key=True)
-    data: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(Timestamp)
-
-    __table_args__ = (Index("ix_knowledge_uploads_tenant_created", "tenant", "created_at"),)
-
-
-knowledge_uploads_table = cast(Table, KnowledgeUploadRow.__table__)
+# The knowledge collections' tables (their own module, for size), on this metadata and
+# importable from here like every other table.
+from storage.knowledge_models import (  # noqa: E402
+    KNOWLEDGE_CHUNKS, KNOWLEDGE_COLLECTIONS, KNOWLEDGE_DOCUMENTS, KNOWLEDGE_UPLOADS,
+    KnowledgeChunkRow, KnowledgeCollectionRow, KnowledgeDocumentRow, KnowledgeUploadRow,
+    knowledge_chunks_table, knowledge_collections_table, knowledge_documents_table,
+    knowledge_uploads_table,
+)
