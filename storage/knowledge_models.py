@@ -1,6 +1,6 @@
 """SQLAlchemy models of the knowledge collections: each tenant's collections, their documents,
 the documents' chunks with their vectors, and staged uploads. Part of `storage.models` (which
-imports this module, so the tables are on its metadata); kept apart only for size.
+imports this module and re-exports its names); kept apart only for size.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, cast
 from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String, Table, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storage.models import Base, EventId, JsonColumn, Timestamp
+from storage.model_base import Base, EventId, JsonColumn, Timestamp
 
 # Knowledge collections: per-tenant documents, their chunks and the chunks' vectors (the source
 # of truth; the vector and lexical indexes are rebuilt from these).

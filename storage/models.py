@@ -15,11 +15,11 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Table, Text,
-    false,
+    BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Table, Text, false,
 )
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
+
+from storage.model_base import Base, EventId, JsonColumn, Timestamp  # Base: re-exported
 
 TASKS = "tasks"
 TASK_ATTEMPTS = "task_attempts"
@@ -35,13 +35,6 @@ WORKFLOW_RUNS = "workflow_runs"
 WORKFLOW_STEPS = "workflow_steps"
 WORKFLOW_EVENTS = "workflow_events"
 
-JsonColumn = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
-EventId = BigInteger().with_variant(Integer(), "sqlite")
-Timestamp = DateTime(timezone=True)
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 class TaskRow(Base):
@@ -419,7 +412,7 @@ llm_usage_table = cast(Table, LlmUsageRow.__table__)
 llm_cache_table = cast(Table, LlmCacheRow.__table__)
 
 
-# The knowledge collections' tables (their own module, for size), on this metadata and
+# The knowledge collections' tables (their own module, for size), on the same metadata and
 # importable from here like every other table.
 from storage.knowledge_models import (  # noqa: E402
     KNOWLEDGE_CHUNKS, KNOWLEDGE_COLLECTIONS, KNOWLEDGE_DOCUMENTS, KNOWLEDGE_UPLOADS,
