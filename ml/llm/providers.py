@@ -162,6 +162,19 @@ class _ProviderBase:
         return StreamBroken(f"{error.message} (the stream broke after {chunks} chunks)",
                             self.deployment.name)
 
+    async def _items(self, stream: AsyncIterator[Any], parts: list[str]) -> AsyncIterator[Any]:
+        """The SDK stream's items; a failure to read one is translated by how many text chunks
+        (`parts`, filled by the caller) came before it (`_broken`)."""
+        iterator = stream.__aiter__()
+        while True:
+            try:
+                item = await iterator.__anext__()
+            except StopAsyncIteration:
+                return
+            except Exception as exc:
+                raise self._broken(exc, len(parts)) from None
+            yield item
+
     def _unfinished(self, chunks: int) -> LlmError:
         what = "the stream ended before the provider marked the answer complete"
         if chunks == 0:
@@ -220,14 +233,7 @@ class OpenAIProvider(_ProviderBase):
         finish_reason: str | None = None
         model = self.deployment.model
         try:
-            iterator = chunks_in.__aiter__()
-            while True:
-                try:
-                    chunk = await iterator.__anext__()
-                except StopAsyncIteration:
-                    break
-                except Exception as exc:
-                    raise self._broken(exc, len(parts)) from None
+            async for chunk in self._items(chunks_in, parts):
                 model = chunk.model or model
                 usage = _openai_usage(chunk.usage) or usage
                 if not chunk.choices:
@@ -294,14 +300,7 @@ class AnthropicProvider(_ProviderBase):
         finished = False
         model = self.deployment.model
         try:
-            iterator = events.__aiter__()
-            while True:
-                try:
-                    event = await iterator.__anext__()
-                except StopAsyncIteration:
-                    break
-                except Exception as exc:
-                    raise self._broken(exc, len(parts)) from None
+            async for event in self._items(events, parts):
                 if event.type == "message_start":
                     model = event.message.model or model
                     usage = getattr(event.message, "usage", None)
