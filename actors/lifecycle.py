@@ -42,6 +42,7 @@ from storage.messages import (
 )
 from storage.errors import InvalidRequest
 from storage.task_store import TaskStore, WriteBatch, task_from_row
+from storage.webhook_outbox import task_notification
 
 
 @dataclasses.dataclass(eq=False)
@@ -215,7 +216,7 @@ class Lifecycle:
                 "max_attempts": request.max_attempts, "timeout_s": request.timeout_s,
                 "idempotency_key": request.idempotency_key, "batch_id": request.batch_id,
                 "route": decision.to_json() if decision is not None else None,
-                "result": None, "error": None,
+                "result": None, "error": None, "callback_url": request.callback_url,
                 "created_at": now, "updated_at": now, "finished_at": None,
             })
             batch.events.append(_event(task_id, "queued", now, None, {"agent_type": agent_type}))
@@ -393,6 +394,9 @@ class Lifecycle:
         batch.task_updates.append(update)
         data = {"error": error.to_json()} if error else None
         batch.events.append(_event(live.id, status.value, now, live.attempts or None, data))
+        batch.notifications.append(task_notification(
+            live.id, live.tenant, status.value, live.agent_type, live.attempts, now,
+            result=result, error=data["error"] if data else None))
 
     async def cancelled_while_queued(self, live: LiveTask) -> None:
         now = utcnow()

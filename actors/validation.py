@@ -16,6 +16,7 @@ from ml.router import MAX_DESCRIPTION_CHARS
 from storage.errors import InvalidRequest
 from storage.messages import NAME, TaskRequest
 from storage.storable import depth_excess, nul_location
+from storage.webhook_records import check_webhook_url
 
 MAX_ATTEMPTS_LIMIT = 20
 PRIORITY_RANGE = (-100, 100)
@@ -102,4 +103,10 @@ def validate_request(request: Any, config: OrchestratorConfig, index: int | None
         not isinstance(request.batch_id, str) or not NAME.fullmatch(request.batch_id)
     ):
         raise _fail(index, "batch_id", "must be 1 to 64 letters, digits, '_', '.', ':' or '-'")
+    if request.callback_url is not None:
+        try:
+            check_webhook_url(request.callback_url, "callback_url")
+        except InvalidRequest as exc:
+            raise _fail(index, "callback_url", exc.message.removeprefix("callback_url ")) \
+                from exc
     return dataclasses.replace(request, timeout_s=float(timeout_s), max_attempts=max_attempts)

@@ -86,6 +86,7 @@ class TaskRequest:
     idempotency_key: str | None = None
     tenant: str = "default"
     batch_id: str | None = None
+    callback_url: str | None = None  # told, signed, when the task finishes (docs/webhooks.md)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,6 +230,7 @@ class Task:
     cpu_s: float = 0.0
     wall_s: float = 0.0
     llm_usage: JSON | None = None
+    callback_url: str | None = None
 
     def to_json(self) -> JSON:
         """As JSON. A payload, route or result too deep to show (stored before the depth limit
@@ -286,7 +288,11 @@ class AgentSpec:
     """What an agent type declares about itself. `name` is API: it never changes once published.
 
     `payload_hint` is an example payload the agent accepts (a JSON object), shown to the workflow
-    planner (`ml.llm.planner`) so a model writes payloads of the right shape; None: no hint."""
+    planner (`ml.llm.planner`) so a model writes payloads of the right shape; None: no hint.
+
+    `on_message` says what a message to this type's inbox does: None (the default) keeps it for
+    a reader to list and acknowledge; "task" starts a task of this type from it
+    (`Agent.message_task` maps the message, `actors.message_pump` starts it and replies)."""
 
     name: str
     description: str
@@ -296,12 +302,17 @@ class AgentSpec:
     concurrency: int = 8
     replicas: int = 1
     payload_hint: Any = None
+    on_message: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class InboxMessage:
     """One message in an agent type's inbox: who sent it, for which task, and whether the
-    recipient has acknowledged it (`acked_at`)."""
+    recipient has acknowledged it (`acked_at`).
+
+    A reply names the message it answers (`in_reply_to`). A message to a type that starts work
+    from messages (`AgentSpec.on_message`) records the task it started (`started_task_id`) and
+    when its reply was settled (`replied_at`: the reply posted, or none was owed)."""
 
     id: str
     recipient: str
@@ -312,11 +323,15 @@ class InboxMessage:
     task_id: str | None = None
     subject: str | None = None
     acked_at: datetime | None = None
+    in_reply_to: str | None = None
+    started_task_id: str | None = None
+    replied_at: datetime | None = None
 
     def to_json(self) -> JSON:
         data = dataclasses.asdict(self)
-        data["created_at"] = self.created_at.isoformat()
-        data["acked_at"] = self.acked_at.isoformat() if self.acked_at else None
+        for key in ("created_at", "acked_at", "replied_at"):
+            value = getattr(self, key)
+            data[key] = value.isoformat() if value else None
         return data
 
 

@@ -60,6 +60,7 @@ class TaskRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
     cpu_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     wall_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    callback_url: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_tasks_tenant_idempotency_key", "tenant", "idempotency_key", unique=True),
@@ -110,10 +111,16 @@ class MessageRow(Base):
     body: Mapped[Any] = mapped_column(JsonColumn)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     acked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    in_reply_to: Mapped[str | None] = mapped_column(String(32))
+    started_task_id: Mapped[str | None] = mapped_column(String(32))
+    replied_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
     __table_args__ = (
         Index("ix_agent_messages_tenant_recipient_acked_created", "tenant", "recipient",
               "acked_at", "created_at"),
+        Index("ix_agent_messages_recipient_unstarted", "recipient", "acked_at",
+              "started_task_id", "created_at"),
+        Index("ix_agent_messages_started_replied", "started_task_id", "replied_at"),
     )
 
 
@@ -419,4 +426,12 @@ from storage.knowledge_models import (  # noqa: E402
     KnowledgeChunkRow, KnowledgeCollectionRow, KnowledgeDocumentRow, KnowledgeUploadRow,
     knowledge_chunks_table, knowledge_collections_table, knowledge_documents_table,
     knowledge_uploads_table,
+)
+
+# Events going out: webhook subscriptions, callback secrets, the delivery outbox and attempts.
+from storage.webhook_models import (  # noqa: E402
+    WEBHOOK_ATTEMPTS, WEBHOOK_CALLBACK_SECRETS, WEBHOOK_DELIVERIES, WEBHOOK_SUBSCRIPTIONS,
+    WebhookAttemptRow, WebhookCallbackSecretRow, WebhookDeliveryRow, WebhookSubscriptionRow,
+    webhook_attempts_table, webhook_callback_secrets_table, webhook_deliveries_table,
+    webhook_subscriptions_table,
 )

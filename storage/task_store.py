@@ -28,8 +28,10 @@ from storage.messages import (
     TaskError,
     TaskEvent,
     TaskStatus,
+    utcnow,
 )
 from storage.models import attempts_table, events_table, tasks_table
+from storage.webhook_outbox import DEFAULT_RETRY_PERIOD_S, Notification, enqueue
 
 MAX_PAGE = 1000
 KEY_LOOKUP_CHUNK = 500  # (tenant, key) pairs per query: 1,000 bound parameters
@@ -40,17 +42,19 @@ RETRIED_OUTCOMES = (AttemptOutcome.ERROR, AttemptOutcome.TIMEOUT, AttemptOutcome
 @dataclasses.dataclass
 class WriteBatch:
     """Writes that commit together. Applied in this order: new tasks, new attempts, task
-    updates, attempt updates, events; within each kind, in the order they were added."""
+    updates, attempt updates, events, then the webhook deliveries `notifications` cause (the
+    outbox, `storage.webhook_outbox`); within each kind, in the order they were added."""
 
     new_tasks: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     new_attempts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     task_updates: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     attempt_updates: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    notifications: list[Notification] = dataclasses.field(default_factory=list)
 
     def __len__(self) -> int:
         return (len(self.new_tasks) + len(self.new_attempts) + len(self.task_updates)
-                + len(self.attempt_updates) + len(self.events))
+                + len(self.attempt_updates) + len(self.events) + len(self.notifications))
 
     def extend(self, other: WriteBatch) -> None:
         for field in dataclasses.fields(self):
@@ -93,6 +97,7 @@ def task_from_row(row: Any) -> Task:
         batch_id=row.batch_id, route=row.route, result=row.result,
         error=TaskError.from_json(row.error), finished_at=_aware(row.finished_at),
         cpu_s=getattr(row, "cpu_s", None) or 0.0, wall_s=getattr(row, "wall_s", None) or 0.0,
+        callback_url=getattr(row, "callback_url", None),
     )
 
 
@@ -112,7 +117,10 @@ def _grouped_by_keys(rows: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]
 
 
 class TaskStore(EngineStore):
-    """Async access to the task tables over one engine."""
+    """Async access to the task tables over one engine. `webhook_retry_period_s` is how long
+    the deliveries its batches cause are tried (`storage.webhook_outbox`)."""
+
+    webhook_retry_period_s: float = DEFAULT_RETRY_PERIOD_S
 
     @property
     def dialect(self) -> str:
@@ -158,6 +166,8 @@ class TaskStore(EngineStore):
             written += [TaskEvent(id=row.id, task_id=r["task_id"], kind=r["kind"],
                                   at=_aware(r["at"]), attempt=r.get("attempt"), data=r.get("data"))
                         for row, r in zip(result.all(), run)]
+        if batch.notifications:
+            await enqueue(connection, batch.notifications, utcnow(), self.webhook_retry_period_s)
         return written
 
     @staticmethod

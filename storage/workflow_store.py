@@ -40,6 +40,7 @@ from storage.workflow_records import (
     RunEvent, RunStatus, StepChange, StepStatus, WorkflowRun, WorkflowStep, event_from_row,
     run_from_row, step_from_row,
 )
+from storage.webhook_outbox import enqueue_run_events, run_finished, steps_awaiting_approval
 from storage.workflow_writes import (
     RUN_SOURCES, apply_changes, as_enum, check_json, check_steps, check_text_field, event_row,
     runs_a_task, step_event, step_rows,
@@ -161,6 +162,9 @@ class WorkflowStore(EngineStore):
                 await connection.execute(insert(events_table), event_row(
                     run_id, f"run_{target.value}", now,
                     data={"error": error} if error is not None else None))
+                if target.is_finished:
+                    await enqueue_run_events(connection, run_id,
+                                             [run_finished(target.value, error, now)], now)
         current = await self.run(tenant, run_id)
         if result.rowcount == 0 and current.status != target:
             raise Conflict(f"workflow run {run_id!r} is {current.status.value}; it cannot "
@@ -237,12 +241,16 @@ class WorkflowStore(EngineStore):
                     await connection.execute(
                         insert(events_table),
                         [step_event(run_id, change, now) for change in applied])
+            notes = steps_awaiting_approval(applied)
             if run_changed:
                 assert run_status is not None
                 await connection.execute(insert(events_table), event_row(
                     run_id, f"run_{run_status.value}", now,
                     data={"error": error} if error is not None and run_status.is_finished
                     else None))
+                if run_status.is_finished:
+                    notes.append(run_finished(run_status.value, error, now))
+            await enqueue_run_events(connection, run_id, notes, now)
         return applied, run_changed
 
     def _insert_new_steps(self) -> Any:
@@ -340,6 +348,8 @@ class WorkflowStore(EngineStore):
                 events.append(event_row(run_id, f"run_{target.value}", now,
                                          data={"error": error} if error is not None else None))
                 await connection.execute(insert(events_table), events)
+                await enqueue_run_events(connection, run_id,
+                                         [run_finished(target.value, error, now)], now)
         current = await self.run(tenant, run_id)
         if result.rowcount == 0:
             raise Conflict(f"workflow run {run_id!r} is already {current.status.value}",

@@ -100,7 +100,7 @@ async def test_0014_adds_the_uploads_table_and_goes_down_again(empty_database_ur
     config = _alembic_config(async_url(empty_database_url))
     await asyncio.to_thread(command.upgrade, config, "0013")
     before = await tables()
-    await migrate_async(empty_database_url)
+    await asyncio.to_thread(command.upgrade, config, "0014")
     assert await tables() == before | {"knowledge_uploads"}
     await asyncio.to_thread(command.downgrade, config, "0013")
     assert await tables() == before

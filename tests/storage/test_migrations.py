@@ -204,7 +204,7 @@ async def test_0009_leads_the_inbox_index_with_the_tenant(empty_database_url: st
     assert list(await _run_sync(empty_database_url, indexes)) == [
         "ix_agent_messages_recipient_acked_created"]
 
-    await migrate_async(empty_database_url)
+    await asyncio.to_thread(_upgrade, empty_database_url, "0009")
 
     assert await _run_sync(empty_database_url, indexes) == {
         "ix_agent_messages_tenant_recipient_acked_created": [
