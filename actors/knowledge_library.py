@@ -14,14 +14,18 @@ keyed by tenant and collection). Guarantees:
   is not safe to share); different collections proceed concurrently. Slow work (extraction,
   embedding) happens before the turn is taken.
 - Writes are all or nothing: storage commits a document with all its chunks in one transaction,
-  and the index follows only after that commit, with the stored chunk ids.
+  and the index follows only after that commit, with the stored chunk ids. Documents whose
+  writes wait for the same collection's turn are committed together, in arrival order (one
+  commit instead of one each: a replica ingesting many small documents at once spends its time
+  embedding, not waiting on the disk); when that shared transaction refuses one of them, each
+  is stored on its own, so one bad document never fails or delays another's outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +64,8 @@ class KnowledgeLibrary:
         self.cache = CollectionCache(self._load, max_bytes=max_bytes)
         self.signatures: dict[Key, Signature] = {}
         self._locks: dict[Key, asyncio.Lock] = {}
+        self._waiting: dict[Key, list[tuple[PreparedDocument,
+                                            asyncio.Future[DocumentWrite]]]] = {}
         self._reason = "first_use"
 
     async def _load(self, tenant: str, name: str) -> CollectionIndex:
@@ -97,29 +103,76 @@ class KnowledgeLibrary:
 
     async def write(self, tenant: str, name: str, prepared: PreparedDocument) -> DocumentWrite:
         """Store a prepared document (replacing one of the same id or name) and bring a held
-        index up to date."""
+        index up to date. Documents that wait for the collection's turn together are stored
+        together (`_write_waiting`)."""
         key = (tenant, name)
-        chunks = [NewChunk(c.text, c.start, c.end, v.astype("<f4").tobytes())
-                  for c, v in zip(prepared.chunks, prepared.vectors)]
-        async with self._lock(key):
-            held = key in self.cache  # nothing held, nothing to keep current: no signature read
-            before = await self._fresh(key) if held else (0, 0)
-            written = await self.store.put_document(tenant, name, prepared.document, chunks)
-            index = self.cache.peek(tenant, name)
-            if index is not None:
-                stored = written.document
-                index.add_document(
-                    DocumentInfo(stored.id, stored.name, stored.metadata),
-                    [ChunkRecord(chunk_id, stored.id, c.ordinal, c.text, c.start, c.end)
-                     for chunk_id, c in zip(written.chunk_ids, prepared.chunks)],
-                    np.asarray(prepared.vectors, dtype=np.float32))
-                self.signatures[key] = _after(before, written.removed_chunk_ids,
-                                              written.chunk_ids)
-                evicted = self.cache.evictions
-                self.cache.resized(tenant, name)
-                self._after_change(evicted)
-        self.metrics.ingested(tenant, 1, len(written.chunk_ids))
-        return written
+        written: asyncio.Future[DocumentWrite] = asyncio.get_running_loop().create_future()
+        entry = (prepared, written)
+        self._waiting.setdefault(key, []).append(entry)
+        try:
+            async with self._lock(key):
+                if not written.done():
+                    await _uncancelled(self._write_waiting(key))
+        except BaseException:
+            if entry in self._waiting.get(key, []):  # cancelled before anyone stored it
+                self._waiting[key].remove(entry)
+            # stored by another caller's turn, with nobody left to ask how it went
+            written.add_done_callback(lambda done: done.cancelled() or done.exception())
+            raise
+        return await written
+
+    async def _write_waiting(self, key: Key) -> None:
+        """Store every document waiting for `key`'s turn in one transaction (one commit), in
+        order of arrival; if that transaction refuses (one bad document), each is stored on its
+        own, so each caller gets its own outcome. Called with the collection's turn held."""
+        group = self._waiting.pop(key, [])
+        if len(group) > 1:
+            try:
+                await self._store(key, group)
+                return
+            except Exception:  # stored nothing: try one at a time
+                pass
+        for entry in group:
+            try:
+                await self._store(key, [entry])
+            except Exception as exc:
+                if not entry[1].done():
+                    entry[1].set_exception(exc)
+
+    async def _store(self, key: Key,
+                     group: list[tuple[PreparedDocument, asyncio.Future[DocumentWrite]]]
+                     ) -> None:
+        tenant, name = key
+        documents = [(prepared.document,
+                      [NewChunk(c.text, c.start, c.end, v.astype("<f4").tobytes())
+                       for c, v in zip(prepared.chunks, prepared.vectors)])
+                     for prepared, _ in group]
+        held = key in self.cache  # nothing held, nothing to keep current: no signature read
+        before = await self._fresh(key) if held else (0, 0)
+        writes = await self.store.put_documents(tenant, name, documents)
+        index = self.cache.peek(tenant, name)
+        if index is not None:
+            try:
+                signature = before
+                for (prepared, _), written in zip(group, writes):
+                    stored = written.document
+                    index.add_document(
+                        DocumentInfo(stored.id, stored.name, stored.metadata),
+                        [ChunkRecord(chunk_id, stored.id, c.ordinal, c.text, c.start, c.end)
+                         for chunk_id, c in zip(written.chunk_ids, prepared.chunks)],
+                        np.asarray(prepared.vectors, dtype=np.float32))
+                    signature = _after(signature, written.removed_chunk_ids,
+                                       written.chunk_ids)
+                self.signatures[key] = signature
+            except Exception:  # stored, but the index did not follow: rebuild it on next use
+                self.cache.invalidate(tenant, name)
+            evicted = self.cache.evictions
+            self.cache.resized(tenant, name)
+            self._after_change(evicted)
+        for (_, future), written in zip(group, writes):
+            self.metrics.ingested(tenant, 1, len(written.chunk_ids))
+            if not future.done():
+                future.set_result(written)
 
     async def delete_document(self, tenant: str, name: str, document_id: str) -> int:
         """Delete a document from storage and from a held index; how many chunks it had.
@@ -160,6 +213,23 @@ class KnowledgeLibrary:
                                 for t, n in self.cache.keys()],
                 "memory_bytes": self.cache.memory_bytes(), "max_bytes": self.cache.max_bytes,
                 "evictions": self.cache.evictions}
+
+
+async def _uncancelled(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` to its end even when the caller is cancelled meanwhile (then re-raise): a
+    turn that stores other callers' documents must finish before the turn is given up."""
+    turn = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            await asyncio.shield(turn)
+            break
+        except asyncio.CancelledError:
+            cancelled = True
+            if turn.done():
+                break
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def _after(before: Signature, removed: Sequence[int], added: Sequence[int]) -> Signature:

@@ -9,6 +9,8 @@ Guarantees:
   same id, or (when no id is given) the same name, is replaced: its old chunks are deleted in
   that same transaction, so a reader sees the old chunks or the new ones, never both or none.
   The result names the chunk ids removed and added, so an index can follow incrementally.
+  `put_documents` does the same for several documents, in order, in one transaction: all of
+  them or none.
 - A collection is created by its first document and fixes the vector dimension of all its
   chunks; a chunk of another dimension is `InvalidRequest` and nothing is stored.
 - Chunk ids grow with every write and are never reused, so an index rebuilt from
@@ -189,52 +191,77 @@ class KnowledgeStore(EngineStore):
         """Store `document` with `chunks` (in order) in one transaction, creating the collection
         on its first document and replacing a document of the same id (or name); see the
         module's guarantees. `Conflict` when the name belongs to another document."""
+        (written,) = await self.put_documents(tenant, collection, [(document, chunks)])
+        return written
+
+    async def put_documents(self, tenant: str, collection: str,
+                            documents: Sequence[tuple[NewDocument, Sequence[NewChunk]]]
+                            ) -> list[DocumentWrite]:
+        """`put_document` for several documents, in order, in one transaction (one commit for
+        them all): every one is stored, or none (the first refusal is raised)."""
         check_name(tenant, "tenant", MAX_TENANT_CHARS)
         check_name(collection, "collection", MAX_COLLECTION_CHARS)
-        dimension = _check_document(document, chunks)
-        docs, chunk_table = knowledge_documents_table, knowledge_chunks_table
+        dimensions = [_check_document(document, chunks) for document, chunks in documents]
         now = utcnow()
+        conflict = Conflict(f"document name {documents[0][0].name!r} is taken in collection "
+                            f"{collection!r}", {"name": documents[0][0].name}) \
+            if len(documents) == 1 else Conflict(
+                f"a document name is taken in collection {collection!r}", {})
+        async with self._transaction("storing a knowledge document", conflict) as connection:
+            return [await self._put(connection, tenant, collection, document, chunks,
+                                    dimension, now)
+                    for (document, chunks), dimension in zip(documents, dimensions)]
+
+    async def _put(self, connection: AsyncConnection, tenant: str, collection: str,
+                   document: NewDocument, chunks: Sequence[NewChunk], dimension: int,
+                   now: datetime) -> DocumentWrite:
+        docs, chunk_table = knowledge_documents_table, knowledge_chunks_table
         conflict = Conflict(f"document name {document.name!r} is taken in collection "
                             f"{collection!r}", {"name": document.name})
-        async with self._transaction("storing a knowledge document", conflict) as connection:
-            await self._ensure_collection(connection, tenant, collection, dimension, now)
-            key = and_(docs.c.tenant == tenant, docs.c.collection == collection)
-            by = (docs.c.id == document.id) if document.id else (docs.c.name == document.name)
-            old = (await connection.execute(select(docs).where(key, by))).first()
-            if old is not None and document.id and old.name != document.name:
-                taken = (await connection.execute(select(docs.c.id).where(
-                    key, docs.c.name == document.name))).first()
-                if taken is not None:
-                    raise conflict
-            document_id = old.id if old is not None else (document.id or uuid.uuid4().hex)
-            removed: list[int] = []
-            row = {"name": document.name, "media_type": document.media_type,
-                   "meta": document.metadata, "sha256": document.sha256,
-                   "size_bytes": document.size_bytes, "chunk_count": len(chunks)}
-            chunk_key = and_(chunk_table.c.tenant == tenant,
-                             chunk_table.c.collection == collection,
-                             chunk_table.c.document_id == document_id)
-            if old is not None:
-                removed = [int(i) for i in (await connection.execute(
-                    select(chunk_table.c.id).where(chunk_key).order_by(chunk_table.c.id)
-                )).scalars()]
-                await connection.execute(delete(chunk_table).where(chunk_key))
-                await connection.execute(update(docs).where(key, docs.c.id == document_id)
-                                         .values(replaced_at=now, **row))
-            else:
-                await connection.execute(insert(docs).values(
-                    tenant=tenant, collection=collection, id=document_id, created_at=now,
-                    replaced_at=None, **row))
-            chunk_ids = []
-            for ordinal, chunk in enumerate(chunks):
-                result = await connection.execute(insert(chunk_table).values(
-                    tenant=tenant, collection=collection, document_id=document_id,
-                    ordinal=ordinal, text=chunk.text, start_char=chunk.start,
-                    end_char=chunk.end, vector=chunk.vector).returning(chunk_table.c.id))
-                chunk_ids.append(int(result.scalar_one()))
-            stored = (await connection.execute(
-                select(docs).where(key, docs.c.id == document_id))).one()
-        return DocumentWrite(_document(stored), old is not None, removed, chunk_ids)
+        await self._ensure_collection(connection, tenant, collection, dimension, now)
+        key = and_(docs.c.tenant == tenant, docs.c.collection == collection)
+        by = (docs.c.id == document.id) if document.id else (docs.c.name == document.name)
+        old = (await connection.execute(select(docs).where(key, by))).first()
+        if old is not None and document.id and old.name != document.name:
+            taken = (await connection.execute(select(docs.c.id).where(
+                key, docs.c.name == document.name))).first()
+            if taken is not None:
+                raise conflict
+        document_id = old.id if old is not None else (document.id or uuid.uuid4().hex)
+        removed: list[int] = []
+        row = {"name": document.name, "media_type": document.media_type,
+               "meta": document.metadata, "sha256": document.sha256,
+               "size_bytes": document.size_bytes, "chunk_count": len(chunks)}
+        chunk_key = and_(chunk_table.c.tenant == tenant,
+                         chunk_table.c.collection == collection,
+                         chunk_table.c.document_id == document_id)
+        if old is not None:
+            removed = [int(i) for i in (await connection.execute(
+                select(chunk_table.c.id).where(chunk_key).order_by(chunk_table.c.id)
+            )).scalars()]
+            await connection.execute(delete(chunk_table).where(chunk_key))
+            await connection.execute(update(docs).where(key, docs.c.id == document_id)
+                                     .values(replaced_at=now, **row))
+            created_at, replaced_at = as_utc(old.created_at), as_utc(now)
+        else:
+            await connection.execute(insert(docs).values(
+                tenant=tenant, collection=collection, id=document_id, created_at=now,
+                replaced_at=None, **row))
+            created_at, replaced_at = as_utc(now), None
+        # every chunk in one statement, then their ids in one read (by ordinal, unique)
+        await connection.execute(insert(chunk_table), [
+            {"tenant": tenant, "collection": collection, "document_id": document_id,
+             "ordinal": ordinal, "text": chunk.text, "start_char": chunk.start,
+             "end_char": chunk.end, "vector": chunk.vector}
+            for ordinal, chunk in enumerate(chunks)])
+        chunk_ids = [int(i) for i in (await connection.execute(
+            select(chunk_table.c.id).where(chunk_key).order_by(chunk_table.c.ordinal)
+        )).scalars()]
+        stored = StoredDocument(tenant, collection, document_id, document.name,
+                                document.media_type, json.loads(json.dumps(document.metadata)),
+                                document.sha256,
+                                document.size_bytes, len(chunks), created_at, replaced_at)
+        return DocumentWrite(stored, old is not None, removed, chunk_ids)
 
     async def _ensure_collection(self, connection: AsyncConnection, tenant: str,
                                  collection: str, dimension: int, now: datetime) -> None:

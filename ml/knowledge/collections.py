@@ -11,7 +11,10 @@ alone. Guarantees:
 - `invalidate` drops one collection (the next `get` reloads it from storage).
 
 `load_collection` rebuilds one collection from `KnowledgeStore`, page by page, giving every
-chunk its stored id: the rebuilt index answers exactly as the one it replaces.
+chunk its stored id: the rebuilt index answers exactly as the one it replaces. Each page goes
+into the index in one operation, in a worker thread, so a large collection's build (minutes
+for HNSW at 100,000 chunks on one core) neither blocks the replica's event loop nor adds its
+vectors one document at a time.
 """
 
 from __future__ import annotations
@@ -125,16 +128,19 @@ async def load_collection(store: KnowledgeStore, tenant: str, name: str,
     async for page in store.chunk_pages(tenant, name):
         by_document: dict[str, list[StoredChunk]] = {}
         for chunk in page:
-            by_document.setdefault(chunk.document_id, []).append(chunk)
-        for document_id, chunks in by_document.items():
-            document = documents.get(document_id)
-            if document is None:  # deleted between the two reads
-                continue
-            collection.extend_document(
-                DocumentInfo(document.id, document.name, document.metadata),
-                [ChunkRecord(c.id, c.document_id, c.ordinal, c.text, c.start, c.end)
-                 for c in chunks],
-                vectors_of(chunks, collection.dimension))
+            if chunk.document_id in documents:  # else deleted between the two reads
+                by_document.setdefault(chunk.document_id, []).append(chunk)
+        if not by_document:
+            continue
+        entries = [(DocumentInfo(documents[document_id].id, documents[document_id].name,
+                                 documents[document_id].metadata),
+                    [ChunkRecord(c.id, c.document_id, c.ordinal, c.text, c.start, c.end)
+                     for c in chunks])
+                   for document_id, chunks in by_document.items()]
+        vectors = vectors_of([c for chunks in by_document.values() for c in chunks],
+                             collection.dimension)
+        # the collection is nobody else's until it is returned: build it off the event loop
+        await asyncio.to_thread(collection.extend_documents, entries, vectors)
     return collection
 
 

@@ -12,7 +12,9 @@ Guarantees of `search(query_vector, query_text, k, where)`:
 - Only chunks of documents whose metadata matches `where` (`ml.knowledge.index.matches`) are
   considered, by both rankings.
 - After `remove_document`, none of that document's chunks is returned, from the next call on.
-- The same contents and query give the same results, however the contents were loaded.
+- The same contents and query give the same results, however the contents were loaded (with
+  the exact index; the approximate one's graph depends on the order and batching of additions,
+  so the rare chunk it misses may differ).
 - Not thread-safe: its owner serialises calls.
 """
 
@@ -118,6 +120,21 @@ class CollectionIndex:
         self.documents[document.id] = document
         for chunk in chunks:
             self.chunks[chunk.id] = chunk
+
+    def extend_documents(self, documents: Sequence[tuple[DocumentInfo, Sequence[ChunkRecord]]],
+                         vectors: np.ndarray) -> None:
+        """`extend_document` for several documents at once, their vectors in one index
+        operation (`vectors` holds every document's chunk vectors, in order): how a page of
+        storage is loaded."""
+        if sum(len(chunks) for _, chunks in documents) != len(vectors):
+            raise ValueError("one vector per chunk")
+        self.vectors.add_many([(document.id, [chunk.id for chunk in chunks], document.metadata)
+                               for document, chunks in documents], vectors)
+        for document, chunks in documents:
+            self.lexical.add([chunk.id for chunk in chunks], [chunk.text for chunk in chunks])
+            self.documents[document.id] = document
+            for chunk in chunks:
+                self.chunks[chunk.id] = chunk
 
     def remove_document(self, document_id: str) -> int:
         """Take a document and its chunks out; how many chunks it had."""

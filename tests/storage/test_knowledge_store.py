@@ -228,3 +228,25 @@ async def test_0013_adds_the_knowledge_tables_and_goes_down_again(
         "knowledge_collections", "knowledge_documents", "knowledge_chunks"}
     await asyncio.to_thread(command.downgrade, config, "0012")
     assert await current_tables() == before
+
+
+async def test_several_documents_in_one_transaction_are_stored_all_or_none(
+        knowledge: KnowledgeStore) -> None:
+    await knowledge.put_document("acme", "handbook", _document("taken.md", id="taken"),
+                                 _chunks("Taken."))
+    with pytest.raises(Conflict):
+        await knowledge.put_documents("acme", "handbook", [
+            (_document("fresh.md", id="fresh"), _chunks("Fresh one.", "Fresh two.")),
+            (_document("taken.md", id="other"), _chunks("Clash."))])
+    assert [d.id for d in await knowledge.all_documents("acme", "handbook")] == ["taken"]
+
+    writes = await knowledge.put_documents("acme", "handbook", [
+        (_document("a.md", id="a"), _chunks("A one.", "A two.", "A three.")),
+        (_document("taken.md", id="taken"), _chunks("Taken again.")),
+        (_document("a.md", id="a"), _chunks("A replaced."))])
+    assert [w.replaced for w in writes] == [False, True, True]
+    assert writes[2].removed_chunk_ids == writes[0].chunk_ids
+    chunks = {c.id: c for c in await _all_chunks(knowledge, "acme", "handbook")}
+    assert sorted(chunks) == sorted(writes[1].chunk_ids + writes[2].chunk_ids)
+    assert [chunks[i].text for i in writes[1].chunk_ids + writes[2].chunk_ids] == [
+        "Taken again.", "A replaced."]

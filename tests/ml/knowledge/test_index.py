@@ -3,6 +3,8 @@ search, documents removed at once (tombstones, then a rebuild), metadata filters
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -120,3 +122,41 @@ def test_memory_estimates_grow_with_size_and_hnsw_costs_more_per_vector() -> Non
     _fill(flat, vectors)
     _fill(hnsw, vectors)
     assert 1000 * 384 * 4 < flat.memory_bytes() < hnsw.memory_bytes() < 1000 * 2500
+
+
+def test_several_documents_are_added_in_one_operation_or_not_at_all() -> None:
+    vectors = _clustered(30, seed=10)
+    index = VectorIndex(DIMENSION)
+    index.add("old", [1], vectors[:1])
+    with pytest.raises(ValueError, match="already"):
+        index.add_many([("a", [10, 11], {}), ("b", [1], {})], vectors[1:4])
+    assert len(index) == 1 and "a" not in index.chunks_of and "a" not in index.metadata
+
+    index.add_many([("a", [10, 11], {"team": "x"}), ("b", [12], {"team": "y"})], vectors[1:4])
+    assert index.chunks_of == {"old": [1], "a": [10, 11], "b": [12]}
+    assert [i for i, _ in index.search(vectors[3], 1, where={"team": "y"})] == [12]
+    assert index.remove_document("a") == 2 and len(index) == 2
+
+
+def test_large_hnsw_additions_use_the_build_threads_then_restore_the_callers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    seen: list[int] = []
+    add: Any = faiss.IndexIDMap2.add_with_ids
+
+    def counting_add(self: object, *args: object) -> object:
+        seen.append(faiss.omp_get_max_threads())
+        return add(self, *args)
+
+    monkeypatch.setattr(faiss.IndexIDMap2, "add_with_ids", counting_add)
+    index = VectorIndex(DIMENSION, flat_limit=100, build_threads=3)
+    vectors = _clustered(400, seed=11)
+    index.add("small", list(range(50)), vectors[:50])  # flat, few: the caller's threads
+    index.add("large", list(range(50, 400)), vectors[50:])  # past the limit: HNSW
+    assert index.kind == "hnsw"
+    # the rebuild re-adds the 50 it had (too few to spread), then the 350 new use 3 threads
+    assert seen == [before, before, 3]
+    assert faiss.omp_get_max_threads() == before
+    assert index.search(vectors[300], 1)[0][0] == 300
