@@ -46,9 +46,27 @@ prometheus:
 	  echo "prometheus/promtool not found: install the 'prometheus' package (sudo apt-get install -y --no-install-recommends prometheus); the monitoring tests skip without it, and fail under CI=true."; \
 	fi
 
+# Debian's Chromium, which the console's browser tests drive through pytest-playwright
+# (Playwright's own browser download is not used). Installed when missing and this runs as root
+# with apt-get; the tests skip without it, and fail under CI=true.
+.PHONY: chromium
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "Installing the chromium package for the console's browser tests"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+	    || { apt-get update -qq >/dev/null && \
+	         apt-get install -y -qq --no-install-recommends chromium >/dev/null; }; } \
+	  || echo "Could not install the chromium package; the browser tests skip without it, and fail under CI=true."; \
+	else \
+	  echo "chromium not found: install the 'chromium' package (sudo apt-get install -y --no-install-recommends chromium); the browser tests skip without it, and fail under CI=true."; \
+	fi
+
 # The type checker first (its configuration is in pyproject.toml); then the tests that share
 # one Ray cluster; then the tests that start and stop Ray themselves, in their own pytest process.
-test: install prometheus typecheck
+test: install prometheus chromium typecheck
 	$(BIN)/python -m pytest -m "not restarts_ray" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m restarts_ray $(PYTEST_ARGS)
 

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from actors.config import OrchestratorConfig
 from actors.errors import QueueFull
+from actors.events_out import check_callback_urls
 from actors.lifecycle import Lifecycle, LiveTask
 from actors.metrics import OrchestratorMetrics
 from actors.validation import validate_request
@@ -46,6 +47,7 @@ class Admission:
         self.metrics = metrics
         self.enqueue = enqueue
         self.wake = wake
+        self.on_callbacks: Callable[[list[TaskRequest]], None] | None = None
         self._pending_keys: dict[tuple[str, str], asyncio.Future] = {}
         self._reserved = 0
         self._reserved_by_tenant: collections.Counter[str] = collections.Counter()
@@ -65,6 +67,10 @@ class Admission:
         many = len(requests) > 1
         checked = [validate_request(r, self.config, i if many else None)
                    for i, r in enumerate(requests)]
+        if any(r.callback_url is not None for r in checked):
+            await check_callback_urls(checked, self.config, many)
+            if self.on_callbacks is not None:
+                self.on_callbacks(checked)
         decisions = [self.requested_route(r, i if many else None)
                      for i, r in enumerate(checked)]
         ids: list[str | None] = [None] * len(checked)

@@ -26,6 +26,11 @@ orchestrator. Agent authors import all of this from `actors.sdk`.
 Two more ports work the same way: `self.llm` (`LanguageModels`), the platform's model gateway
 (set on Ray by `actors.llm_port`; None where no port is given), and `self.events`
 (`TaskOutput`), which adds output events (streamed text) to the running task's event log.
+
+A type that declares `AgentSpec(on_message="task")` starts a task of its own type from every
+message posted to its inbox (`actors.message_pump`); the classmethod `message_task(message)`
+says which task, or None to leave the message for a reader. It runs in the orchestrator's
+process, never in a replica, so it must be quick and use nothing `setup()` prepares.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from collections.abc import AsyncIterator
 from typing import Any, ClassVar, Protocol
 
 from actors.errors import InvalidTaskInput
-from storage.messages import AgentContext, AgentSpec, AgentTask
+from storage.messages import AgentContext, AgentSpec, AgentTask, InboxMessage
 
 MAX_PAYLOAD_BYTES = 1_000_000
 
@@ -107,6 +112,27 @@ class Agent:
 
     async def health(self) -> None:
         """Raise if this replica can no longer take work. Must answer quickly."""
+
+    @classmethod
+    def message_task(cls, message: InboxMessage) -> dict[str, Any] | None:
+        """The task a message to this type's inbox starts (when the spec declares
+        `on_message="task"`): `{"description", "payload"}`, optionally with "priority",
+        "timeout_s" and "max_attempts"; or None to leave the message in the inbox for a
+        reader. Raise `InvalidTaskInput` (`invalid(...)`) for a message that can start no
+        task: it is acknowledged and its sender is told why.
+
+        The default reads an object body. An envelope `{"payload": {...}, "description"?}`
+        gives the task's payload and description; any other object is the payload itself.
+        The description falls back to the message's subject, then to "message from
+        <sender>". A body that is not an object is left for a reader."""
+        body = message.body
+        if not isinstance(body, dict):
+            return None
+        fallback = message.subject or f"message from {message.sender or 'an unnamed sender'}"
+        if "payload" in body:
+            return {"description": body.get("description") or fallback,
+                    "payload": body["payload"]}
+        return {"description": fallback, "payload": body}
 
 
 def invalid(message: str, **details: Any) -> InvalidTaskInput:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from actors.agent import Agent
+    from actors.config import WebhookSettings
     from ml.config import RouterConfig
     from ml.llm.settings import LlmSettings
     from storage.messages import AgentContext, Resources
@@ -47,6 +48,11 @@ class Backend(Protocol):
     def start_llm_gateway(self, settings: LlmSettings, database_url: str, redis_url: str | None,
                           log_format: str, log_level: str) -> Any:
         """The namespace's model gateway actor, started if there is none; its handle."""
+        ...
+
+    def start_webhook_delivery(self, settings: WebhookSettings, database_url: str,
+                               log_format: str, log_level: str) -> Any:
+        """The namespace's webhook delivery actor, started if there is none; its handle."""
         ...
 
     def find_actors(self, prefix: str) -> dict[str, Any]:

@@ -76,6 +76,38 @@ class AutoscaleConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class WebhookSettings:
+    """How events go out (`actors.webhook_delivery`): a delivery is retried with exponential
+    backoff and full jitter from `retry_base_s` up to `retry_max_s` (or as long as the
+    receiver's Retry-After asks, within that bound) until `retry_period_s` after its event, then
+    fails; each attempt waits at most `timeout_s`; at most `max_in_flight` are sent at once.
+    Receivers must have public addresses unless `allow_private_networks`, or their address lies
+    in `allowed_networks` (CIDR strings). Due deliveries are looked for every `poll_interval_s`
+    and whenever the orchestrator commits events."""
+
+    retry_period_s: float = 86_400.0
+    retry_base_s: float = 5.0
+    retry_max_s: float = 3600.0
+    timeout_s: float = 10.0
+    max_in_flight: int = 32
+    allow_private_networks: bool = False
+    allowed_networks: tuple[str, ...] = ()
+    poll_interval_s: float = 0.25
+
+    def __post_init__(self) -> None:
+        for name in ("retry_period_s", "retry_base_s", "retry_max_s", "timeout_s",
+                     "poll_interval_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a number above 0, got {value}")
+        if self.retry_max_s < self.retry_base_s:
+            raise ValueError(f"retry_max_s ({self.retry_max_s:g}) is below retry_base_s "
+                             f"({self.retry_base_s:g})")
+        if not 1 <= self.max_in_flight <= 10_000:
+            raise ValueError(f"max_in_flight must be from 1 to 10000, got {self.max_in_flight}")
+
+
+@dataclasses.dataclass(frozen=True)
 class OrchestratorConfig:
     database_url: str
     namespace: str = DEFAULT_NAMESPACE
@@ -105,6 +137,7 @@ class OrchestratorConfig:
     workflow_retention_s: float = 30 * 24 * 3600.0  # finished runs older than this are purged
     workflow_purge_interval_s: float = 3600.0  # how often the orchestrator purges them
     llm: LlmSettings | None = None  # the model gateway; None: no model, no `llm` agent type
+    webhooks: WebhookSettings = WebhookSettings()  # events out (webhooks and task callbacks)
 
     def pool(self, agent_type: str) -> PoolConfig:
         return self.pools.get(agent_type, PoolConfig())

@@ -4,8 +4,9 @@ It is a small core over parts that each own one job, the way Ray Serve's control
 managers: `Admission` (what is accepted, quotas), `Dispatcher` (queues and attempts),
 `PoolManager` (replicas), `RoutingStage` (tasks waiting for the router), `Lifecycle` (the
 records). The control loop calls each part's `update()`. Its public operations are those of
-`actors.orchestrator_api.OrchestratorApi`; the read-throughs live in `actors.store_reads` and
-the routing operations in `actors.router_admin`.
+`actors.orchestrator_api.OrchestratorApi`; the read-throughs live in `actors.store_reads`, the
+routing operations in `actors.router_admin`, the workflow operations in
+`actors.workflow_operations` and the webhook operations in `actors.webhook_admin`.
 
 Fault-tolerance contract
 - Durable: tasks, attempts and events in storage. A submission is acknowledged only after its
@@ -26,6 +27,10 @@ Fault-tolerance contract
 - Storage outages: every public operation reports storage trouble as `PlatformUnavailable`
   (retryable), never as the driver's exception.
 - Never dies of a step: the control loop catches and logs each step's failure.
+- Events out: a terminal state's webhook deliveries commit with it (`storage.webhook_outbox`);
+  the detached delivery actor is started (or found) at start and woken after such commits
+  (`actors.events_out`), and messages to agent types that start work from them become tasks
+  (`actors.message_pump`).
 - Model gateway: with a model configured (`config.llm`), the detached gateway actor is started
   (or found) at start, Ray restarts it, and only then is the `llm` agent type registered.
 
@@ -47,6 +52,7 @@ from actors.backend import Backend
 from actors.config import OrchestratorConfig
 from actors.dispatch import Dispatcher
 from actors.errors import PlatformUnavailable, storage_trouble_unavailable
+from actors.events_out import EventsOut
 from actors.lifecycle import Lifecycle
 from actors.llm_admin import LlmAdministration
 from actors.logs import configure_logging
@@ -58,12 +64,14 @@ from actors.registry import load_agent_types
 from actors.router_admin import RouterAdministration
 from actors.routing_stage import RouterClient, RoutingStage
 from actors.store_reads import StoreReads
+from actors.webhook_admin import WebhookAdministration
 from actors.workflow_engine import WorkflowEngine
+from actors.workflow_operations import WorkflowOperations
 from storage.errors import Conflict, InvalidRequest, NotFound, StorageError
 from storage.messages import Task, TaskRequest, TaskStatus
 from storage.pool_bounds import PoolBoundsStore
 from storage.task_store import TaskStore
-from storage.workflow_records import RunDetail, RunEvent, RunPage, RunStatus
+from storage.workflow_records import RunStatus
 
 log = logging.getLogger("ymera.orchestrator")
 
@@ -72,7 +80,8 @@ STORE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
 DEAD_LETTER_REFRESH_S = 10.0
 
 
-class Orchestrator(StoreReads, RouterAdministration, Planning, LlmAdministration):
+class Orchestrator(StoreReads, RouterAdministration, Planning, LlmAdministration,
+                   WorkflowOperations, WebhookAdministration):
     """Accepts tasks, routes them, dispatches them to agent pools, and records every step."""
 
     def __init__(self, config: OrchestratorConfig, backend: Backend | None = None) -> None:
@@ -118,6 +127,8 @@ class Orchestrator(StoreReads, RouterAdministration, Planning, LlmAdministration
         self._background: set[asyncio.Task] = set()
         self.workflows = WorkflowEngine(config, list(self.agent_types), self.routing is not None,
                                         self.metrics, self._spawn)
+        self.events_out = EventsOut(config, backend, self._spawn, self.agent_types)
+        self.admission.on_callbacks = self.events_out.submitted
         self._spawn(self._start(), "startup")
 
     # ----------------------------------------------------------------- start and loops
@@ -140,6 +151,7 @@ class Orchestrator(StoreReads, RouterAdministration, Planning, LlmAdministration
             on_commit = self.publisher.committed
             self._spawn(self.publisher.run(), "event-publisher")
         self.lifecycle = Lifecycle(store, self.config, on_commit, self.metrics)
+        self.lifecycle.writer.on_flushed = self.events_out.flushed
         self.lifecycle.on_finished = self.workflows.task_finished
         self.dispatcher.lifecycle = self.lifecycle
         self._serve_metrics()
@@ -157,6 +169,7 @@ class Orchestrator(StoreReads, RouterAdministration, Planning, LlmAdministration
             self._spawn(self.routing.run(), "routing")
             self._spawn(self.routing.run_learning(), "learning")
         self.workflows.start(store, self._submit_for_workflow, self._cancel_for_workflow)
+        self.events_out.start(store, self.submit_many, store.get_tasks, self.agent_types)
         self._ready.set()
         log.info("orchestrator ready: %d tasks resumed from storage", len(requeued))
 
@@ -332,77 +345,6 @@ class Orchestrator(StoreReads, RouterAdministration, Planning, LlmAdministration
     async def _cancel_for_workflow(self, task_id: str) -> None:
         await self.cancel(task_id)
 
-    # ----------------------------------------------------------------- workflows
-
-    @storage_trouble_unavailable
-    async def submit_workflow(self, document: dict[str, Any] | str, input: Any = None, *,
-                              idempotency_key: str | None = None, tenant: str = "default",
-                              wait_s: float | None = None) -> RunDetail:
-        """Store a run of the workflow `document` (a dict, or YAML/JSON text) with `input` and
-        start it; returns it once durable (with `wait_s`, once finished or when `wait_s` runs
-        out). The same (tenant, idempotency key) returns the same run. A bad document is
-        `InvalidRequest` naming the step and field, and nothing is stored."""
-        await self._wait_ready()
-        if not self.accepting:
-            raise PlatformUnavailable("the platform is draining and accepts no new runs")
-        run = await self.workflows.submit(document, input, idempotency_key=idempotency_key,
-                                          tenant=tenant)
-        if wait_s is not None:
-            return await self.workflows.wait(tenant, run.id, wait_s)
-        return await self.workflows.detail(tenant, run.id)
-
-    @storage_trouble_unavailable
-    async def get_run(self, run_id: str, tenant: str = "default") -> RunDetail:
-        await self._wait_ready()
-        return await self.workflows.detail(tenant, run_id)
-
-    @storage_trouble_unavailable
-    async def wait_run(self, run_id: str, timeout_s: float | None = None,
-                       tenant: str = "default") -> RunDetail:
-        """The run once finished, or as it stands when `timeout_s` runs out."""
-        await self._wait_ready()
-        return await self.workflows.wait(tenant, run_id, timeout_s)
-
-    @storage_trouble_unavailable
-    async def list_runs(self, tenant: str = "default", status: str | None = None,
-                        limit: int = 50, cursor: str | None = None) -> RunPage:
-        await self._wait_ready()
-        return await self.workflows.page(tenant, status, limit, cursor)
-
-    @storage_trouble_unavailable
-    async def decide(self, run_id: str, step_id: str, decision: str, actor: str,
-                     comment: str | None = None, tenant: str = "default",
-                     map_index: int = -1) -> RunDetail:
-        """A person's decision ("approve" or "reject") on a step awaiting approval."""
-        await self._wait_ready()
-        return await self.workflows.decide(tenant, run_id, step_id, decision, actor, comment,
-                                           map_index)
-
-    @storage_trouble_unavailable
-    async def cancel_run(self, run_id: str, tenant: str = "default") -> RunDetail:
-        await self._wait_ready()
-        return await self.workflows.cancel(tenant, run_id)
-
-    @storage_trouble_unavailable
-    async def retry_run(self, run_id: str, from_step: str,
-                        tenant: str = "default") -> RunDetail:
-        await self._wait_ready()
-        return await self.workflows.retry(tenant, run_id, from_step)
-
-    @storage_trouble_unavailable
-    async def run_events(self, run_id: str, after_id: int = 0,
-                         tenant: str = "default") -> list[RunEvent]:
-        await self._wait_ready()
-        return await self.workflows.events(tenant, run_id, after_id)
-
-    @storage_trouble_unavailable
-    async def purge_runs(self, older_than_s: float | None = None,
-                         batch_size: int = 500) -> int:
-        """Delete finished runs older than `older_than_s` (default: the configured
-        retention), `batch_size` per transaction."""
-        await self._wait_ready()
-        return await self.workflows.purge(older_than_s, batch_size)
-
     # ----------------------------------------------------------------- operator commands
 
     @storage_trouble_unavailable
@@ -444,12 +386,15 @@ class Orchestrator(StoreReads, RouterAdministration, Planning, LlmAdministration
         return {"running": running, "queued_left": lifecycle.queued_count}
 
     async def stop_pools(self) -> int:
-        """Kill every replica and the router (for `ymera down`, after `drain`). Returns how
-        many replicas."""
+        """Kill every replica, the router, the model gateway and the webhook delivery actor
+        (for `ymera down`, after `drain`). Returns how many replicas."""
         if self.routing is not None:
             self.backend.kill(self.routing.router.handle)
         if self.llm_gateway is not None:
             self.backend.kill(self.llm_gateway)
+        if self.events_out.handle is not None:
+            self.backend.kill(self.events_out.handle)
+            self.events_out.handle = None
         killed = 0
         for pool in self.pools.pools.values():
             pool.set_bounds(0, 0)

@@ -31,7 +31,9 @@ from typing import Any, Protocol
 
 from actors.errors import PlatformUnavailable
 from storage.errors import YmeraError
-from storage.messages import Attempt, BatchStatus, RouteDecision, Task, TaskEvent, TaskRequest
+from storage.messages import (
+    Attempt, BatchStatus, InboxMessage, RouteDecision, Task, TaskEvent, TaskRequest,
+)
 from storage.task_store import TaskPage
 from storage.workflow_records import RunDetail, RunEvent, RunPage
 
@@ -105,7 +107,8 @@ class OrchestratorApi(Protocol):
 
     async def submit_workflow(self, document: dict[str, Any] | str, input: Any = None, *,
                               idempotency_key: str | None = None, tenant: str = "default",
-                              wait_s: float | None = None) -> RunDetail: ...
+                              wait_s: float | None = None,
+                              callback_url: str | None = None) -> RunDetail: ...
 
     async def get_run(self, run_id: str, tenant: str = "default") -> RunDetail: ...
 
@@ -143,6 +146,44 @@ class OrchestratorApi(Protocol):
 
     async def set_llm_budget(self, tenant: str, limit_tokens: int | None,
                              period: str | None = None) -> dict[str, Any]: ...
+
+    # ------------------------------------------------------------- events out (issue 19)
+
+    async def create_webhook(self, tenant: str, url: str, events: list[str] | tuple[str, ...],
+                             *, agent_type: str | None = None, workflow: str | None = None,
+                             description: str | None = None, created_by: str | None = None,
+                             enabled: bool = True) -> dict[str, Any]: ...
+
+    async def list_webhooks(self, tenant: str) -> dict[str, Any]: ...
+
+    async def get_webhook(self, tenant: str, subscription_id: str) -> dict[str, Any]: ...
+
+    async def update_webhook(self, tenant: str, subscription_id: str,
+                             **changes: Any) -> dict[str, Any]: ...
+
+    async def delete_webhook(self, tenant: str, subscription_id: str) -> dict[str, Any]: ...
+
+    async def rotate_webhook_secret(self, tenant: str, subscription_id: str,
+                                    overlap_s: float = 86400.0) -> dict[str, Any]: ...
+
+    async def webhook_deliveries(self, tenant: str, *, subscription_id: str | None = None,
+                                 status: str | None = None, task_id: str | None = None,
+                                 event_kind: str | None = None, limit: int = 50,
+                                 cursor: str | None = None) -> dict[str, Any]: ...
+
+    async def webhook_delivery(self, tenant: str, delivery_id: str) -> dict[str, Any]: ...
+
+    async def redeliver_webhook(self, tenant: str, delivery_id: str) -> dict[str, Any]: ...
+
+    async def callback_secret(self, tenant: str, rotate: bool = False,
+                              overlap_s: float = 86400.0) -> dict[str, Any]: ...
+
+    async def post_message(self, tenant: str, agent_type: str, body: Any, *,
+                           sender: str | None = None,
+                           subject: str | None = None) -> InboxMessage: ...
+
+    async def ack_inbox_message(self, tenant: str, agent_type: str,
+                                message_id: str) -> InboxMessage: ...
 
 
 @contextlib.contextmanager
@@ -287,9 +328,11 @@ class ActorOrchestrator:
 
     async def submit_workflow(self, document: dict[str, Any] | str, input: Any = None, *,
                               idempotency_key: str | None = None, tenant: str = "default",
-                              wait_s: float | None = None) -> RunDetail:
+                              wait_s: float | None = None,
+                              callback_url: str | None = None) -> RunDetail:
         return await self._call(lambda h: h.submit_workflow.remote(
-            document, input, idempotency_key=idempotency_key, tenant=tenant, wait_s=wait_s))
+            document, input, idempotency_key=idempotency_key, tenant=tenant, wait_s=wait_s,
+            callback_url=callback_url))
 
     async def get_run(self, run_id: str, tenant: str = "default") -> RunDetail:
         return await self._call(lambda h: h.get_run.remote(run_id, tenant))
@@ -337,3 +380,59 @@ class ActorOrchestrator:
     async def set_llm_budget(self, tenant: str, limit_tokens: int | None,
                              period: str | None = None) -> dict[str, Any]:
         return await self._call(lambda h: h.set_llm_budget.remote(tenant, limit_tokens, period))
+
+    async def create_webhook(self, tenant: str, url: str, events: list[str] | tuple[str, ...],
+                             *, agent_type: str | None = None, workflow: str | None = None,
+                             description: str | None = None, created_by: str | None = None,
+                             enabled: bool = True) -> dict[str, Any]:
+        return await self._call(lambda h: h.create_webhook.remote(
+            tenant, url, events, agent_type=agent_type, workflow=workflow,
+            description=description, created_by=created_by, enabled=enabled))
+
+    async def list_webhooks(self, tenant: str) -> dict[str, Any]:
+        return await self._call(lambda h: h.list_webhooks.remote(tenant))
+
+    async def get_webhook(self, tenant: str, subscription_id: str) -> dict[str, Any]:
+        return await self._call(lambda h: h.get_webhook.remote(tenant, subscription_id))
+
+    async def update_webhook(self, tenant: str, subscription_id: str,
+                             **changes: Any) -> dict[str, Any]:
+        return await self._call(lambda h: h.update_webhook.remote(
+            tenant, subscription_id, **changes))
+
+    async def delete_webhook(self, tenant: str, subscription_id: str) -> dict[str, Any]:
+        return await self._call(lambda h: h.delete_webhook.remote(tenant, subscription_id))
+
+    async def rotate_webhook_secret(self, tenant: str, subscription_id: str,
+                                    overlap_s: float = 86400.0) -> dict[str, Any]:
+        return await self._call(lambda h: h.rotate_webhook_secret.remote(
+            tenant, subscription_id, overlap_s))
+
+    async def webhook_deliveries(self, tenant: str, *, subscription_id: str | None = None,
+                                 status: str | None = None, task_id: str | None = None,
+                                 event_kind: str | None = None, limit: int = 50,
+                                 cursor: str | None = None) -> dict[str, Any]:
+        return await self._call(lambda h: h.webhook_deliveries.remote(
+            tenant, subscription_id=subscription_id, status=status, task_id=task_id,
+            event_kind=event_kind, limit=limit, cursor=cursor))
+
+    async def webhook_delivery(self, tenant: str, delivery_id: str) -> dict[str, Any]:
+        return await self._call(lambda h: h.webhook_delivery.remote(tenant, delivery_id))
+
+    async def redeliver_webhook(self, tenant: str, delivery_id: str) -> dict[str, Any]:
+        return await self._call(lambda h: h.redeliver_webhook.remote(tenant, delivery_id))
+
+    async def callback_secret(self, tenant: str, rotate: bool = False,
+                              overlap_s: float = 86400.0) -> dict[str, Any]:
+        return await self._call(lambda h: h.callback_secret.remote(tenant, rotate, overlap_s))
+
+    async def post_message(self, tenant: str, agent_type: str, body: Any, *,
+                           sender: str | None = None,
+                           subject: str | None = None) -> InboxMessage:
+        return await self._call(lambda h: h.post_message.remote(
+            tenant, agent_type, body, sender=sender, subject=subject))
+
+    async def ack_inbox_message(self, tenant: str, agent_type: str,
+                                message_id: str) -> InboxMessage:
+        return await self._call(lambda h: h.ack_inbox_message.remote(
+            tenant, agent_type, message_id))

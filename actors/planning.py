@@ -181,7 +181,8 @@ class Planning:
     if TYPE_CHECKING:
         def submit_workflow(self, document: dict[str, Any] | str, input: Any = None, *,
                             idempotency_key: str | None = None, tenant: str = "default",
-                            wait_s: float | None = None) -> Awaitable[RunDetail]: ...
+                            wait_s: float | None = None,
+                            callback_url: str | None = None) -> Awaitable[RunDetail]: ...
 
     async def plan(self, tenant: str, request: str, *, run: bool = False, input: Any = None,
                    group: str | None = None) -> dict[str, Any]:

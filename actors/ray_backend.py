@@ -26,6 +26,7 @@ from ray.exceptions import (
 )
 
 from actors.agent import Agent
+from actors.config import WebhookSettings
 from actors.errors import CallCancelled, CallFailed, CallTimedOut, ReplicaLost
 from actors.replica import AgentReplica
 from ml.config import RouterConfig
@@ -37,6 +38,7 @@ CONTROL_CALL_HEADROOM = 4
 ROUTER_NAME = "router"
 ROUTER_MAX_CONCURRENCY = 64
 LLM_GATEWAY_MAX_CONCURRENCY = 1000
+WEBHOOK_DELIVERY_MAX_CONCURRENCY = 100
 HEAD_NODE = {"node:__internal_head__": 0.001}
 
 
@@ -148,6 +150,30 @@ class RayBackend:
             options["resources"] = dict(HEAD_NODE)
         return _actor_class(LlmGatewayActor).options(**options).remote(
             settings, database_url, redis_url, self.namespace, log_format, log_level)
+
+    def start_webhook_delivery(self, settings: WebhookSettings, database_url: str,
+                               log_format: str, log_level: str) -> Any:
+        """The namespace's webhook delivery actor (`actors.webhook_delivery`), started if there
+        is none. Ray restarts it forever (deliveries are durable; one in flight when it died is
+        sent again, with the same webhook-id); its calls are not retried by Ray. With an
+        embedded SQLite database it runs on the head node, where the file is. It takes no CPU:
+        it waits on receivers."""
+        from actors.webhook_delivery import DELIVERY_ACTOR_NAME, WebhookDeliveryActor
+
+        options: dict[str, Any] = {
+            "name": DELIVERY_ACTOR_NAME,
+            "namespace": self.namespace,
+            "lifetime": "detached",
+            "get_if_exists": True,
+            "max_restarts": -1,
+            "max_task_retries": 0,
+            "max_concurrency": WEBHOOK_DELIVERY_MAX_CONCURRENCY,
+            "num_cpus": 0,
+        }
+        if database_url.startswith("sqlite"):
+            options["resources"] = dict(HEAD_NODE)
+        return _actor_class(WebhookDeliveryActor).options(**options).remote(
+            settings, database_url, log_format, log_level)
 
     def find_actors(self, prefix: str) -> dict[str, Any]:
         """Live named actors of this namespace whose names start with `prefix`."""

@@ -8,7 +8,8 @@ raises `InvalidTaskInput` (or `invalid(message, field=...)`) for a task that is 
 never retried, and `RetryableAgentError` for transient trouble, retried with backoff. The
 replica hosting it sets `context` (an `AgentContext`), `cluster` (a `ClusterFacts` port),
 `llm` (a `LanguageModels` port) and `events` (a `TaskOutput` port) before `setup()`, and
-records each attempt as an `AgentResult`. See `docs/agents.md`.
+records each attempt as an `AgentResult`. A type declaring `on_message="task"` maps each
+`InboxMessage` to its inbox to a task in the classmethod `message_task`. See `docs/agents.md`.
 
 Every name here is API for agent authors: it is kept when the platform's modules move.
 Importing this module is cheap and never imports Ray or the orchestrator.
@@ -33,6 +34,7 @@ from storage.messages import (
     AgentResult,
     AgentSpec,
     AgentTask,
+    InboxMessage,
     Resources,
     TaskError,
 )
@@ -47,6 +49,7 @@ __all__ = [
     "AgentSpec",
     "AgentTask",
     "ClusterFacts",
+    "InboxMessage",
     "InvalidTaskInput",
     "LanguageModels",
     "Resources",

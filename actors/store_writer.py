@@ -24,13 +24,15 @@ RETRY_DELAYS_S = (0.05, 0.2, 1.0, 2.0, 5.0)
 
 class StoreWriter:
     """`on_commit`, when given, receives the events of each committed flush (with their ids),
-    in commit order, before anyone waiting on those writes is woken."""
+    in commit order, before anyone waiting on those writes is woken; `on_flushed`, when set,
+    receives each committed flush's merged batch (the webhook outbox is told through it)."""
 
     def __init__(self, store: TaskStore, max_batch: int,
                  on_commit: Callable[[list[TaskEvent]], None] | None = None) -> None:
         self.store = store
         self.max_batch = max_batch
         self.on_commit = on_commit
+        self.on_flushed: Callable[[WriteBatch], None] | None = None
         self._staged: list[tuple[WriteBatch, asyncio.Future]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -93,6 +95,11 @@ class StoreWriter:
                         self.on_commit(events)
                     except Exception:
                         log.exception("publishing %d committed events failed", len(events))
+                if self.on_flushed is not None:
+                    try:
+                        self.on_flushed(merged)
+                    except Exception:
+                        log.exception("telling of a committed flush failed")
                 for _, future in entries:
                     if not future.done():
                         future.set_result(None)

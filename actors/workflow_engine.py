@@ -107,7 +107,8 @@ class WorkflowEngine:
     # ------------------------------------------------------------------ operations
 
     async def submit(self, document: dict[str, Any] | str, run_input: Any, *,
-                     idempotency_key: str | None, tenant: str) -> WorkflowRun:
+                     idempotency_key: str | None, tenant: str,
+                     callback_url: str | None = None) -> WorkflowRun:
         """Validate and store a new run, start it, and return it as created (the stored run for
         a known idempotency key). `InvalidRequest` names the step and field; nothing is
         stored."""
@@ -123,7 +124,7 @@ class WorkflowEngine:
         deadline = utcnow() + timedelta(seconds=spec.limits.max_run_duration_s)
         run, created = await store.create_run(
             tenant, spec.name, spec.version, spec.to_json(), run_input, idempotency_key,
-            initial_steps(spec), deadline_at=deadline)
+            initial_steps(spec), deadline_at=deadline, callback_url=callback_url)
         if created:
             self._specs[run.id] = spec
             self.metrics.workflow_started(spec.name, tenant)

@@ -20,6 +20,7 @@ from cluster.llm_cli import add_llm_commands
 from cluster.plan_cli import add_plan_commands
 from cluster.ray_env import prepare_ray_environment
 from cluster.cli_common import client_of, print_result, settings_of
+from cluster.webhooks_cli import add_webhook_commands, send_message
 from cluster.workflow_cli import add_workflow_commands
 from storage.errors import YmeraError
 from storage.storable import readable
@@ -61,6 +62,7 @@ def cmd_up(args: argparse.Namespace) -> None:
         f"  Storage:    {started.database_url}",
         f"  Redis:      {started.redis}",
         f"  HTTP API:   {started.api_url + '/api/v1/docs' if started.api_url else 'off'}",
+        f"  Console:    {started.api_url + '/console' if started.api_url else 'off'}",
         "Try: ymera submit 'what is 2^10 + 5' --wait",
     ]))
 
@@ -93,7 +95,8 @@ def cmd_submit(args: argparse.Namespace) -> None:
     client = _client(args)
     task_id = client.submit(args.description, payload, agent_type=args.agent_type,
                             priority=args.priority, timeout_s=args.timeout,
-                            idempotency_key=args.idempotency_key)
+                            idempotency_key=args.idempotency_key,
+                            callback_url=args.callback_url)
     if not args.wait:
         _print(args, {"id": task_id}, task_id)
         return
@@ -167,6 +170,11 @@ def cmd_scale(args: argparse.Namespace) -> None:
 
 
 def cmd_inbox(args: argparse.Namespace) -> None:
+    if args.agent_type == "send" and args.send_to:
+        send_message(args, _client(args))
+        return
+    if args.send_to or args.body is not None or args.subject is not None:
+        raise YmeraError("to send a message: ymera inbox send AGENT_TYPE --body JSON")
     page = _client(args).inbox(args.agent_type, include_acked=args.all, limit=args.limit,
                            cursor=args.cursor, tenant=args.tenant)
     messages = page["messages"]
@@ -337,7 +345,8 @@ def parser() -> argparse.ArgumentParser:
 
     for add_group in (_platform_commands, _task_commands, _pool_commands, _router_commands,
                       _admin_commands, _batch_commands, add_workflow_commands,
-                      add_plan_commands, add_llm_commands, add_knowledge_commands):
+                      add_plan_commands, add_llm_commands, add_knowledge_commands,
+                      add_webhook_commands):
         add_group(add)
     add_bench_arguments(add("bench", cmd_bench, "benchmarks"))
     return root
@@ -363,6 +372,7 @@ def _task_commands(add: AddCommand) -> None:
     submit.add_argument("--idempotency-key")
     submit.add_argument("--wait", action="store_true", help="wait for the outcome")
     submit.add_argument("--wait-timeout", type=float, default=300.0)
+    submit.add_argument("--callback-url", help="called, signed, when the task finishes")
     get = add("get", cmd_get, "one task with its attempt history")
     get.add_argument("task_id")
     tasks = add("tasks", cmd_tasks, "list tasks, newest first")
@@ -389,12 +399,16 @@ def _pool_commands(add: AddCommand) -> None:
     scale.add_argument("--max", type=int, help="autoscale: most replicas")
     scale.add_argument("--reset", action="store_true",
                        help="give the pool its configured bounds again")
-    inbox = add("inbox", cmd_inbox, "messages delivered to an agent type's inbox")
-    inbox.add_argument("agent_type")
+    inbox = add("inbox", cmd_inbox, "messages in an agent type's inbox; `inbox send "
+                "AGENT_TYPE --body JSON` leaves one")
+    inbox.add_argument("agent_type", metavar="[send] AGENT_TYPE")
+    inbox.add_argument("send_to", nargs="?", help=argparse.SUPPRESS)
+    inbox.add_argument("--body", help="send: the message, a JSON value")
+    inbox.add_argument("--subject", help="send: a subject line")
     inbox.add_argument("--all", action="store_true", help="include acknowledged messages")
     inbox.add_argument("--limit", type=int, default=20)
     inbox.add_argument("--cursor")
-    inbox.add_argument("--tenant", default="default", help="whose messages to list")
+    inbox.add_argument("--tenant", default="default", help="whose inbox")
     ack = add("ack", cmd_ack, "acknowledge an inbox message")
     ack.add_argument("message_id")
     ack.add_argument("--tenant", default="default", help="the message's tenant")

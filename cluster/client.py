@@ -31,6 +31,7 @@ from actors.orchestrator_api import ActorOrchestrator, ray_errors_translated
 from cluster.batch.workflows import MAX_WORKFLOW_FILE_BYTES, WORKFLOW_SUFFIXES
 from cluster.knowledge_client import KnowledgeCalls
 from cluster.ray_env import prepare_ray_environment
+from cluster.webhooks_client import WebhookCalls
 from storage.errors import InvalidRequest
 from storage.messages import Attempt, BatchStatus, Task, TaskEvent, TaskRequest
 from storage.task_store import TaskPage
@@ -57,7 +58,7 @@ def connect_ray(address: str | None, namespace: str) -> None:
              logging_level=logging.WARNING, _node_ip_address=node_ip)
 
 
-class Client(KnowledgeCalls):
+class Client(KnowledgeCalls, WebhookCalls):
     """Blocking calls to the orchestrator's operations (`actors.orchestrator_api`), and their
     `*_async` twins for asyncio drivers. Errors are the platform's (`storage.errors`,
     `actors.errors`), raised as the orchestrator raised them; an orchestrator that is dead,
@@ -89,14 +90,21 @@ class Client(KnowledgeCalls):
         with ray_errors_translated():
             return ray.get(invoke(self.orchestrator))
 
+    def _caller(self) -> str:
+        """Who this client acts as, where the platform records it: `client:<user name>`."""
+        return f"client:{_user_name()}"
+
     def submit(self, description: str, payload: dict[str, Any] | None = None, *,
                agent_type: str | None = None, priority: int = 0, timeout_s: float | None = None,
                max_attempts: int | None = None, idempotency_key: str | None = None,
-               tenant: str = "default", batch_id: str | None = None) -> str:
-        """Submit one task; returns its id once the task is durable."""
+               tenant: str = "default", batch_id: str | None = None,
+               callback_url: str | None = None) -> str:
+        """Submit one task; returns its id once the task is durable. With `callback_url`, that
+        URL is sent the task's outcome (signed with the tenant's callback secret) when it
+        finishes."""
         return self.submit_many([TaskRequest(
             description, payload if payload is not None else {}, agent_type, priority, timeout_s,
-            max_attempts, idempotency_key, tenant, batch_id)])[0]
+            max_attempts, idempotency_key, tenant, batch_id, callback_url)])[0]
 
     def submit_many(self, requests: builtins.list[TaskRequest]) -> builtins.list[str]:
         """Submit tasks together (all accepted or none); ids in the same order."""
@@ -196,17 +204,20 @@ class Client(KnowledgeCalls):
 
     def submit_workflow(self, spec_or_function: Any, input: Any = None, *,
                         idempotency_key: str | None = None, tenant: str = "default",
-                        wait_s: float | None = None) -> RunDetail:
+                        wait_s: float | None = None,
+                        callback_url: str | None = None) -> RunDetail:
         """Start a run of a workflow with `input`; returns the run once it is durable (or,
         with `wait_s`, once it finished or `wait_s` ran out). The workflow is a document (a
         dict, or YAML/JSON text), a `pathlib.Path` of a .yaml/.yml/.json file, a
         `cluster.workflow_builder.Workflow`, or a function of no arguments returning one of
         those. The same `idempotency_key` (per tenant) always gives the same run; without one,
-        a key is made here so a retried call cannot start a second run."""
+        a key is made here so a retried call cannot start a second run. With `callback_url`,
+        that URL is sent the run's outcome when it finishes (docs/webhooks.md)."""
         document = workflow_document(spec_or_function)
         key = idempotency_key or f"auto:{uuid.uuid4().hex}"
         return self._result(lambda h: h.submit_workflow.remote(
-            document, input, idempotency_key=key, tenant=tenant, wait_s=wait_s))
+            document, input, idempotency_key=key, tenant=tenant, wait_s=wait_s,
+            callback_url=callback_url))
 
     def get_run(self, run_id: str, tenant: str = "default") -> RunDetail:
         """The run with its steps (`NotFound` also for another tenant's run)."""
@@ -297,11 +308,13 @@ class Client(KnowledgeCalls):
     async def submit_workflow_async(self, document: dict[str, Any] | str, input: Any = None, *,
                                     idempotency_key: str | None = None,
                                     tenant: str = "default",
-                                    wait_s: float | None = None) -> RunDetail:
+                                    wait_s: float | None = None,
+                                    callback_url: str | None = None) -> RunDetail:
         """`submit_workflow` of a document, for asyncio drivers (batch jobs)."""
         key = idempotency_key or f"auto:{uuid.uuid4().hex}"
         return await self._async.submit_workflow(document, input, idempotency_key=key,
-                                                 tenant=tenant, wait_s=wait_s)
+                                                 tenant=tenant, wait_s=wait_s,
+                                                 callback_url=callback_url)
 
     async def wait_run_async(self, run_id: str, timeout_s: float | None = None,
                              tenant: str = "default") -> RunDetail:

@@ -95,11 +95,24 @@ def down(settings: Settings, drain_timeout_s: float = 60.0) -> dict[str, Any]:
         report["drained"] = ray.get(orchestrator.drain.remote(drain_timeout_s))
         report["replicas_stopped"] = ray.get(orchestrator.stop_pools.remote())
         ray.kill(orchestrator, no_restart=True)
+        report["webhook_delivery_stopped"] = _stop_webhook_delivery(settings.namespace)
         _wait_gone(settings.namespace)
     if ray.is_initialized():
         ray.shutdown()
     report["ray_stopped"] = stop_head(settings.state_path)
     return report
+
+
+def _stop_webhook_delivery(namespace: str) -> bool:
+    """Kill the webhook delivery actor for good if one runs (pending deliveries stay in the
+    outbox and leave at the next `up`); whether it did."""
+    from actors.webhook_delivery import find_webhook_delivery
+
+    handle = find_webhook_delivery(namespace)
+    if handle is None:
+        return False
+    ray.kill(handle, no_restart=True)
+    return True
 
 
 def _stop_api() -> bool:

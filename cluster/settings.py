@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from actors.config import DEFAULT_NAMESPACE, AutoscaleConfig, OrchestratorConfig, PoolConfig
+from actors.config import (
+    DEFAULT_NAMESPACE, AutoscaleConfig, OrchestratorConfig, PoolConfig, WebhookSettings)
 from actors.retry import RetryPolicy
 from ml.config import ML_RESOURCE, RouterConfig
 from storage.workflow_spec import WorkflowLimits
@@ -90,10 +91,26 @@ class Settings(BaseSettings):
         default=64, ge=1, le=128, description="How deep JSON may nest in a task's payload, "
         "an agent's result and a request body; deeper is refused naming the path.")
     webhook_secret: SecretStr | None = Field(
-        default=None, description="HMAC-SHA256 key the communication agent signs webhooks with.")
+        default=None, description="The key the communication agent signs its webhooks with "
+        "(Standard Webhooks; a whsec_ secret, or any string used as its bytes).")
     webhook_allow_private_networks: bool = Field(
         default=False, description="Allow webhooks to loopback/private addresses (SSRF guard).")
+    webhook_allowed_networks: str = Field(
+        default="", description="Comma-separated networks (CIDR, e.g. 10.8.0.0/16,"
+        "127.0.0.1/32) whose addresses may receive webhooks although private; every other "
+        "private address is still refused.")
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    webhook_retry_period_s: float = Field(
+        default=86_400.0, gt=0, le=30 * 24 * 3600.0, description="How long after its event a "
+        "webhook delivery is retried before it fails.")
+    webhook_retry_base_s: float = Field(
+        default=5.0, gt=0, le=3600, description="The first retry's backoff bound; it doubles "
+        "per attempt (full jitter).")
+    webhook_retry_max_s: float = Field(
+        default=3600.0, gt=0, le=24 * 3600.0, description="The longest pause between two "
+        "attempts at a webhook delivery (a receiver's Retry-After included).")
+    webhook_max_in_flight: int = Field(
+        default=32, ge=1, le=10_000, description="Webhook deliveries sent at once.")
     webhook_max_attempts: int = Field(default=3, ge=1, le=10)
     knowledge_memory_mb: int = Field(
         default=512, ge=16, le=1_048_576, description="Memory each knowledge replica may "
@@ -202,6 +219,13 @@ class Settings(BaseSettings):
 
         return list(TrustedProxies.parse(entries).networks_text)  # ValueError names the entry
 
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _webhook_networks(cls, entries: str) -> str:
+        from actors.agents.webhook_addresses import parse_networks
+
+        return ",".join(str(n) for n in parse_networks(entries))  # ValueError names the entry
+
     @field_validator("ray_port", "dashboard_port", "api_port", "metrics_port",
                      "ray_metrics_port")
     @classmethod
@@ -216,6 +240,8 @@ class Settings(BaseSettings):
             raise ValueError("task_timeout_s cannot exceed max_task_timeout_s")
         if self.api_max_replicas is not None and self.api_max_replicas < self.api_replicas:
             raise ValueError("api_max_replicas cannot be below api_replicas")
+        if self.webhook_retry_max_s < self.webhook_retry_base_s:
+            raise ValueError("webhook_retry_max_s cannot be below webhook_retry_base_s")
         ports = {"ray_port": self.ray_port, "dashboard_port": self.dashboard_port,
                  "api_port": self.api_port, "ray_metrics_port": self.ray_metrics_port,
                  "metrics_port": self.metrics_port}
@@ -272,6 +298,19 @@ class Settings(BaseSettings):
             workflow_retention_s=self.workflow_retention_s,
             workflow_purge_interval_s=self.workflow_purge_interval_s,
             llm=self.llm_settings(),
+            webhooks=self.webhook_settings(),
+        )
+
+    def webhook_settings(self) -> WebhookSettings:
+        """How events go out: retries, timeouts and where receivers may be."""
+        return WebhookSettings(
+            retry_period_s=self.webhook_retry_period_s,
+            retry_base_s=self.webhook_retry_base_s,
+            retry_max_s=self.webhook_retry_max_s,
+            timeout_s=self.webhook_timeout_s,
+            max_in_flight=self.webhook_max_in_flight,
+            allow_private_networks=self.webhook_allow_private_networks,
+            allowed_networks=tuple(n for n in self.webhook_allowed_networks.split(",") if n),
         )
 
     def llm_settings(self) -> LlmSettings | None:
@@ -356,6 +395,7 @@ class Settings(BaseSettings):
             "webhook_secret": self.webhook_secret.get_secret_value()
             if self.webhook_secret else None,
             "webhook_allow_private_networks": self.webhook_allow_private_networks,
+            "webhook_allowed_networks": self.webhook_allowed_networks,
             "webhook_timeout_s": self.webhook_timeout_s,
             "webhook_max_attempts": self.webhook_max_attempts,
             "knowledge_memory_bytes": self.knowledge_memory_mb * 1024 * 1024,

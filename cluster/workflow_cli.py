@@ -85,7 +85,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
     value = run_input(args)
     client = _client(args)
     detail = client.submit_workflow(document, value, idempotency_key=args.idempotency_key,
-                                    tenant=args.tenant)
+                                    tenant=args.tenant, callback_url=args.callback_url)
     if args.wait is not None:
         detail = wait_for_outcome(client, detail, args.wait, args.tenant)
     if args.wait is None and not args.json:
@@ -240,6 +240,9 @@ def add_workflow_commands(add: AddCommand) -> None:
                         help=f"wait until the run finishes or a step awaits approval (at "
                              f"most SECONDS, default {DEFAULT_WAIT_S:g}), then show it")
     submit.add_argument("--idempotency-key", help="the same key (per tenant) gives the same run")
+    submit.add_argument("--callback-url", metavar="URL",
+                        help="POST the run's outcome to URL when it finishes, signed with the "
+                             "tenant's callback secret (docs/webhooks.md)")
 
     runs = command("runs", cmd_runs, "list runs, newest first")
     runs.add_argument("--status", choices=["pending", "running", "waiting", "succeeded",

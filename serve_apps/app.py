@@ -36,6 +36,7 @@ from starlette.routing import Match
 from serve_apps import http_errors
 from serve_apps.api_config import ApiConfig
 from serve_apps.client_address import ClientAddresses, TrustedProxies
+from serve_apps.console import mount_console
 from serve_apps.credential_cache import CredentialCache
 from serve_apps.errors import MethodNotAllowed
 from serve_apps.login_throttle import LocalLoginThrottle, LoginThrottle, ThrottlePolicy
@@ -46,7 +47,7 @@ from serve_apps.middleware import (
 from serve_apps.platform_port import PlatformPort
 from serve_apps.rate_limit import RateLimit, RateLimiter
 from serve_apps.routes import (
-    agents, auth, knowledge, llm, plan, streams, tasks, users, workflows,
+    agents, auth, inbox, knowledge, llm, plan, streams, tasks, users, webhooks, workflows,
 )
 from serve_apps.routes.access import API_PREFIX, Services
 from serve_apps.schemas import ErrorEnvelope, Readiness
@@ -88,11 +89,12 @@ def create_app(config: ApiConfig, port: PlatformPort, auth_store: AuthStore,
     app.state.stream_slots = streams.StreamSlots(config.max_streams_per_caller)
     app.state.api_routes = []  # for the `Allow` header of a 405
     for router in (auth.public, auth.keys, tasks.router, workflows.router, plan.router,
-                   llm.router, knowledge.router, streams.router, agents.router, users.router,
-                   probes):
+                   llm.router, knowledge.router, webhooks.router, inbox.router, streams.router,
+                   agents.router, users.router, probes):
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
         app.state.api_routes.extend(router.routes)
     app.include_router(probes, include_in_schema=False)
+    mount_console(app)  # the web console's pages under /console, on the same services
     app.add_exception_handler(YmeraError, _platform_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
@@ -101,7 +103,7 @@ def create_app(config: ApiConfig, port: PlatformPort, auth_store: AuthStore,
     if config.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=list(config.cors_origins), allow_credentials=False,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-API-Key",
                            "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After", "RateLimit-Limit",

@@ -5,14 +5,19 @@ and the caller as a `Principal`.
     viewer          read tasks, workflow runs and agents, ask the router where a task
                     would go, see the model groups and the tenant's token usage
                     (`llm:read`), search and ask the tenant's knowledge collections
-                    (`knowledge:read`)
+                    (`knowledge:read`), read its agents' inboxes (`inbox:read`)
     submitter       viewer + submit, cancel and give feedback on tasks; submit, cancel and
                     retry workflow runs; plan workflows with the language model
                     (`workflows:plan`; running a plan also needs `workflows:submit`); add
-                    and delete documents of knowledge collections (`knowledge:write`)
+                    and delete documents of knowledge collections (`knowledge:write`);
+                    send messages to an agent type's inbox and acknowledge them
+                    (`inbox:write`)
     operator        submitter + requeue dead tasks, read the dead-letter list, read the
-                    audit log, approve or reject workflow steps (`workflows:approve`)
-    admin           everything within its tenant, including API keys and users
+                    audit log, approve or reject workflow steps (`workflows:approve`),
+                    read the webhook subscriptions and their deliveries (`webhooks:read`)
+    admin           everything within its tenant, including API keys and users, and the
+                    webhook subscriptions, their secrets and redeliveries
+                    (`webhooks:manage`)
     platform_admin  admin + platform-wide actions: scale the shared agent pools
                     (`platform:scale`), read replica pids, node ids and the platform
                     audit log (`platform:read`), set a tenant's token budget
@@ -45,42 +50,43 @@ ALL_PERMISSIONS: Final = frozenset({
     "workflows:submit", "workflows:read", "workflows:cancel", "workflows:approve",
     "workflows:plan", "keys:manage", "users:manage", "audit:read",
     "platform:scale", "platform:read", "llm:read", "llm:budget",
-    "knowledge:read", "knowledge:write",
+    "knowledge:read", "knowledge:write", "inbox:read", "inbox:write",
+    "webhooks:read", "webhooks:manage",
 })
 
 ROLE_PERMISSIONS: Final[dict[str, frozenset[str]]] = {
     "viewer": frozenset({
         "tasks:read", "agents:read", "route:query", "workflows:read", "llm:read",
-        "knowledge:read",
+        "knowledge:read", "inbox:read",
     }),
     "submitter": frozenset({
         "tasks:read", "agents:read", "route:query", "workflows:read", "llm:read",
-        "knowledge:read", "knowledge:write",
+        "knowledge:read", "knowledge:write", "inbox:read", "inbox:write",
         "tasks:submit", "tasks:cancel", "tasks:feedback",
         "workflows:submit", "workflows:cancel", "workflows:plan",
     }),
     "operator": frozenset({
         "tasks:read", "agents:read", "route:query", "workflows:read", "llm:read",
-        "knowledge:read", "knowledge:write",
+        "knowledge:read", "knowledge:write", "inbox:read", "inbox:write",
         "tasks:submit", "tasks:cancel", "tasks:feedback",
         "workflows:submit", "workflows:cancel", "workflows:plan",
-        "tasks:requeue", "dead:read", "audit:read", "workflows:approve",
+        "tasks:requeue", "dead:read", "audit:read", "workflows:approve", "webhooks:read",
     }),
     "admin": frozenset({
         "tasks:read", "agents:read", "route:query", "workflows:read", "llm:read",
-        "knowledge:read", "knowledge:write",
+        "knowledge:read", "knowledge:write", "inbox:read", "inbox:write",
         "tasks:submit", "tasks:cancel", "tasks:feedback",
         "workflows:submit", "workflows:cancel", "workflows:plan",
-        "tasks:requeue", "dead:read", "audit:read", "workflows:approve",
-        "keys:manage", "users:manage",
+        "tasks:requeue", "dead:read", "audit:read", "workflows:approve", "webhooks:read",
+        "keys:manage", "users:manage", "webhooks:manage",
     }),
     "platform_admin": frozenset({
         "tasks:read", "agents:read", "route:query", "workflows:read", "llm:read",
-        "knowledge:read", "knowledge:write",
+        "knowledge:read", "knowledge:write", "inbox:read", "inbox:write",
         "tasks:submit", "tasks:cancel", "tasks:feedback",
         "workflows:submit", "workflows:cancel", "workflows:plan",
-        "tasks:requeue", "dead:read", "audit:read", "workflows:approve",
-        "keys:manage", "users:manage",
+        "tasks:requeue", "dead:read", "audit:read", "workflows:approve", "webhooks:read",
+        "keys:manage", "users:manage", "webhooks:manage",
         "platform:scale", "platform:read", "llm:budget",
     }),
 }

@@ -79,6 +79,10 @@ class TaskBody(StrictBody):
     timeout_s: float | None = None
     max_attempts: int | None = None
     batch_id: str | None = Field(default=None, min_length=1, max_length=64)
+    callback_url: str | None = Field(default=None, min_length=1, max_length=2048,
+                                     description="Called (signed, like a webhook) when the "
+                                                 "task finishes: succeeded, failed, dead or "
+                                                 "cancelled")
 
     model_config = ConfigDict(extra="forbid", strict=True,
                               json_schema_extra={"examples": [{
@@ -164,6 +168,7 @@ class TaskOut(BaseModel):
     updated_at: str
     idempotency_key: str | None
     batch_id: str | None
+    callback_url: str | None = None
     route: dict[str, Any] | None
     result: Any
     error: TaskErrorOut | None

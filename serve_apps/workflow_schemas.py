@@ -35,6 +35,9 @@ class WorkflowBody(StrictBody):
 
     workflow: dict[str, Any] | str
     input: Any = None
+    callback_url: str | None = Field(default=None, max_length=2048, description=(
+        "Called (signed with the tenant's callback secret) when the run finishes: "
+        "docs/webhooks.md"))
 
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
         "examples": [{"workflow": _REPORT, "input": {"expression": "120 + 80"}}]})

@@ -66,6 +66,7 @@ class TaskRow(Base):
         Index("ix_tasks_tenant_idempotency_key", "tenant", "idempotency_key", unique=True),
         Index("ix_tasks_status_created", "status", "created_at"),
         Index("ix_tasks_created", "created_at", "id"),
+        Index("ix_tasks_tenant_created", "tenant", "created_at", "id"),
         Index("ix_tasks_batch", "batch_id"),
     )
 
@@ -236,6 +237,7 @@ class WorkflowRunRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
     deadline_at: Mapped[datetime | None] = mapped_column(Timestamp)
     generation: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+    callback_url: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_workflow_runs_tenant_idempotency_key", "tenant", "idempotency_key",

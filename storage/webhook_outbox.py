@@ -8,8 +8,8 @@ Guarantees:
   step waiting for approval), or neither is: a crash can lose neither the event nor its
   deliveries, and the delivery actor sends whatever is pending when it (re)starts.
 - One delivery per enabled subscription of the event's tenant that asks for its kind and whose
-  agent-type or workflow filter (when set) matches, plus one to the task's `callback_url` for a
-  task event. Matching happens in the database, in the same statement, against the
+  agent-type or workflow filter (when set) matches, plus one to the task's (or run's)
+  `callback_url` for a task's (or run's) terminal state. Matching happens in the database, in the same statement, against the
   subscriptions committed at that moment: a subscription made a moment before the event gets it.
   Another tenant's subscriptions never match.
 - Each delivery's id (the `webhook-id` receivers dedupe by) is made once here and never changes.
@@ -108,6 +108,19 @@ def _matching_subscriptions() -> Any:
     )
 
 
+def _run_callback() -> Any:
+    """The delivery to a run's own `callback_url`, when it has one."""
+    r = runs.c
+    return select(
+        literal("msg_", String()) + _text("token") + literal("cb", String()), r.tenant,
+        literal(None, String()), r.callback_url,
+        literal("cb:", String()) + _text("subject"), _text("kind"), _text("task_id"),
+        _text("run_id"), bindparam("payload", type_=JsonColumn), literal("pending", String()),
+        literal(0), bindparam("now", type_=Timestamp), bindparam("now2", type_=Timestamp),
+        bindparam("expires", type_=Timestamp),
+    ).where(r.id == _text("run_id"), r.tenant == _text("tenant"), r.callback_url.is_not(None))
+
+
 def _task_callback() -> Any:
     """The delivery to a task's own `callback_url`, when it has one."""
     t = tasks_table.c
@@ -140,13 +153,13 @@ async def enqueue(connection: AsyncConnection, notifications: Sequence[Notificat
         })
     await connection.execute(
         insert(deliveries).from_select(_COLUMNS, _matching_subscriptions()), rows)
-    callbacks = [row for row, note in zip(rows, notifications)
-                 if note.task_id is not None and note.kind.startswith("task.")]
-    if callbacks:
-        await connection.execute(
-            insert(deliveries).from_select(_COLUMNS, _task_callback()),
-            [{k: v for k, v in row.items() if k not in ("pattern", "agent_type", "workflow")}
-             for row in callbacks])
+    for kind, source in (("task.", _task_callback), ("run.", _run_callback)):
+        callbacks = [{k: v for k, v in row.items()
+                      if k not in ("pattern", "agent_type", "workflow")}
+                     for row, note in zip(rows, notifications) if note.kind.startswith(kind)]
+        if callbacks:
+            await connection.execute(insert(deliveries).from_select(_COLUMNS, source()),
+                                     callbacks)
 
 
 async def enqueue_run_events(connection: AsyncConnection, run_id: str,

@@ -16,16 +16,18 @@ Guarantees:
 - `due_deliveries` returns, of each ordering key (one receiver and one task or run), only the
   oldest pending delivery: a later event of a task waits until the earlier one was delivered or
   failed, so each receiver sees a task's events in the order they were committed.
-- An attempt is recorded with the delivery's new state in one transaction, and only while the
-  delivery is still pending with the attempt's number next: a late answer cannot overwrite a
-  redelivery.
+- An attempt is recorded with the delivery's new state in one transaction (several attempts
+  may share one: `record_attempts`), and only while the delivery is still pending with the
+  attempt's number next: a late answer cannot overwrite a redelivery.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import secrets as random_secrets
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -129,6 +131,21 @@ def _decode_seq(cursor: str) -> int:
     except Exception as exc:
         raise InvalidRequest(f"cursor {cursor!r} is not one this delivery list issued",
                              {"field": "cursor"}) from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt to record (`WebhookStore.record_attempts`)."""
+
+    delivery_id: str
+    number: int
+    at: datetime
+    status_code: int | None
+    error: str | None
+    response_excerpt: str | None
+    duration_ms: float
+    outcome: str
+    next_attempt_at: datetime | None = None
 
 
 class WebhookStore(EngineStore):
@@ -240,6 +257,12 @@ class WebhookStore(EngineStore):
                     if overlap else None, secret_rotated_at=now, updated_at=now))
         return await self.get_subscription(tenant, subscription_id), secret
 
+    async def active_tenants(self) -> set[str]:
+        """The tenants with at least one enabled subscription."""
+        rows = await self._fetch(select(subscriptions.c.tenant).distinct()
+                                 .where(subscriptions.c.enabled.is_(True)))
+        return {row.tenant for row in rows}
+
     # ------------------------------------------------------------------ callback secrets
 
     async def callback_secret(self, tenant: str) -> str:
@@ -321,41 +344,50 @@ class WebhookStore(EngineStore):
     ) -> bool:
         """Record attempt `number` and the delivery's new state; False (nothing written) when
         the delivery is no longer pending at attempt `number - 1`."""
-        if outcome not in OUTCOMES:
-            raise InvalidRequest(f"outcome must be one of {', '.join(OUTCOMES)}",
-                                 {"field": "outcome"})
-        if outcome == "retry" and next_attempt_at is None:
-            raise InvalidRequest("a retry needs next_attempt_at", {"field": "next_attempt_at"})
-        values: dict[str, Any] = {"attempts": number, "last_status_code": status_code,
-                                  "last_error": error[:2000] if error else None}
-        if outcome == "delivered":
-            values.update(status="delivered", delivered_at=at)
-        elif outcome == "failed":
-            values.update(status="failed")
-        else:
-            values.update(next_attempt_at=next_attempt_at)
-        async with self._transaction(f"recording delivery {delivery_id!r}") as connection:
-            row = (await connection.execute(
-                select(deliveries.c.seq).where(deliveries.c.id == delivery_id,
-                                               deliveries.c.status == "pending",
-                                               deliveries.c.attempts == number - 1))).first()
-            if row is None:
-                return False
-            result = await connection.execute(
-                update(deliveries).where(deliveries.c.seq == row.seq,
-                                         deliveries.c.status == "pending",
-                                         deliveries.c.attempts == number - 1).values(values))
-            if not result.rowcount:
-                return False
-            await connection.execute(
-                delete(attempts).where(attempts.c.delivery_seq == row.seq,
-                                       attempts.c.number == number))
-            await connection.execute(insert(attempts), {
-                "delivery_seq": row.seq, "number": number, "at": at, "status_code": status_code,
-                "error": error[:2000] if error else None,
-                "response_excerpt": response_excerpt[:MAX_EXCERPT] if response_excerpt else None,
-                "duration_ms": float(duration_ms)})
-        return True
+        return (await self.record_attempts([AttemptRecord(
+            delivery_id, number, at, status_code, error, response_excerpt, duration_ms,
+            outcome, next_attempt_at)]))[0]
+
+    async def record_attempts(self, records: Sequence[AttemptRecord]) -> list[bool]:
+        """`record_attempt` for several deliveries in one transaction (the delivery actor's
+        group commit); for each, whether it was written."""
+        for record in records:
+            if record.outcome not in OUTCOMES:
+                raise InvalidRequest(f"outcome must be one of {', '.join(OUTCOMES)}",
+                                     {"field": "outcome"})
+            if record.outcome == "retry" and record.next_attempt_at is None:
+                raise InvalidRequest("a retry needs next_attempt_at",
+                                     {"field": "next_attempt_at"})
+        written: list[bool] = []
+        rows: list[dict[str, Any]] = []
+        c = deliveries.c
+        async with self._transaction(f"recording {len(records)} delivery attempts") as connection:
+            for record in records:
+                values: dict[str, Any] = {
+                    "attempts": record.number, "last_status_code": record.status_code,
+                    "last_error": record.error[:2000] if record.error else None}
+                if record.outcome == "delivered":
+                    values.update(status="delivered", delivered_at=record.at)
+                elif record.outcome == "failed":
+                    values.update(status="failed")
+                else:
+                    values.update(next_attempt_at=record.next_attempt_at)
+                row = (await connection.execute(
+                    update(deliveries).where(c.id == record.delivery_id, c.status == "pending",
+                                             c.attempts == record.number - 1)
+                    .values(values).returning(c.seq))).first()
+                written.append(row is not None)
+                if row is not None:
+                    rows.append({
+                        "delivery_seq": row.seq, "number": record.number, "at": record.at,
+                        "status_code": record.status_code,
+                        "error": record.error[:2000] if record.error else None,
+                        "response_excerpt": record.response_excerpt[:MAX_EXCERPT]
+                        if record.response_excerpt else None,
+                        "duration_ms": float(record.duration_ms)})
+            if rows:
+                await connection.execute(insert(attempts), rows)
+        return written
 
     async def list_deliveries(
         self, tenant: str, *, subscription_id: str | None = None, status: str | None = None,

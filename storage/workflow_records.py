@@ -69,6 +69,7 @@ class WorkflowRun:
     finished_at: datetime | None
     deadline_at: datetime | None
     generation: int = 0  # retries from a step so far
+    callback_url: str | None = None  # told, signed, when the run finishes
 
     def to_json(self) -> dict[str, Any]:
         """The run as plain JSON (what the HTTP API and `--json` show), its spec included."""
@@ -77,7 +78,8 @@ class WorkflowRun:
                 "error": self.error, "idempotency_key": self.idempotency_key,
                 "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at),
                 "finished_at": _iso(self.finished_at), "deadline_at": _iso(self.deadline_at),
-                "generation": self.generation, "spec": self.spec}
+                "generation": self.generation, "callback_url": self.callback_url,
+                "spec": self.spec}
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,7 @@ def run_from_row(row: Any) -> WorkflowRun:
         error=row.error, created_at=as_utc(row.created_at), updated_at=as_utc(row.updated_at),
         finished_at=_optional_time(row.finished_at), deadline_at=_optional_time(row.deadline_at),
         generation=getattr(row, "generation", 0) or 0,
+        callback_url=getattr(row, "callback_url", None),
     )
 
 

@@ -41,6 +41,7 @@ from storage.workflow_records import (
     run_from_row, step_from_row,
 )
 from storage.webhook_outbox import enqueue_run_events, run_finished, steps_awaiting_approval
+from storage.webhook_records import check_webhook_url
 from storage.workflow_writes import (
     RUN_SOURCES, apply_changes, as_enum, check_json, check_steps, check_text_field, event_row,
     runs_a_task, step_event, step_rows,
@@ -58,7 +59,7 @@ class WorkflowStore(EngineStore):
     async def create_run(
         self, tenant: str, name: str, version: str, spec: dict[str, Any], input: Any,
         idempotency_key: str | None = None, steps: Sequence[NewStep] = (),
-        deadline_at: datetime | None = None,
+        deadline_at: datetime | None = None, callback_url: str | None = None,
     ) -> tuple[WorkflowRun, bool]:
         """Store a new pending run with its initial `steps` in one transaction and return it
         with True; or, when `tenant` already has a run with `idempotency_key`, that run with
@@ -71,6 +72,8 @@ class WorkflowStore(EngineStore):
         check_json("spec", spec)
         check_json("input", input)
         check_steps(steps)
+        if callback_url is not None:
+            callback_url = check_webhook_url(callback_url, "callback_url")
         if idempotency_key is not None:
             existing = await self._run_by_key(tenant, idempotency_key)
             if existing is not None:
@@ -79,7 +82,8 @@ class WorkflowStore(EngineStore):
         row = {"id": new_task_id(), "tenant": tenant, "name": name, "version": version,
                "spec": spec, "input": input, "status": RunStatus.PENDING.value,
                "idempotency_key": idempotency_key, "error": None, "created_at": now,
-               "updated_at": now, "finished_at": None, "deadline_at": deadline_at}
+               "updated_at": now, "finished_at": None, "deadline_at": deadline_at,
+               "callback_url": callback_url}
         taken = Conflict(f"idempotency key {idempotency_key!r} is taken",
                          {"idempotency_key": idempotency_key})
         try:

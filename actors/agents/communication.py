@@ -9,38 +9,49 @@ The form follows from the payload ("to_agent" or "url"; an explicit "delivery" o
 "webhook" may say so). Inbox messages are kept by `storage.inbox.InboxStore` until acknowledged,
 in the inbox of the task's own tenant: another tenant never lists or acks them.
 
-A webhook is the message as a JSON body, signed so receivers can tell it came from this platform
-and when: `X-Ymera-Signature: sha256=<hex>` is HMAC-SHA256, keyed with the operator's
-`YMERA_WEBHOOK_SECRET`, over `f"{X-Ymera-Timestamp}.{body}"`; receivers check it with
-`verify_signature`. Guarantees of a delivery:
+A webhook is the message as a JSON body, signed by the Standard Webhooks scheme
+(`actors.webhook_signing`), keyed with the operator's `YMERA_WEBHOOK_SECRET`: `webhook-id` (one
+per message, `msg_<task id>`, the same when the task is retried, so a receiver can drop
+duplicates), `webhook-timestamp` (unix seconds of the attempt) and `webhook-signature`
+(`v1,<base64 HMAC-SHA256>` over `"{id}.{timestamp}.{body}"`). Receivers verify with any Standard
+Webhooks library, or with `verify_signature`. Guarantees of a delivery:
 
 - it goes only to public addresses (`actors.agents.webhook_addresses`): the host is resolved
   once, every address is checked, IPv6 forms that carry a private IPv4 included, and the
   connection is pinned to the checked addresses (no second lookup to rebind), unless the
-  operator allows private networks; URLs with credentials and redirects are refused;
+  operator allows private networks or lists the address's network in
+  YMERA_WEBHOOK_ALLOWED_NETWORKS; URLs with credentials and redirects are refused;
 - connection errors, timeouts, 429 and 5xx are retried within the task, with exponential backoff
   (or the receiver's Retry-After, up to 10 s); when the attempts run out the agent raises
   `RetryableAgentError`, so the platform retries the task later;
 - any other 3xx or 4xx fails the task at once (`InvalidTaskInput`): sending again will not help.
+
+Migrating from the X-Ymera-Signature scheme: that header (HMAC-SHA256 hex over
+`"{X-Ymera-Timestamp}.{body}"`) and X-Ymera-Timestamp are no longer sent. Verify the
+`webhook-*` headers instead: `standardwebhooks.Webhook(secret).verify(body, headers)` when the
+secret is a `whsec_` one (recommended: make one with `actors.webhook_signing.new_secret()`);
+an older plain secret keeps working as its UTF-8 bytes, `Webhook(secret.encode())`, or
+`verify_signature(secret, body, headers)` for either form.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-import hashlib
-import hmac
 import json
 import re
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from actors.agent import Agent, invalid, json_type
-from actors.agents.webhook_addresses import PinnedResolver, resolve_checked
+from actors.agents.webhook_addresses import PinnedResolver, parse_networks, resolve_checked
 from actors.errors import InvalidTaskInput, RetryableAgentError
+from actors.webhook_signing import MESSAGE_ID_PREFIX, sign_headers, signer
+from actors.webhook_signing import verify_signature as verify_signature  # for receivers
 from storage.errors import InvalidRequest, StorageError
 from storage.inbox import MAX_BODY_BYTES, InboxStore
 from storage.messages import AGENT_TYPE_NAME, AgentSpec, AgentTask, Resources
@@ -57,32 +68,6 @@ RETRY_AFTER_MAX_S = 10.0
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MAX_ATTEMPTS = 3
 SENDER = "communication"
-
-
-def signature(secret: str | bytes, timestamp: str | int, body: bytes) -> str:
-    """The `X-Ymera-Signature` value for `body` sent at `timestamp` (unix seconds)."""
-    key = secret.encode() if isinstance(secret, str) else secret
-    digest = hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
-
-
-def verify_signature(secret: str | bytes, timestamp: str | int, body: bytes,
-                     header: str | None, *, max_age_s: float | None = None) -> bool:
-    """Whether a webhook is genuine: `header` is its `X-Ymera-Signature`, `timestamp` its
-    `X-Ymera-Timestamp` and `body` the raw request body, exactly as received (not re-encoded).
-
-    Pass `max_age_s` (for example 300) to also refuse deliveries stamped further than that from
-    now, so a captured request cannot be replayed later. Compares in constant time.
-    """
-    if not header:
-        return False
-    try:
-        stamp = int(timestamp)
-    except (TypeError, ValueError):
-        return False
-    if max_age_s is not None and abs(time.time() - stamp) > max_age_s:
-        return False
-    return hmac.compare_digest(signature(secret, stamp, body), header)
 
 
 def webhook_target(url: Any) -> URL:
@@ -109,7 +94,7 @@ def webhook_target(url: Any) -> URL:
 
 def extra_headers(headers: Any) -> dict[str, str]:
     """Payload 'headers', checked: names are HTTP tokens, values single-line strings, and none
-    overrides what the platform sets (Content-Type, Host, X-Ymera-*)."""
+    overrides what the platform sets (Content-Type, Host, webhook-*, X-Ymera-*)."""
     if headers is None:
         return {}
     if not isinstance(headers, dict):
@@ -123,7 +108,7 @@ def extra_headers(headers: Any) -> dict[str, str]:
         if not HEADER_NAME.match(name):
             raise invalid(f"header name {name!r} is not a valid HTTP header name",
                           field="headers")
-        if lowered in RESERVED_HEADERS or lowered.startswith("x-ymera-"):
+        if lowered in RESERVED_HEADERS or lowered.startswith(("x-ymera-", "webhook-")):
             raise invalid(f"header {name!r} is set by the platform and cannot be overridden",
                           field="headers")
         if (not isinstance(value, str) or len(value) > MAX_HEADER_VALUE
@@ -316,10 +301,16 @@ class Communication(Agent):
         if not secret:
             raise invalid("webhooks are signed, and no signing secret is configured: the "
                           "operator must set YMERA_WEBHOOK_SECRET", setting="webhook_secret")
+        try:
+            signer(secret)
+        except ValueError as exc:
+            raise invalid(f"YMERA_WEBHOOK_SECRET cannot sign: {exc}",
+                          setting="webhook_secret") from exc
         allow_private = bool(self.settings.get("webhook_allow_private_networks", False))
+        allowed = parse_networks(self.settings.get("webhook_allowed_networks") or "")
         # webhook_target refuses a URL without a host or port
         assert target.raw_host is not None and target.port is not None
-        addresses = await resolve_checked(target.raw_host, target.port, allow_private)
+        addresses = await resolve_checked(target.raw_host, target.port, allow_private, allowed)
         connector = aiohttp.TCPConnector(resolver=PinnedResolver(addresses),
                                          use_dns_cache=False)
         async with aiohttp.ClientSession(connector=connector) as session:
@@ -335,12 +326,14 @@ class Communication(Agent):
         max_attempts = max(1, int(self.settings.get("webhook_max_attempts",
                                                     DEFAULT_MAX_ATTEMPTS)))
         attempt, last_error = 0, ""
+        message_id = MESSAGE_ID_PREFIX + task.task_id
+        own = {name.lower() for name in headers}
         while attempt < max_attempts:
             attempt += 1
-            timestamp = str(int(time.time()))
-            signed = {**headers, "Content-Type": "application/json",
-                      "X-Ymera-Timestamp": timestamp, "X-Ymera-Task-Id": task.task_id,
-                      "X-Ymera-Signature": signature(secret, timestamp, body)}
+            platform = {name: value for name, value in
+                        sign_headers([secret], message_id, body, datetime.now(UTC)).items()
+                        if name not in own}  # a caller's own User-Agent is kept
+            signed = {**headers, **platform, "X-Ymera-Task-Id": task.task_id}
             pause = backoff_s(attempt)
             budget = aiohttp.ClientTimeout(total=max(min(timeout_s, deadline - loop.time()), 0.05))
             try:

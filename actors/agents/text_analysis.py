@@ -22,6 +22,10 @@ near-duplicates and centrality summaries use the shared sentence embedder (`ml.e
 `setup` loads once per replica; the rest is heuristic and shipped here: a stopword list, a syllable
 rule, and a compact sentiment lexicon with negation ("not good"), intensifiers ("very good") and
 "but" clauses weighted as in VADER. Bad input is `InvalidTaskInput` naming the field (and index).
+
+A message to the `text_analysis` inbox starts an analysis (`on_message="task"`, see
+`TextAnalysis.message_task`): its body is the text (or an object payload, or a list of texts),
+its subject says which analysis ("Sentiment of this review"), and the outcome is the reply.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import numpy as np
 from actors.agent import Agent, invalid, json_type
 from ml.config import ML_RESOURCE
 from ml import embeddings
-from storage.messages import AgentSpec, AgentTask, Resources
+from storage.messages import AgentSpec, AgentTask, InboxMessage, Resources
 
 OPERATIONS = ("statistics", "keywords", "summary", "sentiment", "similarity", "near_duplicates")
 SINGLE_TEXT_OPERATIONS = ("statistics", "keywords", "summary", "sentiment")
@@ -686,7 +690,34 @@ class TextAnalysis(Agent):
         payload_hint={"operation": "keywords", "k": 5,
                       "text": "Solar panels turn sunlight into electricity. Cheaper solar "
                               "panels let more households cut their electricity bills."},
+        on_message="task",
     )
+
+    @classmethod
+    def message_task(cls, message: InboxMessage) -> dict[str, Any] | None:
+        """A message is text to analyse: a string body is the text, a list body the texts, an
+        object body the payload itself ("text" or "texts", and any parameter such as
+        "operation"); an envelope (`{"payload": ...}`) reads as for any agent. The subject
+        says which analysis unless the payload names its "operation"; a message that says
+        none (or more than one) is refused, naming the operations to choose from."""
+        body = message.body
+        if isinstance(body, dict) and "payload" in body:
+            return super().message_task(message)
+        if isinstance(body, str):
+            payload: dict[str, Any] = {"text": body}
+        elif isinstance(body, list):
+            payload = {"texts": body}
+        elif isinstance(body, dict):
+            payload = dict(body)
+        else:
+            raise invalid(f"a message to text_analysis is the text to analyse (a string), a "
+                          f"list of texts or an object payload, not {json_type(body)}",
+                          field="body")
+        subject = message.subject or ""
+        payload["operation"] = choose_operation(payload, split_description(subject)[0], subject)
+        sender = message.sender or "an unnamed sender"
+        description = subject or f"{payload['operation']} of a message from {sender}"
+        return {"description": description, "payload": payload}
 
     _embedder: embeddings.Embedder | None = None
 

@@ -16,6 +16,8 @@ SUITES = {
     "workflow": "cluster.bench.workflow:run_workflow_benchmark",
     "llm": "cluster.bench.llm:run_llm_benchmark",
     "knowledge": "cluster.bench.knowledge:run_knowledge_benchmark",
+    "webhooks": "cluster.bench.webhooks:run_webhooks_benchmark",
+    "console": "cluster.bench.console:run_console_benchmark",
 }
 
 
@@ -37,12 +39,17 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
                        "orchestrator killed mid-run) against plain tasks; llm: the model "
                        "gateway's added latency over calling the provider directly; "
                        "knowledge: ingestion rate, search latency at 10k and 100k chunks, "
-                       "approximate recall, retrieval recall@5")
+                       "approximate recall, retrieval recall@5; webhooks: webhook deliveries "
+                       "per second and latency from event commit to receipt, beside the "
+                       "core task rate with and without a subscription; console: server time of the web "
+                       "console's task list at 1k and 100k tasks, and of a task page")
     bench.add_argument("--tasks", type=int, default=10_000, help="core: tasks per database")
     bench.add_argument("--raw-calls", type=int, default=5000, help="core: raw actor calls")
     bench.add_argument("--postgres-url", default=None,
-                       help="core, workflow, llm: PostgreSQL admin URL (a throwaway database is "
-                       "made there)")
+                       help="core, workflow, llm, webhooks: PostgreSQL admin URL (a throwaway "
+                       "database is made there)")
+    bench.add_argument("--deliveries", type=int, default=2000,
+                       help="webhooks: events in the outbox burst, and tasks on the platform")
     bench.add_argument("--knowledge-copies", type=int, default=10,
                        help="knowledge: copies of the handbook corpus to ingest")
     bench.add_argument("--knowledge-queries", type=int, default=300,

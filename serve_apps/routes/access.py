@@ -92,6 +92,20 @@ ROUTE_PERMISSIONS: Final[dict[tuple[str, str], str]] = {
     ("POST", "/knowledge/documents"): "knowledge:write",
     ("POST", "/knowledge/search"): "knowledge:read",
     ("POST", "/knowledge/answer"): "knowledge:read",
+    ("GET", "/webhooks"): "webhooks:read",
+    ("POST", "/webhooks"): "webhooks:manage",
+    ("GET", "/webhooks/deliveries"): "webhooks:read",
+    ("GET", "/webhooks/deliveries/{delivery_id}"): "webhooks:read",
+    ("POST", "/webhooks/deliveries/{delivery_id}/redeliver"): "webhooks:manage",
+    ("GET", "/webhooks/callback-secret"): "webhooks:manage",
+    ("POST", "/webhooks/callback-secret"): "webhooks:manage",
+    ("GET", "/webhooks/{subscription_id}"): "webhooks:read",
+    ("PATCH", "/webhooks/{subscription_id}"): "webhooks:manage",
+    ("DELETE", "/webhooks/{subscription_id}"): "webhooks:manage",
+    ("POST", "/webhooks/{subscription_id}/rotate-secret"): "webhooks:manage",
+    ("GET", "/inbox/{agent_type}"): "inbox:read",
+    ("POST", "/inbox/{agent_type}"): "inbox:write",
+    ("POST", "/inbox/{agent_type}/{message_id}/ack"): "inbox:write",
 }
 """(method, path under `API_PREFIX`) → the permission a caller's role must grant."""
 

@@ -68,7 +68,7 @@ async def submit_task(
         # A generated key still protects the submission when Ray retries the call across an
         # orchestrator restart (as the Python client does).
         idempotency_key=idempotency_key or f"auto:{uuid.uuid4().hex}", tenant=caller.tenant,
-        batch_id=body.batch_id)
+        batch_id=body.batch_id, callback_url=body.callback_url)
     task = await svc.port.accept(task_request, wait)
     bind_log_context(task_id=task.id, agent_type=task.agent_type)
     if task.status.is_terminal:

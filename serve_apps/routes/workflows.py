@@ -77,7 +77,7 @@ async def submit_workflow(
         # a generated key still protects the submission when Ray retries the call across an
         # orchestrator restart
         idempotency_key=idempotency_key or f"auto:{uuid.uuid4().hex}",
-        tenant=caller.tenant, wait_s=wait)
+        tenant=caller.tenant, wait_s=wait, callback_url=body.callback_url)
     bind_log_context(run_id=detail.run.id)
     if detail.run.status.is_finished:
         response.status_code = 200

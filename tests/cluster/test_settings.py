@@ -183,3 +183,33 @@ def test_submitted_workflows_are_held_to_the_configured_limits(monkeypatch, tmp_
 def test_bad_workflow_settings_are_refused_by_name(monkeypatch, tmp_path, name, value) -> None:
     with pytest.raises(ValidationError, match=name.lower()):
         settings(monkeypatch, tmp_path, **{name: value})
+
+
+def test_webhook_settings_reach_the_orchestrator_and_the_agents(monkeypatch, tmp_path) -> None:
+    defaults = settings(monkeypatch, tmp_path).orchestrator_config().webhooks
+    assert (defaults.retry_period_s, defaults.retry_base_s, defaults.retry_max_s,
+            defaults.timeout_s, defaults.max_in_flight) == (86400, 5, 3600, 10, 32)
+    assert defaults.allowed_networks == () and not defaults.allow_private_networks
+
+    configured = settings(monkeypatch, tmp_path, WEBHOOK_RETRY_PERIOD_S="600",
+                          WEBHOOK_RETRY_BASE_S="1", WEBHOOK_RETRY_MAX_S="60",
+                          WEBHOOK_MAX_IN_FLIGHT="4",
+                          WEBHOOK_ALLOWED_NETWORKS=" 127.0.0.1 , 10.8.0.0/16")
+    webhooks = configured.orchestrator_config().webhooks
+    assert (webhooks.retry_period_s, webhooks.retry_base_s, webhooks.retry_max_s,
+            webhooks.max_in_flight) == (600, 1, 60, 4)
+    assert webhooks.allowed_networks == ("127.0.0.1/32", "10.8.0.0/16")
+    agents = configured.agent_settings()
+    assert agents["webhook_allowed_networks"] == "127.0.0.1/32,10.8.0.0/16"
+
+
+@pytest.mark.parametrize("env, reason", [
+    ({"WEBHOOK_ALLOWED_NETWORKS": "10.0.0.0/8,intranet"}, "'intranet' is not a network"),
+    ({"WEBHOOK_RETRY_BASE_S": "10", "WEBHOOK_RETRY_MAX_S": "5"}, "webhook_retry_max_s"),
+    ({"WEBHOOK_MAX_IN_FLIGHT": "0"}, "webhook_max_in_flight"),
+    ({"WEBHOOK_RETRY_PERIOD_S": "0"}, "webhook_retry_period_s"),
+])
+def test_bad_webhook_settings_are_refused_with_the_reason(monkeypatch, tmp_path, env,
+                                                          reason) -> None:
+    with pytest.raises(ValidationError, match=reason):
+        settings(monkeypatch, tmp_path, **env)

@@ -13,7 +13,7 @@ import pytest
 
 from serve_apps.permissions import ROLE_PERMISSIONS
 from serve_apps.routes import (
-    agents, auth, knowledge, llm, plan, streams, tasks, users, workflows,
+    agents, auth, inbox, knowledge, llm, plan, streams, tasks, users, webhooks, workflows,
 )
 from serve_apps.routes.access import PUBLIC_ROUTES, ROUTE_PERMISSIONS
 from tests.serve_apps.test_app_harness import (
@@ -38,6 +38,9 @@ REQUESTS = {
     ("PUT", "/llm/budgets/{tenant}"): {"limit_tokens": 1000},
     ("POST", "/knowledge/search"): {"query": "refunds"},
     ("POST", "/knowledge/answer"): {"question": "how long do refunds take?"},
+    ("POST", "/webhooks"): {"url": "ftp://hooks.example.com/", "events": ["task.succeeded"]},
+    ("PATCH", "/webhooks/{subscription_id}"): {"enabled": False},
+    ("POST", "/inbox/{agent_type}"): {"body": {"n": 1}},
 }
 
 
@@ -45,7 +48,8 @@ def test_every_mounted_route_has_a_permission_or_is_public() -> None:
     mounted = {(method, route.path) for router in (auth.public, auth.keys, tasks.router,
                                                    agents.router, users.router, streams.router,
                                                    workflows.router, plan.router, llm.router,
-                                                   knowledge.router)
+                                                   knowledge.router, webhooks.router,
+                                                   inbox.router)
                for route in router.routes for method in route.methods}
     assert mounted <= set(ROUTE_PERMISSIONS) | PUBLIC_ROUTES
     assert set(ROUTE_PERMISSIONS) <= mounted
@@ -56,7 +60,9 @@ def test_every_mounted_route_has_a_permission_or_is_public() -> None:
 async def test_each_role_is_allowed_exactly_its_permissions(platform: Platform, client, role,
                                                             method, path) -> None:
     concrete = path.replace("{task_id}", "0" * 32).replace("{key_id}", "0" * 32) \
-        .replace("{agent_type}", "sleeper").replace("{tenant}", "acme")
+        .replace("{agent_type}", "sleeper").replace("{tenant}", "acme") \
+        .replace("{subscription_id}", "0" * 32).replace("{delivery_id}", "0" * 32) \
+        .replace("{message_id}", "0" * 32)
     response = await client.request(method, f"{API}{concrete}",
                                     json=REQUESTS.get((method, path)),
                                     headers={**platform.bearer("acme", role),

@@ -14,11 +14,11 @@ from serve_apps.permissions import (
 
 # The table as the API's contract states it, written out independently of the module.
 READS = {"tasks:read", "agents:read", "route:query", "workflows:read", "llm:read",
-         "knowledge:read"}
+         "knowledge:read", "inbox:read"}
 SUBMITS = {"tasks:submit", "tasks:cancel", "tasks:feedback", "workflows:submit",
-           "workflows:cancel", "workflows:plan", "knowledge:write"}
-OPERATES = {"tasks:requeue", "dead:read", "audit:read", "workflows:approve"}
-ADMINISTERS = {"keys:manage", "users:manage"}
+           "workflows:cancel", "workflows:plan", "knowledge:write", "inbox:write"}
+OPERATES = {"tasks:requeue", "dead:read", "audit:read", "workflows:approve", "webhooks:read"}
+ADMINISTERS = {"keys:manage", "users:manage", "webhooks:manage"}
 PLATFORM = {"platform:scale", "platform:read", "llm:budget"}
 EXPECTED = {
     "viewer": READS,
@@ -34,7 +34,7 @@ TABLE = [(role, permission, permission in EXPECTED[role])
 
 def test_the_table_names_every_role_and_permission() -> None:
     assert set(ROLES) == set(ROLE_PERMISSIONS) == set(EXPECTED) == set(STORED_ROLES)
-    assert ALL_PERMISSIONS == EXPECTED["platform_admin"] and len(ALL_PERMISSIONS) == 22
+    assert ALL_PERMISSIONS == EXPECTED["platform_admin"] and len(ALL_PERMISSIONS) == 26
     assert set().union(*ROLE_PERMISSIONS.values()) == ALL_PERMISSIONS
 
 

@@ -3,22 +3,25 @@ reach shows it.
 
 A runs on a production-shaped platform (the HTTP API deployed on Ray Serve, PostgreSQL, Redis,
 the real router actor and one replica of every built-in agent). A's tasks, routing feedback,
-learned routes, dead letters, inbox messages, batch, workflow runs (one awaiting approval, one
-failed), users, API keys and audit entries all carry the canary; so does a cached answer of the
-`llm` agent (through the model gateway, to a fake OpenAI-compatible server), whose tokens are
-counted in A's usage; and a document of A's `handbook` knowledge collection. B, a tenant administrator (the
-widest tenant role), then
+learned routes, dead letters, inbox messages (from the communication agent and sent over
+HTTP), batch, workflow runs (one awaiting approval, one failed), users, API keys, audit entries,
+a webhook subscription, its deliveries and a task's callback all carry the canary; so does a
+cached answer of the `llm` agent (through the model gateway, to a fake OpenAI-compatible
+server), whose tokens are counted in A's usage; and a document of A's `handbook` knowledge
+collection. B, a tenant administrator (the widest tenant role), then
 
 - calls every route of the permission table (`ROUTE_PERMISSIONS`, so a new route is covered
   as soon as it is added), with A's ids in the path where the route takes one, and its own;
 - runs every built-in agent type, monitoring included, and asks the router to explain
   descriptions close to A's;
-- reads the SSE streams, and its agents' inboxes through the Python client;
+- reads the SSE streams, and its agents' inboxes through the Python client and over HTTP,
+  and tries to acknowledge A's messages there;
 - asks the `llm` agent exactly what A asked, with caching on: it gets its own answer, not A's;
 - searches and asks its own `handbook` collection, by type and routed by meaning;
 
 and no response body, header or stream event B receives contains the canary. Afterwards A's
-objects are as they were: B's attempts changed nothing, and A's model usage is what A spent.
+objects are as they were: B's attempts changed nothing (A's messages unread, A's subscription
+and its secret unchanged, A's deliveries as they stood), and A's model usage is what A spent.
 
 Issues that add a kind of tenant data (knowledge documents, webhooks) extend A's set-up here;
 their routes join the walk through the permission table by themselves.
@@ -38,7 +41,7 @@ from typing import Any
 import httpx
 import pytest
 
-from actors.config import PoolConfig
+from actors.config import PoolConfig, WebhookSettings
 from cluster.client import Client
 from ml.config import RouterConfig
 from serve_apps.api_config import ApiConfig
@@ -48,6 +51,7 @@ from serve_apps.rate_limit import RateLimit
 from serve_apps.routes.access import API_PREFIX, ROUTE_PERMISSIONS
 from storage.auth_store import AuthStore
 from storage.errors import NotFound
+from storage.webhook_store import WebhookStore
 from ml.llm.settings import LlmSettings, single_endpoint
 from tests.support.fake_llm import FakeOpenAI, Reply, serving_in_thread
 from tests.support.platform import run_platform, wait_until
@@ -87,6 +91,10 @@ class TenantA:
     waiting_run_id: str
     failed_run_id: str
     llm_usage: dict[str, Any]
+    webhook_id: str
+    webhook_secret: str
+    delivery_ids: list[str]
+    callback_secret: str
 
     @property
     def run_ids(self) -> list[str]:
@@ -189,11 +197,19 @@ def _leave_tenant_a_data(http: httpx.Client, client: Client, model: FakeOpenAI) 
                     json={"name": f"{CANARY} key", "role": "submitter"})
     assert key.status_code == 201, key.text
     submitter = login(http, A, f"{CANARY}-user")
+    # a webhook of A's, to a loopback port nothing listens on: its deliveries stay pending
+    hook = http.post(f"{API_PREFIX}/webhooks", headers=admin, json={
+        "url": f"http://127.0.0.1:9/{CANARY}", "events": ["*"],
+        "description": f"{CANARY} receiver"})
+    assert hook.status_code == 201, hook.text
+    callback_secret = http.get(f"{API_PREFIX}/webhooks/callback-secret", headers=admin)
+    assert callback_secret.status_code == 200, callback_secret.text
 
     routed = _submit(http, submitter, description=ROUTED.format(CANARY),
                      payload={"expression": "120 + 80", "note": CANARY})
     failed = _submit(http, submitter, description=f"compute {CANARY}", agent_type="calculator",
-                     payload={"expression": f"{CANARY} + 1"})
+                     payload={"expression": f"{CANARY} + 1"},
+                     callback_url=f"http://127.0.0.1:9/callback/{CANARY}")
     dead = _submit(http, submitter, description=f"retry {CANARY}", agent_type="flaky",
                    max_attempts=1, payload={"succeed_on": 5, "note": CANARY})
     batch_id = f"batch-{uuid.uuid4().hex[:8]}"
@@ -234,8 +250,16 @@ def _leave_tenant_a_data(http: httpx.Client, client: Client, model: FakeOpenAI) 
     wait_until(a_sees_its_example, timeout_s=60, interval_s=0.5,
                what="A's feedback example in A's own routing explanation")
 
+    sent = http.post(f"{API_PREFIX}/inbox/learning", headers=submitter,
+                     json={"subject": f"{CANARY} by hand", "body": {"dataset": CANARY}})
+    assert sent.status_code == 201, sent.text
     messages = client.inbox("learning", tenant=A, include_acked=True)["messages"]
     assert any(CANARY in str(message) for message in messages), messages
+    assert sent.json()["id"] in {message.id for message in messages}
+    delivered = http.get(f"{API_PREFIX}/webhooks/deliveries", headers=admin,
+                         params={"limit": 500}).json()["deliveries"]
+    assert {d["task_id"] for d in delivered} >= set(ids), "A's tasks made no deliveries"
+    assert any(d["subscription_id"] is None for d in delivered), "no callback of A's task"
     waiting_run_id, failed_run_id = _leave_tenant_a_runs(http, submitter)
     llm_usage = _leave_tenant_a_model_answers(http, submitter, client, model)
     _leave_tenant_a_knowledge(client)
@@ -244,7 +268,10 @@ def _leave_tenant_a_data(http: httpx.Client, client: Client, model: FakeOpenAI) 
                    key_id=key.json()["id"], key=key.json()["key"],
                    message_ids=[message.id for message in messages],
                    waiting_run_id=waiting_run_id, failed_run_id=failed_run_id,
-                   llm_usage=llm_usage)
+                   llm_usage=llm_usage, webhook_id=hook.json()["id"],
+                   webhook_secret=hook.json()["secret"],
+                   delivery_ids=[d["id"] for d in delivered],
+                   callback_secret=callback_secret.json()["secret"])
 
 
 HANDBOOK_QUESTION = "what does the handbook say about refunds?"
@@ -311,7 +338,8 @@ def _platform(tmp_path_factory: Any, pools: dict[str, PoolConfig],
     llm = LlmSettings(single_endpoint(model.base_url, "fake-model"))
     for client in run_platform("postgresql", tmp_path_factory.mktemp("canary"), pools=pools,
                                redis_url=REDIS_URL, router=RouterConfig(stats_interval_s=2.0),
-                               llm=llm):
+                               llm=llm,
+                               webhooks=WebhookSettings(allowed_networks=("127.0.0.0/8",))):
         asyncio.run(_create_admins(client.config.database_url))
         config = ApiConfig(jwt_secret=SECRET, namespace=client.config.namespace,
                            database_url=client.config.database_url, redis_url=REDIS_URL,
@@ -364,6 +392,9 @@ def _path_values(a: TenantA, own_task_id: str, own_run_id: str) -> dict[str, lis
         "tenant": [A, B],
         "collection": ["handbook"],  # A's collection name: B has none of that name
         "document_id": ["refunds"],
+        "subscription_id": [a.webhook_id],
+        "delivery_id": a.delivery_ids[:5],
+        "message_id": a.message_ids,
     }
 
 
@@ -386,6 +417,11 @@ def _bodies(own_task_id: str) -> dict[tuple[str, str], dict[str, Any]]:
         ("POST", "/knowledge/search"): {"query": FEEDBACK.format(""), "collection": "handbook"},
         ("POST", "/knowledge/answer"): {"question": FEEDBACK.format(""),
                                         "collection": "handbook"},
+        ("POST", "/webhooks"): {"url": "http://127.0.0.1:9/b", "events": ["task.succeeded"]},
+        ("PATCH", "/webhooks/{subscription_id}"): {"enabled": False,
+                                                   "url": "http://127.0.0.1:9/b"},
+        ("POST", "/webhooks/{subscription_id}/rotate-secret"): {"overlap_s": 0},
+        ("POST", "/inbox/{agent_type}"): {"body": {"from": "b"}},
     }
 
 
@@ -506,6 +542,13 @@ def test_tenant_b_never_sees_tenant_a_canary_anywhere(platform: Platform) -> Non
         for message_id in a.message_ids:
             with pytest.raises(NotFound):
                 platform.client.ack(message_id, tenant=B)
+            acked = seen.response(f"POST /inbox/learning/{message_id}/ack", http.post(
+                f"{API_PREFIX}/inbox/learning/{message_id}/ack", headers=b))
+            assert acked.status_code == 404, acked.text
+        seen.response("GET /inbox/learning", http.get(
+            f"{API_PREFIX}/inbox/learning", headers=b, params={"include_acked": "true"}))
+        b_secret = http.get(f"{API_PREFIX}/webhooks/callback-secret", headers=b)
+        assert b_secret.json()["secret"] not in (a.callback_secret, a.webhook_secret)
 
         assert not seen.leaks(), "tenant B received tenant A's canary:\n" + "\n".join(seen.leaks())
 
@@ -533,6 +576,20 @@ def test_tenant_b_never_sees_tenant_a_canary_anywhere(platform: Platform) -> Non
         kept = platform.client.inbox("learning", tenant=A)["messages"]
         assert {message.id for message in kept} >= set(a.message_ids), \
             "B acknowledged A's inbox messages"
+        hook = http.get(f"{API_PREFIX}/webhooks/{a.webhook_id}", headers=a_admin).json()
+        assert (hook["enabled"], hook["url"], hook["secret_rotated_at"]) == \
+            (True, f"http://127.0.0.1:9/{CANARY}", None), "B changed A's subscription"
+        assert asyncio.run(_signing_secrets(platform.client.config.database_url,
+                                            a.webhook_id)) == [a.webhook_secret]
+        for delivery_id in a.delivery_ids[:5]:
+            delivery = http.get(f"{API_PREFIX}/webhooks/deliveries/{delivery_id}",
+                                headers=a_admin).json()
+            assert delivery["status"] == "pending", "B redelivered or ended A's delivery"
+
+
+async def _signing_secrets(database_url: str, subscription_id: str) -> list[str]:
+    async with await WebhookStore.open(database_url) as store:
+        return await store.signing_secrets(A, subscription_id)
 
 
 def _listed(body: Any) -> list[dict[str, Any]]:

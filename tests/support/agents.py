@@ -9,10 +9,11 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from actors.agent import Agent
 from actors.errors import InvalidTaskInput, RetryableAgentError
-from storage.messages import AgentSpec, AgentTask, Resources
+from storage.messages import AgentSpec, AgentTask, InboxMessage, Resources
 
 _SPEC = dict(capabilities=("testing",), examples=("test the platform",),
              resources=Resources(num_cpus=0.01))
@@ -81,6 +82,40 @@ class BrokenStart(Agent):
     async def run(self, task: AgentTask) -> dict:
         return {}
 
+
+class Listener(Agent):
+    """Starts work from its inbox (`on_message="task"`) and echoes the task's payload; `bad`
+    input fails for good, `size` answers that many characters. Its mapping leaves a body with
+    `leave` for a reader, refuses one with `refuse`, breaks (a bug) on one with `explode`,
+    forgets the description for `undescribed` and adds a field no task has for
+    `unknown_field`."""
+
+    spec = AgentSpec(name="listener", description="works from its inbox", concurrency=8,
+                     on_message="task", **_SPEC)
+
+    @classmethod
+    def message_task(cls, message: InboxMessage) -> dict[str, Any] | None:
+        if isinstance(message.body, dict) and message.body.get("leave"):
+            return None
+        if isinstance(message.body, dict) and message.body.get("explode"):
+            raise KeyError("explode")
+        if isinstance(message.body, dict) and message.body.get("refuse"):
+            raise InvalidTaskInput("this message is refused on purpose", {"field": "refuse"})
+        if isinstance(message.body, dict) and message.body.get("undescribed"):
+            return {"payload": {}}
+        if isinstance(message.body, dict) and message.body.get("unknown_field"):
+            return {"description": "paint it", "payload": {}, "colour": "red"}
+        return super().message_task(message)
+
+    async def run(self, task: AgentTask) -> dict:
+        if task.payload.get("bad"):
+            raise InvalidTaskInput("this input is bad on purpose", {"field": "bad"})
+        if "size" in task.payload:
+            return {"text": "x" * int(task.payload["size"])}
+        return {"echo": task.payload, "description": task.description, "tenant": task.tenant}
+
+
+LISTENER_PATH = "tests.support.agents:Listener"
 
 TEST_AGENT_PATHS = tuple(
     f"tests.support.agents:{cls.__name__}" for cls in (Sleeper, Hanger, Flaky)

@@ -76,6 +76,14 @@ class InProcessBackend:
                 settings, database_url, redis_url, "in-process", log_format, log_level))
         return self.actors["llm-gateway"]
 
+    def start_webhook_delivery(self, settings, database_url, log_format, log_level):
+        if "ymera-webhook-delivery" not in self.actors:
+            from actors.webhook_delivery import WebhookDeliveryActor
+
+            self.actors["ymera-webhook-delivery"] = InProcessReplica(WebhookDeliveryActor(
+                settings, database_url, log_format, log_level))
+        return self.actors["ymera-webhook-delivery"]
+
     def find_actors(self, prefix: str) -> dict[str, Any]:
         return {n: h for n, h in self.actors.items() if n.startswith(prefix) and not h.dead}
 
@@ -89,4 +97,7 @@ class InProcessBackend:
 
     def kill(self, handle: InProcessReplica) -> None:
         handle.die()
+        running = getattr(handle.replica, "_running", None)  # the webhook delivery loop
+        if isinstance(running, asyncio.Task):
+            running.cancel()
         self.actors = {n: h for n, h in self.actors.items() if h is not handle}

@@ -1,5 +1,6 @@
 """Events going out: webhook subscriptions, the tenant's callback secret, the delivery outbox and
-its attempts; a task's `callback_url`; inbox messages that start tasks and the replies to them.
+its attempts; a task's and a workflow run's `callback_url`; an index of a tenant's tasks by
+creation time; inbox messages that start tasks and the replies to them.
 
 Revision ID: 0015
 Revises: 0014
@@ -90,6 +91,10 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("tasks") as batch:
         batch.add_column(sa.Column("callback_url", sa.Text(), nullable=True))
+    # a tenant's tasks, newest first (the task list of the API and the console)
+    op.create_index("ix_tasks_tenant_created", "tasks", ["tenant", "created_at", "id"])
+    with op.batch_alter_table("workflow_runs") as batch:
+        batch.add_column(sa.Column("callback_url", sa.Text(), nullable=True))
     with op.batch_alter_table("agent_messages") as batch:
         batch.add_column(sa.Column("in_reply_to", sa.String(32), nullable=True))
         batch.add_column(sa.Column("started_task_id", sa.String(32), nullable=True))
@@ -107,6 +112,9 @@ def downgrade() -> None:
         batch.drop_column("replied_at")
         batch.drop_column("started_task_id")
         batch.drop_column("in_reply_to")
+    with op.batch_alter_table("workflow_runs") as batch:
+        batch.drop_column("callback_url")
+    op.drop_index("ix_tasks_tenant_created", table_name="tasks")
     with op.batch_alter_table("tasks") as batch:
         batch.drop_column("callback_url")
     op.drop_table("webhook_attempts")

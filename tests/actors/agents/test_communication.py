@@ -8,17 +8,19 @@ import json
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from standardwebhooks import Webhook
 
 from actors.agent import Agent
-from actors.agents.communication import (
-    Communication, backoff_s, retry_after_s, signature, verify_signature)
+from actors.agents.communication import Communication, backoff_s, retry_after_s, verify_signature
 from actors.agents.webhook_addresses import forbidden_kind
 from actors.errors import InvalidTaskInput, RetryableAgentError
+from actors.webhook_signing import new_secret, sign_headers
 from storage.database import migrate_async
 from storage.inbox import InboxStore
 from storage.messages import AgentContext, AgentTask
@@ -138,21 +140,40 @@ async def test_a_webhook_failing_twice_is_delivered_on_the_third_attempt_signed(
     assert json.loads(body) == {"hello": "wörld"}
     assert headers["Content-Type"] == "application/json"
     assert headers["X-Ymera-Task-Id"] == "f" * 32 and headers["Authorization"] == "Bearer abc"
-    timestamp, header = headers["X-Ymera-Timestamp"], headers["X-Ymera-Signature"]
-    assert abs(int(timestamp) - time.time()) < 60 and header.startswith("sha256=")
-    assert verify_signature(SECRET, timestamp, body, header, max_age_s=300)
-    assert not verify_signature("wrong-secret", timestamp, body, header)
-    assert not verify_signature(SECRET, timestamp, body + b" ", header)
-    assert not verify_signature(SECRET, str(int(timestamp) + 1), body, header)
+    assert "X-Ymera-Signature" not in headers and "X-Ymera-Timestamp" not in headers
+    assert abs(int(headers["webhook-timestamp"]) - time.time()) < 60
+    # one message: the same webhook-id on every attempt, so the receiver can drop duplicates
+    assert {h["webhook-id"] for h, _ in receiver.requests} == {"msg_" + "f" * 32}
+    assert Webhook(SECRET.encode()).verify(body, headers) == {"hello": "wörld"}
+    assert verify_signature(SECRET, body, headers, max_age_s=300)
+    assert not verify_signature("wrong-secret", body, headers)
+    assert not verify_signature(SECRET, body + b" ", headers)
+    moved = {**headers, "webhook-timestamp": str(int(headers["webhook-timestamp"]) + 1)}
+    assert not verify_signature(SECRET, body, moved)
+
+
+async def test_a_whsec_secret_verifies_with_the_standard_webhooks_library(
+    make_agent: MakeAgent, receiver: Receiver,
+) -> None:
+    secret = new_secret()
+    agent = await make_agent(webhook_secret=secret)
+
+    await agent.run(task({"url": receiver.url, "message": [1, 2]}))
+
+    ((headers, body),) = receiver.requests
+    assert Webhook(secret).verify(body, headers) == [1, 2]
 
 
 def test_verify_signature_refuses_stale_missing_and_malformed_stamps() -> None:
-    old = int(time.time()) - 3600
-    header = signature(SECRET, old, b"{}")
-    assert verify_signature(SECRET, old, b"{}", header)
-    assert not verify_signature(SECRET, old, b"{}", header, max_age_s=300)
-    assert not verify_signature(SECRET, "soon", b"{}", header)
-    assert not verify_signature(SECRET, old, b"{}", None)
+    old = datetime.now(UTC) - timedelta(hours=1)
+    stale = sign_headers([SECRET], "msg_1", b"{}", old)
+    fresh = sign_headers([SECRET], "msg_1", b"{}", datetime.now(UTC) - timedelta(seconds=90))
+    assert not verify_signature(SECRET, b"{}", stale)  # outside the 5-minute window
+    assert verify_signature(SECRET, b"{}", fresh)
+    assert not verify_signature(SECRET, b"{}", fresh, max_age_s=30)
+    assert not verify_signature(SECRET, b"{}", {**fresh, "webhook-timestamp": "soon"})
+    assert not verify_signature(SECRET, b"{}", {k: v for k, v in fresh.items()
+                                                if k != "webhook-signature"})
 
 
 async def test_a_4xx_fails_at_once_without_retrying(make_agent: MakeAgent,
@@ -241,6 +262,20 @@ async def test_private_addresses_are_refused_before_any_request(
     assert receiver.requests == []
 
 
+async def test_an_allowed_network_lets_its_receiver_through_and_no_other(
+    make_agent: MakeAgent, receiver: Receiver,
+) -> None:
+    agent = await make_agent(webhook_allow_private_networks=False,
+                             webhook_allowed_networks="127.0.0.1/32")
+
+    result = await agent.run(task({"url": receiver.url, "message": {"x": 1}}))
+    message = await refusal(agent, {"url": f"http://[::1]:{receiver.port}/hook",
+                                    "message": {"x": 1}})
+
+    assert result["delivered"] == "webhook" and len(receiver.requests) == 1
+    assert "::1, a loopback address" in message
+
+
 @pytest.mark.parametrize(("address", "kind"), [
     ("192.168.1.20", "private"), ("172.16.0.1", "private"), ("224.0.0.1", "multicast"),
     ("0.0.0.0", "unspecified"), ("fd12:3456::1", "private"), ("fe80::1", "link-local"),
@@ -307,6 +342,8 @@ async def test_without_a_secret_the_operator_is_told_what_to_set(make_agent: Mak
     ({"url": "https://hooks.example.com/x", "message": 1, "headers": {"X-Ymera-Signature": "s"}},
      "cannot be overridden"),
     ({"url": "https://hooks.example.com/x", "message": 1, "headers": {"Host": "evil"}},
+     "cannot be overridden"),
+    ({"url": "https://hooks.example.com/x", "message": 1, "headers": {"Webhook-Id": "m"}},
      "cannot be overridden"),
     ({"url": "https://hooks.example.com/x", "message": 1, "headers": {"X-A": "a\r\nB: b"}},
      "single-line"),
