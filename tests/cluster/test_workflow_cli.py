@@ -156,11 +156,13 @@ def test_the_client_keys_every_submission_and_names_the_decider(orchestrator) ->
 def test_submit_sends_the_file_input_tenant_and_key(orchestrator, workflow_file, capsys) -> None:
     orchestrator.answers["submit_workflow"] = detail()
     assert cli.main(["workflow", "submit", str(workflow_file), "--input", '{"n": 7}',
-                     "--tenant", "acme", "--idempotency-key", "nightly-1"]) == 0
+                     "--tenant", "acme", "--idempotency-key", "nightly-1",
+                     "--callback-url", "https://hooks.example.com/runs"]) == 0
 
     (name, args, kwargs), = orchestrator.calls
     assert name == "submit_workflow" and args == (DOCUMENT_YAML, {"n": 7})
-    assert kwargs == {"idempotency_key": "nightly-1", "tenant": "acme", "wait_s": None}
+    assert kwargs == {"idempotency_key": "nightly-1", "tenant": "acme", "wait_s": None,
+                      "callback_url": "https://hooks.example.com/runs"}
     assert capsys.readouterr().out.startswith("run-1  pending  (echo v2;")
 
 
