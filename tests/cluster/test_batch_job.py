@@ -100,6 +100,23 @@ def platform(env):
     ymera(env, "down", "--json", check=False)
 
 
+def submit_job(address: str, env: dict[str, str], arguments: list[str]
+               ) -> subprocess.CompletedProcess:
+    """`ray job submit` as the README gives it (the working directory uploaded, token auth from
+    the environment). Ray's job server answers "No available agent" until the head node's
+    dashboard agent has registered, which can take longer than its own wait on a busy machine:
+    that answer (nothing was submitted) is tried again for up to a minute."""
+    deadline = time.monotonic() + 60
+    while True:
+        submitted = subprocess.run(
+            [RAY, "job", "submit", "--address", address, "--working-dir", str(ROOT),
+             *arguments], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        if (submitted.returncode == 0 or "No available agent" not in submitted.stderr
+                or time.monotonic() > deadline):
+            return submitted
+        time.sleep(2)
+
+
 def job_logs(address: str, submission_id: str) -> str:
     from ray.job_submission import JobSubmissionClient
 
@@ -132,11 +149,9 @@ def test_a_stopped_batch_job_resumes_without_running_anything_twice(platform, en
 
     # The README's command: the working directory uploaded, token auth from the environment.
     first = "batch-first-run"
-    submitted = subprocess.run(
-        [RAY, "job", "submit", "--address", platform, "--working-dir", str(ROOT),
-         "--submission-id", first, "--metadata-json", json.dumps({"ymera_batch_id": BATCH_ID}),
-         "--no-wait", "--", *entrypoint],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    submitted = submit_job(platform, env, [
+        "--submission-id", first, "--metadata-json", json.dumps({"ymera_batch_id": BATCH_ID}),
+        "--no-wait", "--", *entrypoint])
     assert submitted.returncode == 0, submitted.stderr
 
     def succeeded_so_far() -> int:
