@@ -10,6 +10,7 @@ Guarantees:
 - an API key is reachable for change only within its own tenant: another tenant's key looks
   exactly like a key that does not exist;
 - revoking (a key or a refresh token) is one-way, and the first `revoked_at` stands;
+- purging deletes only refresh tokens that expired or were revoked before the time given;
 - a refresh token rotates at most once: of any number of concurrent or replayed rotations of the
   same token, exactly one succeeds, and only while the token is neither revoked nor expired;
 - every time comes back timezone-aware in UTC, and times given in must carry a timezone.
@@ -23,7 +24,7 @@ import secrets
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, or_, select, update
 
 from storage.database import EngineStore
 from storage.errors import Conflict, InvalidRequest, NotFound
@@ -337,6 +338,28 @@ class AuthStore(EngineStore):
                 update(table)
                 .where(table.c.user_id == user_id, table.c.revoked_at.is_(None))
                 .values(revoked_at=utcnow()))
+        return int(result.rowcount or 0)
+
+    async def revoke_refresh_token(self, jti: str) -> RefreshToken | None:
+        """Revoke one token and return it as now kept; None if there is no such token.
+        Revoking again changes nothing: the first `revoked_at` stands."""
+        table = refresh_tokens_table
+        async with self._transaction("revoking a refresh token") as connection:
+            await connection.execute(
+                update(table).where(table.c.jti == jti, table.c.revoked_at.is_(None))
+                .values(revoked_at=utcnow()))
+            row = (await connection.execute(select(table).where(table.c.jti == jti))).first()
+        return None if row is None else _refresh_token(row)
+
+    async def purge_refresh_tokens(self, older_than: datetime) -> int:
+        """Delete every token that expired or was revoked before `older_than` (a usable
+        token, or one revoked or expired since, is kept); returns how many were deleted."""
+        before = _aware("older_than", older_than)
+        table = refresh_tokens_table
+        async with self._transaction("purging old refresh tokens") as connection:
+            result = await connection.execute(
+                delete(table).where(or_(table.c.expires_at < before,
+                                        table.c.revoked_at < before)))
         return int(result.rowcount or 0)
 
     # Audit log

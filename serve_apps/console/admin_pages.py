@@ -9,6 +9,10 @@ Guarantees:
   a step awaiting approval (`workflows:approve`), cancel of an unfinished run, and retry from
   a step of a failed or cancelled run (`workflows:cancel`, as the API);
 - scaling a pool (`platform:scale`) is written to the platform's audit log, as the API does;
+- a tenant admin changes another user's role with the API's route and rules (no role above
+  your own, never `platform_admin`, the last admin stays; audited `role_changed`), never
+  their own (403, nothing changed);
+- a run's page draws the run's graph (`run_graph`) above its table of steps;
 - a new API key's secret is shown once, on the page that answers its creation (sent with
   `Cache-Control: no-store`), and never again;
 - every action takes the session's CSRF token.
@@ -16,13 +20,14 @@ Guarantees:
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import pydantic
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response
 
 from serve_apps.console import rendering
+from serve_apps.console.run_graph import run_graph
 from serve_apps.console.access import (
     CONSOLE_PREFIX, ConsoleCaller, ConsoleRoute, acting, form_fields,
 )
@@ -32,9 +37,12 @@ from serve_apps.routes import tasks as task_routes
 from serve_apps.routes import users as user_routes
 from serve_apps.routes import workflows as workflow_routes
 from serve_apps.routes.access import services
-from serve_apps.schemas import ApiKeyBody, ScaleBody, UserBody
+from serve_apps.errors import Forbidden
+from serve_apps.schemas import ApiKeyBody, RoleBody, ScaleBody, UserBody
 from serve_apps.workflow_schemas import DecisionBody, RetryBody
 from storage.errors import InvalidRequest
+
+GRANTABLE_ROLES: Final = ("viewer", "submitter", "operator", "admin")  # never platform_admin
 
 router = APIRouter(route_class=ConsoleRoute)
 RunReader = Annotated[ConsoleCaller, Depends(acting("GET", "/runs"))]
@@ -48,6 +56,7 @@ UserManager = Annotated[ConsoleCaller, Depends(acting("GET", "/users"))]
 UserCreator = Annotated[ConsoleCaller, Depends(acting("POST", "/users"))]
 UserDisabler = Annotated[ConsoleCaller, Depends(acting("POST", "/users/{user_id}/disable"))]
 UserEnabler = Annotated[ConsoleCaller, Depends(acting("POST", "/users/{user_id}/enable"))]
+RoleChanger = Annotated[ConsoleCaller, Depends(acting("POST", "/users/{user_id}/role"))]
 KeyCreator = Annotated[ConsoleCaller, Depends(acting("POST", "/keys"))]
 KeyManager = Annotated[ConsoleCaller, Depends(acting("DELETE", "/keys/{key_id}"))]
 Scaler = Annotated[ConsoleCaller, Depends(acting("POST", "/agents/{agent_type}/scale"))]
@@ -74,8 +83,8 @@ async def runs(request: Request, caller: RunReader) -> Response:
 
 @router.get("/runs/{run_id}")
 async def run_page(run_id: str, request: Request, caller: RunReader) -> Response:
-    detail = await services(request).port.get_run(run_id, tenant=caller.tenant)
-    return rendering.render(request, "run.html", caller, run=detail.to_json())
+    detail = (await services(request).port.get_run(run_id, tenant=caller.tenant)).to_json()
+    return rendering.render(request, "run.html", caller, run=detail, graph=run_graph(detail))
 
 
 @router.post("/runs/{run_id}/steps/{step_id}/{decision}")
@@ -143,7 +152,7 @@ async def users(request: Request, caller: UserManager) -> Response:
     keys = (await auth_routes.list_keys(request, caller.principal)
             if caller.can("GET", "/keys") else None)
     return rendering.render(request, "users.html", caller, users=listed["users"],
-                            keys=keys["keys"] if keys else None)
+                            keys=keys["keys"] if keys else None, roles=GRANTABLE_ROLES)
 
 
 @router.post("/users")
@@ -167,6 +176,23 @@ async def disable_user(user_id: str, request: Request, caller: UserDisabler) -> 
 @router.post("/users/{user_id}/enable")
 async def enable_user(user_id: str, request: Request, caller: UserEnabler) -> Response:
     await user_routes.enable_user(user_id, request, caller.principal)
+    return _back(f"{CONSOLE_PREFIX}/users")
+
+
+@router.post("/users/{user_id}/role")
+async def change_role(user_id: str, request: Request, caller: RoleChanger) -> Response:
+    """The API's role change (its rules and its `role_changed` audit entry); your own role is
+    changed by another admin, never by yourself."""
+    if caller.principal.subject == f"user:{user_id}":
+        raise Forbidden("you cannot change your own role; ask another admin",
+                        {"user_id": user_id})
+    form = await form_fields(request)
+    try:
+        body = RoleBody(role=form.get("role", ""))
+    except pydantic.ValidationError:
+        raise InvalidRequest(f"role must be one of {', '.join(GRANTABLE_ROLES)}",
+                             {"field": "role"}) from None
+    await user_routes.change_role(user_id, body, request, caller.principal)
     return _back(f"{CONSOLE_PREFIX}/users")
 
 

@@ -29,6 +29,7 @@ MAX_JSON_CHARS: Final = 20_000
 CONSOLE_CSP: Final = ("default-src 'self'; script-src 'self'; style-src 'self'; "
                       "img-src 'self' data:; connect-src 'self'; form-action 'self'; "
                       "frame-ancestors 'none'; base-uri 'none'")
+LIVE_POLL_S: Final = 15  # the fallback poll of a block that follows the tenant's stream
 PAGE_HEADERS: Final = {"Content-Security-Policy": CONSOLE_CSP, "Cache-Control": "no-store"}
 
 
@@ -66,6 +67,7 @@ def environment() -> jinja2.Environment:
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
     env.filters.update(pretty_json=pretty_json, when=when, seconds=seconds, percent=percent)
+    env.globals.update(live_poll_s=LIVE_POLL_S)
     return env
 
 

@@ -3,6 +3,7 @@
     secret = await start_session(svc, refresh_token, ttl_s)   # after the API's own login
     principal, session = await session_principal(request)     # every console request
     await end_session(svc, session)                           # sign-out
+    await purge_if_due(request)                               # at a sign-in
 
 A session is a refresh-token row of `storage.auth_store` whose `jti` is the SHA-256 of the
 cookie's random secret: the sign-in reuses the API's login (`routes.auth.login`: its rate
@@ -19,6 +20,8 @@ Guarantees:
   tenant and role (`Principal`, `user:<id>`), so a demotion applies at once (within
   `auth_cache_s`, like the API);
 - a sign-out revokes the row: the same cookie presented again is refused on every replica;
+- rows that ended (expired or revoked) more than `keep_ended_s` ago are deleted by a purge a
+  sign-in runs at most once per `purge_every_s` per replica, so they do not pile up;
 - a missing, unknown, revoked or expired session is `Unauthenticated`, never another error.
 """
 
@@ -27,7 +30,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import logging
 import secrets
+import time
 from datetime import timedelta
 from typing import Final
 
@@ -38,20 +43,27 @@ from serve_apps.errors import Unauthenticated
 from serve_apps.permissions import Principal
 from serve_apps.routes.access import Services, services
 from storage.auth_store import User
-from storage.errors import NotFound
+from storage.errors import NotFound, StorageError
 from storage.messages import utcnow
 
 COOKIE: Final = "ymera_console"
 LOGIN_COOKIE: Final = "ymera_console_login"
 COOKIE_PATH: Final = "/console"
 DEFAULT_SESSION_TTL_S: Final = 8 * 3600
+PURGE_EVERY_S: Final = 3600.0
+KEEP_ENDED_S: Final = 24 * 3600
+
+log = logging.getLogger("ymera.console")
 
 
 @dataclasses.dataclass
 class ConsoleSettings:
-    """How long a console session lasts (capped by the API's `refresh_ttl_s`)."""
+    """How long a console session lasts (capped by the API's `refresh_ttl_s`), and how often
+    and after how long ended sessions and refresh tokens are purged (`purge_if_due`)."""
 
     session_ttl_s: int = DEFAULT_SESSION_TTL_S
+    purge_every_s: float = PURGE_EVERY_S
+    keep_ended_s: int = KEEP_ENDED_S
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,9 +119,28 @@ async def _user_or_none(svc: Services, user_id: str) -> User | None:
 
 
 async def end_session(svc: Services, session: Session) -> None:
-    """Revoke the session's row (the store revokes a row by rotating it; the row it rotates
-    to is born expired, so nothing can use it)."""
-    await svc.auth_store.rotate_refresh_token(session.jti, secrets.token_hex(32), utcnow())
+    """Revoke the session's row (the first revocation time stands)."""
+    await svc.auth_store.revoke_refresh_token(session.jti)
+
+
+async def purge_if_due(request: Request) -> int:
+    """Delete refresh-token rows (sessions and API refresh tokens) that expired or were
+    revoked more than `keep_ended_s` ago, at most once per `purge_every_s` on this replica
+    (the API runs no periodic work; sign-ins are frequent enough to keep the table small).
+    Returns how many rows went; a failed purge is logged and never fails the sign-in."""
+    config = settings(request)
+    state = request.app.state
+    now = time.monotonic()
+    last = getattr(state, "console_purged_at", None)
+    if last is not None and now - last < config.purge_every_s:
+        return 0
+    state.console_purged_at = now
+    try:
+        return await services(request).auth_store.purge_refresh_tokens(
+            utcnow() - timedelta(seconds=config.keep_ended_s))
+    except StorageError as exc:
+        log.warning("purging ended console sessions failed: %s", exc)
+        return 0
 
 
 def csrf_token(svc: Services, session_jti: str) -> str:

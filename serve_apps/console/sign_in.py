@@ -4,7 +4,8 @@ Guarantees:
 - a sign-in is the API's login (`routes.auth.login`), unchanged: the same per-address and
   per-account limits, the same one message for every failure, the same audit entries; a
   successful one starts a session (`console.session`) and returns to the page that asked, a
-  console page only (any other `next` goes to the overview);
+  console page only (any other `next` goes to the overview); it also purges long-ended
+  sessions when that is due (`session.purge_if_due`);
 - the sign-in form carries a CSRF token bound to a short-lived nonce cookie; a post without
   it is refused (403) and no password is checked;
 - signing out takes the session's CSRF token, revokes the session and clears the cookie;
@@ -25,8 +26,8 @@ from serve_apps.console.access import (
     CONSOLE_PREFIX, ConsoleCaller, ConsoleRoute, console_caller, form_fields,
 )
 from serve_apps.console.session import (
-    COOKIE, LOGIN_COOKIE, clear_cookie, end_session, login_csrf_token, set_cookie, settings,
-    start_session, tokens_match,
+    COOKIE, LOGIN_COOKIE, clear_cookie, end_session, login_csrf_token, purge_if_due, set_cookie,
+    settings, start_session, tokens_match,
 )
 from serve_apps.errors import Forbidden, RateLimited, Unauthenticated
 from serve_apps.routes import auth
@@ -88,6 +89,7 @@ async def sign_in(request: Request) -> Response:
                      tenant, username, next_page)
     ttl = settings(request).session_ttl_s
     secret = await start_session(svc, pair.refresh_token, ttl)
+    await purge_if_due(request)
     response = RedirectResponse(next_page, status_code=303)
     set_cookie(request, response, COOKIE, secret, min(ttl, svc.tokens.refresh_ttl_s))
     clear_cookie(request, response, LOGIN_COOKIE)

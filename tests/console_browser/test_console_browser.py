@@ -1,8 +1,9 @@
 """The console in Chromium against a real Serve deployment: a person signs in, watches a task
 succeed without reloading, reads its routing explanation, requeues a dead task and a filtered
-set of them, approves a workflow step; a viewer sees no controls and the server refuses what
-the viewer forges; an action without its CSRF token is refused; another tenant's task is a
-404 page; the pages work at 400 px wide."""
+set of them, approves a workflow step from the run's graph; watches the task list update
+over SSE; a tenant admin changes a user's role; a viewer sees no controls and the server
+refuses what the viewer forges; an action without its CSRF token is refused; another
+tenant's task is a 404 page; the pages work at 400 px wide."""
 
 from __future__ import annotations
 
@@ -78,7 +79,8 @@ def test_sign_in_and_watch_a_task_succeed_without_reloading(
     page.evaluate("window.notReloaded = true")
     expect(status).to_have_text("succeeded", timeout=60_000)
     assert page.evaluate("window.notReloaded === true")  # the same page, updated in place
-    assert streams and streams[0].endswith(page.url.rsplit("/", 1)[1] + "/stream")
+    own = [url for url in streams if "/console/tasks/" in url]  # the list follows its own
+    assert own and own[0].endswith(page.url.rsplit("/", 1)[1] + "/stream")
     expect(page.locator("#task-live")).to_contain_text("attempt 1")
     page.screenshot(path=str(screenshots / "task.png"), full_page=True)
 
@@ -154,7 +156,8 @@ def test_another_tenants_task_is_a_404_page(console: DeployedConsole, page: Page
     expect(page.locator("main")).not_to_contain_text("globex only")
 
 
-def test_an_operator_approves_a_workflow_step(console: DeployedConsole, page: Page) -> None:
+def test_an_operator_approves_a_workflow_step_from_its_graph(
+        console: DeployedConsole, page: Page, screenshots: Path) -> None:
     submitted = httpx.post(f"{console.api}/workflows",
                            headers=api_headers(console, "acme", "submitter"),
                            json={"workflow": GATED, "input": None}, timeout=30)
@@ -167,9 +170,24 @@ def test_an_operator_approves_a_workflow_step(console: DeployedConsole, page: Pa
             break
         page.wait_for_timeout(500)
         page.reload()
+    graph = page.locator("svg.graph")
+    check = graph.locator('a[data-step="check"]')
+    expect(check).to_have_attribute("data-state", "awaiting_approval")
+    expect(check).to_have_attribute("aria-label", "Step check: awaiting approval; after first")
+    expect(graph.locator('a[data-step="first"]')).to_contain_text("succeeded")
+    expect(graph.locator("path.edge")).to_have_count(2)
+    check.focus()
+    page.screenshot(path=str(screenshots / "run.png"), full_page=True)
+    page.keyboard.press("Enter")  # a step's box leads to its row in the table
+    expect(page).to_have_url(re.compile(r"#step-check$"))
     page.get_by_label("Comment").fill("looks right")
     page.get_by_role("button", name="Approve").click()
     expect(page.locator("main")).to_contain_text("approve by user:")
+    page.evaluate("window.notReloaded = true")
+    expect(page.locator('svg.graph a[data-step="after"]')).to_have_attribute(
+        "data-state", "succeeded", timeout=60_000)  # the graph follows the run
+    expect(page.locator('svg.graph a[data-step="check"]')).to_contain_text("succeeded")
+    assert page.evaluate("window.notReloaded === true")
 
 
 def test_the_console_reads_at_400_pixels(console: DeployedConsole, page: Page,
@@ -200,3 +218,59 @@ def test_the_overview_shows_the_work_done(console: DeployedConsole, page: Page,
     assert int(dead_tile.text_content() or "0") >= 1
     expect(page.locator("table").first).to_contain_text("sleeper")
     page.screenshot(path=str(screenshots / "overview.png"))
+
+
+def test_the_task_list_updates_live_over_sse(console: DeployedConsole, page: Page,
+                                             screenshots: Path) -> None:
+    sign_in(page, console, "acme", "viewer")
+    streams: list[str] = []
+    page.on("request", lambda request: streams.append(request.url)
+            if request.url.endswith("/console/stream") else None)
+    page.goto(f"{console.url}/console/tasks")
+    expect(page.locator("#task-rows")).to_have_attribute("data-stream", "/console/stream")
+    page.evaluate("window.notReloaded = true")
+    tag = uuid.uuid4().hex[:8]
+    task = submit(console, "acme", {"description": f"live {tag}", "agent_type": "sleeper",
+                                    "payload": {"seconds": 2, "echo": tag}})
+    row = page.locator(f'tr[data-task-id="{task["id"]}"]')
+    # the fallback poll comes every 15 s; well before it, the stream has brought the row
+    expect(row).to_be_visible(timeout=10_000)
+    expect(row.locator(".badge")).to_have_text("succeeded", timeout=60_000)
+    assert page.evaluate("window.notReloaded === true")
+    assert streams, "the list opened no event stream"
+    page.goto(f"{console.url}/console")
+    expect(page.locator("#overview")).to_have_attribute("data-stream", "/console/stream")
+    page.goto(f"{console.url}/console/tasks")
+    expect(row).to_be_visible()
+    page.screenshot(path=str(screenshots / "tasks.png"))
+
+
+def test_a_tenant_admin_changes_a_users_role(console: DeployedConsole, page: Page,
+                                             screenshots: Path) -> None:
+    name = f"analyst-{uuid.uuid4().hex[:6]}"
+    sign_in(page, console, "globex", "admin")
+    page.goto(f"{console.url}/console/users")
+    page.get_by_text("Add a user").click()
+    page.get_by_label("Username").fill(name)
+    page.get_by_label("Password").fill("a perfectly long passphrase 42")
+    page.locator("#u-role").select_option("viewer")
+    page.get_by_role("button", name="Add user").click()
+    row = page.locator(f'tr[data-user="{name}"]')
+    expect(row.get_by_label(f"Role of {name}", exact=True)).to_have_value("viewer")
+    mine = page.locator('tr[data-user="admin@globex"]')
+    expect(mine.get_by_role("combobox")).to_have_count(0)  # not your own role
+    expect(row.locator("option", has_text="platform_admin")).to_have_count(0)
+    row.get_by_label(f"Role of {name}", exact=True).select_option("operator")
+    page.screenshot(path=str(screenshots / "users.png"), full_page=True)
+    row.get_by_role("button", name=f"Change the role of {name}").click()
+    changed = page.locator(f'tr[data-user="{name}"]')
+    expect(changed.get_by_label(f"Role of {name}", exact=True)).to_have_value("operator")
+    page.goto(f"{console.url}/console/audit")
+    expect(page.locator("main")).to_contain_text("role_changed")
+    signed = httpx.post(f"{console.api}/auth/token", json={
+        "tenant": "globex", "username": name,
+        "password": "a perfectly long passphrase 42"}, timeout=30)
+    assert signed.status_code == 200
+    me = httpx.get(f"{console.api}/users", headers={
+        "Authorization": f"Bearer {signed.json()['access_token']}"}, timeout=30)
+    assert me.status_code == 403  # an operator now, not an admin, as the API sees it

@@ -154,3 +154,47 @@ async def test_a_platform_admin_scales_a_pool_from_the_overview(
     bad = await client.post(f"{CONSOLE}/pools/sleeper/scale",
                             data={"csrf_token": csrf, "replicas": "many"})
     assert bad.status_code == 400 and "replicas" in bad.text
+
+
+async def test_a_tenant_admin_changes_another_users_role_with_the_apis_rules(
+        platform: Platform, client: httpx.AsyncClient) -> None:
+    csrf = await signed_in(client, "acme", "admin")
+    me = platform.users[("acme", "admin")]
+    viewer = platform.users[("acme", "viewer")]
+    page = await client.get(f"{CONSOLE}/users")
+    assert f'action="/console/users/{viewer.id}/role"' in page.text
+    assert f'action="/console/users/{me.id}/role"' not in page.text  # not your own
+    assert "<option>platform_admin</option>" not in page.text
+    changed = await client.post(f"{CONSOLE}/users/{viewer.id}/role",
+                                data={"csrf_token": csrf, "role": "operator"})
+    assert changed.status_code == 303, changed.text
+    assert (await platform.auth_store.user(viewer.id)).role == "operator"
+    events, _ = await platform.auth_store.list_audit("acme")
+    (entry,) = [e for e in events if e.action == "role_changed"]
+    assert entry.target == viewer.id and entry.actor == f"user:{me.id}"
+    assert entry.details == {"from": "viewer", "to": "operator"}
+
+    refusals = [
+        (viewer.id, {"csrf_token": csrf, "role": "platform_admin"}, 403),  # never grantable
+        (viewer.id, {"csrf_token": csrf, "role": "overlord"}, 400),
+        (viewer.id, {"role": "viewer"}, 403),  # no CSRF token
+        (me.id, {"csrf_token": csrf, "role": "viewer"}, 403),  # your own role
+        (platform.users[("globex", "viewer")].id, {"csrf_token": csrf, "role": "operator"},
+         404),  # another tenant's user
+    ]
+    for user_id, form, status in refusals:
+        refused = await client.post(f"{CONSOLE}/users/{user_id}/role", data=form)
+        assert refused.status_code == status, (form, refused.text)
+    assert (await platform.auth_store.user(viewer.id)).role == "operator"
+    assert (await platform.auth_store.user(me.id)).role == "admin"
+    assert (await platform.auth_store.user(platform.users[("globex", "viewer")].id)).role == \
+        "viewer"
+    events, _ = await platform.auth_store.list_audit("acme")
+    assert len([e for e in events if e.action == "role_changed"]) == 1
+
+    async with platform.client() as operator:
+        operator_csrf = await signed_in(operator, "acme", "operator")
+        forged = await operator.post(f"{CONSOLE}/users/{viewer.id}/role",
+                                     data={"csrf_token": operator_csrf, "role": "admin"})
+        assert forged.status_code == 403  # users:manage is an admin's
+    assert (await platform.auth_store.user(viewer.id)).role == "operator"

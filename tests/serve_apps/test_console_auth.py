@@ -5,12 +5,14 @@ is sent to sign in."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import httpx
 
 from serve_apps.app import create_app
-from serve_apps.console.session import COOKIE
+from serve_apps.console.session import COOKIE, session_id
+from storage.messages import utcnow
 from tests.serve_apps.console_support import CONSOLE, csrf_of, sign_in, signed_in
 from tests.serve_apps.test_app_harness import Platform, client, platform
 
@@ -83,6 +85,31 @@ async def test_sign_out_revokes_the_session_everywhere(
         replay = await other_replica.get(f"{CONSOLE}/tasks")
         assert replay.status_code == 303
         assert replay.headers["location"].startswith(f"{CONSOLE}/sign-in")
+    row = await platform.auth_store.refresh_token(session_id(stolen or ""))
+    assert row is not None and row.revoked_at is not None
+    assert row.replaced_by is None  # revoked in place, no dead row rotated in
+
+
+async def test_a_sign_in_purges_long_ended_sessions_at_most_once_per_period(
+        platform: Platform) -> None:
+    app = _app(platform)
+    user_id = platform.users[("acme", "viewer")].id
+    long_ago = utcnow() - timedelta(days=3)
+    await platform.auth_store.add_refresh_token("ended-1", user_id, long_ago)
+    async with _client_of(app) as client:
+        csrf = await signed_in(client, "acme", "viewer")
+        assert await platform.auth_store.refresh_token("ended-1") is None
+        live = client.cookies.get(COOKIE) or ""
+        assert await platform.auth_store.refresh_token(session_id(live)) is not None
+        await platform.auth_store.add_refresh_token("ended-2", user_id, long_ago)
+        await client.post(f"{CONSOLE}/sign-out", data={"csrf_token": csrf})
+        await signed_in(client, "acme", "viewer")  # within the hour: no second purge
+        assert await platform.auth_store.refresh_token("ended-2") is not None
+        app.state.console_settings.purge_every_s = 0
+        await signed_in(client, "acme", "viewer")
+        assert await platform.auth_store.refresh_token("ended-2") is None
+        # the session signed out a moment ago ended too recently to be purged
+        assert await platform.auth_store.refresh_token(session_id(live)) is not None
 
 
 def _app(platform: Platform) -> Any:

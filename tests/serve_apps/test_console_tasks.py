@@ -202,7 +202,7 @@ async def test_a_submitter_may_submit_and_cancel_but_not_bulk_requeue(
     page = await client.get(f"{CONSOLE}/tasks/{task_id}")
     assert "/cancel" in page.text
     assert f'data-stream="/console/tasks/{task_id}/stream"' in page.text
-    assert 'hx-trigger="task-event, every 10s"' in page.text
+    assert 'hx-trigger="stream-event, every 10s"' in page.text
     cancelled = await client.post(f"{CONSOLE}/tasks/{task_id}/cancel", data={"csrf_token": csrf})
     assert cancelled.status_code == 303
     assert await _status(platform, task_id) == "cancelled"

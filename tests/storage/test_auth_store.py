@@ -254,6 +254,55 @@ async def test_a_refresh_token_id_is_stored_once(auth: AuthStore) -> None:
     assert (await auth.refresh_token("jti-1")).user_id == "u1"
 
 
+async def test_revoking_one_refresh_token_stops_only_it_and_the_first_time_stands(
+    auth: AuthStore,
+) -> None:
+    later = utcnow() + timedelta(days=7)
+    await auth.add_refresh_token("mine", "u1", later)
+    await auth.add_refresh_token("other", "u1", later)
+
+    revoked = await auth.revoke_refresh_token("mine")
+    again = await auth.revoke_refresh_token("mine")
+
+    assert revoked is not None and revoked.revoked_at is not None
+    assert again == revoked and await auth.refresh_token("mine") == revoked
+    assert not await auth.rotate_refresh_token("mine", "next", later)
+    assert (await auth.refresh_token("other")).revoked_at is None
+    assert await auth.revoke_refresh_token("never-issued") is None
+
+
+async def test_purging_deletes_only_tokens_expired_or_revoked_before_the_time(
+    auth: AuthStore,
+) -> None:
+    now = utcnow()
+    await auth.add_refresh_token("expired-long-ago", "u1", now - timedelta(days=2))
+    await auth.add_refresh_token("revoked-now", "u1", now + timedelta(days=7))
+    await auth.revoke_refresh_token("revoked-now")
+    await auth.add_refresh_token("active", "u1", now + timedelta(days=7))
+    await auth.add_refresh_token("expires-soon", "u1", now + timedelta(hours=1))
+
+    assert await auth.purge_refresh_tokens(now - timedelta(days=1)) == 1
+    assert await auth.refresh_token("expired-long-ago") is None
+    assert await auth.refresh_token("revoked-now") is not None
+
+    assert await auth.purge_refresh_tokens(utcnow() + timedelta(minutes=1)) == 1
+    assert await auth.refresh_token("revoked-now") is None
+    assert await auth.refresh_token("active") is not None
+    assert await auth.refresh_token("expires-soon") is not None
+    assert await auth.rotate_refresh_token("active", "active-2", now + timedelta(days=7))
+
+
+async def test_a_purge_time_without_a_timezone_is_refused_and_nothing_is_deleted(
+    auth: AuthStore,
+) -> None:
+    await auth.add_refresh_token("expired", "u1", utcnow() - timedelta(days=2))
+
+    with pytest.raises(InvalidRequest):
+        await auth.purge_refresh_tokens(utcnow().replace(tzinfo=None))
+
+    assert await auth.refresh_token("expired") is not None
+
+
 # Audit log
 
 async def test_audit_events_come_newest_first_in_pages(auth: AuthStore) -> None:
