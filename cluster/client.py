@@ -30,7 +30,7 @@ from actors.errors import PlatformUnavailable
 from actors.orchestrator_api import ActorOrchestrator, ray_errors_translated
 from cluster.batch.workflows import MAX_WORKFLOW_FILE_BYTES, WORKFLOW_SUFFIXES
 from cluster.knowledge_client import KnowledgeCalls
-from cluster.ray_env import prepare_ray_environment
+from cluster.ray_env import prepare_ray_environment, ray_notices_to_stderr
 from cluster.webhooks_client import WebhookCalls
 from storage.errors import InvalidRequest
 from storage.messages import Attempt, BatchStatus, Task, TaskEvent, TaskRequest
@@ -56,6 +56,7 @@ def connect_ray(address: str | None, namespace: str) -> None:
     node_ip = "127.0.0.1" if host in ("127.0.0.1", "localhost") else None
     ray.init(address=address or "auto", namespace=namespace, log_to_driver=False,
              logging_level=logging.WARNING, _node_ip_address=node_ip)
+    ray_notices_to_stderr()
 
 
 class Client(KnowledgeCalls, WebhookCalls):
