@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cluster.backup_cli import add_backup_commands
+from cluster.chaos.cli import add_chaos_command
 from cluster.bench import add_arguments as add_bench_arguments
 from cluster.knowledge_cli import add_knowledge_commands
 from cluster.llm_cli import add_llm_commands
@@ -347,7 +348,7 @@ def parser() -> argparse.ArgumentParser:
     for add_group in (_platform_commands, _task_commands, _pool_commands, _router_commands,
                       _admin_commands, _batch_commands, add_workflow_commands,
                       add_plan_commands, add_llm_commands, add_knowledge_commands,
-                      add_webhook_commands, add_backup_commands):
+                      add_webhook_commands, add_backup_commands, add_chaos_command):
         add_group(add)
     add_bench_arguments(add("bench", cmd_bench, "benchmarks"))
     return root

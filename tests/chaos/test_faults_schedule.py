@@ -1,0 +1,34 @@
+"""The fault schedule: the same seed gives the same faults, every requested kind lands at least
+once inside the fault window, and bad requests are refused with the reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster.chaos.faults import ALL_KINDS, schedule
+
+
+def test_same_seed_same_schedule_other_seed_other_order() -> None:
+    first = schedule(1, 120, ALL_KINDS)
+    assert first == schedule(1, 120, ALL_KINDS)
+    assert [k for _, k in first] != [k for _, k in schedule(2, 120, ALL_KINDS)]
+
+
+@pytest.mark.parametrize("duration", [60, 120, 1800])
+def test_every_kind_at_least_once_within_the_window(duration: float) -> None:
+    plan = schedule(7, duration, ALL_KINDS, first_at_s=5, quiet_tail_s=10)
+    assert set(ALL_KINDS) <= {kind for _, kind in plan}
+    offsets = [offset for offset, _ in plan]
+    assert offsets == sorted(offsets)
+    assert all(5 <= offset <= duration - 10 for offset in offsets)
+
+
+def test_a_long_run_draws_more_faults_than_kinds() -> None:
+    assert len(schedule(1, 1800, ALL_KINDS)) > 10 * len(ALL_KINDS)
+
+
+def test_unknown_kind_and_too_short_runs_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown fault kinds \\['disk_full'\\]"):
+        schedule(1, 120, ("orchestrator_kill", "disk_full"))
+    with pytest.raises(ValueError, match="leaves no time"):
+        schedule(1, 12, ("orchestrator_kill",))
