@@ -14,39 +14,21 @@ It needs PostgreSQL's server programs (`initdb`, `pg_ctl`: on `PATH`, in `pg_con
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from cluster.chaos.services import free_port as _free_port
+from cluster.chaos.services import postgres_bindir as _bindir
 from tests.support.databases import require_service
 
 START_TIMEOUT_S = 30
 
 
-def _bindir() -> Path | None:
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).parent
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        bindir = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
-                                check=False).stdout.strip()
-        if bindir and (Path(bindir) / "pg_ctl").exists():
-            return Path(bindir)
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    return Path(candidates[-1]).parent if candidates else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class PrivatePostgres:
