@@ -27,14 +27,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import select
 
 from actors.errors import InvalidTaskInput, RetryableAgentError, storage_trouble_unavailable
 from actors.webhook_sender import DestinationPolicy, check_destination
 from storage.errors import InvalidRequest, NotFound
 from storage.example_store import check_tenant
 from storage.messages import AGENT_TYPE_NAME
-from storage.models import messages_table
 from storage.webhook_records import (
     DELIVERY_STATUSES, EVENT_KINDS, check_event_kinds, check_webhook_url,
 )
@@ -241,13 +239,6 @@ class WebhookAdministration:
         """Acknowledge `tenant`'s message `message_id` in `agent_type`'s inbox; `NotFound`,
         and nothing acknowledged, when that inbox of that tenant holds no such message."""
         check_tenant(tenant)
-        inbox = await self._inbox()
-        table = messages_table
-        rows = await inbox._fetch(select(table).where(
-            table.c.id == message_id, table.c.tenant == tenant,
-            table.c.recipient == agent_type))
-        if not rows:
-            raise NotFound(f"no message {message_id!r} in the {agent_type!r} inbox",
-                           {"message_id": message_id, "agent_type": agent_type})
-        return await inbox.ack(message_id, tenant=tenant)  # acking twice keeps the first time
+        # acking twice keeps the first time
+        return await (await self._inbox()).ack(message_id, tenant=tenant, recipient=agent_type)
 

@@ -148,18 +148,24 @@ class InboxStore(EngineStore):
         next_cursor = encode_cursor(last.created_at, last.id) if last else None
         return messages, next_cursor
 
-    async def ack(self, message_id: str, *, tenant: str = "default") -> InboxMessage:
+    async def ack(self, message_id: str, *, tenant: str = "default",
+                  recipient: str | None = None) -> InboxMessage:
         """Mark `tenant`'s message read and return it; `NotFound` if `tenant` has no such
-        message (another tenant's included, which stays unread). Acking an acknowledged
-        message changes nothing."""
+        message (another tenant's included, which stays unread) or, with `recipient`, none in
+        that inbox. Acking an acknowledged message changes nothing."""
         table = messages_table
-        mine = (table.c.id == message_id, table.c.tenant == tenant)
+        mine = [table.c.id == message_id, table.c.tenant == tenant]
+        if recipient is not None:
+            mine.append(table.c.recipient == recipient)
         async with self._transaction(f"acknowledging message {message_id!r}") as connection:
             await connection.execute(
                 update(table).where(*mine, table.c.acked_at.is_(None)).values(acked_at=utcnow())
             )
             row = (await connection.execute(select(table).where(*mine))).first()
         if row is None:
+            if recipient is not None:
+                raise NotFound(f"no message {message_id!r} in the {recipient!r} inbox",
+                               {"message_id": message_id, "agent_type": recipient})
             raise NotFound(f"no inbox message with id {message_id!r}",
                            {"message_id": message_id})
         return message_from_row(row)
