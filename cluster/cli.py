@@ -58,7 +58,7 @@ def cmd_up(args: argparse.Namespace) -> None:
 
     started = up(_settings(args))
     _print(args, started.__dict__, "\n".join([
-        "YMERA is up.",
+        f"YMERA is up (ready in {started.ready_s:g} s).",
         f"  Ray:        {started.ray_address} ({'started' if started.started_ray else 'joined'})",
         f"  Dashboard:  {started.dashboard_url or 'the Ray dashboard of your cluster'}",
         f"  Storage:    {started.database_url}",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import ray
 
@@ -16,6 +18,7 @@ from cluster.settings import Settings
 from storage.database import migrate
 
 READY_TIMEOUT_S = 180.0
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,30 +29,32 @@ class Started:
     dashboard_url: str | None
     redis: str
     api_url: str | None = None
+    ready_s: float | None = None
+    phases: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
 
 
 def up(settings: Settings) -> Started:
-    """Make the state directory private (0700), migrate storage, start or join Ray, deploy
-    the orchestrator, wait for its pools, then deploy the HTTP API on Ray Serve (unless
-    switched off)."""
+    """Make the state directory private (0700), then bring everything up with what does not
+    depend on each other side by side: storage is migrated while the Ray head starts; the HTTP
+    API (unless switched off) deploys on Ray Serve while the orchestrator starts its pools and
+    the router loads its model. Returns once every pool is live, the router is ready and the
+    API answers; `Started.phases` says how long each part took, from the start of `up`."""
+    clock = _Phases()
     settings.private_state_path()
-    migrate(settings.resolved_database_url)
-    started_ray = settings.ray_address is None
-    address = settings.ray_address or start_head(
-        settings.state_path, settings.ray_port, settings.dashboard_port, settings.num_cpus,
-        settings.ray_metrics_port, settings.head_resources)
-    connect_ray(address, settings.namespace)
-    orchestrator = start_orchestrator(settings.orchestrator_config())
-    _wait_ready(orchestrator)
-    api_url = None
-    if settings.api_enabled:
-        from serve_apps.deployment import ApiScaling, deploy_api
-
-        scaling = ApiScaling(settings.api_replicas,
-                             settings.api_max_replicas or settings.api_replicas,
-                             target_ongoing_requests=settings.api_target_ongoing_requests)
-        api_url = deploy_api(settings.api_config(), host=settings.api_host,
-                             port=settings.api_port, scaling=scaling)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ymera-up") as side:
+        migrated = side.submit(clock.timed, "storage", migrate, settings.resolved_database_url)
+        started_ray = settings.ray_address is None
+        address = settings.ray_address or clock.timed(
+            "ray_head", start_head, settings.state_path, settings.ray_port,
+            settings.dashboard_port, settings.num_cpus, settings.ray_metrics_port,
+            settings.head_resources)
+        clock.timed("ray_connect", connect_ray, address, settings.namespace)
+        migrated.result()
+        orchestrator = clock.timed("orchestrator", start_orchestrator,
+                                   settings.orchestrator_config())
+        api = side.submit(clock.timed, "api", _deploy_api, settings)
+        clock.timed("pools_and_router", _wait_ready, orchestrator)
+        api_url = api.result()
     return Started(
         ray_address=address,
         started_ray=started_ray,
@@ -58,7 +63,39 @@ def up(settings: Settings) -> Started:
         redis=_masked(settings.redis_url) if settings.redis_url
         else "not configured: single-node in-process equivalents",
         api_url=api_url,
+        ready_s=clock.elapsed(),
+        phases=clock.phases,
     )
+
+
+class _Phases:
+    """Each phase's start and duration in seconds from the start of `up` (phases overlap)."""
+
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+        self.phases: dict[str, dict[str, float]] = {}
+
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self._started, 2)
+
+    def timed(self, name: str, call: Callable[..., _T], *args: Any) -> _T:
+        began = time.monotonic()
+        try:
+            return call(*args)
+        finally:
+            self.phases[name] = {"start_s": round(began - self._started, 2),
+                                 "took_s": round(time.monotonic() - began, 2)}
+
+
+def _deploy_api(settings: Settings) -> str | None:
+    if not settings.api_enabled:
+        return None
+    from serve_apps.deployment import ApiScaling, deploy_api
+
+    scaling = ApiScaling(settings.api_replicas, settings.api_max_replicas or settings.api_replicas,
+                         target_ongoing_requests=settings.api_target_ongoing_requests)
+    return deploy_api(settings.api_config(), host=settings.api_host, port=settings.api_port,
+                      scaling=scaling)
 
 
 def _wait_ready(orchestrator: Any) -> None:

@@ -66,6 +66,20 @@ def test_up_starts_a_local_platform_on_sqlite(running, env):
     assert running["api_url"] == f"http://127.0.0.1:{env['YMERA_API_PORT']}"
 
 
+def test_up_reports_how_long_each_phase_took(running):
+    phases = running["phases"]
+    assert set(phases) == {"storage", "ray_head", "ray_connect", "orchestrator", "api",
+                           "pools_and_router"}
+    assert all(p["took_s"] >= 0 and p["start_s"] >= 0 for p in phases.values())
+    ends = [p["start_s"] + p["took_s"] for p in phases.values()]
+    assert max(ends) <= running["ready_s"] + 0.05
+    # independent parts overlap: storage migrates while the head starts, and the API deploys
+    # while the pools start
+    assert phases["storage"]["start_s"] < phases["ray_head"]["start_s"] + phases["ray_head"]["took_s"]
+    assert phases["api"]["start_s"] < phases["pools_and_router"]["start_s"] + \
+        phases["pools_and_router"]["took_s"]
+
+
 def test_up_serves_the_http_api_to_an_admin_made_with_the_cli(running, env):
     created = ymera(env, "admin", "create-user", "--username", "root-admin", "--role", "admin",
                     "--password-stdin", input_text="a long enough password\n")
