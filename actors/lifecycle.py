@@ -92,6 +92,10 @@ OUTPUT_KINDS: dict[str, dict[str, type]] = {"output_delta": {"text": str, "index
                 "output_error": {"code": str, "message": str}}
 """The kinds of event a running attempt may add, and the fields (with types) of each."""
 MAX_OUTPUT_EVENT_BYTES = 16_384
+STARTED_LINGER_S = 0.005
+"""How long an attempt's "started" records may wait to commit together with its outcome. A
+crash in that window leaves the task queued, as a crash before any commit does today: it runs
+again (at-least-once execution; one recorded outcome)."""
 
 log = logging.getLogger("ymera.lifecycle")
 
@@ -285,7 +289,7 @@ class Lifecycle:
             writes.events.append(_event(live.id, "started", now, attempt, {"replica": replica}))
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("attempt started on %s", replica, extra=log_fields(live, attempt))
-        self.writer.stage(writes)
+        self.writer.stage(writes, linger_s=STARTED_LINGER_S)
         return numbers
 
     def task_output(self, task_id: str, attempt: int, kind: str, data: dict[str, Any]) -> bool:

@@ -36,6 +36,7 @@ class StoreWriter:
         self._staged: list[tuple[WriteBatch, asyncio.Future]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._linger: asyncio.TimerHandle | None = None
         self.flushes = 0
 
     def start(self) -> None:
@@ -50,11 +51,23 @@ class StoreWriter:
         if self._task:
             self._task.cancel()
 
-    def stage(self, batch: WriteBatch) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
+    def stage(self, batch: WriteBatch, linger_s: float = 0.0) -> asyncio.Future:
+        """Queue `batch` for the next flush; the future resolves once it is committed. With
+        `linger_s`, the batch does not start a flush of its own before that many seconds: it
+        rides along with the next write that does (a task's "started" records wait for its
+        outcome when the attempt is quick, so a short task costs one commit, not two)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._staged.append((batch, future))
-        self._wakeup.set()
+        if linger_s <= 0:
+            self._wakeup.set()
+        elif self._linger is None:
+            self._linger = loop.call_later(linger_s, self._linger_ended)
         return future
+
+    def _linger_ended(self) -> None:
+        self._linger = None
+        self._wakeup.set()
 
     async def write(self, batch: WriteBatch) -> None:
         """Stage `batch` and wait until it is committed."""
@@ -69,6 +82,9 @@ class StoreWriter:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
+            if self._linger is not None:  # what lingered leaves with this flush
+                self._linger.cancel()
+                self._linger = None
             while self._staged:
                 taken, size = 0, 0
                 while taken < len(self._staged) and size < self.max_batch:

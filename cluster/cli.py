@@ -95,14 +95,14 @@ def cmd_submit(args: argparse.Namespace) -> None:
     except json.JSONDecodeError as exc:
         raise YmeraError(f"--payload is not valid JSON: {exc}") from None
     client = _client(args)
-    task_id = client.submit(args.description, payload, agent_type=args.agent_type,
-                            priority=args.priority, timeout_s=args.timeout,
-                            idempotency_key=args.idempotency_key,
-                            callback_url=args.callback_url)
+    options = {"agent_type": args.agent_type, "priority": args.priority,
+               "timeout_s": args.timeout, "idempotency_key": args.idempotency_key,
+               "callback_url": args.callback_url}
     if not args.wait:
+        task_id = client.submit(args.description, payload, **options)
         _print(args, {"id": task_id}, task_id)
         return
-    task = client.wait(task_id, args.wait_timeout)
+    task = client.run(args.description, payload, wait_s=args.wait_timeout, **options)
     _print(args, _task_json(task), _task_line(task))
 
 

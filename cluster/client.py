@@ -107,9 +107,31 @@ class Client(KnowledgeCalls, WebhookCalls):
             description, payload if payload is not None else {}, agent_type, priority, timeout_s,
             max_attempts, idempotency_key, tenant, batch_id, callback_url)])[0]
 
+    def run(self, description: str, payload: dict[str, Any] | None = None, *,
+            wait_s: float = 300.0, agent_type: str | None = None, priority: int = 0,
+            timeout_s: float | None = None, max_attempts: int | None = None,
+            idempotency_key: str | None = None, tenant: str = "default",
+            callback_url: str | None = None) -> Task:
+        """Submit one task and wait for it in the same call to the orchestrator: the task once
+        finished, or as it stands after `wait_s` (then `wait` for it by its id). The task is
+        durable before it runs, as with `submit`, and a retried call (same idempotency key, one
+        is made when none is given) never submits it twice."""
+        request = _keyed(TaskRequest(
+            description, payload if payload is not None else {}, agent_type, priority, timeout_s,
+            max_attempts, idempotency_key, tenant, None, callback_url))
+        return self._result(lambda h: h.accept.remote(request, wait_s))
+
+    async def run_async(self, description: str, payload: dict[str, Any] | None = None, *,
+                        wait_s: float = 300.0, agent_type: str | None = None,
+                        tenant: str = "default", idempotency_key: str | None = None) -> Task:
+        """`run` for asyncio drivers."""
+        request = _keyed(TaskRequest(description, payload if payload is not None else {},
+                                     agent_type, idempotency_key=idempotency_key, tenant=tenant))
+        return await self._async.accept(request, wait_s)
+
     def submit_many(self, requests: builtins.list[TaskRequest]) -> builtins.list[str]:
         """Submit tasks together (all accepted or none); ids in the same order."""
-        keyed = [r if r.idempotency_key else _with_key(r) for r in requests]
+        keyed = [_keyed(r) for r in requests]
         return self._result(lambda h: h.submit_many.remote(keyed))
 
     def get(self, task_id: str) -> Task:
@@ -192,7 +214,7 @@ class Client(KnowledgeCalls, WebhookCalls):
 
     async def submit_many_async(self, requests: builtins.list[TaskRequest]) -> builtins.list[str]:
         """`submit_many` for asyncio drivers (batch jobs): awaits instead of blocking."""
-        keyed = [r if r.idempotency_key else _with_key(r) for r in requests]
+        keyed = [_keyed(r) for r in requests]
         return await self._async.submit_many(keyed)
 
     async def wait_many_async(self, task_ids: builtins.list[str],
@@ -377,6 +399,11 @@ def _user_name() -> str:
         import os
 
         return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+
+
+def _keyed(request: TaskRequest) -> TaskRequest:
+    """`request` with an idempotency key: its own, else a new one."""
+    return request if request.idempotency_key else _with_key(request)
 
 
 def _with_key(request: TaskRequest) -> TaskRequest:

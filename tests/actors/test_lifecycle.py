@@ -32,6 +32,22 @@ def test_task_succeeds_and_its_history_is_recorded(any_platform):
     assert kinds == ["queued", "started", "succeeded"]
 
 
+def test_run_submits_and_waits_in_one_call_and_a_retried_run_submits_once(any_platform):
+    client = any_platform
+    task = client.run("what is 2^10 + 5", {"expression": "2^10 + 5"}, agent_type="calculator",
+                      wait_s=60)
+    assert task.status is TaskStatus.SUCCEEDED and task.result["value"] == 1029
+    # "started" commits with the outcome when the attempt is quick; the history is whole
+    assert [e.kind for e in client.events(task.id)] == ["queued", "started", "succeeded"]
+    assert outcomes(client, task.id) == [AttemptOutcome.SUCCEEDED]
+    again = client.run("what is 2^10 + 5", {"expression": "2^10 + 5"}, agent_type="calculator",
+                       idempotency_key=task.idempotency_key, wait_s=60)
+    assert again.id == task.id and len(client.attempts(task.id)) == 1
+    unfinished = client.run("sleeps", {"seconds": 2}, agent_type="sleeper", wait_s=0.2)
+    assert unfinished.status in (TaskStatus.QUEUED, TaskStatus.RUNNING)
+    assert client.wait(unfinished.id, 60).status is TaskStatus.SUCCEEDED
+
+
 def test_bad_input_is_rejected_and_stores_nothing(platform):
     client = platform
     before = client.status()["tasks"]
