@@ -424,7 +424,7 @@ def _router_commands(add: AddCommand) -> None:
                        help="fit the confidence thresholds on labelled JSON Lines and store them")
     route.add_argument("--compare-semantic-router", action="store_true",
                        help="with --eval or --calibrate, also the semantic-router library "
-                            "(pip install 'ymera[compare]')")
+                            "(pip install 'ymera[compare-router]')")
     feedback = add("feedback", cmd_feedback,
                    "teach the router which agent type should have taken a task")
     feedback.add_argument("task_id")

@@ -11,7 +11,7 @@ and `calibrate` fits its "no route" thresholds the same way as the router's.
 - `SemanticRouterLibrary`: the `IndexedRouter` of the `semantic-router` library (one route per
   agent type, its declared texts as utterances, the library's default mean of the top-5 hits per
   route). `similarity` is the library's score of the best route; `confidence` its softmax share.
-  Optional: `pip install 'ymera[compare]'`.
+  Optional: `pip install 'ymera[compare-router]'`.
 
 Neither knows the out-of-scope phrases of `ml.out_of_scope`: they reject only by thresholds.
 """
@@ -126,7 +126,7 @@ class SemanticRouterLibrary:
         except ImportError as exc:
             raise InvalidRequest(
                 f"the semantic-router library is not installed ({exc}); install the optional "
-                "extra: pip install 'ymera[compare]'") from exc
+                "extra: pip install 'ymera[compare-router]'") from exc
         self.embedder = _shared_embedder(embedder)
         self.policy = policy
         self.prepare = prepare or _prepare_for(agent_types)

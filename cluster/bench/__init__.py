@@ -18,6 +18,8 @@ SUITES = {
     "knowledge": "cluster.bench.knowledge:run_knowledge_benchmark",
     "webhooks": "cluster.bench.webhooks:run_webhooks_benchmark",
     "console": "cluster.bench.console:run_console_benchmark",
+    "peers": "cluster.bench.peers:run_peers_benchmark",
+    "memory": "cluster.bench.memory:run_memory_benchmark",
 }
 
 
@@ -42,12 +44,21 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
                        "approximate recall, retrieval recall@5; webhooks: webhook deliveries "
                        "per second and latency from event commit to receipt, beside the "
                        "core task rate with and without a subscription; console: server time of the web "
-                       "console's task list at 1k and 100k tasks, and of a task page")
-    bench.add_argument("--tasks", type=int, default=10_000, help="core: tasks per database")
+                       "console's task list at 1k and 100k tasks, and of a task page; peers: the "
+                       "core path beside Celery (Redis broker; Redis and PostgreSQL result "
+                       "backends) with the same task (pip install '.[compare]'); memory: "
+                       "resident memory of the platform's own processes with every built-in "
+                       "pool at its default size, idle and under load")
+    bench.add_argument("--tasks", type=int, default=10_000,
+                       help="core: tasks per database; peers: tasks per path; memory: tasks "
+                       "of the load")
     bench.add_argument("--raw-calls", type=int, default=5000, help="core: raw actor calls")
     bench.add_argument("--postgres-url", default=None,
-                       help="core, workflow, llm, webhooks: PostgreSQL admin URL (a throwaway "
-                       "database is made there)")
+                       help="core, workflow, llm, webhooks, peers: PostgreSQL admin URL (a "
+                       "throwaway database is made there)")
+    bench.add_argument("--redis-url", default=None,
+                       help="peers: the Redis Celery's broker and result backend use "
+                       "(default redis://127.0.0.1:6379/0; its keys are removed afterwards)")
     bench.add_argument("--deliveries", type=int, default=2000,
                        help="webhooks: events in the outbox burst, and tasks on the platform")
     bench.add_argument("--knowledge-copies", type=int, default=10,

@@ -72,7 +72,7 @@ def test_the_library_comparison_names_its_optional_extra(state, capsys):
         pytest.skip("the semantic-router library is installed")
     assert main(["route", "--eval", str(DATA / "routing_dev.jsonl"),
                  "--compare-semantic-router"]) == 1
-    assert "pip install 'ymera[compare]'" in capsys.readouterr().err
+    assert "pip install 'ymera[compare-router]'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("description, message", [
