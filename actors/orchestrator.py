@@ -67,7 +67,7 @@ from actors.store_reads import StoreReads
 from actors.webhook_admin import WebhookAdministration
 from actors.workflow_engine import WorkflowEngine
 from actors.workflow_operations import WorkflowOperations
-from storage.errors import Conflict, InvalidRequest, NotFound, StorageError
+from storage.errors import Conflict, InvalidRequest, NotFound, StorageError, YmeraError
 from storage.messages import Task, TaskRequest, TaskStatus
 from storage.pool_bounds import PoolBoundsStore
 from storage.task_store import TaskStore
@@ -274,6 +274,19 @@ class Orchestrator(StoreReads, RouterAdministration, Planning, LlmAdministration
         if wait_s is not None:
             return await self.wait(ids[0], wait_s)
         return committed.get(ids[0]) or await self.get(ids[0])
+
+    async def accept_each(self, requests: Sequence[TaskRequest | dict]
+                          ) -> list[Task | YmeraError]:
+        """Accept each request on its own, as `accept` without a wait does, all in one call:
+        each one's task as committed, or its platform error, returned rather than raised, so a
+        bad request fails only itself. Concurrent submissions of an API replica arrive this
+        way (`actors.accept_coalescer`); their commits share the group commit."""
+        outcomes = await asyncio.gather(*(self.accept(r) for r in requests),
+                                        return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, YmeraError):
+                raise outcome
+        return [o for o in outcomes if isinstance(o, (Task, YmeraError))]
 
     @storage_trouble_unavailable
     async def submit_many(self, requests: Sequence[TaskRequest | dict]) -> list[str]:

@@ -29,6 +29,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol
 
+from actors.accept_coalescer import AcceptCoalescer
 from actors.errors import PlatformUnavailable
 from storage.errors import YmeraError
 from storage.messages import (
@@ -43,6 +44,9 @@ class OrchestratorApi(Protocol):
     each guarantees)."""
 
     async def accept(self, request: TaskRequest | dict, wait_s: float | None = None) -> Task: ...
+
+    async def accept_each(self, requests: Sequence[TaskRequest | dict]
+                          ) -> list[Task | YmeraError]: ...
 
     async def submit_many(self, requests: Sequence[TaskRequest | dict]) -> list[str]: ...
 
@@ -219,6 +223,7 @@ class ActorOrchestrator:
             raise ValueError("give the orchestrator's handle, or how to find it")
         self.handle = handle
         self._find = find
+        self.coalescer = AcceptCoalescer(self.accept_each)
 
     async def _call(self, invoke: Callable[[Any], Any]) -> Any:
         """Await `invoke(handle)` (an ObjectRef of one typed method call), errors translated."""
@@ -235,7 +240,15 @@ class ActorOrchestrator:
             raise
 
     async def accept(self, request: TaskRequest | dict, wait_s: float | None = None) -> Task:
-        return await self._call(lambda h: h.accept.remote(request, wait_s))
+        """With `wait_s`, one call of its own; without, submissions made at the same time leave
+        together in one `accept_each` call (`actors.accept_coalescer`)."""
+        if wait_s is not None:
+            return await self._call(lambda h: h.accept.remote(request, wait_s))
+        return await self.coalescer.accept(request)
+
+    async def accept_each(self, requests: Sequence[TaskRequest | dict]
+                          ) -> list[Task | YmeraError]:
+        return await self._call(lambda h: h.accept_each.remote(list(requests)))
 
     async def submit_many(self, requests: Sequence[TaskRequest | dict]) -> list[str]:
         return await self._call(lambda h: h.submit_many.remote(requests))

@@ -3,10 +3,13 @@ letters, idempotency, cancellation, and bad input that changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
+
 import ray
 import pytest
 
 from actors.errors import QueueFull
+from actors.orchestrator_api import ActorOrchestrator
 from ml.errors import NoConfidentRoute
 from storage.errors import Conflict, InvalidRequest, NotFound
 from storage.messages import AttemptOutcome, TaskRequest, TaskStatus
@@ -46,6 +49,31 @@ def test_run_submits_and_waits_in_one_call_and_a_retried_run_submits_once(any_pl
     unfinished = client.run("sleeps", {"seconds": 2}, agent_type="sleeper", wait_s=0.2)
     assert unfinished.status in (TaskStatus.QUEUED, TaskStatus.RUNNING)
     assert client.wait(unfinished.id, 60).status is TaskStatus.SUCCEEDED
+
+
+def test_submissions_sent_together_each_get_their_own_outcome(platform):
+    client = platform
+    outcomes = ray.get(client.orchestrator.accept_each.remote([
+        TaskRequest("3 * 7", {"expression": "3 * 7"}, "calculator"),
+        TaskRequest("no such type", {}, "no_such_agent"),
+        TaskRequest("4 * 5", {"expression": "4 * 5"}, "calculator")]))
+    assert isinstance(outcomes[1], InvalidRequest) and "no_such_agent" in str(outcomes[1])
+    done = client.wait_many([outcomes[0].id, outcomes[2].id], 60)
+    assert [t.result["value"] for t in done] == [21, 20]
+    # over the actor port, concurrent submissions share calls and keep their own answers
+    port = ActorOrchestrator(client.orchestrator)
+
+    async def submit_together():
+        return await asyncio.gather(*(
+            port.accept(TaskRequest(f"{i} + 1", {"expression": f"{i} + 1"}, "calculator"))
+            for i in range(12)), port.accept(TaskRequest("x", {}, "no_such_agent")),
+            return_exceptions=True)
+
+    *tasks, refused = asyncio.run(submit_together())
+    assert isinstance(refused, InvalidRequest)
+    assert [t.result["value"] for t in client.wait_many([t.id for t in tasks], 60)] == \
+        [i + 1 for i in range(12)]
+    assert port.coalescer.calls_sent < 13  # they did share calls
 
 
 def test_bad_input_is_rejected_and_stores_nothing(platform):
