@@ -29,13 +29,13 @@ from actors.agent import Agent
 from actors.config import WebhookSettings
 from actors.errors import CallCancelled, CallFailed, CallTimedOut, ReplicaLost
 from actors.replica import AgentReplica
+from actors.shared_embedder import ROUTER_NAME
 from ml.config import RouterConfig
 from ml.llm.settings import LlmSettings
 from storage.messages import AgentContext, Resources
 
 _LOST = (ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError, ObjectLostError)
 CONTROL_CALL_HEADROOM = 4
-ROUTER_NAME = "router"
 ROUTER_MAX_CONCURRENCY = 64
 LLM_GATEWAY_MAX_CONCURRENCY = 1000
 WEBHOOK_DELIVERY_MAX_CONCURRENCY = 100

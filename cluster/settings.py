@@ -138,6 +138,9 @@ class Settings(BaseSettings):
     router_resources: dict[str, float] = Field(
         default_factory=lambda: dict(ML_RESOURCE), description="Custom Ray resources the "
         "router asks for (with PostgreSQL; on SQLite it runs on the head).")
+    shared_embeddings: bool = Field(
+        default=True, description="Agent replicas encode texts with the model the router holds "
+        "(one copy of torch and the model); false = each replica that embeds loads its own.")
     jwt_secret: SecretStr | None = Field(
         default=None, description="HS256 signing key of the API's tokens (32+ bytes); unset = "
         "generated into the state directory (mode 0600) on first use.")
@@ -400,4 +403,5 @@ class Settings(BaseSettings):
             "webhook_max_attempts": self.webhook_max_attempts,
             "knowledge_memory_bytes": self.knowledge_memory_mb * 1024 * 1024,
             "knowledge_max_upload_bytes": self.knowledge_max_upload_mb * 1024 * 1024,
+            "shared_embeddings": self.shared_embeddings,
         }

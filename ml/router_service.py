@@ -24,6 +24,11 @@ Fault-tolerance contract
 - Not kept: decisions in flight (the orchestrator retries them: a task is durable before it is
   routed) and learning reports not yet applied (learning is best effort).
 
+It is also the platform's one holder of the embedding model: `embed` encodes texts for the agent
+replicas (`actors.shared_embedder`), so no other process loads torch and the model. Routing comes
+first: a caller's texts are encoded in small slices (`embed_slices`), one slice at a time across
+callers, so a decision waits for the model for at most one slice.
+
 A plain class: `actors/ray_backend.py` makes it a detached actor that Ray restarts forever. The
 CPU work (encoding, searching) runs in threads, so the actor keeps answering while it works.
 """
@@ -34,9 +39,11 @@ import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ml.config import RouterConfig
 from ml.decision import TypeStats
@@ -57,6 +64,11 @@ log = logging.getLogger("ymera.router")
 
 STORE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
 SAME_TEXT_SIMILARITY = 0.999
+# What `embed` encodes per turn at the model, which is what a decision may wait for: at most
+# EMBED_SLICE texts and about EMBED_SLICE_CHARS characters (the model reads about 1,200 of a text).
+EMBED_SLICE = 16
+EMBED_SLICE_CHARS = 4_000
+MODEL_WINDOW_CHARS = 1_200
 DEFAULT_TENANT = "default"
 # task id, description, agent type, confidence, tenant
 LearningOutcome = tuple[str, str, str, float, str]
@@ -81,6 +93,9 @@ class RouterService:
         # Held while examples are written and while tenants are loaded from storage, so a load
         # never misses an example being written.
         self._learning = asyncio.Lock()
+        # Held by `embed` for one slice at a time, so other processes' encoding takes at most one
+        # worker thread and leaves the model free for a decision after every slice.
+        self._embedding = asyncio.Lock()
         self._stats: dict[str, TypeStats] = {}
         self._background: set[asyncio.Task] = set()
         self._spawn(self._start(), "router-start")
@@ -215,6 +230,22 @@ class RouterService:
         decisions = await asyncio.to_thread(router.decide_many, list(descriptions), None,
                                             [own[tenant] for tenant in tenants])
         return [decision.to_route_decision() for decision in decisions]
+
+    # ----------------------------------------------------------------- embedding
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """What `Embedder.encode(texts)` returns (float32 unit rows, in input order), from the
+        router's model and cache, for the platform's other processes. Encoded a slice at a time
+        (`embed_slices`), so decisions keep their turn at the model (see the module)."""
+        router = await self._wait_ready()
+        if isinstance(texts, str) or not isinstance(texts, (list, tuple)) or not all(
+                isinstance(text, str) for text in texts):
+            raise InvalidRequest("embed takes a list of texts (strings)", {"field": "texts"})
+        rows = [np.zeros((0, router.embedder.dimension), dtype=np.float32)]
+        for piece in embed_slices(texts):
+            async with self._embedding:
+                rows.append(await asyncio.to_thread(router.embedder.encode, piece))
+        return np.concatenate(rows)
 
     # ----------------------------------------------------------------- learning
 
@@ -396,3 +427,18 @@ class RouterService:
         for store in (self.examples, self.tasks):
             if store is not None:
                 await store.close()
+
+
+def embed_slices(texts: Sequence[str]) -> Iterator[Sequence[str]]:
+    """`texts` in order, in slices of at most `EMBED_SLICE` texts and `EMBED_SLICE_CHARS`
+    characters (each text counted up to what the model reads; a longer text is a slice alone)."""
+    start = 0
+    while start < len(texts):
+        end, chars = start, 0
+        while end < len(texts) and end - start < EMBED_SLICE:
+            chars += min(len(texts[end]), MODEL_WINDOW_CHARS)
+            if chars > EMBED_SLICE_CHARS and end > start:
+                break
+            end += 1
+        yield texts[start:end]
+        start = end

@@ -390,11 +390,10 @@ class Knowledge(Agent):
     # --- the encoder ---------------------------------------------------------------------
 
     async def _encoder(self) -> Any:
-        if self.encoder is None:
-            from ml import embeddings
+        if self.encoder is None:  # on the platform, the model the router holds for every replica
+            from actors.shared_embedder import text_encoder
 
-            embedder = await asyncio.to_thread(embeddings.embedder)
-            self.encoder = embedder
+            self.encoder = await asyncio.to_thread(text_encoder, self.context)
         return self.encoder.encode
 
     async def _encode(self, texts: list[str]) -> np.ndarray:

@@ -18,10 +18,11 @@ The operation is payload "operation", or, when that is absent, what clear words 
 The four single-text operations also take payload "texts" and then answer {"results": [...]}, one
 per text. Text is read from the payload; only a text quoted in the description (`sentiment of
 "great service"`) or following its colon ("Summarize: ...") is taken from there instead. Similarity,
-near-duplicates and centrality summaries use the shared sentence embedder (`ml.embeddings`), which
-`setup` loads once per replica; the rest is heuristic and shipped here: a stopword list, a syllable
-rule, and a compact sentiment lexicon with negation ("not good"), intensifiers ("very good") and
-"but" clauses weighted as in VADER. Bad input is `InvalidTaskInput` naming the field (and index).
+near-duplicates and centrality summaries use sentence embeddings (`actors.shared_embedder`: on the
+platform, from the model the router holds for every replica); the rest is heuristic and shipped
+here: a stopword list, a syllable rule, and a compact sentiment lexicon with negation ("not good"),
+intensifiers ("very good") and "but" clauses weighted as in VADER. Bad input is `InvalidTaskInput`
+naming the field (and index).
 
 A message to the `text_analysis` inbox starts an analysis (`on_message="task"`, see
 `TextAnalysis.message_task`): its body is the text (or an object payload, or a list of texts),
@@ -41,8 +42,9 @@ from typing import Any, TypedDict
 import numpy as np
 
 from actors.agent import Agent, invalid, json_type
+from actors.shared_embedder import text_encoder
 from ml.config import ML_RESOURCE
-from ml import embeddings
+from ml.embeddings import TextEncoder
 from storage.messages import AgentSpec, AgentTask, InboxMessage, Resources
 
 OPERATIONS = ("statistics", "keywords", "summary", "sentiment", "similarity", "near_duplicates")
@@ -576,7 +578,7 @@ def near_duplicates(texts: list[str], threshold: float, embed: Embed) -> dict[st
 
 
 def analyse(payload: dict[str, Any], description: str,
-            load_embedder: Callable[[], embeddings.Embedder]) -> dict[str, Any]:
+            load_embedder: Callable[[], TextEncoder]) -> dict[str, Any]:
     """The whole task, synchronously: what to run, on which texts, and its result."""
     instruction, quoted = split_description(description)
     operation = choose_operation(payload, instruction, description)
@@ -719,15 +721,16 @@ class TextAnalysis(Agent):
         description = subject or f"{payload['operation']} of a message from {sender}"
         return {"description": description, "payload": payload}
 
-    _embedder: embeddings.Embedder | None = None
+    _embedder: TextEncoder | None = None
 
     async def setup(self) -> None:
-        self._embedder = await asyncio.to_thread(embeddings.embedder)
+        self._embedder = await asyncio.to_thread(text_encoder, self.context)
 
-    def embedder(self) -> embeddings.Embedder:
-        """This replica's embedder; loaded here if `setup` has not run (as in unit tests)."""
+    def embedder(self) -> TextEncoder:
+        """This replica's encoder (on the platform, the router's model); chosen here if `setup`
+        has not run (as in unit tests)."""
         if self._embedder is None:
-            self._embedder = embeddings.embedder()
+            self._embedder = text_encoder(self.context)
         return self._embedder
 
     async def run(self, task: AgentTask) -> dict[str, Any]:

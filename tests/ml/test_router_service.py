@@ -3,16 +3,18 @@ feedback, what survives a restart, and refusal of bad input."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from actors.agent import Agent
 from actors.registry import agent_specs, load_agent_types
 from ml.config import RouterConfig
-from ml.router_service import RouterService
+from ml.router_service import EMBED_SLICE, EMBED_SLICE_CHARS, RouterService, embed_slices
 from storage.database import migrate
 from storage.errors import InvalidRequest
 from storage.messages import AgentSpec, AgentTask, RouteMethod, TaskStatus, new_task_id, utcnow
@@ -254,3 +256,37 @@ async def test_an_agent_type_added_while_serving_is_routed_to_and_can_be_removed
     assert count == 6 and removed == 6
     assert routed.routed and routed.agent_type == "translator"
     assert after.agent_type != "translator"
+
+
+async def test_texts_are_embedded_for_other_processes_as_its_embedder_encodes_them(
+    service: RouterService,
+) -> None:
+    texts = [f"customer review number {n}: the parcel arrived {n} days late" for n in range(40)]
+    vectors, (decision,) = await asyncio.gather(
+        service.embed(texts), service.decide_many(["what is 17% of 2,340?"]))
+
+    assert service.router is not None
+    expected = service.router.embedder.encode(texts)
+    assert vectors.dtype == np.float32 and vectors.shape == (40, expected.shape[1])
+    assert np.array_equal(vectors, expected)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert decision.agent_type == "calculator"
+    assert (await service.embed([])).shape == (0, expected.shape[1])
+
+
+@pytest.mark.parametrize("texts", ["one string", [1, 2], ["fine", None]])
+async def test_embedding_anything_but_a_list_of_texts_is_refused(service: RouterService,
+                                                                 texts: object) -> None:
+    with pytest.raises(InvalidRequest, match="embed takes a list of texts"):
+        await service.embed(texts)  # type: ignore[arg-type]
+
+
+def test_bulk_texts_are_sliced_small_enough_for_a_decision_to_wait_little() -> None:
+    texts = ["long " * 400] * 6 + [f"short {n}" for n in range(40)]
+    slices = list(embed_slices(texts))
+
+    assert [text for piece in slices for text in piece] == texts
+    assert all(len(piece) <= EMBED_SLICE for piece in slices)
+    assert all(sum(min(len(t), 1_200) for t in piece) <= EMBED_SLICE_CHARS
+               for piece in slices)
+    assert list(embed_slices([])) == []
