@@ -42,9 +42,12 @@ from storage.messages import RouteDecision, RouteMethod
 class RoutingPolicy:
     """How evidence becomes a decision. The two thresholds decide "no confident route".
 
-    `out_of_scope_examples` and `lexical_weight` are read by the router, not by `decide`: whether
-    the out-of-scope phrases of `ml.out_of_scope` count, and how much word overlap
-    (`ml.lexical`) adds to each example's cosine similarity (0 for none)."""
+    `out_of_scope_examples`, `lexical_weight` and `cue_weight` are read by the router, not by
+    `decide`: whether the out-of-scope phrases of `ml.out_of_scope` count, how much word overlap
+    (`ml.lexical`) adds to each example's cosine similarity (0 for none), and how much a
+    phrasing cue (`ml.cues`: a stored document or a given text; prose, listed labels or code)
+    adds to or takes from the similarity of the examples of the types it points to (0 for
+    none)."""
 
     k: int = 15
     temperature: float = 0.1
@@ -60,6 +63,7 @@ class RoutingPolicy:
     duplicate_similarity: float = 0.95
     out_of_scope_examples: bool = True
     lexical_weight: float = 0.2
+    cue_weight: float = 0.15
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.support < 1 or self.explain < 0 or self.prior_samples < 0:
@@ -70,8 +74,8 @@ class RoutingPolicy:
             raise ValueError("max_adjustment must be within [0, 1]")
         if min(self.reliability_weight, self.latency_weight, self.load_weight) < 0:
             raise ValueError("adjustment weights must be >= 0")
-        if self.lexical_weight < 0:
-            raise ValueError("lexical_weight must be >= 0")
+        if self.lexical_weight < 0 or self.cue_weight < 0:
+            raise ValueError("lexical_weight and cue_weight must be >= 0")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

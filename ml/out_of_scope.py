@@ -89,6 +89,8 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
         "write a bash script that backs up my folder",
         "convert this Python 2 code to Python 3",
         "review my pull request",
+        "write a Go function that checks whether an email address is valid",
+        "write a TypeScript function that formats a date",
     ),
     "it_support": (
         "install Python on my computer",
@@ -183,6 +185,8 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
         "leave a voicemail for Sam",
         "message my landlord that the rent will be late",
         "post a status update on LinkedIn",
+        "text my sister that I'm on my way",
+        "send my dad a text saying the train is late",
     ),
     "calendar": (
         "remind me to water the plants tomorrow",

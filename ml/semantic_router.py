@@ -14,7 +14,9 @@ learning agent ...", "the calculator pool") are masked in examples and queries a
 
 The nearest examples are found by cosine similarity among `LEXICAL_CANDIDATES`, then
 re-scored: each example's similarity gains `policy.lexical_weight` times its word overlap with
-the task (`ml.lexical`), so the words that name an operation count for more than the subject.
+the task (`ml.lexical`), so the words that name an operation count for more than the subject,
+and the phrasing cues of `ml.cues` (a stored document or a given text; prose, listed labels or
+code) add `policy.cue_weight` to, or take it from, the examples of the types they point to.
 
 Besides the agents' examples, the index holds phrasings of tasks no agent does
 (`ml.out_of_scope`, under a sentinel type that is never routed to), which vote against routing
@@ -40,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ml.cues import cue_bonuses
 from ml.decision import Decision, RoutingPolicy, TypeStats, decide
 from ml.errors import NoConfidentRoute
 from ml.example_index import SOURCES, ExampleIndex, Neighbour, declared_texts
@@ -157,6 +160,7 @@ class SemanticRouter:
         self._out_of_scope = phrases(dict(out_of_scope))
         self._out_of_scope_vectors = self._encode([text for _, text in self._out_of_scope])
         self._out_of_scope_kept: tuple[str, ...] = ()
+        self._unclaimed_categories: frozenset[str] = frozenset()
         self._lexical = LexicalScorer(())
         self._index_out_of_scope()
 
@@ -205,12 +209,12 @@ class SemanticRouter:
         vectors = self.embedder.encode([self.routing_text(d) for d in descriptions])
         stats, load = self._stats, self._load
         k = policy.k if policy.out_of_scope_examples else policy.k + len(self._out_of_scope_kept)
-        if not policy.lexical_weight:
+        if not policy.lexical_weight and not policy.cue_weight:
             return [decide(neighbours, stats, load, policy)
                     for neighbours in self.search(vectors, k, own)]
         lexical = self._lexical
-        return [decide(self._with_word_overlap(lexical, description, neighbours,
-                                               policy.lexical_weight, k), stats, load, policy)
+        return [decide(self._rescored(lexical, description, neighbours, policy, k), stats, load,
+                       policy)
                 for description, neighbours in zip(
                     descriptions, self.search(vectors, max(k, LEXICAL_CANDIDATES), own))]
 
@@ -284,14 +288,16 @@ class SemanticRouter:
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         return self.embedder.encode([self.routing_text(text) for text in texts])
 
-    @staticmethod
-    def _with_word_overlap(lexical: LexicalScorer, description: str,
-                           neighbours: Sequence[Neighbour], weight: float,
-                           k: int) -> list[Neighbour]:
-        """The `k` best of `neighbours` re-scored with their word overlap with `description`,
-        best first."""
-        query = lexical.vector(description)
-        scored = sorted(((n.similarity + weight * lexical.similarity(query, n.text), n)
+    def _rescored(self, lexical: LexicalScorer, description: str,
+                  neighbours: Sequence[Neighbour], policy: RoutingPolicy,
+                  k: int) -> list[Neighbour]:
+        """The `k` best of `neighbours` re-scored with their word overlap with `description`
+        and the phrasing cues of `ml.cues`, best first."""
+        query = lexical.vector(description) if policy.lexical_weight else {}
+        bonus = cue_bonuses(description, policy.cue_weight, self._agent_types,
+                            self._unclaimed_categories)
+        scored = sorted(((n.similarity + bonus.get(n.agent_type, 0.0)
+                          + policy.lexical_weight * lexical.similarity(query, n.text), n)
                          for n in neighbours), key=lambda pair: pair[0], reverse=True)[:k]
         return [Neighbour(n.text, n.agent_type, score, n.source) for score, n in scored]
 
@@ -303,6 +309,8 @@ class SemanticRouter:
                          self._out_of_scope_vectors,
                          np.vstack(claiming) if claiming else np.zeros((0, 1), np.float32))
         kept = tuple(text for (_, text), stays in zip(self._out_of_scope, keep) if stays)
+        self._unclaimed_categories = frozenset(
+            category for (category, _), stays in zip(self._out_of_scope, keep) if stays)
         self._lexical = LexicalScorer(
             [text for spec in self._agent_types.values()
              for text in declared_texts(spec)] + list(kept), prepare=self.routing_text)

@@ -124,6 +124,13 @@ class Llm(Agent):
             "translate this menu into English",
             "brainstorm five taglines for our summer sale",
             "write a short LinkedIn post announcing our new office",
+            "tag these survey answers as praise, complaint or suggestion",
+            "suggest a title for my blog post about gardening",
+            "based on the passage above, who is responsible for repairs?",
+            "restate this legal clause in everyday words",
+            "write a short note to the staff announcing the holiday closure",
+            "sum up this report in one readable paragraph for executives",
+            "assign each of these articles one topic: tech, health or finance",
         ),
         resources=Resources(num_cpus=0.05),  # it waits on the gateway: I/O, not CPU
         concurrency=32,

@@ -114,7 +114,7 @@ def test_the_baseline_prepares_texts_like_the_router(shared: Embedder):
 @pytest.mark.skipif(importlib.util.find_spec("semantic_router") is not None,
                     reason="the semantic-router library is installed")
 def test_the_library_baseline_needs_its_optional_extra(shared: Embedder):
-    with pytest.raises(InvalidRequest, match=r"pip install 'ymera\[compare\]'"):
+    with pytest.raises(InvalidRequest, match=r"pip install 'ymera\[compare-router\]'"):
         SemanticRouterLibrary(BUILTIN_SPECS, shared)
 
 

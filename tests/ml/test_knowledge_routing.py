@@ -1,11 +1,21 @@
 """Routing with the `knowledge` agent registered (it always is) and `llm` (when a model is
-configured): thresholds fitted on the dev set, quality measured on the holdouts, which nothing
-was tuned on. tests/data/routing_holdout_knowledge.jsonl was written before the first
-evaluation; its first figures (in-scope top-1 0.875, out-of-scope rejection 1.000) are below
-the issue's 0.97 goal for in scope. The examples were then improved on the dev set alone, and
-tests/data/routing_holdout_knowledge2.jsonl written before its first evaluation: in-scope 0.887
-(its `knowledge` lines 23 of 26), out-of-scope rejection 0.900, still short of the goal. The
-bars here guard against regressions from those first figures."""
+configured): thresholds fitted on the dev set, quality measured on the holdouts.
+
+tests/data/routing_holdout_knowledge.jsonl and routing_holdout_knowledge2.jsonl were each written
+before their first evaluation; their first figures with `llm` (in-scope top-1 0.875 and 0.887,
+out-of-scope rejection 1.000 and 0.900) missed the issue's goal of 0.97 in scope. Both are now
+spent: their misses were read as development data, and the phrasing cues of `ml.cues` (stored
+document or inline text; prose, listed labels or code) were written from them and from the dev
+set. With the cues, both give 1.000 in scope and 1.000 rejection with `llm`; without it the
+second gives 1.000 in scope and 0.972 rejection (its `llm` lines count as out of scope). The bars
+here guard those figures; they are no measure of quality on unseen requests.
+routing_holdout_knowledge3.jsonl is the fresh holdout, written from the agent types' descriptions
+alone and evaluated once on the cues' final code (its `llm` lines were then marked optional, as
+the earlier sets' are, so that without `llm` they count as out of scope): without `llm`, in-scope
+top-1 0.985 (64 of 65) and out-of-scope rejection 0.911, both meeting the goal; with `llm`, 0.953
+(81 of 85: two `llm` requests about a given text rejected, a labelling request taken by
+text_analysis, and an "add to the collection" request taken by text_analysis) and 0.960
+rejection, the in-scope goal of 0.97 missed by two lines."""
 
 from __future__ import annotations
 
@@ -14,9 +24,10 @@ from pathlib import Path
 import pytest
 
 from actors.registry import agent_specs, load_agent_types
+from ml.cues import DocumentCues, cue_bonuses, document_cues
 from ml.embeddings import Embedder
 from ml.evaluation import calibrate, evaluate, load_lines
-from ml.out_of_scope import OUT_OF_SCOPE, phrases
+from ml.out_of_scope import CATEGORIES, OUT_OF_SCOPE, phrases
 from ml.semantic_router import SemanticRouter
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -33,8 +44,10 @@ def with_knowledge(shared: Embedder) -> SemanticRouter:
 
 
 @pytest.mark.parametrize(("holdout", "in_scope", "rejected", "knowledge_right"), [
-    ("routing_holdout_knowledge.jsonl", 0.85, 0.9, 0.9),
-    ("routing_holdout_knowledge2.jsonl", 0.85, 0.85, 0.85),
+    ("routing_holdout_knowledge.jsonl", 0.97, 0.95, 0.95),
+    ("routing_holdout_knowledge2.jsonl", 0.97, 0.95, 0.95),
+    # the fresh holdout, evaluated once: 0.953 in scope (81 of 85), 0.96 rejection, 29/30
+    ("routing_holdout_knowledge3.jsonl", 0.95, 0.95, 0.95),
 ])
 def test_knowledge_and_llm_tasks_on_their_holdouts(
         with_knowledge_and_llm: SemanticRouter, holdout: str, in_scope: float, rejected: float,
@@ -48,6 +61,85 @@ def test_knowledge_and_llm_tasks_on_their_holdouts(
     decided = router.decide_many([line.description for line in knowledge], policy)
     right = sum(d.routed and d.agent_type == "knowledge" for d in decided)
     assert right / len(knowledge) >= knowledge_right, report.to_text()
+
+
+@pytest.mark.parametrize(("holdout", "in_scope", "rejected"), [
+    ("routing_holdout_knowledge2.jsonl", 0.97, 0.95),
+    # the fresh holdout without llm, evaluated once: 0.985 in scope (64 of 65), 0.911 rejection
+    ("routing_holdout_knowledge3.jsonl", 0.98, 0.9),
+])
+def test_without_llm_its_requests_are_out_of_scope(with_knowledge: SemanticRouter, holdout: str,
+                                                   in_scope: float, rejected: float):
+    policy = calibrate(with_knowledge, load_lines(DATA / "routing_dev.jsonl"))
+    report = evaluate(with_knowledge, load_lines(DATA / holdout), policy)
+    assert report.accuracy >= in_scope and report.oos_recall >= rejected, report.to_text()
+
+
+@pytest.mark.parametrize(("description", "stored", "inline"), [
+    ("what does our travel policy say about taxis?", True, False),
+    ("per the sales playbook, when can we discount?", True, False),
+    ("based only on the text below, when does the lease end?", False, True),
+    ("give me a 2-sentence summary of this policy document", False, True),
+    ("add these documents to the handbook collection", True, True),
+    ("group this CSV by country", False, False),
+])
+def test_document_cues_tell_a_stored_document_from_a_given_text(description: str, stored: bool,
+                                                                inline: bool):
+    assert document_cues(description) == DocumentCues(stored=stored, inline=inline)
+
+
+def test_cue_bonuses_go_only_to_registered_types_and_unclaimed_categories():
+    with_llm, without = {"knowledge": None, "llm": None}, {"knowledge": None}
+    every = set(CATEGORIES)
+    claimed_by_llm = every - {"creative_writing", "writing_and_editing", "languages"}
+    stored_question = "what does the employee handbook say about overtime?"
+    note = "draft a thank-you note to our supplier"
+    code = "write a Python function that parses dates"
+    assert cue_bonuses(stored_question, 0.15, with_llm, claimed_by_llm) == {
+        "knowledge": 0.15, "llm": -0.15}
+    assert cue_bonuses(stored_question, 0.15, without, every) == {"knowledge": 0.15}
+    assert cue_bonuses(note, 0.15, with_llm, claimed_by_llm) == {"llm": 0.15}
+    assert cue_bonuses(note, 0.15, without, every) == {OUT_OF_SCOPE: 0.15}
+    # a third-party type that claims the writing categories keeps such requests
+    assert cue_bonuses(note, 0.15, without, every - {"languages"}) == {}
+    assert cue_bonuses(code, 0.15, with_llm, claimed_by_llm) == {OUT_OF_SCOPE: 0.15}
+    assert cue_bonuses(code, 0.15, with_llm, every - {"programming"}) == {}
+    assert cue_bonuses(stored_question, 0.0, with_llm, every) == {}
+
+
+@pytest.mark.parametrize(("description", "expected"), [
+    # a named document of the tenant's, in words near another type's examples
+    ("per the purchasing playbook, who signs off on orders above 10,000 euros?", "knowledge"),
+    ("according to the onboarding guidelines, when do new hires get a laptop?", "knowledge"),
+    # the same kind of question about a text given with the task
+    ("using only the passage above, who pays for repairs?", "llm"),
+    # prose or listed labels, not a measurement
+    ("turn these release notes into a cheerful update for customers", "llm"),
+    ("sort these tickets into billing, outage or account access", "llm"),
+    # measuring a text stays text analysis
+    ("how readable is this paragraph?", "text_analysis"),
+])
+def test_the_reference_decides_between_stored_documents_and_a_given_text(
+        with_knowledge_and_llm: SemanticRouter, description: str, expected: str):
+    (decision,) = with_knowledge_and_llm.decide_many([description])
+    assert decision.routed and decision.agent_type == expected, decision.reason
+
+
+@pytest.mark.parametrize("description", [
+    "write a C# function that validates a login form",
+    "text my cousin that the party starts at nine",
+])
+def test_code_and_personal_messages_stay_out_of_scope_with_llm(
+        with_knowledge_and_llm: SemanticRouter, description: str):
+    (decision,) = with_knowledge_and_llm.decide_many([description])
+    assert not decision.routed, decision.reason
+
+
+def test_writing_requests_are_out_of_scope_without_llm(with_knowledge: SemanticRouter):
+    decisions = with_knowledge.decide_many([
+        "sort these comments into bug, question or praise",
+        "rewrite this product blurb so it sounds more upbeat"])
+    assert not any(d.routed for d in decisions), [d.reason for d in decisions]
 
 
 @pytest.mark.parametrize("holdout", ["routing_holdout.jsonl", "routing_holdout2.jsonl"])
