@@ -85,7 +85,8 @@ async def _check(dsn: str, record: LoadRecord, faults: list[Fault],
     tenants = list(TENANTS)
     tasks = await _fetch(dsn, "select id, tenant, idempotency_key, status, agent_type, attempts, "
                          "created_at, finished_at from tasks where tenant = any($1)", tenants)
-    events = await _fetch(dsn, "select e.task_id, e.kind, e.attempt, e.at from task_events e "
+    events = await _fetch(dsn, "select e.task_id, e.kind, e.attempt, e.at, t.agent_type "
+                          "from task_events e "
                           "join tasks t on t.id = e.task_id where t.tenant = any($1) "
                           "order by e.id", tenants)
     attempts = await _fetch(dsn, "select a.task_id, a.number from task_attempts a join tasks t "
@@ -158,6 +159,7 @@ async def _check(dsn: str, record: LoadRecord, faults: list[Fault],
         "operations": {
             "acknowledged_tasks": sum(a.kind == "task" for a in record.acks.values()),
             "acknowledged_runs": sum(a.kind == "run" for a in record.acks.values()),
+            "acknowledged_via": dict(Counter(a.via for a in record.acks.values())),
             "retried_submissions": sum(a.tries > 1 for a in record.acks.values()),
             "given_up_unacknowledged": len(record.given_up),
             "tasks_in_database": len(tasks),
@@ -186,17 +188,21 @@ async def _check(dsn: str, record: LoadRecord, faults: list[Fault],
 def _recovery(fault: Fault, record: LoadRecord, events: list[asyncpg.Record],
               load_started_at: float) -> dict[str, Any]:
     """From the fault to the next success of what it hit: an agent success after a replica
-    kill, a routed task after a router kill, an acknowledgement over HTTP after a Serve kill;
+    kill, a success of a pool the removed worker node hosted after a node's removal, a routed
+    task after a router kill, an acknowledgement over HTTP after a Serve kill;
     otherwise (orchestrator, storage, network) both an acknowledged submission and an agent
     success after the fault ended."""
     after = fault.ended_at
 
-    def first_event(kind: str) -> float | None:
+    def first_event(kind: str, pools: list[str] | None = None) -> float | None:
         times = [t for e in events if e["kind"] == kind
+                 and (not pools or e["agent_type"] in pools)
                  and (t := _ts(e["at"])) is not None and t >= after]
         return min(times) if times else None
 
-    if fault.kind == "agent_replica_kill":
+    if fault.pools:  # a worker node's removal: the next success of a pool it hosted
+        back = first_event(SUCCESS_EVENT, fault.pools)
+    elif fault.kind == "agent_replica_kill":
         back = first_event(SUCCESS_EVENT)
     elif fault.kind == "router_kill":
         back = first_event("routed")

@@ -10,6 +10,8 @@ random while time is left. `FaultInjector.inject(kind)` lands one fault now and 
                              api_replica_kill, serve_proxy_kill
     storage restarts (SIGKILL, then start): postgres_restart, redis_restart
     network, through the fault proxies: {postgres,redis}_{reset,latency,black_hole}
+    node loss: worker_node_removal (SIGKILL of every process of the worker node that hosts
+               agent replicas, then a fresh worker node in its place)
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ from typing import Any
 
 from cluster.chaos.proxy import FaultProxy
 from cluster.chaos.services import PrivatePostgres, PrivateRedis
+from cluster.chaos.worker_node import WorkerNodeError, WorkerNodes
 
 PROCESS_KINDS = ("agent_replica_kill", "orchestrator_kill", "router_kill")
 SERVE_KINDS = ("api_replica_kill", "serve_proxy_kill")
 STORAGE_KINDS = ("postgres_restart", "redis_restart")
 NETWORK_KINDS = tuple(f"{side}_{fault}" for side in ("postgres", "redis")
                       for fault in ("reset", "latency", "black_hole"))
-ALL_KINDS = PROCESS_KINDS + SERVE_KINDS + STORAGE_KINDS + NETWORK_KINDS
+NODE_KINDS = ("worker_node_removal",)
+ALL_KINDS = PROCESS_KINDS + SERVE_KINDS + STORAGE_KINDS + NETWORK_KINDS + NODE_KINDS
 
 LATENCY_S = 0.2
 LATENCY_FOR_S = 5.0
@@ -47,6 +51,7 @@ class Fault:
     ended_at: float
     target: str = ""
     error: str | None = None
+    pools: list[str] = dataclasses.field(default_factory=list)  # agent types it hit, if known
 
     @property
     def injected(self) -> bool:
@@ -93,6 +98,7 @@ class Targets:
     redis: PrivateRedis
     postgres_proxy: FaultProxy
     redis_proxy: FaultProxy
+    worker_nodes: WorkerNodes | None = None  # None: a single-node platform
 
 
 class FaultInjector:
@@ -107,7 +113,9 @@ class FaultInjector:
             "serve_proxy_kill": lambda: self._kill_actor(class_prefix="ProxyActor"),
             "postgres_restart": lambda: self._restart(self.targets.postgres),
             "redis_restart": lambda: self._restart(self.targets.redis),
+            "worker_node_removal": self._remove_worker_node,
         }
+        self._pools: list[str] = []  # set by a handler that knows which pools it hit
         for side, proxy in (("postgres", targets.postgres_proxy),
                             ("redis", targets.redis_proxy)):
             self._handlers[f"{side}_reset"] = self._resetter(proxy)
@@ -116,11 +124,13 @@ class FaultInjector:
 
     def inject(self, kind: str) -> Fault:
         started = time.time()
+        self._pools = []
         try:
             target, lasts_s = self._handlers[kind]()
         except Exception as exc:  # the fault did not land; recorded, not counted
             return Fault(kind, started, time.time(), error=f"{type(exc).__name__}: {exc}")
-        return Fault(kind, started, max(time.time(), started + lasts_s), target)
+        return Fault(kind, started, max(time.time(), started + lasts_s), target,
+                     pools=self._pools)
 
     # ------------------------------------------------------------- processes
 
@@ -159,6 +169,35 @@ class FaultInjector:
         _kill(actor.pid)
         return f"{actor.class_name} pid {actor.pid}", 0.0
 
+    def _remove_worker_node(self) -> tuple[str, float]:
+        """SIGKILL every process of the worker node, if it hosts an agent replica (else the
+        fault does not land), then start a fresh node. The fault ends when the kill lands; a
+        fresh node that does not join is named in the target, and the next removal starts one
+        (without counting as landed)."""
+        import ray
+
+        nodes = self.targets.worker_nodes
+        if nodes is None:
+            raise LookupError("no worker node (the platform runs on one node)")
+        if nodes.current is None:  # the last fresh node did not join: bring one back
+            fresh = nodes.restore()
+            raise LookupError(f"no worker node was running; started :{fresh.node_manager_port}")
+        node = nodes.current
+        replicas = ray.get(self.targets.orchestrator.replica_pids.remote(), timeout=10)
+        on_node = set(node.processes())
+        hosted = sorted(name for name, pid in replicas.items() if pid and pid in on_node)
+        if not hosted:
+            raise LookupError(f"the worker node :{node.node_manager_port} hosts no live "
+                              "agent replica")
+        self._pools = sorted({replica_pool(name) for name in hosted})
+        target = f"node :{node.node_manager_port} with {', '.join(hosted)}"
+        try:
+            killed, fresh = nodes.replace()
+        except WorkerNodeError as exc:
+            return f"{target}; no fresh node: {str(exc)[:300]}", 0.0
+        return (f"{target} ({len(killed)} processes); fresh node :{fresh.node_manager_port}",
+                0.0)
+
     # ------------------------------------------------------------- storage
 
     @staticmethod
@@ -193,6 +232,14 @@ class FaultInjector:
             return f"nothing forwarded for {BLACK_HOLE_S:g}s", BLACK_HOLE_S
 
         return black_hole
+
+
+def replica_pool(name: str) -> str:
+    """The agent type of a replica named `agent:<type>:<n>`."""
+    parts = name.split(":")
+    if len(parts) != 3 or parts[0] != "agent" or not parts[1]:
+        raise ValueError(f"not an agent replica's name: {name!r}")
+    return parts[1]
 
 
 def _kill(pid: int | None) -> None:

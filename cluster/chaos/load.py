@@ -14,6 +14,7 @@ other error (a raw driver or Ray exception above all) is a finding the checker r
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import threading
 import time
@@ -29,6 +30,11 @@ RETRYABLE_CODES = frozenset({"platform_unavailable", "queue_full", "storage_erro
 """What a client may see and retry: the orchestrator is away or storage is out
 (`PlatformUnavailable`, `StorageError`: HTTP 503), back-pressure (`QueueFull`, `RateLimited`:
 HTTP 429), and over HTTP a connection that failed (Serve's proxy is restarting)."""
+SERVE_ERROR = "serve_error"
+"""The code recorded for an HTTP 500, 502, 503 or 504 without the platform's error envelope:
+Ray Serve's own answer when the API replica serving the request died mid-request or none is
+reachable. The README documents it as retryable with the same Idempotency-Key."""
+SERVE_ERROR_STATUSES = frozenset({500, 502, 503, 504})
 
 PAIR_WORKFLOW: dict[str, Any] = {"name": "chaos_pair", "steps": [
     {"id": "multiply", "agent_type": "calculator", "payload": {"expression": "6 * 7"}},
@@ -143,6 +149,8 @@ def classify(exc: BaseException) -> tuple[str, str | None, bool]:
     import httpx
 
     if isinstance(exc, HttpError):
+        if exc.code == SERVE_ERROR:
+            return f"HTTP {exc.status}", exc.code, exc.status in SERVE_ERROR_STATUSES
         return f"HTTP {exc.status}", exc.code, (exc.status in (429, 503)
                                                  and exc.code in RETRYABLE_CODES)
     if isinstance(exc, httpx.TransportError):
@@ -189,16 +197,25 @@ def http_submitter(base_url: str, api_keys: dict[str, str],
                 "description": operation.description, "payload": operation.payload,
                 "agent_type": operation.agent_type})
         if response.status_code >= 400:
-            try:
-                error = response.json().get("error", {})
-            except ValueError:
-                error = {}
-            raise HttpError(response.status_code, error.get("code"),
-                            str(error.get("message") or response.text[:200]))
+            raise http_error(response.status_code, response.text)
         body = response.json()
         return str(body["id"])
 
     return submit
+
+
+def http_error(status: int, body: str) -> HttpError:
+    """The error of an HTTP answer: the envelope's code, or `SERVE_ERROR` for a 5xx without
+    the envelope (Serve's own answer), or no code at all for anything else."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict) and error.get("code"):
+        return HttpError(status, str(error["code"]), str(error.get("message") or ""))
+    code = SERVE_ERROR if status in SERVE_ERROR_STATUSES else None
+    return HttpError(status, code, f"no error envelope: {body[:200]!r}")
 
 
 class LoadWorker(threading.Thread):

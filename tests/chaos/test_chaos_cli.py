@@ -21,3 +21,10 @@ def test_impossible_runs_are_refused_with_the_reason(argv: list[str], says: str,
     captured = capsys.readouterr()
     assert says in captured.err
     assert captured.out == ""
+
+
+def test_kinds_are_parsed_from_a_comma_separated_list() -> None:
+    from cluster.chaos.cli import _kinds
+
+    assert _kinds("worker_node_removal, agent_replica_kill,") == (
+        "worker_node_removal", "agent_replica_kill")

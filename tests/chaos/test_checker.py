@@ -5,6 +5,7 @@ in attempt numbers are a malformed log; a clean history passes with zeros."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,14 +30,14 @@ def _insert(dsn: str, tasks: list[tuple], events: list[tuple], attempts: list[tu
     async def go() -> None:
         conn = await asyncpg.connect(dsn)
         try:
-            for task_id, key, status, count in tasks:
+            for task_id, key, status, count, *agent_type in tasks:
                 await conn.execute(
                     "insert into tasks (id, tenant, description, payload, agent_type, status, "
                     "priority, attempts, max_attempts, timeout_s, idempotency_key, created_at, "
                     "updated_at, finished_at, cpu_s, wall_s) values ($1, 'chaos-a', 'd', "
-                    "'{}', 'calculator', $2::varchar, 0, $3, 5, 30, $4, now(), now(), "
+                    "'{}', $5, $2::varchar, 0, $3, 5, 30, $4, now(), now(), "
                     "case when $2::varchar = 'queued' then null else now() end, 0, 0)",
-                    task_id, status, count, key)
+                    task_id, status, count, key, (agent_type or ["calculator"])[0])
             for task_id, kind, attempt in events:
                 await conn.execute("insert into task_events (task_id, kind, at, attempt) "
                                    "values ($1, $2, now(), $3)", task_id, kind, attempt)
@@ -89,3 +90,21 @@ def test_lost_duplicated_and_malformed_are_found(dsn: str) -> None:
         ("t2", "t3"), ("t3",)}
     assert {x["id"] for x in report["malformed_examples"]} == {"t3", "t4"}
     assert report["undocumented_client_errors"] == 1
+
+
+def test_a_node_removal_recovers_at_the_next_success_of_a_pool_it_hosted(dsn: str) -> None:
+    fault_at = time.time() - 1
+    _insert(dsn, [("t1", "k1", "succeeded", 1, "calculator")],
+            [("t1", "succeeded", 1)], [("t1", 1)])
+    time.sleep(0.5)
+    _insert(dsn, [("t2", "k2", "succeeded", 1, "data_processor")],
+            [("t2", "succeeded", 1)], [("t2", 1)])
+    record = LoadRecord()
+    _ack(record, "k1", "t1")
+    _ack(record, "k2", "t2")
+    faults = [Fault("agent_replica_kill", fault_at, fault_at, "agent:calculator:1"),
+              Fault("worker_node_removal", fault_at, fault_at, "node :1",
+                    pools=["data_processor"])]
+    report = check(dsn, record, faults, fault_at)
+    by_kind = report["worst_recovery_s_by_kind"]
+    assert by_kind["worker_node_removal"] >= by_kind["agent_replica_kill"] + 0.4

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.chaos.faults import ALL_KINDS, schedule
+from cluster.chaos.faults import ALL_KINDS, NODE_KINDS, replica_pool, schedule
+from cluster.chaos.harness import ChaosOptions
 
 
 def test_same_seed_same_schedule_other_seed_other_order() -> None:
@@ -32,3 +33,18 @@ def test_unknown_kind_and_too_short_runs_are_refused() -> None:
         schedule(1, 120, ("orchestrator_kill", "disk_full"))
     with pytest.raises(ValueError, match="leaves no time"):
         schedule(1, 12, ("orchestrator_kill",))
+
+
+def test_worker_node_removal_is_a_kind_of_every_default_run() -> None:
+    assert "worker_node_removal" in NODE_KINDS and set(NODE_KINDS) <= set(ALL_KINDS)
+    assert "worker_node_removal" in ChaosOptions().fault_kinds()
+    assert "worker_node_removal" in ChaosOptions(api=False).fault_kinds()
+    plan = schedule(3, 75, ("agent_replica_kill", "worker_node_removal"))
+    assert "worker_node_removal" in {kind for _, kind in plan}
+
+
+def test_a_replica_name_gives_its_pool_and_anything_else_is_refused() -> None:
+    assert replica_pool("agent:data_processor:12") == "data_processor"
+    for bad in ("ProxyActor", "agent::3", "agent:calculator", "router:x:1"):
+        with pytest.raises(ValueError, match="not an agent replica's name"):
+            replica_pool(bad)

@@ -10,7 +10,7 @@ import httpx
 
 from actors.errors import PlatformUnavailable, QueueFull
 from cluster.chaos.load import (
-    Ack, HttpError, LoadRecord, LoadWorker, Operation, classify,
+    SERVE_ERROR, Ack, HttpError, LoadRecord, LoadWorker, Operation, classify, http_error,
 )
 from storage.errors import InvalidRequest
 
@@ -70,3 +70,16 @@ def test_only_documented_errors_are_retryable() -> None:
     assert not classify(InvalidRequest("bad field"))[2]
     assert classify(ConnectionResetError("raw driver error")) == (
         "ConnectionResetError", None, False)
+
+
+def test_a_5xx_without_the_envelope_is_recorded_as_serves_own_answer() -> None:
+    bare = http_error(500, "Internal Server Error")
+    assert (bare.status, bare.code) == (500, SERVE_ERROR)
+    assert classify(bare) == ("HTTP 500", SERVE_ERROR, True)
+    assert classify(http_error(503, "Deployment 'api' is unavailable"))[1:] == (SERVE_ERROR, True)
+    enveloped = http_error(500, '{"error": {"code": "internal_error", "message": "oops"}}')
+    assert (enveloped.code, enveloped.message) == ("internal_error", "oops")
+    assert not classify(enveloped)[2]
+    assert classify(http_error(404, "Not Found")) == ("HTTP 404", None, False)
+    assert classify(http_error(503, '{"error": {"code": "storage_error"}}'))[1:] == (
+        "storage_error", True)
