@@ -48,7 +48,11 @@ class LexicalScorer:
 
     def vector(self, text: str) -> dict[str, float]:
         """The unit TF-IDF vector of `text` over the vocabulary (empty when no word is known)."""
-        counts = Counter(word for word in words(self.prepare(text)) if word in self.idf)
+        return self.prepared_vector(self.prepare(text))
+
+    def prepared_vector(self, prepared: str) -> dict[str, float]:
+        """`vector` of a text already mapped by `prepare`."""
+        counts = Counter(word for word in words(prepared) if word in self.idf)
         weights = {word: (1 + math.log(count)) * self.idf[word] for word, count in counts.items()}
         norm = math.sqrt(sum(w * w for w in weights.values()))
         return {word: w / norm for word, w in weights.items()} if norm else {}

@@ -106,6 +106,9 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
         "set up a VPN on my laptop",
         "update my graphics card drivers",
         "recover deleted files from my USB stick",
+        "reboot the staging servers",
+        "roll back the last deployment",
+        "scale up the web servers to handle more traffic",
     ),
     "images_audio_video": (
         "draw a picture of a dragon",

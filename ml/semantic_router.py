@@ -6,9 +6,10 @@ an `ExampleIndex`, and `ml.decision.decide` weighs them with each type's observe
 latency and load. When no type is a confident match it raises `NoConfidentRoute`, carrying the
 closest candidates, rather than guessing.
 
-What is embedded is the description's instruction, not its data (`instruction_text`): inline JSON
-and quoted passages become placeholders and lines after the first are dropped, so a pasted table
-or a quoted sentence does not outvote the verb. Agent type names used as names ("tell the
+What is embedded is the description's instruction, not its data (`instruction_text`): inline JSON,
+passages in quotes and a prose text after a colon that the instruction announces ("rewrite this
+email: ...") become placeholders and lines after the first are dropped, so a pasted table or a
+quoted sentence does not outvote the verb; the phrasing cues read the same instruction. Agent type names used as names ("tell the
 learning agent ...", "the calculator pool") are masked in examples and queries alike
 (`AgentNameMask`), so routing follows what is asked of an agent, not which agent is mentioned.
 
@@ -61,6 +62,20 @@ ROUTED_CHARS = 4000  # the model reads about 1,000 characters (256 word pieces);
 _QUOTED = re.compile(r"\"[^\"\n]{24,}\"|“[^”\n]{24,}”"  # 24 characters or more
                      r"|\"[^\"\s]+(?:[ \t]+[^\"\s]+){2,}\""  # or three words or more
                      r"|“[^”\s]+(?:[ \t]+[^”\s]+){2,}”")
+# a passage in single quotes: not an apostrophe ("Bob's", "the players' union")
+_SINGLE_QUOTED = re.compile(r"(?<![\w'])'((?:[^'\n]|(?<=\w)'(?=\w))+)'(?![\w'])")
+# a text after a colon, when the words before it announce one ("rewrite this email: ...",
+# "translate to Spanish: ...") and it reads as prose: six words or more, two of them function
+# words ("type, missing values, min and max" is a list of fields, not a text)
+_ANNOUNCES_TEXT = re.compile(
+    r"\b(?:this|these|the following|below|above|attached)\b|^\W*(?:(?:please|can you|could you)"
+    r"\s+)*(?:translate|summari[sz]e|sum up|rewrite|rephrase|reword|paraphrase|proofread|"
+    r"shorten|simplify|polish)\b", re.I)
+_PROSE_WORD = re.compile(r"[^\W\d_][\w'’-]*[.,;!?]?")
+_FUNCTION_WORD = re.compile(r"(?:the|a|an|is|are|was|were|be|been|has|have|had|will|would|can|"
+                            r"to|of|in|on|for|with|at|by|from|it|we|you|i|our|your|my|this|"
+                            r"that|not)[.,;!?]?", re.I)
+PROSE_TAIL_WORDS = 6
 _WHITESPACE = re.compile(r"\s+")
 _JSON = json.JSONDecoder()
 
@@ -84,17 +99,35 @@ def _without_inline_json(text: str) -> str:
     return "".join(parts)
 
 
+def _single_quoted(match: re.Match[str]) -> str:
+    passage = match.group(1)
+    return '"text"' if len(passage) >= 24 or len(passage.split()) >= 3 else match.group(0)
+
+
+def _without_text_after_colon(text: str) -> str:
+    head, colon, tail = text.partition(": ")
+    if not colon or len(head.split()) < 3 or _ANNOUNCES_TEXT.search(head) is None:
+        return text
+    words = tail.split()
+    if sum(_PROSE_WORD.fullmatch(word) is not None for word in words) < PROSE_TAIL_WORDS or \
+            sum(_FUNCTION_WORD.fullmatch(word) is not None for word in words) < 2:
+        return text
+    return f'{head}: "text"'
+
+
 def instruction_text(description: str) -> str:
     """The part of a task description that says what to do: the first line when further lines
     follow (pasted CSV and the like) and it has three words or more, with inline JSON replaced by
-    `JSON` and quoted passages of three words or 24 characters or more by `"text"` (a quoted
-    field name or value stays)."""
+    `JSON`, passages in quotes (double or single) of three words or 24 characters or more by
+    `"text"` (a quoted field name or value stays), and so is a prose text after a colon when the
+    words before the colon announce one ("reword this note: ...", "translate to Spanish: ...")."""
     text = description.strip()
     first, _, rest = text.partition("\n")
     if rest and len(first.split()) >= 3:
         text = first
     text = text[:ROUTED_CHARS]
     text = _QUOTED.sub('"text"', _without_inline_json(text))
+    text = _without_text_after_colon(_SINGLE_QUOTED.sub(_single_quoted, text))
     return _WHITESPACE.sub(" ", text).strip() or description[:ROUTED_CHARS]
 
 
@@ -206,17 +239,19 @@ class SemanticRouter:
         policy = policy or self.policy
         if not descriptions:
             return []
-        vectors = self.embedder.encode([self.routing_text(d) for d in descriptions])
+        instructions = [instruction_text(d) for d in descriptions]
+        routed = [self._mask(instruction) for instruction in instructions]
+        vectors = self.embedder.encode(routed)
         stats, load = self._stats, self._load
         k = policy.k if policy.out_of_scope_examples else policy.k + len(self._out_of_scope_kept)
         if not policy.lexical_weight and not policy.cue_weight:
             return [decide(neighbours, stats, load, policy)
                     for neighbours in self.search(vectors, k, own)]
         lexical = self._lexical
-        return [decide(self._rescored(lexical, description, neighbours, policy, k), stats, load,
-                       policy)
-                for description, neighbours in zip(
-                    descriptions, self.search(vectors, max(k, LEXICAL_CANDIDATES), own))]
+        return [decide(self._rescored(lexical, instruction, text, neighbours, policy, k), stats,
+                       load, policy)
+                for instruction, text, neighbours in zip(
+                    instructions, routed, self.search(vectors, max(k, LEXICAL_CANDIDATES), own))]
 
     def search(self, vectors: np.ndarray, k: int,
                own: Sequence[ExampleIndex | None] | None = None) -> list[list[Neighbour]]:
@@ -288,13 +323,14 @@ class SemanticRouter:
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         return self.embedder.encode([self.routing_text(text) for text in texts])
 
-    def _rescored(self, lexical: LexicalScorer, description: str,
+    def _rescored(self, lexical: LexicalScorer, instruction: str, routed: str,
                   neighbours: Sequence[Neighbour], policy: RoutingPolicy,
                   k: int) -> list[Neighbour]:
-        """The `k` best of `neighbours` re-scored with their word overlap with `description`
-        and the phrasing cues of `ml.cues`, best first."""
-        query = lexical.vector(description) if policy.lexical_weight else {}
-        bonus = cue_bonuses(description, policy.cue_weight, self._agent_types,
+        """The `k` best of `neighbours` re-scored with their word overlap with a task (`routed`:
+        its `routing_text`) and the phrasing cues of `ml.cues` in its `instruction_text`, best
+        first."""
+        query = lexical.prepared_vector(routed) if policy.lexical_weight else {}
+        bonus = cue_bonuses(instruction, policy.cue_weight, self._agent_types,
                             self._unclaimed_categories)
         scored = sorted(((n.similarity + bonus.get(n.agent_type, 0.0)
                           + policy.lexical_weight * lexical.similarity(query, n.text), n)

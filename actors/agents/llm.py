@@ -93,7 +93,7 @@ class Llm(Agent):
         examples=(
             "translate 'good morning' into French",
             "translate this paragraph into German",
-            "how do you say 'thank you very much' in Japanese",
+            "how do you say 'thank you' in Japanese",
             "write a polite reply to this email declining the invitation",
             "write an email to the team announcing the office move",
             "write a cover letter for this job posting",
@@ -131,6 +131,7 @@ class Llm(Agent):
             "write a short note to the staff announcing the holiday closure",
             "sum up this report in one readable paragraph for executives",
             "assign each of these articles one topic: tech, health or finance",
+            "mark each customer comment as enthusiastic, disappointed or mixed",
         ),
         resources=Resources(num_cpus=0.05),  # it waits on the gateway: I/O, not CPU
         concurrency=32,

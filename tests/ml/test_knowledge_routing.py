@@ -9,13 +9,23 @@ document or inline text; prose, listed labels or code) were written from them an
 set. With the cues, both give 1.000 in scope and 1.000 rejection with `llm`; without it the
 second gives 1.000 in scope and 0.972 rejection (its `llm` lines count as out of scope). The bars
 here guard those figures; they are no measure of quality on unseen requests.
-routing_holdout_knowledge3.jsonl is the fresh holdout, written from the agent types' descriptions
-alone and evaluated once on the cues' final code (its `llm` lines were then marked optional, as
-the earlier sets' are, so that without `llm` they count as out of scope): without `llm`, in-scope
+routing_holdout_knowledge3.jsonl was written from the agent types' descriptions alone and
+evaluated once on the cues' code of the time (its `llm` lines were then marked optional, as the
+earlier sets' are, so that without `llm` they count as out of scope): without `llm`, in-scope
 top-1 0.985 (64 of 65) and out-of-scope rejection 0.911, both meeting the goal; with `llm`, 0.953
 (81 of 85: two `llm` requests about a given text rejected, a labelling request taken by
 text_analysis, and an "add to the collection" request taken by text_analysis) and 0.960
-rejection, the in-scope goal of 0.97 missed by two lines."""
+rejection, the in-scope goal of 0.97 missed by two lines. It is now spent too: its misses were
+read as development data, and from them and 40 new lines of the dev set came the placeholders
+for passages in single quotes and prose after a colon (`ml.semantic_router.instruction_text`),
+the cues for questions about a given text, summaries for a reader, filing texts in a collection,
+operations on running systems and label sets beyond the sentiment scale (`ml.cues`), and one
+`llm` example of such a label set. On that code it gives, as development figures, 1.000 in scope
+(85 of 85) and 1.000 rejection with `llm`, 1.000 (65 of 65) and 0.978 rejection without.
+routing_holdout_knowledge4.jsonl, written from the types' descriptions alone before that code was
+evaluated on it, was evaluated once on it: with `llm`, in-scope top-1 0.976 (83 of 85) and
+rejection 1.000; without, 1.000 (65 of 65) and 0.978; `knowledge` 30 of 30 in both. That meets
+the goal (0.97 in scope, 0.90 rejection) in both configurations."""
 
 from __future__ import annotations
 
@@ -24,7 +34,8 @@ from pathlib import Path
 import pytest
 
 from actors.registry import agent_specs, load_agent_types
-from ml.cues import DocumentCues, cue_bonuses, document_cues
+from ml.cues import (DocumentCues, asks_about_given_text, asks_for_operations, cue_bonuses,
+                     document_cues, lists_labels, stores_documents)
 from ml.embeddings import Embedder
 from ml.evaluation import calibrate, evaluate, load_lines
 from ml.out_of_scope import CATEGORIES, OUT_OF_SCOPE, phrases
@@ -46,8 +57,11 @@ def with_knowledge(shared: Embedder) -> SemanticRouter:
 @pytest.mark.parametrize(("holdout", "in_scope", "rejected", "knowledge_right"), [
     ("routing_holdout_knowledge.jsonl", 0.97, 0.95, 0.95),
     ("routing_holdout_knowledge2.jsonl", 0.97, 0.95, 0.95),
-    # the fresh holdout, evaluated once: 0.953 in scope (81 of 85), 0.96 rejection, 29/30
-    ("routing_holdout_knowledge3.jsonl", 0.95, 0.95, 0.95),
+    # spent: 0.953 in scope (81 of 85) and 0.96 rejection at its one evaluation; 1.000 and
+    # 1.000 (30/30 knowledge) as a development set on the code that read its misses
+    ("routing_holdout_knowledge3.jsonl", 0.98, 0.96, 0.96),
+    # the fourth, fresh, evaluated once on the final code: 0.976 (83 of 85), 1.000, 30/30
+    ("routing_holdout_knowledge4.jsonl", 0.97, 0.97, 0.97),
 ])
 def test_knowledge_and_llm_tasks_on_their_holdouts(
         with_knowledge_and_llm: SemanticRouter, holdout: str, in_scope: float, rejected: float,
@@ -65,8 +79,11 @@ def test_knowledge_and_llm_tasks_on_their_holdouts(
 
 @pytest.mark.parametrize(("holdout", "in_scope", "rejected"), [
     ("routing_holdout_knowledge2.jsonl", 0.97, 0.95),
-    # the fresh holdout without llm, evaluated once: 0.985 in scope (64 of 65), 0.911 rejection
-    ("routing_holdout_knowledge3.jsonl", 0.98, 0.9),
+    # spent: 0.985 in scope (64 of 65) and 0.911 rejection at its one evaluation; 1.000 and
+    # 0.978 as a development set
+    ("routing_holdout_knowledge3.jsonl", 0.98, 0.95),
+    # the fourth without llm, evaluated once: 1.000 (65 of 65), 0.978 rejection
+    ("routing_holdout_knowledge4.jsonl", 0.98, 0.95),
 ])
 def test_without_llm_its_requests_are_out_of_scope(with_knowledge: SemanticRouter, holdout: str,
                                                    in_scope: float, rejected: float):
@@ -107,6 +124,32 @@ def test_cue_bonuses_go_only_to_registered_types_and_unclaimed_categories():
     assert cue_bonuses(stored_question, 0.0, with_llm, every) == {}
 
 
+@pytest.mark.parametrize(("description", "asks"), [
+    ("what is the central claim of this paragraph? \"text\"", True),
+    ("in the email below, when does the offer expire?", True),
+    ("what's the sentiment of this comment? \"text\"", False),
+    ("how readable is this paragraph?", False),
+    ("what does our leave policy say about this case?", False),
+    ("what is the capital of Peru?", False),
+])
+def test_a_question_about_what_a_given_text_says_is_told_from_a_measurement(description: str,
+                                                                           asks: bool):
+    assert asks_about_given_text(description) is asks
+
+
+def test_filing_operations_and_label_sets_are_told_by_their_phrasing():
+    assert stores_documents("please save this memo into the legal collection: \"text\"")
+    assert stores_documents("upload the attached PDF to our knowledge base")
+    assert not stores_documents("add 4 and 5")
+    assert not stores_documents("what does the hr collection say about parking?")
+    assert asks_for_operations("roll back the search service to last week's version")
+    assert asks_for_operations("could you merge my pull request into main")
+    assert not asks_for_operations("merge these two tables on the id column")
+    assert not asks_for_operations("which pools restarted replicas today?")
+    assert lists_labels("label each answer as positive, negative or off-topic")
+    assert not lists_labels("label each answer as positive, negative or neutral")
+
+
 @pytest.mark.parametrize(("description", "expected"), [
     # a named document of the tenant's, in words near another type's examples
     ("per the purchasing playbook, who signs off on orders above 10,000 euros?", "knowledge"),
@@ -118,6 +161,14 @@ def test_cue_bonuses_go_only_to_registered_types_and_unclaimed_categories():
     ("sort these tickets into billing, outage or account access", "llm"),
     # measuring a text stays text analysis
     ("how readable is this paragraph?", "text_analysis"),
+    # a question about what a passage given inline says, or re-telling it for a reader
+    ("what reason does the author give in this paragraph? 'We moved the plant to Porto "
+     "because the port handles our exports faster and wages there are stable.'", "llm"),
+    ("summarise this note for a new customer: The service window runs from 8 to 6 on "
+     "weekdays, and urgent calls are answered within the hour by the duty engineer.", "llm"),
+    # filing a text given inline in a collection
+    ("store this paragraph in the 'legal' collection: The supplier is liable for defects "
+     "found within two years of the delivery date.", "knowledge"),
 ])
 def test_the_reference_decides_between_stored_documents_and_a_given_text(
         with_knowledge_and_llm: SemanticRouter, description: str, expected: str):
@@ -128,6 +179,9 @@ def test_the_reference_decides_between_stored_documents_and_a_given_text(
 @pytest.mark.parametrize("description", [
     "write a C# function that validates a login form",
     "text my cousin that the party starts at nine",
+    # operations on running systems, even near a knowledge example about deploying
+    "deploy the new search service to production",
+    "shut down the old staging cluster",
 ])
 def test_code_and_personal_messages_stay_out_of_scope_with_llm(
         with_knowledge_and_llm: SemanticRouter, description: str):

@@ -206,6 +206,15 @@ def test_the_instruction_is_routed_not_the_pasted_data():
         'how similar is "text" to "text"?'
     assert instruction_text('is the "unit price" column a number?') == \
         'is the "unit price" column a number?'
+    assert instruction_text("what's the tone of this: 'I can't believe you did that again'") == \
+        'what\'s the tone of this: "text"'
+    assert instruction_text("translate 'hi' into the players' language") == \
+        "translate 'hi' into the players' language"
+    assert instruction_text("shorten this note: The office is closed on Friday for the move.") \
+        == 'shorten this note: "text"'
+    # a list of fields after the colon is part of the instruction, not a text
+    assert instruction_text("profile this dataset: missing values, unique counts, min and max") \
+        == "profile this dataset: missing values, unique counts, min and max"
 
 
 def test_agent_names_used_as_names_are_masked():
