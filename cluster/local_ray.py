@@ -70,10 +70,17 @@ def local_head_address(state_dir: Path, port: int) -> str:
         "(and YMERA_STATE_DIR if `ymera up` used another state directory)")
 
 
+STARTUP_TIMED_OUT = "timed out during startup"
+"""What `ray start` says when its GCS or raylet did not come up in time (a busy machine): the
+one failure `start_head` tries again, once."""
+
+
 def start_head(state_dir: Path, port: int, dashboard_port: int, num_cpus: int | None,
                metrics_port: int | None = None,
                resources: dict[str, float] | None = None) -> str:
-    """Start a local head unless one already answers on `port`; returns its address."""
+    """Start a local head unless one already answers on `port`; returns its address. A start
+    that fails is cleaned up (none of its processes are left); one that timed out during
+    startup is tried once more."""
     address = f"127.0.0.1:{port}"
     if head_is_running(port):
         return address
@@ -87,11 +94,22 @@ def start_head(state_dir: Path, port: int, dashboard_port: int, num_cpus: int | 
         command.append(f"--num-cpus={num_cpus}")
     if resources:
         command.append(f"--resources={json.dumps(resources)}")
-    result = subprocess.run(command, env=ray_env(), capture_output=True, text=True, timeout=180)
-    if result.returncode != 0:
-        raise RuntimeError(f"`{' '.join(command)}` failed:\n{result.stderr or result.stdout}")
-    (state_dir / MARKER).write_text(address)
-    return address
+    for attempt in (1, 2):
+        try:
+            result = subprocess.run(command, env=ray_env(), capture_output=True, text=True,
+                                    timeout=180)
+        except subprocess.TimeoutExpired:
+            _stop_processes(_head_processes(address))
+            raise RuntimeError(f"`{' '.join(command)}` did not finish in 180 s") from None
+        if result.returncode == 0:
+            (state_dir / MARKER).write_text(address)
+            return address
+        # Leave nothing of a head that did not start: its GCS or dashboard would hold ports
+        # that the next head (or a job server's agent) needs.
+        _stop_processes(_head_processes(address))
+        if attempt == 2 or STARTUP_TIMED_OUT not in (result.stderr + result.stdout):
+            raise RuntimeError(f"`{' '.join(command)}` failed:\n{result.stderr or result.stdout}")
+    raise AssertionError("unreachable")
 
 
 def _ensure_auth_token() -> None:

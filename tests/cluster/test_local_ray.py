@@ -51,3 +51,43 @@ def test_inside_a_ray_job_a_driver_joins_the_job_s_cluster(tmp_path, monkeypatch
     monkeypatch.delenv("RAY_ADDRESS")
     with pytest.raises(PlatformUnavailable, match="no platform is running"):
         default_ray_address(tmp_path, free_port())
+
+
+def _ray_start_answers(monkeypatch, answers: list[tuple[int, str]]) -> tuple[list, list]:
+    """`ray start` answering each call with the next (exit code, stderr); what it was asked,
+    and which heads were cleaned up after."""
+    import subprocess
+
+    import cluster.local_ray as local_ray
+
+    calls: list = []
+    cleaned: list = []
+
+    def run(command, **kwargs):
+        calls.append(command)
+        code, stderr = answers[len(calls) - 1]
+        return subprocess.CompletedProcess(command, code, "", stderr)
+
+    monkeypatch.setattr(local_ray, "head_is_running", lambda port: False)
+    monkeypatch.setattr(local_ray, "_ensure_auth_token", lambda: None)
+    monkeypatch.setattr(local_ray.subprocess, "run", run)
+    monkeypatch.setattr(local_ray, "_head_processes", lambda address: [address])
+    monkeypatch.setattr(local_ray, "_stop_processes", lambda processes: cleaned.extend(processes))
+    return calls, cleaned
+
+
+def test_a_head_that_timed_out_during_startup_is_cleaned_up_and_tried_once_more(
+        tmp_path, monkeypatch):
+    timed_out = "Exception: The current node timed out during startup. ..."
+    calls, cleaned = _ray_start_answers(monkeypatch, [(1, timed_out), (0, "")])
+    assert start_head(tmp_path, 40001, 40002, num_cpus=1) == "127.0.0.1:40001"
+    assert len(calls) == 2 and cleaned == ["127.0.0.1:40001"]
+    assert (tmp_path / MARKER).read_text() == "127.0.0.1:40001"
+
+
+def test_a_head_that_fails_otherwise_is_cleaned_up_and_not_retried(tmp_path, monkeypatch):
+    calls, cleaned = _ray_start_answers(monkeypatch, [(1, "port 40001 is already in use")])
+    with pytest.raises(RuntimeError, match="already in use"):
+        start_head(tmp_path, 40001, 40002, num_cpus=1)
+    assert len(calls) == 1 and cleaned == ["127.0.0.1:40001"]
+    assert not (tmp_path / MARKER).exists()
