@@ -37,6 +37,7 @@ from storage.messages import TaskRequest, TaskStatus
 SUBMIT_BATCH = 200
 IN_FLIGHT_BATCHES = 4
 ROUND_TRIPS = 100
+SAMPLE_INTERVAL_S = 0.1
 DEFAULT_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -72,36 +73,41 @@ def _percentiles(values: list[float]) -> dict[str, float]:
             "mean_ms": round(statistics.fmean(ordered) * 1000, 1)}
 
 
-class _RssSampler:
-    """Samples the summed RSS of the given processes every 100 ms; keeps the peak."""
+class PeakSampler:
+    """Samples each process's RSS every `SAMPLE_INTERVAL_S`, keeping each one's peak and the
+    peak of their sum (the processes do not all peak at the same moment)."""
 
     def __init__(self, pids: list[int]) -> None:
-        self.processes = [psutil.Process(p) for p in pids if psutil.pid_exists(p)]
-        self.peak = 0
+        self.pids = pids
+        self.peaks: dict[int, float] = {}
+        self.total_peak = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def total(self) -> int:
-        total = 0
-        for process in self.processes:
+    def sample(self) -> None:
+        total = 0.0
+        for pid in self.pids:
             try:
-                total += process.memory_info().rss
+                rss = psutil.Process(pid).memory_info().rss / 2**20
             except psutil.Error:
-                pass
-        return total
+                continue
+            self.peaks[pid] = max(self.peaks.get(pid, 0.0), round(rss, 1))
+            total += rss
+        self.total_peak = max(self.total_peak, round(total, 1))
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.total())
-            time.sleep(0.1)
+            self.sample()
+            self._stop.wait(SAMPLE_INTERVAL_S)
 
-    def __enter__(self) -> _RssSampler:
+    def __enter__(self) -> PeakSampler:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join()
+        self.sample()
 
 
 def platform_tasks(database_url: str, tasks: int) -> dict[str, Any]:
@@ -116,14 +122,15 @@ def platform_tasks(database_url: str, tasks: int) -> dict[str, Any]:
         client = Client(orchestrator)
         pids = [ray.get(orchestrator.pid.remote())]
         pids += [p for p in ray.get(orchestrator.replica_pids.remote()).values() if p]
-        idle_rss = _RssSampler(pids).total()
+        idle = PeakSampler(pids)
+        idle.sample()
         warmup = client.submit_many([TaskRequest("1+1", {"expression": "1+1"}, "calculator")
                                      for _ in range(100)])
         client.wait_many(warmup, 60)
 
         requests = [TaskRequest(f"{i}+1", {"expression": f"{i}+1"}, "calculator")
                     for i in range(tasks)]
-        with _RssSampler(pids) as sampler:
+        with PeakSampler(pids) as sampler:
             started = time.perf_counter()
             ids: list[str] = []
             pending: list[Any] = []
@@ -160,8 +167,8 @@ def platform_tasks(database_url: str, tasks: int) -> dict[str, Any]:
             "latency": _percentiles(latencies) if latencies else None,
             "one_at_a_time_round_trip": _percentiles(round_trips),
             "one_at_a_time_submit_then_wait": _percentiles(two_calls),
-            "rss_mb": {"idle": round(idle_rss / 2**20, 1),
-                       "peak_under_load": round(sampler.peak / 2**20, 1),
+            "rss_mb": {"idle": idle.total_peak,
+                       "peak_under_load": sampler.total_peak,
                        "processes": len(pids)},
         }
     finally:

@@ -20,7 +20,6 @@ import dataclasses
 import os
 import shutil
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -30,12 +29,11 @@ from typing import Any
 import psutil
 
 from actors.pools import parse_replica_name
-from cluster.bench.core import SUBMIT_BATCH
+from cluster.bench.core import SUBMIT_BATCH, PeakSampler
 from cluster.bench.report import publish_report
 from storage.errors import InvalidRequest
 
 GOAL_MB = 2048.0
-SAMPLE_INTERVAL_S = 0.1
 LABEL_WIDTH = 48
 SETTLE_S = 5.0
 LOAD_TIMEOUT_S = 900.0
@@ -106,43 +104,6 @@ def totals(processes: list[dict[str, Any]], field: str) -> dict[str, Any]:
     return {"by_role": {role: {"processes": counts[role], field: by_role[role]}
                         for role in sorted(by_role)},
             "platform": round(own, 1), "with_serve": round(sum(by_role.values()), 1)}
-
-
-class PeakSampler:
-    """Samples each process's RSS every `SAMPLE_INTERVAL_S`, keeping each one's peak and the
-    peak of their sum (the processes do not all peak at the same moment)."""
-
-    def __init__(self, pids: list[int]) -> None:
-        self.pids = pids
-        self.peaks: dict[int, float] = {}
-        self.total_peak = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def sample(self) -> None:
-        total = 0.0
-        for pid in self.pids:
-            try:
-                rss = process_memory(pid, full=False)["rss_mb"] or 0.0
-            except psutil.Error:
-                continue
-            self.peaks[pid] = max(self.peaks.get(pid, 0.0), rss)
-            total += rss
-        self.total_peak = max(self.total_peak, round(total, 1))
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(SAMPLE_INTERVAL_S)
-
-    def __enter__(self) -> PeakSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sample()
 
 
 def run_memory_benchmark(args: Any) -> dict[str, Any]:

@@ -11,8 +11,9 @@ from types import SimpleNamespace
 import pytest
 
 from actors.pools import replica_name
+from cluster.bench.core import PeakSampler
 from cluster.bench.memory import (
-    ActorProcess, PeakSampler, _check_same_cluster, _summary, platform_actors, process_memory,
+    ActorProcess, _check_same_cluster, _summary, platform_actors, process_memory,
     role_of, totals)
 
 
