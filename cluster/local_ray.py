@@ -16,9 +16,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from actors.errors import PlatformUnavailable
+from storage.errors import InvalidRequest
 from cluster.ray_env import LOCAL_CLUSTER_ENV
 
 MARKER = "ray-head-started-by-ymera"
@@ -84,6 +86,8 @@ def start_head(state_dir: Path, port: int, dashboard_port: int, num_cpus: int | 
     address = f"127.0.0.1:{port}"
     if head_is_running(port):
         return address
+    _refuse_ports_in_use({"YMERA_DASHBOARD_PORT": dashboard_port,
+                          "YMERA_RAY_METRICS_PORT": metrics_port})
     _ensure_auth_token()
     command = [*_ray_command(), "start", "--head", f"--port={port}",
                "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
@@ -95,21 +99,89 @@ def start_head(state_dir: Path, port: int, dashboard_port: int, num_cpus: int | 
     if resources:
         command.append(f"--resources={json.dumps(resources)}")
     for attempt in (1, 2):
+        began = time.time()
         try:
             result = subprocess.run(command, env=ray_env(), capture_output=True, text=True,
                                     timeout=180)
         except subprocess.TimeoutExpired:
-            _stop_processes(_head_processes(address))
+            _stop_head_at(address)
             raise RuntimeError(f"`{' '.join(command)}` did not finish in 180 s") from None
         if result.returncode == 0:
             (state_dir / MARKER).write_text(address)
             return address
         # Leave nothing of a head that did not start: its GCS or dashboard would hold ports
         # that the next head (or a job server's agent) needs.
-        _stop_processes(_head_processes(address))
+        _stop_head_at(address)
         if attempt == 2 or STARTUP_TIMED_OUT not in (result.stderr + result.stdout):
-            raise RuntimeError(f"`{' '.join(command)}` failed:\n{result.stderr or result.stdout}")
+            raise RuntimeError(f"`{' '.join(command)}` failed:\n{result.stderr or result.stdout}"
+                               + startup_logs(began))
     raise AssertionError("unreachable")
+
+
+def _refuse_ports_in_use(ports: dict[str, int | None]) -> None:
+    """Raise `InvalidRequest` naming the setting when one of `ports` is taken: Ray's metrics
+    agent cannot bind a port in use, and its raylet then dies with it, so `ray start` would
+    only say, 30 s later, that the node "timed out during startup"."""
+    for setting, port in ports.items():
+        if port and not port_is_free(port):
+            raise InvalidRequest(
+                f"port {port} ({setting}) is in use{_holder(port)}: a Ray head started on it "
+                f"cannot come up. Set {setting} to a free port, or stop what holds it",
+                {"field": setting, "port": port})
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a listener could bind `port` on every interface (as Ray's agents do); a
+    connection lingering in TIME_WAIT does not count as taking it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def _holder(port: int) -> str:
+    """" by <name> (pid N)" for the process listening on `port`, when this user may see it."""
+    import psutil
+
+    try:
+        for connection in psutil.net_connections("tcp"):
+            if (connection.status == psutil.CONN_LISTEN and connection.laddr
+                    and connection.laddr.port == port and connection.pid):
+                return f" by {psutil.Process(connection.pid).name()} (pid {connection.pid})"
+    except (psutil.Error, OSError):
+        pass
+    return ""
+
+
+STARTUP_LOGS = ("raylet.out", "raylet.err", "gcs_server.out", "gcs_server.err",
+                "dashboard_agent.log")
+
+
+def startup_logs(since: float, tail_chars: int = 1500) -> str:
+    """The ends of the logs of the Ray session that started after `since` (Unix time): what a
+    head that did not come up said about why (`ray start` itself only says it timed out)."""
+    from ray._common.utils import get_default_ray_temp_dir
+
+    root = Path(get_default_ray_temp_dir())
+    try:
+        sessions = [d for d in root.glob("session_2*") if d.stat().st_mtime >= since - 1]
+    except OSError:
+        return ""
+    if not sessions:
+        return ""
+    logs = max(sessions, key=lambda d: d.stat().st_mtime) / "logs"
+    parts = []
+    for name in STARTUP_LOGS:
+        try:
+            text = (logs / name).read_text(errors="replace").strip()
+        except OSError:
+            continue
+        if text:
+            parts.append(f"--- {logs / name} (end) ---\n{text[-tail_chars:]}")
+    return "\n" + "\n".join(parts) if parts else ""
 
 
 def _ensure_auth_token() -> None:
@@ -128,9 +200,25 @@ def stop_head(state_dir: Path) -> bool:
     marker = state_dir / MARKER
     if not marker.exists():
         return False
-    _stop_processes(_head_processes(marker.read_text().strip()))
+    _stop_head_at(marker.read_text().strip())
     marker.unlink(missing_ok=True)
     return True
+
+
+def _stop_head_at(address: str) -> None:
+    """Stop the head at `address`, and forget it where `ray start` recorded it as the
+    machine's current cluster (as `ray stop` does): Ray resolves "auto" there, and so does
+    its job supervisor when it picks the address a job's driver joins, so a stale record
+    sends the jobs of a later cluster on this machine to a head that is gone."""
+    _stop_processes(_head_processes(address))
+    from ray._common.utils import get_ray_address_file
+
+    recorded = Path(get_ray_address_file(None))
+    try:
+        if recorded.read_text().strip() == address:
+            recorded.unlink()
+    except OSError:
+        pass
 
 
 def _head_processes(address: str) -> list:

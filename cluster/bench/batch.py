@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -33,6 +34,7 @@ from typing import Any
 
 import psutil
 import ray
+from ray._private.utils import write_ray_address
 
 from actors.config import OrchestratorConfig, PoolConfig
 from actors.deploy import start_orchestrator
@@ -130,9 +132,14 @@ def batch_job(job_server: str, state: Path, tasks: int) -> dict[str, Any]:
 
 def run_batch_benchmark(args: Any) -> dict[str, Any]:
     dashboard_port = _free_port()
+    ray_temp = tempfile.mkdtemp(prefix="ymera-bench-ray-")
     ray.init(address="local", namespace="ymera-bench", include_dashboard=True,  # its own cluster
              dashboard_host="127.0.0.1", dashboard_port=dashboard_port, log_to_driver=False,
-             logging_level=logging.WARNING)
+             logging_level=logging.WARNING, _temp_dir=ray_temp)
+    # Ray's job supervisor sends a job's driver to the cluster recorded as current in the
+    # cluster's temp directory (what `ray start` writes, and `ray.init` does not): without this
+    # record it would pick whatever head `ray start` last recorded on this machine.
+    write_ray_address(ray.get_runtime_context().gcs_address, ray_temp)
     memory_gb = round(psutil.virtual_memory().total / 2**30)
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "memory_gb": memory_gb}}
     try:
@@ -156,6 +163,7 @@ def run_batch_benchmark(args: Any) -> dict[str, Any]:
             round(r["batch"]["job_per_second"] / r["core"]["per_second"], 3) for r in rounds]
     finally:
         ray.shutdown()
+        shutil.rmtree(ray_temp, ignore_errors=True)
     return publish_report(report, args, _summary)
 
 

@@ -81,6 +81,7 @@ def env(tmp_path_factory) -> dict[str, str]:
     state = tmp_path_factory.mktemp("state")
     values = {**os.environ, "YMERA_STATE_DIR": str(state), "YMERA_RAY_PORT": str(free_port()),
               "YMERA_DASHBOARD_PORT": str(free_port()), "YMERA_NUM_CPUS": "2",
+              "YMERA_RAY_METRICS_PORT": str(free_port()),
               "YMERA_ROUTER_ENABLED": "false", "YMERA_API_ENABLED": "false",
               "YMERA_DEFAULT_REPLICAS": "0", "YMERA_MAX_PAYLOAD_BYTES": str(MAX_PAYLOAD),
               "YMERA_AGENT_MODULES": '["tests.support.agents:Sleeper"]',

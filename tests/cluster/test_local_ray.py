@@ -91,3 +91,67 @@ def test_a_head_that_fails_otherwise_is_cleaned_up_and_not_retried(tmp_path, mon
         start_head(tmp_path, 40001, 40002, num_cpus=1)
     assert len(calls) == 1 and cleaned == ["127.0.0.1:40001"]
     assert not (tmp_path / MARKER).exists()
+
+
+def test_a_failed_start_says_what_the_new_session_logged(tmp_path, monkeypatch):
+    ray_tmp = tmp_path / "tmp"
+    logs = ray_tmp / "ray" / "session_2026-12-05_10-00-00_000000_1" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "raylet.out").write_text("Failed to bind metrics agent port 8080: in use\n")
+    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
+    calls, cleaned = _ray_start_answers(monkeypatch, [(1, "Exception: something else")])
+    with pytest.raises(RuntimeError, match="(?s)something else.*raylet.out.*port 8080: in use"):
+        start_head(tmp_path, 40001, 40002, num_cpus=1)
+
+
+def test_an_older_session_is_not_quoted_as_the_failed_start(tmp_path, monkeypatch):
+    import os
+
+    from cluster.local_ray import startup_logs
+
+    logs = tmp_path / "ray" / "session_2020-01-01_00-00-00_000000_1" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "raylet.out").write_text("an old cluster's complaint\n")
+    os.utime(logs.parent, (1_000_000, 1_000_000))
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    assert startup_logs(since=2_000_000) == ""
+
+
+def test_a_metrics_port_in_use_is_refused_at_once_naming_the_setting(tmp_path, monkeypatch):
+    import os
+    import socket
+
+    from storage.errors import InvalidRequest
+
+    calls, cleaned = _ray_start_answers(monkeypatch, [])
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        with pytest.raises(InvalidRequest, match=rf"port {taken} \(YMERA_RAY_METRICS_PORT\) "
+                           rf"is in use by \S+ \(pid {os.getpid()}\).*Set YMERA_RAY_METRICS_PORT"):
+            start_head(tmp_path, 40001, 40002, num_cpus=1, metrics_port=taken)
+    assert calls == [] and cleaned == []  # nothing was started, nothing needed stopping
+    assert not (tmp_path / MARKER).exists()
+
+
+@pytest.mark.parametrize("recorded, kept", [("127.0.0.1:40001", False),
+                                            ("127.0.0.1:50000", True)])
+def test_down_forgets_its_head_where_ray_records_the_current_cluster(
+        tmp_path, monkeypatch, recorded, kept):
+    """`ray start` records the machine's current cluster, which Ray's job supervisor resolves
+    for a job's driver; a record left naming a stopped head sends later jobs nowhere. Another
+    cluster's record is left alone."""
+    import cluster.local_ray as local_ray
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "tmp"))
+    record = tmp_path / "tmp" / "ray" / "ray_current_cluster"
+    record.parent.mkdir(parents=True)
+    record.write_text(recorded)
+    (tmp_path / MARKER).write_text("127.0.0.1:40001")
+    stopped: list = []
+    monkeypatch.setattr(local_ray, "_head_processes", lambda address: [address])
+    monkeypatch.setattr(local_ray, "_stop_processes", lambda processes: stopped.extend(processes))
+    assert local_ray.stop_head(tmp_path)
+    assert stopped == ["127.0.0.1:40001"]
+    assert record.exists() == kept
