@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -23,7 +23,9 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from storage.errors import InvalidRequest, SchemaOutOfDate, StorageError, YmeraError
+from storage import sqlite_thread
 from storage.private_files import private_sqlite_file
+from storage.sqlite_thread import sqlite_pragmas
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _ASYNC_DRIVERS = {"postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg",
@@ -32,6 +34,7 @@ _ASYNC_DRIVERS = {"postgresql": "postgresql+asyncpg", "postgres": "postgresql+as
 # raises without them while the server is down or restarting (asyncpg's connect raises
 # `ConnectionRefusedError` as it is; `TimeoutError` is an `OSError` too).
 DATABASE_FAILURES = (SQLAlchemyError, OSError)
+T = TypeVar("T")
 
 
 def async_url(url: str) -> URL:
@@ -49,15 +52,6 @@ def async_url(url: str) -> URL:
     return parsed
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
-
-
 def create_engine(url: str | URL) -> AsyncEngine:
     """An async engine for `url`. SQLite files get their folder, WAL and full fsync on commit,
     and are readable by their owner only (`storage.private_files`)."""
@@ -66,7 +60,7 @@ def create_engine(url: str | URL) -> AsyncEngine:
         if parsed.database and parsed.database != ":memory:":
             private_sqlite_file(Path(parsed.database).expanduser())
         engine = create_async_engine(parsed, connect_args={"timeout": 30})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         return engine
     return create_async_engine(parsed, pool_size=5, max_overflow=5, pool_pre_ping=True)
 
@@ -141,6 +135,7 @@ class EngineStore:
         return cls(engine)
 
     async def close(self) -> None:
+        sqlite_thread.close_for(self.engine)
         await self.engine.dispose()
 
     async def __aenter__(self) -> Self:
@@ -155,10 +150,25 @@ class EngineStore:
     async def _fetch_all(self, *statements: Any) -> list[list[Any]]:
         """The rows of each statement, read in one transaction (one consistent view)."""
         try:
+            one_hop = sqlite_thread.for_engine(self.engine)
+            if one_hop is not None:
+                return await one_hop.read(_rows_of, statements)
             async with self.engine.connect() as connection:
                 return [list((await connection.execute(s)).all()) for s in statements]
         except DATABASE_FAILURES as exc:
             raise StorageError(f"reading from the database failed: {_reason(exc)}") from exc
+
+    async def _run_transaction(self, doing: str, work: Callable[..., T], *args: Any,
+                               conflict: YmeraError | None = None) -> T:
+        """`work(connection, *args)`, synchronous SQLAlchemy code, in one transaction, with
+        `_transaction`'s errors. On a SQLite file the whole transaction is one thread hop
+        (`storage.sqlite_thread`); elsewhere it runs on the async connection (`run_sync`)."""
+        with _storage_failures(doing, conflict):
+            one_hop = sqlite_thread.for_engine(self.engine)
+            if one_hop is not None:
+                return await one_hop.transaction(work, *args)
+            async with self.engine.begin() as connection:
+                return await connection.run_sync(work, *args)
 
     @contextlib.asynccontextmanager
     async def _transaction(self, doing: str, conflict: YmeraError | None = None
@@ -166,12 +176,24 @@ class EngineStore:
         """A connection in a transaction, committed when the block ends. A database failure
         becomes `StorageError` ("<doing> failed: ..."), or `conflict` when given and a
         constraint refused the write; the block's own exceptions pass through."""
-        try:
+        with _storage_failures(doing, conflict):
             async with self.engine.begin() as connection:
                 yield connection
-        except IntegrityError as exc:
-            if conflict is None:
-                raise StorageError(f"{doing} failed: {exc}") from exc
-            raise conflict from exc
-        except DATABASE_FAILURES as exc:
-            raise StorageError(f"{doing} failed: {_reason(exc)}") from exc
+
+
+@contextlib.contextmanager
+def _storage_failures(doing: str, conflict: YmeraError | None) -> Iterator[None]:
+    """A database failure inside becomes `StorageError` ("<doing> failed: ..."), or `conflict`
+    when given and a constraint refused the write."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if conflict is None:
+            raise StorageError(f"{doing} failed: {exc}") from exc
+        raise conflict from exc
+    except DATABASE_FAILURES as exc:
+        raise StorageError(f"{doing} failed: {_reason(exc)}") from exc
+
+
+def _rows_of(connection: Connection, statements: tuple[Any, ...]) -> list[list[Any]]:
+    return [list(connection.execute(s).all()) for s in statements]

@@ -8,12 +8,14 @@ or not at all. Readers (client, CLI, API) use the query methods.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any, overload
 
 from sqlalchemy import ColumnElement, and_, bindparam, func, insert, or_, select, tuple_, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.cursor import decode_cursor, encode_cursor
@@ -31,7 +33,7 @@ from storage.messages import (
     utcnow,
 )
 from storage.models import attempts_table, events_table, tasks_table
-from storage.webhook_outbox import DEFAULT_RETRY_PERIOD_S, Notification, enqueue
+from storage.webhook_outbox import DEFAULT_RETRY_PERIOD_S, Notification, write_deliveries
 
 MAX_PAGE = 1000
 KEY_LOOKUP_CHUNK = 500  # (tenant, key) pairs per query: 1,000 bound parameters
@@ -101,6 +103,15 @@ def task_from_row(row: Any) -> Task:
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _attempt_update(keys: tuple[str, ...]) -> Any:
+    """UPDATE one attempt (by task id and number) setting `keys`, built once per key set."""
+    return (update(attempts_table)
+            .where(attempts_table.c.task_id == bindparam("b_task_id"))
+            .where(attempts_table.c.number == bindparam("b_number"))
+            .values({k: bindparam(k) for k in keys}))
+
+
 def _grouped_by_keys(rows: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """Consecutive rows with the same keys, so each run is one executemany and order holds.
 
@@ -131,47 +142,43 @@ class TaskStore(EngineStore):
         return the events written, with the ids storage gave them, in order (else [])."""
         if not len(batch):
             return []
-        async with self._transaction(f"writing {len(batch)} records") as connection:
-            return await self._apply(connection, batch, events)
+        return await self._run_transaction(f"writing {len(batch)} records", self._apply,
+                                           batch, events)
 
-    async def _apply(self, connection: AsyncConnection, batch: WriteBatch,
-                     want_events: bool) -> list[TaskEvent]:
+    def _apply(self, connection: Connection, batch: WriteBatch,
+               want_events: bool) -> list[TaskEvent]:
         for run in _grouped_by_keys(batch.new_tasks):
-            await connection.execute(insert(tasks_table), run)
+            connection.execute(insert(tasks_table), run)
         for run in _grouped_by_keys(batch.new_attempts):
-            await connection.execute(insert(attempts_table), run)
+            connection.execute(insert(attempts_table), run)
         for run in _grouped_by_keys(batch.task_updates):
             rows = [{("b_" + k if k in ("id", "fence_attempt") else k): v for k, v in r.items()}
                     for r in run]
-            await connection.execute(self._task_update(run[0].keys()), rows)
+            connection.execute(self._task_update(tuple(run[0].keys())), rows)
         for run in _grouped_by_keys(batch.attempt_updates):
-            keys = [k for k in run[0] if k not in ("task_id", "number")]
-            statement = (
-                update(attempts_table)
-                .where(attempts_table.c.task_id == bindparam("b_task_id"))
-                .where(attempts_table.c.number == bindparam("b_number"))
-                .values({k: bindparam(k) for k in keys})
-            )
+            keys = tuple(k for k in run[0] if k not in ("task_id", "number"))
             rows = [{**{k: r[k] for k in keys}, "b_task_id": r["task_id"], "b_number": r["number"]}
                     for r in run]
-            await connection.execute(statement, rows)
+            connection.execute(_attempt_update(keys), rows)
         written: list[TaskEvent] = []
         for run in _grouped_by_keys(batch.events):
             if not want_events:
-                await connection.execute(insert(events_table), run)
+                connection.execute(insert(events_table), run)
                 continue
-            result = await connection.execute(
+            result = connection.execute(
                 insert(events_table).returning(events_table.c.id, sort_by_parameter_order=True),
                 run)
             written += [TaskEvent(id=row.id, task_id=r["task_id"], kind=r["kind"],
                                   at=_aware(r["at"]), attempt=r.get("attempt"), data=r.get("data"))
                         for row, r in zip(result.all(), run)]
         if batch.notifications:
-            await enqueue(connection, batch.notifications, utcnow(), self.webhook_retry_period_s)
+            write_deliveries(connection, batch.notifications, utcnow(),
+                             self.webhook_retry_period_s)
         return written
 
     @staticmethod
-    def _task_update(keys: Iterable[str]):
+    @functools.lru_cache(maxsize=64)  # a handful of key sets; building costs more than running
+    def _task_update(keys: tuple[str, ...]) -> Any:
         """UPDATE tasks by id; a `fence_attempt` key makes it apply only to that attempt."""
         columns = [k for k in keys if k not in ("id", "fence_attempt")]
         statement = (

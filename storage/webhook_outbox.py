@@ -18,6 +18,7 @@ Guarantees:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import uuid
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import String, bindparam, insert, literal, or_, select, true
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.model_base import JsonColumn, Timestamp
@@ -137,6 +139,13 @@ def _task_callback() -> Any:
 async def enqueue(connection: AsyncConnection, notifications: Sequence[Notification],
                   now: datetime, retry_period_s: float = DEFAULT_RETRY_PERIOD_S) -> None:
     """Write the deliveries `notifications` cause, inside the caller's transaction."""
+    if notifications:
+        await connection.run_sync(write_deliveries, notifications, now, retry_period_s)
+
+
+def write_deliveries(connection: Connection, notifications: Sequence[Notification],
+                     now: datetime, retry_period_s: float = DEFAULT_RETRY_PERIOD_S) -> None:
+    """`enqueue` on a synchronous connection (a transaction run in one piece)."""
     if not notifications:
         return
     expires = now + timedelta(seconds=retry_period_s)
@@ -151,15 +160,22 @@ async def enqueue(connection: AsyncConnection, notifications: Sequence[Notificat
             "pattern": f"%,{note.kind},%", "agent_type": note.agent_type,
             "workflow": note.workflow,
         })
-    await connection.execute(
-        insert(deliveries).from_select(_COLUMNS, _matching_subscriptions()), rows)
-    for kind, source in (("task.", _task_callback), ("run.", _run_callback)):
+    subscribed, task_callback, run_callback = _delivery_inserts()
+    connection.execute(subscribed, rows)
+    for kind, statement in (("task.", task_callback), ("run.", run_callback)):
         callbacks = [{k: v for k, v in row.items()
                       if k not in ("pattern", "agent_type", "workflow")}
                      for row, note in zip(rows, notifications) if note.kind.startswith(kind)]
         if callbacks:
-            await connection.execute(insert(deliveries).from_select(_COLUMNS, source()),
-                                     callbacks)
+            connection.execute(statement, callbacks)
+
+
+@functools.cache
+def _delivery_inserts() -> tuple[Any, Any, Any]:
+    """The three INSERT … SELECTs of `write_deliveries`, built once (building one costs more
+    than running it): to matching subscriptions, to a task's and to a run's callback URL."""
+    return tuple(insert(deliveries).from_select(_COLUMNS, source())  # type: ignore[return-value]
+                 for source in (_matching_subscriptions, _task_callback, _run_callback))
 
 
 async def enqueue_run_events(connection: AsyncConnection, run_id: str,
