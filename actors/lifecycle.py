@@ -68,6 +68,7 @@ class LiveTask:
     wall_s: float = 0.0
     attempt_started: float = 0.0  # time.monotonic() when the current attempt began
     workflow_step: str | None = None  # "run=<id> step=<id>" for a workflow step's task
+    has_callback: bool = False  # it has a callback_url, to be told its outcome
     done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     @classmethod
@@ -75,7 +76,8 @@ class LiveTask:
         live = cls(task.id, task.agent_type, task.description, task.payload, task.priority,
                    task.attempts, task.max_attempts, task.timeout_s, tenant=task.tenant,
                    cpu_s=task.cpu_s, wall_s=task.wall_s,
-                   workflow_step=step_label(task.idempotency_key))
+                   workflow_step=step_label(task.idempotency_key),
+                   has_callback=task.callback_url is not None)
         route = task.route or {}
         live.learnable = route.get("method") == RouteMethod.SEMANTIC.value
         live.route_confidence = float(route.get("confidence") or 0.0)
@@ -228,7 +230,8 @@ class Lifecycle:
                                     request.payload, request.priority, 0,
                                     request.max_attempts or 1, request.timeout_s or 1.0,
                                     tenant=request.tenant,
-                                    workflow_step=step_label(request.idempotency_key)))
+                                    workflow_step=step_label(request.idempotency_key),
+                                    has_callback=request.callback_url is not None))
         for live in created:
             self._remember_tenant(live.id, live.tenant)  # its events publish once committed
         await self.writer.write(batch)
@@ -400,7 +403,7 @@ class Lifecycle:
         batch.events.append(_event(live.id, status.value, now, live.attempts or None, data))
         batch.notifications.append(task_notification(
             live.id, live.tenant, status.value, live.agent_type, live.attempts, now,
-            result=result, error=data["error"] if data else None))
+            result=result, error=data["error"] if data else None, callback=live.has_callback))
 
     async def cancelled_while_queued(self, live: LiveTask) -> None:
         now = utcnow()

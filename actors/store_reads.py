@@ -40,8 +40,10 @@ class StoreReads:
 
     @storage_trouble_unavailable
     async def get(self, task_id: str) -> Task:
-        lifecycle = await self._wait_ready()
-        return (await _with_llm_usage(lifecycle, [await lifecycle.store.get_task(task_id)]))[0]
+        [task] = await _read_with_usage(await self._wait_ready(), [task_id])
+        if task is None:
+            raise NotFound(f"no task with id {task_id!r}", {"task_id": task_id})
+        return task
 
     @storage_trouble_unavailable
     async def wait(self, task_id: str, timeout_s: float | None = None) -> Task:
@@ -59,11 +61,11 @@ class StoreReads:
                 await asyncio.wait_for(asyncio.gather(*pending), timeout_s)
             except asyncio.TimeoutError:
                 pass
-        found = await lifecycle.store.get_tasks(task_ids)
-        missing = [t for t in task_ids if t not in found]
+        found = await _read_with_usage(lifecycle, task_ids)
+        missing = [t for t, task in zip(task_ids, found) if task is None]
         if missing:
             raise NotFound(f"no task with id {missing[0]!r}", {"task_ids": missing})
-        return await _with_llm_usage(lifecycle, [found[t] for t in task_ids])
+        return [task for task in found if task is not None]
 
     @storage_trouble_unavailable
     async def list_tasks(self, *, status: str | TaskStatus | None = None,
@@ -158,22 +160,21 @@ class StoreReads:
         return await (await self._wait_ready()).store.batch_status(batch_id, tenant)
 
 
-async def _with_llm_usage(lifecycle: Lifecycle, tasks: list[Task]) -> list[Task]:
-    """`tasks`, each with its model usage when it made model calls (one read per tenant)."""
-    from storage.llm_budget import LlmBudgetStore
+async def _read_with_usage(lifecycle: Lifecycle, task_ids: list[str]) -> list[Task | None]:
+    """Each of `task_ids`' tasks (None for a missing one), with its model usage when it made
+    model calls, matched by the task's own tenant; tasks and usage are read in one go."""
+    from storage.llm_budget import usage_by_task, usage_of_tasks
 
-    started: dict[str, list[str]] = {}
-    for task in tasks:
-        if task.attempts:
-            started.setdefault(task.tenant, []).append(task.id)
-    if not started:
-        return tasks
-    usage = LlmBudgetStore(lifecycle.store.engine)
-    totals = {}
-    for tenant, ids in started.items():
-        for task_id, used in (await usage.tasks_usage(tenant, ids)).items():
-            totals[(tenant, task_id)] = {
+    found, [usage_rows] = await lifecycle.store.get_tasks_with(
+        task_ids, usage_of_tasks(task_ids))
+    usage = usage_by_task(usage_rows)
+    tasks: list[Task | None] = []
+    for task_id in task_ids:
+        task = found.get(task_id)
+        used = usage.get((task.tenant, task.id)) if task is not None else None
+        if task is not None and used is not None:
+            task = dataclasses.replace(task, llm_usage={
                 "input_tokens": used.input_tokens, "output_tokens": used.output_tokens,
-                "cost_usd": used.cost, "calls": used.calls}
-    return [dataclasses.replace(task, llm_usage=totals[(task.tenant, task.id)])
-            if (task.tenant, task.id) in totals else task for task in tasks]
+                "cost_usd": used.cost, "calls": used.calls})
+        tasks.append(task)
+    return tasks

@@ -44,7 +44,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -58,7 +58,32 @@ from storage.llm_budget_records import (  # re-exported: the store's API
 from storage.messages import utcnow
 from storage.models import (
     llm_budget_periods_table, llm_budgets_table, llm_reservations_table, llm_usage_table,
+    tasks_table,
 )
+
+
+def usage_of_tasks(task_ids: Sequence[str], tenant: str | None = None) -> Any:
+    """The query of the model usage of `task_ids`, a row per (tenant, task) that made model
+    calls; `usage_by_task` reads its rows. Only usage recorded under the task's own tenant
+    counts: `tenant`'s when given, else each task's as the tasks table has it (a join, so
+    that the (tenant, task) index serves either way)."""
+    c = llm_usage_table.c
+    query = select(
+        c.tenant, c.task_id, func.count(), func.coalesce(func.sum(c.input_tokens), 0),
+        func.coalesce(func.sum(c.output_tokens), 0), func.coalesce(func.sum(c.cost), 0.0))
+    if tenant is not None:
+        query = query.where(c.tenant == tenant, c.task_id.in_(list(task_ids)))
+    else:
+        t = tasks_table.c
+        query = query.join(tasks_table, and_(t.tenant == c.tenant, t.id == c.task_id)).where(
+            t.id.in_(list(task_ids)))
+    return query.group_by(c.tenant, c.task_id)
+
+
+def usage_by_task(rows: Sequence[Any]) -> dict[tuple[str, str], UsageTotals]:
+    """The rows of `usage_of_tasks` by (tenant, task id)."""
+    return {(row[0], row[1]): UsageTotals(int(row[2]), int(row[3]), int(row[4]), float(row[5]))
+            for row in rows}
 
 
 class LlmBudgetStore(EngineStore):
@@ -310,13 +335,8 @@ class LlmBudgetStore(EngineStore):
         (one query; another tenant's tasks are absent)."""
         if not task_ids:
             return {}
-        c = llm_usage_table.c
-        rows = await self._fetch(select(
-            c.task_id, func.count(), func.coalesce(func.sum(c.input_tokens), 0),
-            func.coalesce(func.sum(c.output_tokens), 0), func.coalesce(func.sum(c.cost), 0.0),
-        ).where(c.tenant == _check_tenant(tenant), c.task_id.in_(task_ids)).group_by(c.task_id))
-        return {row[0]: UsageTotals(int(row[1]), int(row[2]), int(row[3]), float(row[4]))
-                for row in rows}
+        rows = await self._fetch(usage_of_tasks(task_ids, _check_tenant(tenant)))
+        return {task_id: used for (_, task_id), used in usage_by_task(rows).items()}
 
     async def tenant_usage(self, tenant: str, since: datetime | None = None) -> UsageTotals:
         """The model usage of `tenant`, since `since` when given."""

@@ -197,10 +197,17 @@ class TaskStore(EngineStore):
         return task_from_row(rows[0])
 
     async def get_tasks(self, task_ids: Sequence[str]) -> dict[str, Task]:
+        return (await self.get_tasks_with(task_ids))[0]
+
+    async def get_tasks_with(self, task_ids: Sequence[str], *also: Any
+                             ) -> tuple[dict[str, Task], list[list[Any]]]:
+        """The tasks of `task_ids` that exist, by id, and the rows of each statement of `also`,
+        all read in one go (one consistent view, one round of reads)."""
         if not task_ids:
-            return {}
-        rows = await self._fetch(select(tasks_table).where(tasks_table.c.id.in_(list(task_ids))))
-        return {row.id: task_from_row(row) for row in rows}
+            return {}, [[] for _ in also]
+        rows, *others = await self._fetch_all(
+            select(tasks_table).where(tasks_table.c.id.in_(list(task_ids))), *also)
+        return {row.id: task_from_row(row) for row in rows}, others
 
     async def task_ids_by_idempotency_keys(self, keys: Collection[tuple[str, str]]
                                            ) -> dict[tuple[str, str], str]:

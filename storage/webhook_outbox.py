@@ -57,11 +57,12 @@ class Notification:
     run_id: str | None = None
     agent_type: str | None = None
     workflow: str | None = None
+    callback: bool = True  # False: its task or run has no callback_url (one query saved)
 
 
 def task_notification(task_id: str, tenant: str, status: str, agent_type: str | None,
                       attempts: int, finished_at: datetime, result: Any = None,
-                      error: Any = None) -> Notification:
+                      error: Any = None, callback: bool = True) -> Notification:
     """A task's terminal state as a notification; a result over `MAX_RESULT_BYTES` of JSON is
     left out (`result_truncated`: the receiver reads it from the API)."""
     data: dict[str, Any] = {"task_id": task_id, "tenant": tenant, "agent_type": agent_type,
@@ -79,7 +80,7 @@ def task_notification(task_id: str, tenant: str, status: str, agent_type: str | 
     else:
         data["result"] = None
     return Notification(tenant, task_event_kind(status), data, task_id=task_id,
-                        agent_type=agent_type)
+                        agent_type=agent_type, callback=callback)
 
 
 def run_notification(run_id: str, tenant: str, workflow: str, kind: str, data: dict[str, Any]
@@ -165,7 +166,8 @@ def write_deliveries(connection: Connection, notifications: Sequence[Notificatio
     for kind, statement in (("task.", task_callback), ("run.", run_callback)):
         callbacks = [{k: v for k, v in row.items()
                       if k not in ("pattern", "agent_type", "workflow")}
-                     for row, note in zip(rows, notifications) if note.kind.startswith(kind)]
+                     for row, note in zip(rows, notifications)
+                     if note.kind.startswith(kind) and note.callback]
         if callbacks:
             connection.execute(statement, callbacks)
 

@@ -219,3 +219,26 @@ def test_period_keys() -> None:
     at = datetime(2026, 12, 4, 23, 0, tzinfo=timezone.utc)
     assert [period_key(p, at) for p in ("month", "day", "total")] == [
         "2026-12", "2026-12-04", "total"]
+
+
+async def test_a_task_read_with_its_usage_counts_only_its_own_tenants_calls(
+    database_url: str,
+) -> None:
+    """What a waiter gets back (`TaskStore.get_tasks_with` + `usage_of_tasks`, one read):
+    usage recorded under another tenant with the same task id is never added to a task."""
+    from storage.llm_budget import usage_by_task, usage_of_tasks
+    from storage.task_store import TaskStore, WriteBatch
+    from tests.storage.test_task_store import task_row
+
+    async with await TaskStore.open(database_url) as tasks:
+        mine, silent = task_row(tenant="acme"), task_row(tenant="acme")
+        await tasks.apply(WriteBatch(new_tasks=[mine, silent]))
+        usage = LlmBudgetStore(tasks.engine)
+        for tenant, tokens in (("acme", 10), ("acme", 20), ("globex", 1000)):
+            await usage.record(UsageRecord(tenant=tenant, deployment="d", model="m",
+                                           input_tokens=tokens, output_tokens=1, cost=0.5,
+                                           task_id=mine["id"]))
+        ids = [mine["id"], silent["id"], "no-such-task"]
+        found, [rows] = await tasks.get_tasks_with(ids, usage_of_tasks(ids))
+    assert set(found) == {mine["id"], silent["id"]}
+    assert usage_by_task(rows) == {("acme", mine["id"]): UsageTotals(2, 30, 2, 1.0)}
