@@ -221,6 +221,9 @@ class PoolManager:
                 self.backend.kill(handle)
                 continue
             pool.replicas[name] = Replica(name, handle, pool.agent_type)
+            # Awaited from now, not from the next supervision step (`health_interval_s`
+            # later): a pool is live as soon as its replica answers.
+            self._await_start(pool, pool.replicas[name])
             pool.next_number = max(pool.next_number, parsed[1] + 1)
         for pool in self.pools.values():
             pool.desired = max(pool.min_replicas, min(pool.max_replicas, len(pool.replicas)))
@@ -258,11 +261,8 @@ class PoolManager:
             for replica in list(pool.replicas.values()):
                 if replica.ready:
                     checks.append(self._check(pool, replica, self.config.health_timeout_s))
-                elif replica.name not in self._starting:
-                    self._starting.add(replica.name)
-                    task = asyncio.create_task(self._start(pool, replica))
-                    self._background.add(task)
-                    task.add_done_callback(self._background.discard)
+                else:
+                    self._await_start(pool, replica)
         if checks:
             await asyncio.gather(*checks)
         for pool in self.pools.values():
@@ -295,6 +295,15 @@ class PoolManager:
     def reset_size(self, agent_type: str) -> AgentPool:
         """Give a pool its configured bounds again."""
         return self.set_size(agent_type, *self.pools[agent_type].configured_bounds, "config")
+
+    def _await_start(self, pool: AgentPool, replica: Replica) -> None:
+        """Wait in the background for a starting replica to answer `ready` (once)."""
+        if replica.name in self._starting:
+            return
+        self._starting.add(replica.name)
+        task = asyncio.create_task(self._start(pool, replica))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _start(self, pool: AgentPool, replica: Replica) -> None:
         try:
@@ -381,6 +390,9 @@ class PoolManager:
                 self.config.max_payload_bytes,
             )
             pool.replicas[name] = Replica(name, handle, pool.agent_type)
+            # Awaited from now, not from the next supervision step (`health_interval_s`
+            # later): a pool is live as soon as its replica answers.
+            self._await_start(pool, pool.replicas[name])
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [pool.snapshot() for pool in self.pools.values()]

@@ -19,7 +19,7 @@ charged to the bare endpoint. Rates count 2xx answers per second; latencies are 
 answers; anything else is an error, counted by status.
 
 Goals: at every level, submission at least 0.7x the bare rate; at 32 concurrent callers, a
-submission p95 under 50 ms.
+submission p95 under 50 ms, and within 1.5x the bare endpoint's p95 of the same run.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ UNLIMITED: Final = RateLimit(requests=10**6, per_s=1.0)
 DEFAULT_CONCURRENCY: Final = (1, 8, 32)
 GOAL_RATIO: Final = 0.7
 GOAL_P95_MS: Final = 50.0
+GOAL_P95_VS_BARE: Final = 1.5
 GOAL_P95_CONCURRENCY: Final = 32
 WARM_UP_PER_CALLER: Final = 4
 MIN_WARM_UP: Final = 20
@@ -222,6 +223,8 @@ def goals(levels: list[dict[str, Any]]) -> dict[str, Any]:
     """The issue's goals, each with its figure and whether it was met (None: not measured)."""
     at_goal_level = [level for level in levels if level["concurrency"] == GOAL_P95_CONCURRENCY]
     p95 = at_goal_level[0]["platform"]["p95_ms"] if at_goal_level else None
+    bare_p95 = at_goal_level[0]["bare"]["p95_ms"] if at_goal_level else None
+    p95_ratio = round(p95 / bare_p95, 2) if p95 is not None and bare_p95 else None
     return {
         "ratio": {"goal": f"platform >= {GOAL_RATIO} x bare at every level",
                   "worst": min(level["ratio"] for level in levels),
@@ -229,6 +232,10 @@ def goals(levels: list[dict[str, Any]]) -> dict[str, Any]:
         "p95": {"goal": f"platform p95 < {GOAL_P95_MS:g} ms at {GOAL_P95_CONCURRENCY} "
                         "concurrent", "p95_ms": p95,
                 "met": None if p95 is None else p95 < GOAL_P95_MS},
+        "p95_vs_bare": {"goal": f"platform p95 <= {GOAL_P95_VS_BARE:g} x the bare p95 at "
+                                f"{GOAL_P95_CONCURRENCY} concurrent (same run)",
+                        "ratio": p95_ratio,
+                        "met": None if p95_ratio is None else p95_ratio <= GOAL_P95_VS_BARE},
     }
 
 
@@ -385,7 +392,10 @@ def summary(report: dict[str, Any]) -> str:
     footer = [f"goal {goal['ratio']['goal']}: {met(goal['ratio']['met'])} "
               f"(worst {goal['ratio']['worst']:.3f})",
               f"goal {goal['p95']['goal']}: {met(goal['p95']['met'])}"
-              + (f" ({goal['p95']['p95_ms']} ms)" if goal["p95"]["p95_ms"] is not None else "")]
+              + (f" ({goal['p95']['p95_ms']} ms)" if goal["p95"]["p95_ms"] is not None else ""),
+              f"goal {goal['p95_vs_bare']['goal']}: {met(goal['p95_vs_bare']['met'])}"
+              + (f" ({goal['p95_vs_bare']['ratio']}x)"
+                 if goal["p95_vs_bare"]["ratio"] is not None else "")]
     return "\n".join([header, columns, *rows, *footer])
 
 

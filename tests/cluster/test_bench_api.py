@@ -50,4 +50,18 @@ def test_a_small_run_reports_both_endpoints_at_each_level(tmp_path):
         assert level["ratio"] > 0 and isinstance(level["meets_ratio_goal"], bool)
     assert isinstance(report["goals"]["ratio"]["met"], bool)
     assert report["goals"]["p95"]["met"] is None  # 32 concurrent callers were not measured
+    assert report["goals"]["p95_vs_bare"]["met"] is None
     assert "platform" in summary(report)
+
+
+def test_the_p95_goal_against_bare_compares_the_same_runs_level_of_32():
+    from cluster.bench.api import goals
+
+    def level(concurrency: int, bare_p95: float, platform_p95: float) -> dict:
+        return {"concurrency": concurrency, "ratio": 0.5, "meets_ratio_goal": False,
+                "bare": {"p95_ms": bare_p95}, "platform": {"p95_ms": platform_p95}}
+
+    within = goals([level(1, 4.0, 40.0), level(32, 100.0, 150.0)])["p95_vs_bare"]
+    beyond = goals([level(32, 100.0, 151.0)])["p95_vs_bare"]
+    assert (within["ratio"], within["met"]) == (1.5, True)
+    assert (beyond["ratio"], beyond["met"]) == (1.51, False)
