@@ -69,6 +69,8 @@ class LiveTask:
     attempt_started: float = 0.0  # time.monotonic() when the current attempt began
     workflow_step: str | None = None  # "run=<id> step=<id>" for a workflow step's task
     has_callback: bool = False  # it has a callback_url, to be told its outcome
+    waiters: int = 0  # callers waiting for it (`wait`): its terminal commit reads it back
+    final: Task | None = None  # the finished task as that commit read it
     done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     @classmethod
@@ -262,7 +264,7 @@ class Lifecycle:
         self._terminal_writes(batch, live, TaskStatus.FAILED, now, error=error)
         if decision is not None:
             batch.task_updates[-1]["route"] = decision.to_json()
-        await self.writer.write(batch)
+        live.final = (await self.writer.write(batch)).get(live.id)
         self._forget(live)
 
     async def feedback_recorded(self, task: Task, outcome: dict[str, Any]) -> None:
@@ -380,7 +382,7 @@ class Lifecycle:
                 "error": error.to_json() if error else None}))
             self.writer.stage(batch)
             return time.monotonic() + delay
-        await self.writer.write(batch)
+        live.final = (await self.writer.write(batch)).get(live.id)
         self._forget(live)
         return None
 
@@ -399,6 +401,8 @@ class Lifecycle:
             log.log(level, "%s%s", status.value,
                     f": {error.code}: {error.message}" if error else "", extra=log_fields(live))
         batch.task_updates.append(update)
+        if live.waiters:
+            batch.read_back.append(live.id)
         data = {"error": error.to_json()} if error else None
         batch.events.append(_event(live.id, status.value, now, live.attempts or None, data))
         batch.notifications.append(task_notification(
@@ -410,7 +414,7 @@ class Lifecycle:
         batch = WriteBatch()
         self._terminal_writes(batch, live, TaskStatus.CANCELLED, now,
                               error=TaskError("cancelled", "cancelled by request"))
-        await self.writer.write(batch)
+        live.final = (await self.writer.write(batch)).get(live.id)
         self._forget(live)
 
     async def requeue(self, task: Task) -> LiveTask:

@@ -13,7 +13,6 @@ calls: its tokens, cost and calls from the model usage records, read as the task
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -55,12 +54,21 @@ class StoreReads:
         import asyncio
 
         lifecycle = await self._wait_ready()
-        pending = [lifecycle.live[t].done.wait() for t in task_ids if t in lifecycle.live]
-        if pending:
-            try:
-                await asyncio.wait_for(asyncio.gather(*pending), timeout_s)
-            except asyncio.TimeoutError:
-                pass
+        waited = [lifecycle.live[t] for t in task_ids if t in lifecycle.live]
+        for live in waited:
+            live.waiters += 1  # its outcome's commit reads it back for us (`LiveTask.final`)
+        try:
+            if waited:
+                await asyncio.wait_for(asyncio.gather(*(live.done.wait() for live in waited)),
+                                       timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            for live in waited:
+                live.waiters -= 1
+        finals = {live.id: live.final for live in waited if live.final is not None}
+        if len(finals) == len(set(task_ids)):
+            return [finals[t] for t in task_ids]
         found = await _read_with_usage(lifecycle, task_ids)
         missing = [t for t, task in zip(task_ids, found) if task is None]
         if missing:
@@ -161,20 +169,6 @@ class StoreReads:
 
 
 async def _read_with_usage(lifecycle: Lifecycle, task_ids: list[str]) -> list[Task | None]:
-    """Each of `task_ids`' tasks (None for a missing one), with its model usage when it made
-    model calls, matched by the task's own tenant; tasks and usage are read in one go."""
-    from storage.llm_budget import usage_by_task, usage_of_tasks
-
-    found, [usage_rows] = await lifecycle.store.get_tasks_with(
-        task_ids, usage_of_tasks(task_ids))
-    usage = usage_by_task(usage_rows)
-    tasks: list[Task | None] = []
-    for task_id in task_ids:
-        task = found.get(task_id)
-        used = usage.get((task.tenant, task.id)) if task is not None else None
-        if task is not None and used is not None:
-            task = dataclasses.replace(task, llm_usage={
-                "input_tokens": used.input_tokens, "output_tokens": used.output_tokens,
-                "cost_usd": used.cost, "calls": used.calls})
-        tasks.append(task)
-    return tasks
+    """Each of `task_ids`' tasks (None for a missing one), with its model usage."""
+    found = await lifecycle.store.get_tasks_with_usage(task_ids)
+    return [found.get(task_id) for task_id in task_ids]

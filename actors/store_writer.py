@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 
 from storage.errors import StorageError
-from storage.messages import TaskEvent
+from storage.messages import Task, TaskEvent
 from storage.task_store import TaskStore, WriteBatch
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,11 @@ class StoreWriter:
         self._linger = None
         self._wakeup.set()
 
-    async def write(self, batch: WriteBatch) -> None:
-        """Stage `batch` and wait until it is committed."""
-        await self.stage(batch)
+    async def write(self, batch: WriteBatch) -> dict[str, Task]:
+        """Stage `batch` and wait until it is committed. Returns the tasks its flush read back
+        (`WriteBatch.read_back`), by id."""
+        found: dict[str, Task] = await self.stage(batch)
+        return found
 
     @property
     def backlog(self) -> int:
@@ -118,7 +120,7 @@ class StoreWriter:
                         log.exception("telling of a committed flush failed")
                 for _, future in entries:
                     if not future.done():
-                        future.set_result(None)
+                        future.set_result(merged.found)
 
     def _fail_submissions(self, entries, exc: StorageError) -> None:
         """Drop staged batches that create tasks, failing their futures; keep the rest."""

@@ -32,6 +32,7 @@ from storage.messages import (
     TaskStatus,
     utcnow,
 )
+from storage.llm_budget import usage_by_task, usage_of_tasks
 from storage.models import attempts_table, events_table, tasks_table
 from storage.webhook_outbox import DEFAULT_RETRY_PERIOD_S, Notification, write_deliveries
 
@@ -53,6 +54,10 @@ class WriteBatch:
     attempt_updates: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     notifications: list[Notification] = dataclasses.field(default_factory=list)
+    read_back: list[str] = dataclasses.field(default_factory=list)
+    """Ids of tasks to read, with their model usage, in the same transaction once the writes
+    are done (for callers waiting on them); `apply` leaves them in `found`, by id."""
+    found: dict[str, Task] = dataclasses.field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return (len(self.new_tasks) + len(self.new_attempts) + len(self.task_updates)
@@ -60,7 +65,8 @@ class WriteBatch:
 
     def extend(self, other: WriteBatch) -> None:
         for field in dataclasses.fields(self):
-            getattr(self, field.name).extend(getattr(other, field.name))
+            if field.name != "found":
+                getattr(self, field.name).extend(getattr(other, field.name))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +116,22 @@ def _attempt_update(keys: tuple[str, ...]) -> Any:
             .where(attempts_table.c.task_id == bindparam("b_task_id"))
             .where(attempts_table.c.number == bindparam("b_number"))
             .values({k: bindparam(k) for k in keys}))
+
+
+def with_usage(task_rows: Sequence[Any], usage_rows: Sequence[Any]) -> dict[str, Task]:
+    """Tasks by id from their rows, each given the model usage `usage_rows` (of
+    `storage.llm_budget.usage_of_tasks`) records for it under its own tenant."""
+    usage = usage_by_task(usage_rows)
+    tasks = {}
+    for row in task_rows:
+        task = task_from_row(row)
+        used = usage.get((task.tenant, task.id))
+        if used is not None:
+            task = dataclasses.replace(task, llm_usage={
+                "input_tokens": used.input_tokens, "output_tokens": used.output_tokens,
+                "cost_usd": used.cost, "calls": used.calls})
+        tasks[task.id] = task
+    return tasks
 
 
 def _grouped_by_keys(rows: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -174,6 +196,11 @@ class TaskStore(EngineStore):
         if batch.notifications:
             write_deliveries(connection, batch.notifications, utcnow(),
                              self.webhook_retry_period_s)
+        if batch.read_back:
+            ids = list(dict.fromkeys(batch.read_back))
+            batch.found = with_usage(
+                connection.execute(select(tasks_table).where(tasks_table.c.id.in_(ids))).all(),
+                connection.execute(usage_of_tasks(ids)).all())
         return written
 
     @staticmethod
@@ -197,17 +224,20 @@ class TaskStore(EngineStore):
         return task_from_row(rows[0])
 
     async def get_tasks(self, task_ids: Sequence[str]) -> dict[str, Task]:
-        return (await self.get_tasks_with(task_ids))[0]
-
-    async def get_tasks_with(self, task_ids: Sequence[str], *also: Any
-                             ) -> tuple[dict[str, Task], list[list[Any]]]:
-        """The tasks of `task_ids` that exist, by id, and the rows of each statement of `also`,
-        all read in one go (one consistent view, one round of reads)."""
         if not task_ids:
-            return {}, [[] for _ in also]
-        rows, *others = await self._fetch_all(
-            select(tasks_table).where(tasks_table.c.id.in_(list(task_ids))), *also)
-        return {row.id: task_from_row(row) for row in rows}, others
+            return {}
+        rows = await self._fetch(select(tasks_table).where(tasks_table.c.id.in_(list(task_ids))))
+        return {row.id: task_from_row(row) for row in rows}
+
+    async def get_tasks_with_usage(self, task_ids: Sequence[str]) -> dict[str, Task]:
+        """The tasks of `task_ids` that exist, by id, each with its model usage when it made
+        model calls (`Task.llm_usage`, counted under the task's own tenant), in one read."""
+        if not task_ids:
+            return {}
+        ids = list(task_ids)
+        rows, usage_rows = await self._fetch_all(
+            select(tasks_table).where(tasks_table.c.id.in_(ids)), usage_of_tasks(ids))
+        return with_usage(rows, usage_rows)
 
     async def task_ids_by_idempotency_keys(self, keys: Collection[tuple[str, str]]
                                            ) -> dict[tuple[str, str], str]:

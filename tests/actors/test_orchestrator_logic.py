@@ -78,3 +78,31 @@ async def test_a_tenant_quota_bounds_its_waiting_tasks_only(tmp_path):
         await orchestrator.scale("sleeper", 1)  # acme's tasks start: its quota frees up
         await orchestrator.wait_many(acme, 10)
         assert (await orchestrator.get(await orchestrator.submit(task("acme")))).tenant == "acme"
+
+
+async def test_a_waited_task_comes_back_as_its_outcomes_commit_read_it(orchestrator,
+                                                                       monkeypatch):
+    """`accept` with a wait (`Client.run`) and `wait_many` hand back the finished tasks that
+    their outcome's transaction read, equal to a fresh read, with no read of their own; a
+    task that finished before anyone waited is read as before."""
+    from storage.task_store import TaskStore
+
+    reads: list[list[str]] = []
+    original = TaskStore.get_tasks_with_usage
+
+    async def counted(self, task_ids):
+        reads.append(list(task_ids))
+        return await original(self, task_ids)
+
+    monkeypatch.setattr(TaskStore, "get_tasks_with_usage", counted)
+    waited = await orchestrator.accept(TaskRequest("slow", {"seconds": 0.2, "echo": 1},
+                                                   "sleeper"), 30)
+    ids = await orchestrator.submit_many([TaskRequest(f"{i}", {"seconds": 0.2, "echo": i},
+                                                      "sleeper") for i in range(3)])
+    together = await orchestrator.wait_many(ids, 30)
+    assert reads == []
+    assert waited.status is TaskStatus.SUCCEEDED and waited.result["echo"] == 1
+    assert [t.result["echo"] for t in together] == [0, 1, 2]
+    assert waited == await orchestrator.get(waited.id)  # the read falls back: not live now
+    assert together == await orchestrator.wait_many(ids, 30)
+    assert reads == [[waited.id], ids]

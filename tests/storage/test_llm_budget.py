@@ -224,9 +224,9 @@ def test_period_keys() -> None:
 async def test_a_task_read_with_its_usage_counts_only_its_own_tenants_calls(
     database_url: str,
 ) -> None:
-    """What a waiter gets back (`TaskStore.get_tasks_with` + `usage_of_tasks`, one read):
-    usage recorded under another tenant with the same task id is never added to a task."""
-    from storage.llm_budget import usage_by_task, usage_of_tasks
+    """What a waiter gets back, read on its own (`TaskStore.get_tasks_with_usage`) or by the
+    commit of the task's outcome (`WriteBatch.read_back`): usage recorded under another tenant
+    with the same task id is never added to a task."""
     from storage.task_store import TaskStore, WriteBatch
     from tests.storage.test_task_store import task_row
 
@@ -239,6 +239,13 @@ async def test_a_task_read_with_its_usage_counts_only_its_own_tenants_calls(
                                            input_tokens=tokens, output_tokens=1, cost=0.5,
                                            task_id=mine["id"]))
         ids = [mine["id"], silent["id"], "no-such-task"]
-        found, [rows] = await tasks.get_tasks_with(ids, usage_of_tasks(ids))
-    assert set(found) == {mine["id"], silent["id"]}
-    assert usage_by_task(rows) == {("acme", mine["id"]): UsageTotals(2, 30, 2, 1.0)}
+        read = await tasks.get_tasks_with_usage(ids)
+        finishing = WriteBatch(task_updates=[{"id": mine["id"], "status": "succeeded"}],
+                               read_back=[mine["id"], silent["id"]])
+        await tasks.apply(finishing)
+    expected = {"input_tokens": 30, "output_tokens": 2, "cost_usd": 1.0, "calls": 2}
+    assert set(read) == {mine["id"], silent["id"]}
+    assert read[mine["id"]].llm_usage == expected and read[silent["id"]].llm_usage is None
+    assert set(finishing.found) == {mine["id"], silent["id"]}
+    assert finishing.found[mine["id"]].status.value == "succeeded"  # read after the writes
+    assert finishing.found[mine["id"]].llm_usage == expected
