@@ -223,12 +223,14 @@ def _stop_head_at(address: str) -> None:
 
 def _head_processes(address: str) -> list:
     """The processes of the head at `address` on this machine: its GCS server, the processes
-    that name it as their GCS (raylet, dashboard, monitors), and all their children (workers,
-    agents). Processes of other Ray clusters name another address."""
+    that name it as their GCS (raylet, dashboard, monitors) or their cluster (the Ray Client
+    server), and all their children (workers, agents). Processes of other Ray clusters name
+    another address."""
     import psutil
 
     port = address.rpartition(":")[2]
-    own = {f"--gcs-address={address}", f"--gcs_server_port={port}"}
+    # The Ray Client server `ray start --head` runs names the head by `--address`.
+    own = {f"--gcs-address={address}", f"--gcs_server_port={port}", f"--address={address}"}
     roots = []
     for process in psutil.process_iter(["cmdline"]):
         if own.intersection(process.info["cmdline"] or ()):

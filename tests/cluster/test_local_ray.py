@@ -32,11 +32,25 @@ def test_stopping_one_head_leaves_another_cluster_running(tmp_path):
 
         assert stop_head(ours) is True
         assert not head_is_running(our_port)
+        assert _naming(address) == []  # nothing of ours is left: the Ray Client server too
         assert head_is_running(their_port)
+        assert _naming(f"127.0.0.1:{their_port}")  # theirs still runs, all of it
         assert not (ours / MARKER).exists() and stop_head(ours) is False
     finally:
         stop_head(theirs)
     assert not head_is_running(their_port)
+
+
+def _naming(address: str) -> list[str]:
+    """The command lines of this machine's processes that name the head at `address`."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        line = " ".join(process.info["cmdline"] or ())
+        if f"={address}" in line and "pytest" not in line:
+            found.append(line[:160])
+    return found
 
 
 def test_no_running_head_is_reported_at_once(tmp_path):
